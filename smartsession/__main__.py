@@ -1,0 +1,5 @@
+import sys
+
+from smartsession.cli import main
+
+sys.exit(main())

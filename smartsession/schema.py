@@ -1,0 +1,159 @@
+"""The one schema for everything that crosses the hub: student states, teacher commands, snapshots.
+
+Imported by the student side, the hub and the teacher side; docs/PROTOCOL.md describes the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+PROTOCOL_VERSION = 1
+
+#: Every state a student can be in. The first four come from the classifier, the rest from explicit rules.
+STATES = ("focused", "happy", "confused", "distracted", "drowsy", "away", "uncertain")
+#: States that infer emotion; switched off with ``emotions=False`` (EU AI Act art. 5(1)(f)).
+EMOTION_STATES = ("happy", "confused")
+#: States left when emotions are off: attention signals only.
+ATTENTION_STATES = tuple(s for s in STATES if s not in EMOTION_STATES)
+
+#: Features a student may share with the hub (a few named scalars, never landmarks or images).
+SHARED_FEATURES = ("yaw", "pitch", "roll", "gaze_x", "gaze_y", "ear", "mar")
+MAX_FEATURES = len(SHARED_FEATURES)
+
+#: Presence of a student as the teacher sees it.
+PRESENCE = ("connected", "paused", "disconnected")
+
+#: Commands a teacher may send.
+TEACHER_COMMANDS = (
+    "start_session",
+    "end_session",
+    "start_segment",
+    "rename_student",
+    "hide_student",
+    "set_emotions",
+)
+
+
+class SchemaError(ValueError):
+    """A message that does not follow the schema. ``str(err)`` says what is wrong, for the client."""
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise SchemaError(what)
+
+
+def _ident(value: Any, name: str) -> str:
+    _require(isinstance(value, str), f"{name} must be a string")
+    _require(1 <= len(value) <= 64, f"{name} must be 1-64 characters")
+    _require(
+        all(c.isalnum() or c in "-_." for c in value),
+        f"{name} may only contain letters, digits, '-', '_' and '.'",
+    )
+    return value
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number"
+    )
+    _require(math.isfinite(value), f"{name} must be finite")
+    _require(lo <= value <= hi, f"{name} must be between {lo} and {hi}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class StateMessage:
+    """What a student's kernel publishes a few times a second."""
+
+    class_id: str
+    student_id: str
+    seq: int
+    t: float  # capture time, unix seconds
+    state: str
+    engagement: float  # 0-100
+    confidence: float  # 0-1
+    features: Mapping[str, float] = field(default_factory=dict)
+    segment: str | None = None
+    paused: bool = False
+    consent: bool = True
+    type: str = "state"
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["features"] = dict(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StateMessage":
+        """Validate a decoded JSON object; raise :class:`SchemaError` naming the first problem."""
+        _require(isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.get("type") == "state", "type must be 'state'")
+        _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
+        known = {
+            "type", "v", "class_id", "student_id", "seq", "t", "state", "engagement",
+            "confidence", "features", "segment", "paused", "consent",
+        }
+        extra = set(d) - known
+        _require(not extra, f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+        seq = d.get("seq")
+        _require(isinstance(seq, int) and not isinstance(seq, bool), "seq must be an integer")
+        _require(0 <= seq < 2**53, "seq must be between 0 and 2**53")
+        state = d.get("state")
+        _require(state in STATES, f"state must be one of {', '.join(STATES)}")
+        feats = d.get("features", {})
+        _require(isinstance(feats, Mapping), "features must be an object")
+        _require(len(feats) <= MAX_FEATURES, f"at most {MAX_FEATURES} features")
+        for k, val in feats.items():
+            _require(k in SHARED_FEATURES, f"feature {k!r} is not shared; allowed: {', '.join(SHARED_FEATURES)}")
+            _number(val, f"features.{k}", -1e6, 1e6)
+        segment = d.get("segment")
+        if segment is not None:
+            _ident(segment, "segment")
+        for flag in ("paused", "consent"):
+            _require(isinstance(d.get(flag, False), bool), f"{flag} must be true or false")
+        return cls(
+            class_id=_ident(d.get("class_id"), "class_id"),
+            student_id=_ident(d.get("student_id"), "student_id"),
+            seq=seq,
+            t=_number(d.get("t"), "t", 0, 1e11),
+            state=state,
+            engagement=_number(d.get("engagement"), "engagement", 0, 100),
+            confidence=_number(d.get("confidence"), "confidence", 0, 1),
+            features={k: float(v) for k, v in feats.items()},
+            segment=segment,
+            paused=d.get("paused", False),
+            consent=d.get("consent", True),
+        )
+
+    @classmethod
+    def from_observation(
+        cls,
+        obs: Any,
+        *,
+        class_id: str,
+        student_id: str,
+        seq: int,
+        segment: str | None = None,
+        paused: bool = False,
+        consent: bool = True,
+    ) -> "StateMessage":
+        """Build the hub message from an analysis ``Observation``: state and scores only, never pixels."""
+        feats = {k: round(float(obs.features[k]), 4) for k in SHARED_FEATURES if k in (obs.features or {})}
+        feats = {k: v for k, v in feats.items() if math.isfinite(v)}
+        return cls(
+            class_id=class_id,
+            student_id=student_id,
+            seq=seq,
+            t=float(obs.wall_time),
+            state=obs.state,
+            engagement=round(float(obs.engagement), 2),
+            confidence=round(float(obs.confidence), 4),
+            features=feats,
+            segment=segment,
+            paused=paused,
+            consent=consent,
+        )
