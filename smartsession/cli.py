@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "smartsession.analysis.cli",  # analyze
     "smartsession.hub.cli",  # hub, class
     "smartsession.serve.cli",  # serve
-    "smartsession.pages.simulate",  # simulate
+    "smartsession.simulate",  # simulate
     "smartsession.report.cli",  # report
 )
 
