@@ -1,0 +1,52 @@
+"""Project hygiene that users and CI hit first: the install files agree, the README's commands are real.
+
+These read files only; every other test exercises real parts.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _norm(req: str) -> str:
+    return re.sub(r"\s+", "", req).lower().replace("_", "-")
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_norm(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert python == ["python=3.11"]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {_norm(r) for r in pip if not r.startswith("-e")}
+    assert listed == wanted, (
+        f"only in pyproject: {sorted(wanted - listed)}; only in environment.yml: {sorted(listed - wanted)}"
+    )
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2
+    start, test = blocks[0].strip(), blocks[1].strip()
+    assert "smartsession serve" in start and "pip install" in start
+    assert test == "bash .ci/run"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pytest" in ci and "apt-get" in ci
+
+
+def test_console_script_lists_every_room():
+    out = subprocess.run(
+        [sys.executable, "-m", "smartsession", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("analyze", "serve", "hub", "class", "simulate", "report"):
+        assert re.search(rf"^\s+{command}\b", out, flags=re.M), f"`smartsession {command}` missing:\n{out}"
