@@ -1,0 +1,154 @@
+"""How camera frames reach Python code: decoded off the comm handler, one at a time, newest first.
+
+Both camera widgets hand encoded frames to a ``FrameDispatcher``; callbacks get RGB arrays and never see bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FrameCallback = Callable[[np.ndarray, float], object]
+
+
+class FrameDecodeError(ValueError):
+    """Bytes from the browser that are not a JPEG/PNG image; the frame is dropped, capture goes on."""
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    seq: int  # the browser's frame number, echoed in its ack
+    t: float  # capture time, unix seconds (browser clock)
+    data: bytes  # encoded JPEG/PNG, decoded only by the worker
+    received: float  # kernel time when it arrived, unix seconds
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an RGB uint8 array (H, W, 3)."""
+    if not data:
+        raise FrameDecodeError("empty frame: the browser sent no image data")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FrameDecodeError(f"frame of {len(data)} bytes is not a JPEG or PNG image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class LatestFrame:
+    """A one-slot, latest-wins hand-off: a new frame replaces the one still waiting, which is dropped.
+
+    Pure logic plus a condition variable, so the back-pressure rule is testable without a browser.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: PendingFrame | None = None
+        self._closed = False
+
+    def offer(self, frame: PendingFrame) -> PendingFrame | None:
+        """Make ``frame`` the next one to process; return the waiting frame it displaced, if any."""
+        with self._cond:
+            if self._closed:
+                return frame
+            dropped, self._pending = self._pending, frame
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout: float | None = None) -> PendingFrame | None:
+        """The newest waiting frame, waiting up to ``timeout`` seconds; None when closed or timed out."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is not None or self._closed, timeout)
+            frame, self._pending = self._pending, None
+            return None if self._closed else frame
+
+    def close(self) -> PendingFrame | None:
+        """Stop handing out frames; return the frame that was still waiting, if any."""
+        with self._cond:
+            self._closed = True
+            frame, self._pending = self._pending, None
+            self._cond.notify_all()
+            return frame
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class FrameDispatcher:
+    """Runs frame callbacks on one worker thread so a slow callback never blocks the comm handler.
+
+    ``done(frame, processed)`` is called once per submitted frame: after its callbacks ran
+    (``processed=True``) or when it was dropped for a newer one or could not be decoded (``False``).
+    """
+
+    def __init__(self, done: Callable[[PendingFrame, bool], None]) -> None:
+        self._done = done
+        self._slot = LatestFrame()
+        self._callbacks: list[FrameCallback] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "errors": 0}
+        self.last_error = ""
+
+    def add(self, callback: FrameCallback) -> None:
+        if not callable(callback):
+            raise TypeError(f"on_frame needs a function f(frame, t), got {type(callback).__name__}")
+        with self._lock:
+            if callback not in self._callbacks:
+                self._callbacks.append(callback)
+
+    def remove(self, callback: FrameCallback) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def submit(self, frame: PendingFrame) -> None:
+        if self._slot.closed:
+            return
+        self.counts["received"] += 1
+        self._ensure_worker()
+        dropped = self._slot.offer(frame)
+        if dropped is not None:
+            self.counts["dropped"] += 1
+            self._done(dropped, False)
+
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="smartsession-frames", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while (frame := self._slot.take()) is not None:
+            try:
+                rgb = decode_image(frame.data)
+            except FrameDecodeError as err:
+                self.counts["bad"] += 1
+                self.last_error = str(err)
+                self._done(frame, False)
+                continue
+            with self._lock:
+                callbacks = list(self._callbacks)
+            for callback in callbacks:
+                try:
+                    callback(rgb, frame.t)
+                except Exception:  # a faulty callback must not stop the camera for the others
+                    self.counts["errors"] += 1
+                    self.last_error = traceback.format_exc(limit=3)
+                    log.exception("frame callback %r failed", callback)
+            self.counts["processed"] += 1
+            self._done(frame, True)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the worker (waits up to ``timeout`` s for the running callback); closing twice is harmless."""
+        self._slot.close()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)

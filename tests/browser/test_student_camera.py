@@ -1,0 +1,130 @@
+"""The camera widget in a real browser: frames reach the kernel, a slow kernel drops frames instead of lagging.
+
+A plain Voila server renders a tiny notebook around ``Camera``; the fake webcam plays a real face video.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+PROBE = """
+import json, time
+import ipywidgets as widgets
+from smartsession.widgets.camera import Camera
+
+camera = Camera(fps={fps})
+probe = widgets.Textarea(layout=widgets.Layout(width="600px", height="120px"))
+probe.add_class("probe")
+latencies, shapes = [], set()
+
+def slow(frame, t):
+    time.sleep({delay})
+    latencies.append(time.time() - t)
+    shapes.add(frame.shape)
+
+def show(*_):
+    probe.value = json.dumps({{"counts": camera.counts, "stats": camera.stats, "status": camera.status,
+                              "message": camera.message, "latencies": latencies[-30:], "shapes": sorted(shapes)}})
+
+camera.on_frame(slow)
+camera.observe(show, names=["stats", "status"])
+display(camera, probe)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def probe_page(tmp_path):
+    """Start Voila on a probe notebook; yield a function (fps, delay) -> URL."""
+    procs = []
+
+    def start(*, fps: float, delay: float) -> str:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PROBE.format(fps=fps, delay=delay))])
+        path = tmp_path / "probe.ipynb"
+        nbformat.write(nb, path)
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "voila.log", "wb"),
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}/"
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise AssertionError(f"voila did not start:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def read_probe(page) -> dict:
+    text = page.locator(".probe textarea").input_value()
+    return json.loads(text) if text else {}
+
+
+def wait_probe(page, predicate, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    data: dict = {}
+    while time.monotonic() < deadline:
+        data = read_probe(page)
+        if data and predicate(data):
+            return data
+        page.wait_for_timeout(250)
+    raise AssertionError(f"condition not met within {timeout} s; last probe: {data}")
+
+
+def test_frames_reach_the_kernel_as_rgb_arrays(browser, probe_page, screenshot):
+    url = probe_page(fps=10, delay=0.0)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        data = wait_probe(page, lambda d: d["counts"]["processed"] >= 20 and d["stats"].get("processed", 0) >= 10)
+        screenshot(page, "camera-live")
+        assert data["status"] == "live"
+        assert data["shapes"] == [[480, 640, 3]]
+        assert data["counts"]["bad"] == 0 and data["counts"]["errors"] == 0
+        assert data["stats"]["rtt_ms_p90"] < 500
+        assert page.locator(".smartsession-camera-note").inner_text().startswith("Camera on.")
+    finally:
+        page.close()
+
+
+def test_slow_kernel_drops_frames_and_delay_does_not_grow(browser, probe_page, screenshot):
+    # 0.4 s per frame against 10 fps capture: without back-pressure the queue would grow by ~6 frames a second.
+    url = probe_page(fps=10, delay=0.4)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        data = wait_probe(page, lambda d: d["counts"]["processed"] >= 25, timeout=60)
+        screenshot(page, "camera-slow-kernel")
+        stats, counts, lat = data["stats"], data["counts"], data["latencies"]
+        assert stats["max_in_flight_seen"] <= 2
+        assert stats["skipped"] > 2 * counts["processed"], data  # the browser skipped most ticks
+        early, late = lat[:5], lat[-5:]
+        assert max(late) < 1.5, data  # bounded: a couple of frames' worth of processing, never growing
+        assert sum(late) / len(late) < sum(early) / len(early) + 0.4, data
+    finally:
+        page.close()
