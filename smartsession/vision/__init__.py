@@ -1,1 +1,4 @@
-"""vision"""
+"""Pixels to landmarks: decoding frames, images, videos and webcams, then MediaPipe FaceMesh.
+
+The input end of the pipeline; nothing here keeps or writes a frame.
+"""

