@@ -1,0 +1,105 @@
+"""The Camera widget's Python half: frame messages become RGB callbacks and acks; statuses read as plain words.
+
+The browser half is exercised in tests/browser/test_student_camera.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import pytest
+import traitlets
+
+from smartsession.dataset.media import astronaut
+from smartsession.widgets.camera import ERROR_STATUSES, STATUS_MESSAGES, Camera, status_message
+
+
+class Recorder:
+    """Collects what the widget sends to the browser (the kernel's comm is not running in a unit test)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def __call__(self, content, buffers=None) -> None:
+        self.sent.append(content)
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert predicate()
+
+
+def test_frame_message_reaches_the_callback_as_rgb_and_is_acked():
+    face = astronaut()
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    got = []
+    with Camera() as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(lambda frame, t: got.append((frame.shape, t)))
+        camera._on_custom(camera, {"type": "frame", "seq": 5, "t": 1700000000.25}, [memoryview(buf.tobytes())])
+        wait_for(lambda: sent.sent)
+    assert got == [(face.shape, 1700000000.25)]
+    assert sent.sent == [{"type": "ack", "seq": 5, "processed": True}]
+    assert camera.counts["processed"] == 1
+
+
+def test_malformed_frame_messages_are_counted_not_raised():
+    with Camera() as camera:
+        camera.send = Recorder()
+        camera._on_custom(camera, {"type": "frame", "seq": "x"}, [b"abc"])
+        camera._on_custom(camera, {"type": "frame", "seq": 1, "t": 2.0}, [])
+        camera._on_custom(camera, {"type": "something else"}, [])
+        camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 2.0}, [b"not a jpeg"])
+        wait_for(lambda: camera.counts["bad"] == 3)
+        assert camera.send.sent == [{"type": "ack", "seq": 2, "processed": False}]
+
+
+def test_removed_callbacks_stop_receiving():
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    callback = lambda frame, t: got.append(t)  # noqa: E731
+    with Camera() as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(callback)
+        camera.on_frame(callback, remove=True)
+        camera._on_custom(camera, {"type": "frame", "seq": 1, "t": 3.0}, [data])
+        wait_for(lambda: sent.sent)
+    assert got == []
+
+
+@pytest.mark.parametrize("status", ERROR_STATUSES)
+def test_every_error_status_says_what_to_do(status):
+    with Camera() as camera:
+        camera.status = status
+        assert camera.message == STATUS_MESSAGES[status]
+    verbs = ("allow", "plug", "close", "open", "press", "reload")
+    assert any(v in camera.message.lower() for v in verbs), camera.message
+
+
+def test_insecure_origin_explains_https_or_localhost():
+    assert "https" in STATUS_MESSAGES["insecure"] and "localhost" in STATUS_MESSAGES["insecure"]
+
+
+def test_unknown_status_and_error_detail_read_as_a_generic_error():
+    assert status_message("weird").startswith(STATUS_MESSAGES["error"]) and "weird" in status_message("weird")
+    with Camera() as camera:
+        camera.detail = "TypeError: boom"
+        camera.status = "error"
+        assert "TypeError: boom" in camera.message
+
+
+def test_bad_settings_are_refused_with_the_allowed_range():
+    with pytest.raises(traitlets.TraitError, match="between 0.5 and 30"):
+        Camera(fps=120)
+    with pytest.raises(traitlets.TraitError, match="between 1 and 8"):
+        Camera(max_in_flight=0)
+
+
+def test_closing_twice_is_harmless():
+    camera = Camera()
+    camera.close()
+    camera.close()

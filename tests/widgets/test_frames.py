@@ -1,0 +1,143 @@
+"""The back-pressure rule and the decode path, without a browser: latest frame wins, nothing piles up.
+
+Real JPEG/PNG bytes of a real face go through the same code the kernel runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from smartsession.dataset.media import astronaut
+from smartsession.widgets.frames import FrameDecodeError, FrameDispatcher, LatestFrame, PendingFrame, decode_image
+
+
+def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def frame(seq: int, data: bytes = b"x") -> PendingFrame:
+    return PendingFrame(seq=seq, t=time.time(), data=data, received=time.time())
+
+
+def test_latest_frame_keeps_only_the_newest_waiting_frame():
+    slot = LatestFrame()
+    assert slot.offer(frame(1)) is None
+    assert slot.offer(frame(2)).seq == 1
+    assert slot.offer(frame(3)).seq == 2
+    assert slot.take(0).seq == 3
+    assert slot.take(0.01) is None  # nothing waiting: no old frame comes back
+
+
+def test_latest_frame_close_returns_the_waiting_frame_and_refuses_new_ones():
+    slot = LatestFrame()
+    slot.offer(frame(1))
+    assert slot.close().seq == 1
+    late = frame(2)
+    assert slot.offer(late) is late  # refused frames come straight back as dropped
+    assert slot.take(0) is None
+    assert slot.close() is None  # closing twice is harmless
+
+
+def test_take_wakes_up_when_a_frame_arrives():
+    slot = LatestFrame()
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.take(5)))
+    t.start()
+    time.sleep(0.05)
+    slot.offer(frame(7))
+    t.join(5)
+    assert [f.seq for f in got] == [7]
+
+
+def test_decode_gives_rgb_in_the_right_channel_order():
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[..., 0] = 220  # red
+    out = decode_image(jpeg(rgb, 95))
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert out[..., 0].mean() > 200 and out[..., 2].mean() < 20
+
+
+def test_decode_real_face_jpeg_and_png():
+    face = astronaut()
+    from_jpeg = decode_image(jpeg(face))
+    assert from_jpeg.shape == face.shape
+    assert np.abs(from_jpeg.astype(int) - face).mean() < 6  # JPEG is lossy, but close
+    ok, png = cv2.imencode(".png", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(decode_image(png.tobytes()), face)  # PNG is exact
+
+
+@pytest.mark.parametrize("data, words", [(b"", "empty frame"), (b"not an image at all", "not a JPEG or PNG")])
+def test_decode_refuses_bad_bytes_with_a_clear_message(data, words):
+    with pytest.raises(FrameDecodeError, match=words):
+        decode_image(data)
+
+
+def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
+    done: list[tuple[int, bool]] = []
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(f: PendingFrame, processed: bool) -> None:
+        with lock:
+            done.append((f.seq, processed))
+
+    def slow(rgb: np.ndarray, t: float) -> None:
+        assert rgb.shape == (64, 64, 3)
+        seen.append(t)
+        time.sleep(0.05)
+
+    dispatcher = FrameDispatcher(record)
+    dispatcher.add(slow)
+    data = jpeg(np.full((64, 64, 3), 128, np.uint8))
+    for seq in range(1, 101):  # 100 frames at ~500 fps against a 20 fps consumer
+        dispatcher.submit(PendingFrame(seq=seq, t=float(seq), data=data, received=time.time()))
+        time.sleep(0.002)
+    deadline = time.monotonic() + 5
+    while len(done) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dispatcher.close()
+
+    assert sorted(s for s, _ in done) == list(range(1, 101))  # each frame acknowledged exactly once
+    processed = [s for s, ok in done if ok]
+    assert 2 <= len(processed) <= 20  # most were dropped, not queued
+    assert processed == sorted(processed)  # never an older frame after a newer one
+    assert processed[-1] == 100  # the newest frame always gets processed
+    assert seen == [float(s) for s in processed]  # callbacks got each frame's capture time
+    assert dispatcher.counts == {"received": 100, "processed": len(processed), "dropped": 100 - len(processed),
+                                 "bad": 0, "errors": 0}
+
+
+def test_bad_frames_and_failing_callbacks_do_not_stop_the_worker():
+    done: list[tuple[int, bool]] = []
+    good: list[int] = []
+    dispatcher = FrameDispatcher(lambda f, ok: done.append((f.seq, ok)))
+
+    def failing(rgb, t):
+        raise RuntimeError("boom")
+
+    dispatcher.add(failing)
+    dispatcher.add(lambda rgb, t: good.append(int(t)))
+    image = jpeg(astronaut())
+    for seq, data in [(1, b"garbage"), (2, image), (3, b""), (4, image)]:
+        dispatcher.submit(PendingFrame(seq=seq, t=float(seq), data=data, received=time.time()))
+        deadline = time.monotonic() + 5
+        while len(done) < seq and time.monotonic() < deadline:
+            time.sleep(0.005)
+    dispatcher.close()
+    assert done == [(1, False), (2, True), (3, False), (4, True)]
+    assert good == [2, 4]
+    assert dispatcher.counts["bad"] == 2 and dispatcher.counts["errors"] == 2
+    assert "boom" in dispatcher.last_error
+
+
+def test_on_frame_needs_a_function():
+    dispatcher = FrameDispatcher(lambda f, ok: None)
+    with pytest.raises(TypeError, match="f\\(frame, t\\)"):
+        dispatcher.add("not callable")
