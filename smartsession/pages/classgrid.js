@@ -46,6 +46,7 @@ function build(model, id) {
 function fill(node, c) {
   node.dataset.state = c.state;
   node.dataset.presence = c.presence;
+  node.dataset.hidden = c.hidden ? "true" : "false";
   node.dataset.engagement = c.engagement === null ? "" : String(c.engagement);
   node.style.setProperty("--ss-colour", c.colour);
   // textContent, never innerHTML: names are typed by students.

@@ -1,0 +1,507 @@
+"""The teacher's live dashboard: the widgets of ``dashboards/teacher.ipynb`` and the loop that feeds them.
+
+Hub events arrive on the kernel's asyncio loop and only update ``ClassView``; a second task redraws the
+widgets a few times a second from it, so 30+ students publishing at 5-10 Hz never flood the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import html
+import io
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import ipywidgets as w
+import plotly.graph_objects as go
+import qrcode
+import qrcode.image.svg
+
+from smartsession.pages.alerts import Alert, AlertRules, StudentStatus
+from smartsession.pages.classgrid import ClassGrid
+from smartsession.pages.classview import PRESENCE_COLOURS, STATE_COLOURS, ClassView
+from smartsession.schema import EMOTION_STATES, STATES
+
+#: Redraw cadence: cards and counts, the class chart, the alert check (seconds).
+CARDS_EVERY = 0.3
+CHART_EVERY = 2.0
+ALERTS_EVERY = 1.0
+#: The class chart shows this much history.
+CHART_WINDOW = 3600.0
+#: How many alerts stay on screen (newest first); older ones remain in ``TeacherPage.alerts``.
+ALERTS_SHOWN = 5
+
+
+class TokenError(ValueError):
+    """A teacher token that cannot open this class; the message says what to do."""
+
+
+def peek_token(token: str) -> dict[str, Any]:
+    """Read a token's claims WITHOUT checking the signature, only to explain a wrong token early.
+
+    The hub verifies every token; the page refuses to even connect with a token that is plainly not
+    a teacher token, so no class data is ever requested with it.
+    """
+    token = token.strip()
+    try:
+        payload, _signature = token.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise TokenError("this is not a SmartSession token: copy the teacher token `smartsession serve` printed") from None
+    if not isinstance(claims, dict) or claims.get("r") != "teacher":
+        raise TokenError("this is not a teacher token: use the teacher link or token `smartsession serve` printed")
+    if claims.get("e") is not None and claims["e"] < time.time():
+        raise TokenError("this teacher token has expired: create a new one with `smartsession class`")
+    return claims
+
+
+def join_url(class_id: str, join_code: str, environ: Any = os.environ) -> str | None:
+    """The absolute student link, built from the host the teacher used to reach this page.
+
+    Voila puts the request's host, port and path in the kernel's environment; the scheme is the hub's
+    (``smartsession serve`` sets ``SMARTSESSION_HUB_URL``, https when it has a certificate).
+    """
+    host = environ.get("SERVER_NAME")
+    if not host:
+        return None
+    port = environ.get("SERVER_PORT")
+    scheme = urlsplit(environ.get("SMARTSESSION_HUB_URL", "http://")).scheme or "http"
+    netloc = f"[{host}]" if ":" in host else host
+    if port and (scheme, port) not in (("http", "80"), ("https", "443")):
+        netloc += f":{port}"
+    path = environ.get("SCRIPT_NAME") or "/voila/render/teacher.ipynb"
+    path = path.rsplit("/", 1)[0] + "/student.ipynb"
+    return f"{scheme}://{netloc}{path}?{urlencode({'class': class_id, 'join': join_code})}"
+
+
+def qr_svg(text: str) -> str:
+    """An inline SVG QR code (no image file, no CDN)."""
+    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=6, border=2)
+    buf = io.BytesIO()
+    img.save(buf)
+    svg = buf.getvalue().decode()
+    return svg[svg.index("<svg"):]
+
+
+def gauge_html(engagement: float | None) -> str:
+    """The class gauge: a half ring filled to the class engagement."""
+    value = None if engagement is None else max(0.0, min(100.0, engagement))
+    length = 125.66  # half the circumference of r=40
+    filled = 0 if value is None else length * value / 100
+    colour = "#b0bec5" if value is None else ("#2e7d32" if value >= 60 else "#ef8f00" if value >= 40 else "#c62828")
+    label = "–" if value is None else f"{value:.0f}"
+    return (
+        f'<div class="ss-gauge" data-engagement="{"" if value is None else round(value)}">'
+        '<svg viewBox="0 0 100 60" width="160" height="96">'
+        '<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="#eceff1" stroke-width="10"/>'
+        f'<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="{colour}" stroke-width="10" '
+        f'stroke-dasharray="{filled:.1f} {length:.1f}"/>'
+        f'<text x="50" y="48" text-anchor="middle" font-size="18" font-weight="600">{label}</text>'
+        "</svg><div>class engagement</div></div>"
+    )
+
+
+def counts_html(counts: dict[str, int], emotions: bool) -> str:
+    parts = []
+    for state in STATES + ("paused", "disconnected"):
+        if state in EMOTION_STATES and not emotions:
+            continue
+        colour = STATE_COLOURS.get(state) or PRESENCE_COLOURS[state]
+        parts.append(
+            f'<span class="ss-count" data-state="{state}" data-count="{counts.get(state, 0)}">'
+            f'<span style="background:{colour}"></span>{state} <b>{counts.get(state, 0)}</b></span>'
+        )
+    return '<div class="ss-counts">' + "".join(parts) + "</div>"
+
+
+def alerts_html(alerts: list[Alert]) -> str:
+    if not alerts:
+        return '<div class="ss-alerts" data-count="0"><i>No alerts: all calm.</i></div>'
+    items = "".join(
+        f'<li class="ss-alert" data-rule="{a.rule}" title="{html.escape(a.reason)}">'
+        f'<b>{datetime.fromtimestamp(a.t).strftime("%H:%M")}</b> {html.escape(a.message)}'
+        f'<div class="ss-why">why: {html.escape(a.reason)}</div></li>'
+        for a in alerts
+    )
+    return f'<ul class="ss-alerts" data-count="{len(alerts)}">{items}</ul>'
+
+
+def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, height: int = 120) -> str:
+    """One student's engagement over time, each point coloured by its state."""
+    if not history:
+        return "<i>No states yet.</i>"
+    t0, t1 = history[0][0], max(history[-1][0], history[0][0] + 1)
+    x = lambda t: 30 + (t - t0) / (t1 - t0) * (width - 40)  # noqa: E731
+    y = lambda e: 10 + (100 - e) / 100 * (height - 30)  # noqa: E731
+    line = " ".join(f"{x(t):.1f},{y(e):.1f}" for t, e, _ in history)
+    dots = "".join(
+        f'<circle cx="{x(t):.1f}" cy="{y(e):.1f}" r="2.5" fill="{STATE_COLOURS.get(s, "#b0bec5")}"/>' for t, e, s in history
+    )
+    start, end = (datetime.fromtimestamp(v).strftime("%H:%M:%S") for v in (t0, t1))
+    return (
+        f'<svg class="ss-timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
+        f'<line x1="30" y1="{y(50):.1f}" x2="{width - 10}" y2="{y(50):.1f}" stroke="#eceff1"/>'
+        f'<text x="2" y="{y(100) + 4:.1f}" font-size="10">100</text><text x="8" y="{y(0):.1f}" font-size="10">0</text>'
+        f'<polyline points="{line}" fill="none" stroke="#90a4ae" stroke-width="1"/>{dots}'
+        f'<text x="30" y="{height - 4}" font-size="10">{start}</text>'
+        f'<text x="{width - 10}" y="{height - 4}" font-size="10" text-anchor="end">{end}</text></svg>'
+    )
+
+
+_STYLE = """<style>
+.ss-teacher { font-family: system-ui, sans-serif; }
+.ss-counts { display: flex; flex-wrap: wrap; gap: 10px; font-size: 13px; }
+.ss-count > span { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; }
+.ss-gauge { text-align: center; font-size: 12px; color: #546e7a; }
+.ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; }
+.ss-alert { padding: 4px 8px; margin-bottom: 4px; background: #fff8e1; border-left: 4px solid #ffb300; border-radius: 4px; }
+.ss-why { color: #78909c; font-size: 11px; }
+.ss-status { color: #546e7a; font-size: 13px; }
+.ss-status[data-status="error"] { color: #c62828; }
+.ss-join a { word-break: break-all; }
+</style>"""
+
+
+class TeacherPage:
+    """The dashboard for one class. ``TeacherPage.from_request()`` reads class and token from the URL.
+
+    Without a token the page shows only a form to type one; class data appears only after the hub
+    accepted the token and sent its snapshot.
+    """
+
+    def __init__(
+        self,
+        class_id: str | None = None,
+        token: str | None = None,
+        *,
+        join_code: str | None = None,
+        hub_url: str | None = None,
+        rules: AlertRules | None = None,
+        environ: Any = os.environ,
+    ):
+        self.class_id = class_id
+        self.token = token
+        self.join_code = join_code
+        self.hub_url = hub_url
+        self.rules = rules or AlertRules()
+        self.environ = environ
+        self.view: ClassView | None = None
+        self.alerts: list[Alert] = []
+        self.status = "idle"
+        self._tasks: list[asyncio.Task] = []
+        self._subscriber = None
+        self._changed: set[str] = set()
+        self._dirty = False
+        self._last = {"chart": 0.0, "alerts": 0.0}
+        self._chart_points = 0
+        self._syncing = False  # set while the page itself moves the emotions switch
+        self._build()
+        if token:
+            self.open(class_id, token)
+        else:
+            self._show_form("Type the teacher token that `smartsession serve` printed to open your class.")
+
+    @classmethod
+    def from_request(cls, **kwargs) -> "TeacherPage":
+        """Build the page from the Voila request's query string (``?class=ID&token=TOKEN[&join=CODE]``)."""
+        from voila.utils import get_query_string
+
+        query = parse_qs(get_query_string() or "")
+        first = lambda k: (query.get(k) or [None])[0]  # noqa: E731
+        return cls(first("class"), first("token"), join_code=first("join"), **kwargs)
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.header = w.HTML()
+        self.status_line = w.HTML()
+        self.token_input = w.Password(placeholder="teacher token", layout=w.Layout(width="420px"))
+        self.token_button = w.Button(description="Open class", button_style="primary")
+        self.token_button.on_click(lambda _: self.open(None, self.token_input.value))
+        self.form = w.HBox([self.token_input, self.token_button])
+
+        self.join = w.HTML()
+        self.session_button = w.Button(description="Start session")
+        self.session_button.on_click(lambda _: self._toggle_session())
+        self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"))
+        self.segment_button = w.Button(description="Start segment", icon="")
+        self.segment_button.on_click(lambda _: self._start_segment())
+        self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
+        self.emotions_box.observe(self._on_emotions_box, "value")
+        controls = w.HBox([self.session_button, self.segment_title, self.segment_button, self.emotions_box])
+
+        self.gauge = w.HTML(gauge_html(None))
+        self.counts = w.HTML()
+        self.alerts_box = w.HTML(alerts_html([]))
+        self.chart = go.FigureWidget(
+            layout=go.Layout(
+                height=260,
+                margin=dict(l=40, r=10, t=30, b=30),
+                title=dict(text="Class engagement", font=dict(size=14)),
+                yaxis=dict(range=[0, 100], title=None),
+                xaxis=dict(type="date"),
+                showlegend=False,
+            )
+        )
+        self.chart.add_scatter(x=[], y=[], mode="lines", line=dict(color="#1565c0", width=2), name="class")
+        self.grid = ClassGrid()
+        self.grid.observe(lambda _: self._draw_detail(), "selected")
+        self.show_hidden = w.Checkbox(value=False, description="Show hidden students", indent=False)
+        self.show_hidden.observe(lambda _: self._mark_dirty(), "value")
+
+        self.detail_title = w.HTML()
+        self.detail_timeline = w.HTML()
+        self.rename_input = w.Text(placeholder="new display name", layout=w.Layout(width="200px"))
+        rename = w.Button(description="Rename")
+        rename.on_click(lambda _: self._rename())
+        self.hide_button = w.Button(description="Hide")
+        self.hide_button.on_click(lambda _: self._toggle_hidden())
+        self.detail = w.VBox(
+            [self.detail_title, self.detail_timeline, w.HBox([self.rename_input, rename, self.hide_button])],
+            layout=w.Layout(display="none", border="1px solid #e0e0e0", padding="8px"),
+        )
+
+        summary = w.VBox([self.gauge, self.counts], layout=w.Layout(width="300px"))
+        self.dashboard = w.VBox(
+            [
+                controls,
+                w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
+                self.chart,
+                self.show_hidden,
+                self.grid,
+                self.detail,
+                self.join,
+            ],
+            layout=w.Layout(display="none"),
+        )
+        self.root = w.VBox([w.HTML(_STYLE), self.header, self.status_line, self.form, self.dashboard])
+        self.root.add_class("ss-teacher")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.root)
+
+    def _set_status(self, status: str, text: str) -> None:
+        self.status = status
+        self.status_line.value = f'<div class="ss-status" data-status="{status}">{html.escape(text)}</div>'
+
+    def _show_form(self, why: str, status: str = "idle") -> None:
+        self.form.layout.display = None
+        self.dashboard.layout.display = "none"
+        self._set_status(status, why)
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    def open(self, class_id: str | None, token: str) -> None:
+        """Connect to the hub as the teacher of ``class_id`` (taken from the token when not given)."""
+        self.close()
+        try:
+            claims = peek_token(token or "")
+        except TokenError as exc:
+            self._show_form(str(exc), "error")
+            return
+        if class_id and claims.get("c") != class_id:
+            self._show_form("this teacher token is for another class: use the link printed for this class", "error")
+            return
+        self.class_id, self.token = claims["c"], token.strip()
+        self.view = ClassView(self.class_id)
+        self.alerts = []
+        self.header.value = f"<h2>Class {html.escape(self.class_id)}</h2>"
+        self.form.layout.display = "none"
+        self._set_status("connecting", "Connecting to the hub…")
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._redraw_loop())]
+
+    def close(self) -> None:
+        """Stop listening and redrawing; harmless to call twice."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        self._subscriber = None
+
+    async def _listen(self) -> None:
+        from smartsession.hub.client import TeacherSubscriber
+
+        try:
+            async with TeacherSubscriber(self.class_id, self.token, url=self.hub_url) as sub:
+                self._subscriber = sub
+                async for event in sub:
+                    self.handle(event, time.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the hub refused us or went away for good: say so and offer the form
+            self.view = None
+            self._show_form(f"The hub refused or closed the connection: {exc}", "error")
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def handle(self, event: dict[str, Any], now: float) -> None:
+        """Fold one hub event into the class model; widgets are redrawn by the redraw loop."""
+        if self.view is None:
+            return
+        if event.get("type") == "snapshot":
+            self.join_code = event.get("join_code") or self.join_code
+        self._changed |= self.view.apply(event, now)
+        self._dirty = True
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    async def _redraw_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CARDS_EVERY)
+            try:
+                self.redraw(time.time())
+            except Exception as exc:  # a drawing bug must not stop the live page
+                self._set_status("error", f"Redraw failed: {exc!r}; the page keeps trying")
+
+    def redraw(self, now: float) -> None:
+        view = self.view
+        if view is None or not view.ready:
+            return
+        if self.dashboard.layout.display == "none":
+            self._show_dashboard()
+        self._changed |= view.expire(now)
+        if self._changed or self._dirty:
+            shown = view.students.values() if self.show_hidden.value else view.visible()
+            self.grid.cards = [view.card(c.student_id, now) for c in sorted(shown, key=lambda c: c.label.lower())]
+            self.gauge.value = gauge_html(view.class_engagement(now))
+            self.counts.value = counts_html(view.counts(now), view.emotions)
+            self._draw_controls()
+            if self.grid.selected in self._changed:
+                self._draw_detail()
+            self._changed.clear()
+            self._dirty = False
+        if now - self._last["alerts"] >= ALERTS_EVERY:
+            self._last["alerts"] = now
+            view.sample(now)
+            self._check_alerts(now)
+        if now - self._last["chart"] >= CHART_EVERY:
+            self._last["chart"] = now
+            self._draw_chart(now)
+
+    def _show_dashboard(self) -> None:
+        view = self.view
+        self.header.value = f"<h2>{html.escape(view.title or 'Class')} <small>({html.escape(view.class_id)})</small></h2>"
+        self._set_status("live", "Live")
+        link = join_url(view.class_id, self.join_code, self.environ) if self.join_code else None
+        if link:
+            self.join.value = (
+                f'<div class="ss-join"><b>Students join here:</b> <a href="{html.escape(link)}" target="_blank" '
+                f'data-join="{html.escape(link)}">{html.escape(link)}</a><div>{qr_svg(link)}</div></div>'
+            )
+        else:
+            self.join.value = "<i>Open this page from the teacher link `smartsession serve` printed to see the join link.</i>"
+        self.dashboard.layout.display = None
+
+    def _draw_controls(self) -> None:
+        view = self.view
+        self.session_button.description = "End session" if view.session_id else "Start session"
+        current = view.current_segment()
+        self.segment_button.tooltip = f"now: {current.title}" if current else "no segment yet"
+        if self.emotions_box.value != view.emotions:
+            self._syncing = True
+            try:
+                self.emotions_box.value = view.emotions
+            finally:
+                self._syncing = False
+
+    def _draw_chart(self, now: float) -> None:
+        view = self.view
+        series = [(t, e) for t, e in view.series if now - t <= CHART_WINDOW]
+        bands = view.segment_bands(now)
+        if len(series) == self._chart_points and not bands:
+            return
+        self._chart_points = len(series)
+        shapes, notes = [], []
+        for i, (start, end, title) in enumerate(bands):
+            x0, x1 = datetime.fromtimestamp(start), datetime.fromtimestamp(end)
+            shapes.append(
+                dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, line=dict(width=0),
+                     fillcolor="#e3f2fd" if i % 2 == 0 else "#f3e5f5", opacity=0.6, layer="below")
+            )
+            notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=title, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10)))
+        with self.chart.batch_update():
+            self.chart.data[0].x = [datetime.fromtimestamp(t) for t, _ in series]
+            self.chart.data[0].y = [round(e, 1) for _, e in series]
+            self.chart.layout.shapes = shapes
+            self.chart.layout.annotations = notes
+
+    def _check_alerts(self, now: float) -> None:
+        view = self.view
+        students = {
+            c.student_id: StudentStatus(c.state, view.presence(c, now), c.label) for c in view.visible()
+        }
+        fired = self.rules.check(now, students, view.class_engagement(now))
+        if fired:
+            self.alerts.extend(fired)
+            self.alerts_box.value = alerts_html(self.alerts[::-1][:ALERTS_SHOWN])
+
+    def _draw_detail(self) -> None:
+        sid = self.grid.selected
+        view = self.view
+        if view is None or not sid or sid not in view.students:
+            self.detail.layout.display = "none"
+            return
+        card = view.students[sid]
+        self.detail.layout.display = None
+        self.detail_title.value = (
+            f'<div class="ss-detail" data-student="{html.escape(sid)}"><b>{html.escape(card.label)}</b> '
+            f"— {html.escape(view.presence(card, time.time()))}, {html.escape(card.state or 'no state yet')}</div>"
+        )
+        self.detail_timeline.value = timeline_svg(view.timeline(sid))
+        self.hide_button.description = "Show" if card.hidden else "Hide"
+
+    # -- teacher commands ----------------------------------------------------------------------
+
+    def _command(self, command: str, **args: Any) -> None:
+        sub = self._subscriber
+        if sub is None:
+            self._set_status("error", "Not connected to the hub yet: wait a moment and try again")
+            return
+        task = asyncio.get_event_loop().create_task(sub.send_command(command, **args))
+        task.add_done_callback(lambda t: self._command_done(command, t))
+
+    def _command_done(self, command: str, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._set_status("error", f"{command} failed: {exc}")
+
+    def _toggle_session(self) -> None:
+        if self.view is not None and self.view.session_id:
+            self._command("end_session")
+        else:
+            self._command("start_session")
+
+    def _start_segment(self) -> None:
+        title = self.segment_title.value.strip()
+        if not title:
+            self._set_status("error", "Give the segment a title first (e.g. 'Exercise 2')")
+            return
+        self._command("start_segment", title=title)
+        self.segment_title.value = ""
+
+    def _on_emotions_box(self, change) -> None:
+        if self._syncing or self.view is None or change["new"] == self.view.emotions:
+            return
+        self._command("set_emotions", emotions=bool(change["new"]))
+
+    def _rename(self) -> None:
+        name = self.rename_input.value.strip()
+        if self.grid.selected and name:
+            self._command("rename_student", student_id=self.grid.selected, name=name)
+            self.rename_input.value = ""
+
+    def _toggle_hidden(self) -> None:
+        sid = self.grid.selected
+        if self.view is not None and sid in self.view.students:
+            self._command("hide_student", student_id=sid, hidden=not self.view.students[sid].hidden)
