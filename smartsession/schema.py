@@ -157,3 +157,138 @@ class StateMessage:
             paused=paused,
             consent=consent,
         )
+
+
+#: Longest title (class, session, segment) and display name the hub accepts.
+MAX_TITLE = 120
+
+
+def clean_title(value: Any, name: str) -> str:
+    _require(isinstance(value, str), f"{name} must be a string")
+    value = " ".join(value.split())
+    _require(1 <= len(value) <= MAX_TITLE, f"{name} must be 1-{MAX_TITLE} characters")
+    return value
+
+
+@dataclass(frozen=True)
+class TeacherCommand:
+    """What a teacher's dashboard sends to steer the class; ``id`` comes back in the ``result`` reply."""
+
+    command: str
+    id: int | None = None
+    title: str | None = None  # start_session, start_segment
+    student_id: str | None = None  # rename_student, hide_student
+    name: str | None = None  # rename_student
+    hidden: bool | None = None  # hide_student
+    emotions: bool | None = None  # set_emotions
+    type: str = "command"
+    v: int = PROTOCOL_VERSION
+
+    #: Which fields each command needs (besides ``command``/``id``).
+    NEEDS = {
+        "start_session": (),
+        "end_session": (),
+        "start_segment": ("title",),
+        "rename_student": ("student_id", "name"),
+        "hide_student": ("student_id", "hidden"),
+        "set_emotions": ("emotions",),
+    }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def args(self) -> dict[str, Any]:
+        """The command's arguments, as stored in the command log."""
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in ("type", "v", "id", "command")}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TeacherCommand":
+        _require(isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.get("type") == "command", "type must be 'command'")
+        _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
+        command = d.get("command")
+        _require(command in TEACHER_COMMANDS, f"command must be one of {', '.join(TEACHER_COMMANDS)}")
+        needs = cls.NEEDS[command]
+        allowed = {"type", "v", "command", "id", *needs}
+        if command == "start_session":
+            allowed.add("title")
+        extra = set(d) - allowed
+        _require(not extra, f"unknown field(s) for {command}: {', '.join(sorted(map(str, extra)))}")
+        for name in needs:
+            _require(d.get(name) is not None, f"{command} needs {name}")
+        cid = d.get("id")
+        _require(
+            cid is None or (isinstance(cid, int) and not isinstance(cid, bool) and 0 <= cid < 2**53),
+            "id must be a non-negative integer",
+        )
+        out: dict[str, Any] = {"command": command, "id": cid}
+        if d.get("title") is not None:
+            out["title"] = clean_title(d["title"], "title")
+        if "student_id" in needs:
+            out["student_id"] = _ident(d["student_id"], "student_id")
+        if "name" in needs:
+            out["name"] = clean_title(d["name"], "name")
+        for flag in ("hidden", "emotions"):
+            if flag in needs:
+                _require(isinstance(d[flag], bool), f"{flag} must be true or false")
+                out[flag] = d[flag]
+        return cls(**out)
+
+
+@dataclass
+class StudentStatus:
+    """One student as the teacher sees them: name, presence, last-seen time and latest state."""
+
+    student_id: str
+    name: str = ""
+    hidden: bool = False
+    presence: str = "disconnected"
+    last_seen: float | None = None  # server time of the last message or connect, unix s
+    state: dict[str, Any] | None = None  # the latest StateMessage dict with ``received``
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Segment:
+    """A stretch of a lecture the teacher named, within a session."""
+
+    segment_id: str
+    title: str
+    start: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Snapshot:
+    """What a teacher receives on connect: the class as it is now; updates follow."""
+
+    class_id: str
+    title: str
+    session_id: str | None
+    segment: Segment | None
+    emotions: bool
+    students: list[StudentStatus]
+    type: str = "snapshot"
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["students"] = [s.to_dict() for s in self.students]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Snapshot":
+        _require(isinstance(d, Mapping) and d.get("type") == "snapshot", "type must be 'snapshot'")
+        seg = d.get("segment")
+        return cls(
+            class_id=d["class_id"],
+            title=d.get("title", ""),
+            session_id=d.get("session_id"),
+            segment=Segment(**seg) if seg else None,
+            emotions=bool(d.get("emotions", True)),
+            students=[StudentStatus(**s) for s in d.get("students", [])],
+        )

@@ -1,0 +1,94 @@
+"""``smartsession hub`` (the hub alone) and ``smartsession class create`` (a new class, its links and tokens).
+
+Imports stay inside the run functions so ``smartsession --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    hub = sub.add_parser("hub", help="run the websocket hub alone (no pages), e.g. behind a load balancer")
+    hub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    hub.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    _data_dir(hub)
+    hub.add_argument("--secret", default=os.environ.get("SMARTSESSION_SECRET", ""),
+                     help="token secret shared by every hub of a deployment (default: <data-dir>/secret)")
+    hub.add_argument("--redis-url", default="", help="redis://HOST:PORT to share classes with other hubs")
+    hub.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
+    hub.add_argument("--keyfile", help="TLS private key (PEM)")
+    hub.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                     help="an extra page origin allowed to open websockets (repeatable)")
+    hub.set_defaults(func=run_hub)
+
+    cls = sub.add_parser("class", help="manage classes")
+    cls_sub = cls.add_subparsers(dest="class_command", metavar="ACTION", required=True)
+    create = cls_sub.add_parser("create", help="create a class; prints its id, teacher token and join link as JSON")
+    create.add_argument("title", help="the class title, e.g. 'Physics 2B'")
+    create.add_argument("--url", help="a running server (e.g. http://127.0.0.1:8866); default: the local data dir")
+    create.add_argument("--token", default=os.environ.get("SMARTSESSION_TOKEN", ""),
+                        help="admin or teacher token for --url (default: <data-dir>/admin_token)")
+    _data_dir(create)
+    create.set_defaults(func=run_class_create)
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=os.environ.get("SMARTSESSION_DATA_DIR", ""),
+                        help="store, secret and admin token directory (default ~/.smartsession)")
+
+
+def _resolved_data_dir(args) -> str:
+    from smartsession.hub.server import HubConfig
+
+    return args.data_dir or HubConfig().data_dir
+
+
+def run_hub(args) -> int:
+    import asyncio
+    import logging
+
+    from smartsession.hub.standalone import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = {"data_dir": _resolved_data_dir(args), "secret": args.secret, "redis_url": args.redis_url,
+                "allowed_origins": args.allowed_origin}
+    try:
+        asyncio.run(serve_forever(args.host, args.port, args.certfile, args.keyfile, **settings))
+    except RuntimeError as exc:  # e.g. Redis unreachable: the message says what to do
+        print(f"smartsession hub: {exc}")
+        return 1
+    return 0
+
+
+def run_class_create(args) -> int:
+    from pathlib import Path
+
+    from smartsession.hub import auth
+    from smartsession.hub.client import create_class
+    from smartsession.hub.server import class_links
+    from smartsession.hub.store import Store
+    from smartsession.schema import clean_title
+
+    data_dir = Path(_resolved_data_dir(args)).expanduser()
+    if args.url:
+        token = args.token
+        admin_file = data_dir / "admin_token"
+        if not token and admin_file.exists():
+            token = admin_file.read_text().strip()
+        if not token:
+            print("smartsession class create: give --token (the server's admin token or a teacher token)")
+            return 2
+        info = create_class(args.url, args.title, token)
+    else:
+        secret = auth.load_secret(data_dir)
+        title = clean_title(args.title, "title")
+        class_id = auth.new_class_id()
+        with Store(data_dir) as store:
+            store.add_class(class_id, title)
+        info = {**class_links(secret, class_id, title), "admin_token": auth.load_admin_token(data_dir, secret),
+                "data_dir": str(data_dir)}
+    print(json.dumps(info, indent=2))
+    return 0

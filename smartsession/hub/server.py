@@ -1,0 +1,581 @@
+"""The websocket hub inside tornado: students publish, teachers subscribe to their class, the store keeps it all.
+
+``hub_handlers(hub)`` gives the routes for any tornado app (``smartsession serve``, ``smartsession hub``,
+the Jupyter server extension); the handlers only move bytes, ``protocol`` decides what they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from tornado import web, websocket
+from tornado.ioloop import PeriodicCallback
+from traitlets import Float, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+from smartsession import __version__
+from smartsession.hub import auth
+from smartsession.hub.backplane import make_backplane
+from smartsession.hub.protocol import (
+    ClassRoom,
+    CloseCode,
+    Connection,
+    Hello,
+    Limits,
+    Refusal,
+    Stale,
+    dumps,
+)
+from smartsession.hub.store import Store
+from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
+
+log = logging.getLogger("smartsession.hub")
+
+IDENT = r"[A-Za-z0-9._-]{1,64}"
+
+
+class HubConfig(Configurable):
+    """Hub settings, settable from the command line and Jupyter/Voila config files (``c.HubConfig.port``...)."""
+
+    data_dir = Unicode(help="Directory for the SQLite store, the secret and the admin token.").tag(config=True)
+    secret = Unicode("", help="HMAC secret for tokens; default: <data_dir>/secret, created on first run.").tag(
+        config=True
+    )
+    redis_url = Unicode("", help="redis://host:port to share classes between hub processes; empty: one process.").tag(
+        config=True
+    )
+    allowed_origins = List(
+        Unicode(), help="Extra Origins allowed to open websockets (the page's own host is always allowed)."
+    ).tag(config=True)
+    max_message_bytes = Int(4096, help="Largest client message; larger ones close the connection (4009).").tag(
+        config=True
+    )
+    rate = Float(20.0, help="Messages per second a connection may send, sustained.").tag(config=True)
+    burst = Float(40.0, help="Messages a connection may send at once.").tag(config=True)
+    ping_interval = Float(2.0, help="Seconds between keepalive pings.").tag(config=True)
+    dead_after = Float(6.0, help="Seconds without pong or message before a client counts as disconnected.").tag(
+        config=True
+    )
+    hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
+
+
+class _AckQueue:
+    """Acks produced by the store's writer thread, handed to the event loop in one callback per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: deque = deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    def put(self, handler: "StudentHandler", seq: int) -> None:
+        with self.lock:
+            self.items.append((handler, seq))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, deque(), False
+        highest: dict[StudentHandler, int] = {}
+        for handler, seq in items:
+            highest[handler] = max(seq, highest.get(handler, -1))
+        for handler, seq in highest.items():
+            handler.send(dumps({"type": "ack", "seq": seq}))
+
+
+class Hub:
+    """Owns the store, the backplane, the class rooms and every live connection.
+
+    ``Hub(config)``, then ``await hub.start()`` inside the tornado loop, ``await hub.stop()`` at the end
+    (or ``async with Hub(...)``). ``health_extras`` adds fields to ``/smartsession/health``.
+    """
+
+    def __init__(self, config: HubConfig | None = None, **settings: Any):
+        self.config = config if config is not None else HubConfig(**settings)
+        self.health_extras: dict[str, Callable[[], Any]] = {}
+        self.rooms: dict[str, ClassRoom] = {}
+        self.students: dict[tuple[str, str], StudentHandler] = {}
+        self.teachers: dict[str, set[TeacherHandler]] = {}
+        self.pending: set[_Handler] = set()
+        self.store: Store | None = None
+        self.secret = ""
+        self.admin_token = ""
+        self.started = False
+        c = self.config
+        self.limits = Limits(c.max_message_bytes, c.rate, c.burst)
+        self.backplane = make_backplane(c.redis_url)
+
+    async def __aenter__(self) -> "Hub":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        data_dir = Path(self.config.data_dir).expanduser()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.secret = self.config.secret or auth.load_secret(data_dir)
+        self.admin_token = auth.load_admin_token(data_dir, self.secret)
+        self.store = Store(data_dir)
+        self._acks = _AckQueue(asyncio.get_running_loop())
+        await self.backplane.start(self._on_remote_event)
+        self._sweeper = PeriodicCallback(self._sweep, 500)
+        self._sweeper.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        self._sweeper.stop()
+        for handler in [*self.pending, *self.students.values(), *(t for ts in self.teachers.values() for t in ts)]:
+            handler.close(1001, "hub shutting down: reconnect shortly")
+        await self.backplane.stop()
+        self.store.close()
+
+    # --- classes and joining (HTTP API and CLI) ---
+
+    def create_class(self, title: str) -> dict[str, Any]:
+        """A new class: id, teacher token, join code and the page paths for both."""
+        title = clean_title(title, "title")
+        class_id = auth.new_class_id()
+        self.store.add_class(class_id, title)
+        self.store.flush()  # rare, and the teacher's page loads the class right after
+        return class_links(self.secret, class_id, title)
+
+    def join(self, class_id: str, code: str, name: str) -> dict[str, Any]:
+        """Check the join code and give the student a server-chosen id and a signed token."""
+        auth.check_join_code(self.secret, class_id, code)
+        name = clean_title(name, "name")
+        student_id = auth.new_student_id()
+        self.store.add_class(class_id, "")
+        self.store.add_student(class_id, student_id, name)
+        return {
+            "class_id": class_id,
+            "student_id": student_id,
+            "name": name,
+            "token": auth.student_token(self.secret, class_id, student_id, name=name),
+        }
+
+    def health(self) -> dict[str, Any]:
+        out = {
+            "ok": self.started,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "students": len(self.students),
+            "teachers": sum(len(t) for t in self.teachers.values()),
+        }
+        for key, fn in self.health_extras.items():
+            out[key] = fn()
+        return out
+
+    # --- rooms ---
+
+    async def room(self, class_id: str) -> ClassRoom:
+        room = self.rooms.get(class_id)
+        if room is not None:
+            return room
+        room = ClassRoom(class_id)
+        info = self.store.class_info(class_id)
+        if info:
+            room.title, room.emotions = info["title"], info["emotions"]
+        opened = self.store.open_session(class_id)
+        if opened:
+            room.session_id = opened[0]
+            room.segment_count = self.store.segment_count(opened[0])
+            seg = self.store.open_segment(opened[0])
+            if seg:
+                room.apply({**room.status_event(), "segment": dict(zip(("segment_id", "title", "start"), seg))})
+        for student_id, name, hidden in self.store.class_students(class_id):
+            room.apply({"type": "student", "student_id": student_id, "name": name, "hidden": hidden})
+        for event in self.store.latest_states(class_id).values():
+            room.apply(event)
+        events = await self.backplane.load(class_id)
+        if class_id in self.rooms:  # loaded meanwhile by another connection
+            return self.rooms[class_id]
+        for event in events:
+            room.apply(event)
+        self.rooms[class_id] = room
+        return room
+
+    def _new_session_id(self) -> str:
+        return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+    def _broadcast(self, class_id: str, event: dict[str, Any], remote: bool = False) -> None:
+        """Send an event to the class's teachers (and, for ``class`` events, its students)."""
+        text = dumps(event)
+        for teacher in self.teachers.get(class_id, ()):
+            teacher.send(text)
+        if event["type"] == "class":
+            for (cid, _), student in self.students.items():
+                if cid == class_id:
+                    student.send(text)
+        if not remote:
+            self.backplane.publish(class_id, event)
+
+    def _on_remote_event(self, class_id: str, event: dict[str, Any]) -> None:
+        room = self.rooms.get(class_id)
+        if room is None:
+            return  # loaded from the backplane's hash when someone here needs it
+        room.apply(event)
+        self._broadcast(class_id, event, remote=True)
+
+    def ensure_session(self, room: ClassRoom, now: float) -> None:
+        """Open a session implicitly when a student or teacher arrives and none is open."""
+        event = room.ensure_session(self._new_session_id)
+        if event is not None:
+            self.store.start_session(room.class_id, room.session_id, now)
+            self._broadcast(room.class_id, event)
+
+    # --- connections ---
+
+    def attach_student(self, handler: "StudentHandler", room: ClassRoom, claims: auth.Claims) -> dict[str, Any]:
+        now = time.time()
+        self.ensure_session(room, now)
+        key = (room.class_id, handler.conn.student_id)
+        old = self.students.get(key)
+        self.students[key] = handler
+        if old is not None:
+            old.close(CloseCode.REPLACED, "this student connected again elsewhere")
+        s = room.student(handler.conn.student_id)
+        name = s.name or claims.name or ""
+        if not s.name and name:
+            self.store.add_student(room.class_id, s.student_id, name)
+        self._broadcast(room.class_id, room.connect(s.student_id, name, now))
+        last_seq = s.state["seq"] if s.state else -1
+        handler.conn.last_seq = last_seq
+        return {**room.status_event(), "type": "welcome", "student_id": s.student_id, "name": s.name,
+                "last_seq": last_seq}
+
+    def detach_student(self, handler: "StudentHandler") -> None:
+        key = (handler.conn.class_id, handler.conn.student_id)
+        if self.students.get(key) is not handler:
+            return  # replaced, or never authenticated
+        del self.students[key]
+        room = self.rooms.get(key[0])
+        if room is not None:
+            self._broadcast(key[0], room.presence_event(key[1], "disconnected", time.time()))
+
+    def accept_state(self, handler: "StudentHandler", msg: StateMessage) -> None:
+        room = self.rooms[msg.class_id]
+        now = time.time()
+        self.ensure_session(room, now)
+        if msg.segment is None and room.segment is not None:
+            msg = StateMessage(**{**msg.to_dict(), "segment": room.segment.segment_id})
+        event = room.state_event(msg, now)
+        self._broadcast(msg.class_id, event)
+        seq = msg.seq
+        self.store.add_state(room.session_id, event, lambda: self._acks.put(handler, seq))
+
+    def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
+        now = time.time()
+        before = room.session_id
+        try:
+            events = room.command(cmd, now, self._new_session_id)
+        except KeyError as exc:
+            return {"type": "result", "id": cmd.id, "ok": False, "error": exc.args[0]}
+        store = self.store
+        if cmd.command == "end_session":
+            store.end_session(room.class_id, now)
+        elif room.session_id != before:
+            title = cmd.title if cmd.command == "start_session" else None
+            store.start_session(room.class_id, room.session_id, now, title)
+        if cmd.command in ("start_session", "start_segment") and room.segment is not None:
+            seg = room.segment
+            store.start_segment(room.session_id, seg.segment_id, seg.title, seg.start)
+        if cmd.command == "set_emotions":
+            store.add_class(room.class_id, room.title)
+            store.set_emotions(room.class_id, room.emotions)
+        for event in events:
+            if event["type"] == "student":
+                store.update_student(room.class_id, event["student_id"], event["name"], event["hidden"])
+        store.add_command(room.session_id or before, room.class_id, now, cmd.command, cmd.args())
+        for event in events:
+            self._broadcast(room.class_id, event)
+        return {"type": "result", "id": cmd.id, "ok": True, "session_id": room.session_id}
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for handler in list(self.pending):
+            if now - handler.opened > self.config.hello_timeout:
+                handler.close(CloseCode.HELLO_TIMEOUT, "no hello received: send hello with your token first")
+        for handler in [*self.students.values(), *(t for ts in self.teachers.values() for t in ts)]:
+            if now - handler.last_alive > self.config.dead_after:
+                handler.close(CloseCode.DEAD, "no pong: connection considered dead")
+                handler.on_close()  # mark disconnected now, not when TCP gives up
+
+
+def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:
+    code = auth.join_code(secret, class_id)
+    token = auth.teacher_token(secret, class_id)
+    return {
+        "class_id": class_id,
+        "title": title,
+        "teacher_token": token,
+        "join_code": code,
+        "join_path": f"/voila/render/student.ipynb?class={class_id}&join={code}",
+        "teacher_path": f"/voila/render/teacher.ipynb?class={class_id}&token={token}",
+    }
+
+
+# --- tornado handlers: bytes in, bytes out ---
+
+
+class _Handler(websocket.WebSocketHandler):
+    role = ""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+        self.conn: Connection | None = None
+        self.closed = False
+
+    @property
+    def ping_interval(self) -> float:
+        return self.hub.config.ping_interval
+
+    @property
+    def ping_timeout(self) -> float:
+        return 0  # the hub's sweeper decides when a client is dead (``dead_after``)
+
+    @property
+    def max_message_size(self) -> int:
+        # Tornado's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
+        return max(65536, 4 * self.hub.config.max_message_bytes)
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.hub.config.allowed_origins
+        return "*" in allowed or origin in allowed or urlparse(origin).netloc == self.request.host
+
+    def check_xsrf_cookie(self) -> None:
+        pass  # tokens travel in messages, not cookies
+
+    def _open(self, class_id: str, student_id: str | None) -> None:
+        if not self.hub.started:
+            self.close(1013, "hub not running: try again shortly")
+            return
+        self.set_nodelay(True)
+        now = time.monotonic()
+        self.opened = self.last_alive = now
+        self.conn = Connection(self.role, class_id, student_id, self.hub.secret, self.hub.limits, time.monotonic())
+        self.hub.pending.add(self)
+
+    def on_pong(self, data: bytes) -> None:
+        self.last_alive = time.monotonic()
+
+    def send(self, text: str) -> None:
+        if self.closed or self.ws_connection is None:
+            return
+        try:
+            self.write_message(text)
+        except websocket.WebSocketClosedError:
+            pass
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.ws_connection is not None and not self.closed:
+            super().close(code, reason)
+
+    def on_message(self, message: str | bytes):
+        if self.conn is None or self.closed:
+            return None
+        now = time.monotonic()
+        self.last_alive = now
+        try:
+            event = self.conn.receive(message, now)
+        except Refusal as refusal:
+            log.info("refused %s connection: %d %s", self.role, refusal.code, refusal.reason)
+            self.close(refusal.code, refusal.reason)
+            return None
+        if isinstance(event, Hello):
+            self.hub.pending.discard(self)
+            return self._hello(event)
+        return self.handle(event)
+
+    async def _hello(self, hello: Hello) -> None:
+        try:
+            room = await self.hub.room(self.conn.class_id)
+        except Exception:
+            log.exception("could not load class %s", self.conn.class_id)
+            self.close(1011, "hub error loading the class: try again")
+            return
+        if not self.closed:
+            self.welcome(room, hello)
+
+    def on_close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.hub.pending.discard(self)
+        if self.conn is not None and self.conn.authenticated:
+            self.leave()
+
+
+class StudentHandler(_Handler):
+    role = "student"
+
+    def open(self, class_id: str, student_id: str) -> None:
+        self._open(class_id, student_id)
+
+    def welcome(self, room: ClassRoom, hello: Hello) -> None:
+        self.send(dumps(self.hub.attach_student(self, room, hello.claims)))
+
+    def handle(self, event) -> None:
+        if isinstance(event, Stale):
+            self.send(dumps({"type": "nack", "seq": event.seq, "last_seq": event.last_seq,
+                             "reason": "seq not above the last accepted one: dropped"}))
+        else:
+            self.hub.accept_state(self, event)
+
+    def leave(self) -> None:
+        self.hub.detach_student(self)
+
+
+class TeacherHandler(_Handler):
+    role = "teacher"
+
+    def open(self, class_id: str) -> None:
+        self._open(class_id, None)
+
+    def welcome(self, room: ClassRoom, hello: Hello) -> None:
+        self.room = room
+        self.hub.ensure_session(room, time.time())
+        self.hub.teachers.setdefault(room.class_id, set()).add(self)
+        self.send(dumps(room.snapshot().to_dict()))
+
+    def handle(self, cmd: TeacherCommand) -> None:
+        self.send(dumps(self.hub.command(self.room, cmd)))
+
+    def leave(self) -> None:
+        self.hub.teachers.get(self.conn.class_id, set()).discard(self)
+
+
+class _Api(web.RequestHandler):
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def check_xsrf_cookie(self) -> None:
+        pass  # no cookies are honoured here: every call carries its token or join code
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.finish(json.dumps({"error": message, "status": status_code}))
+
+    def fail(self, status: int, message: str) -> None:
+        raise web.HTTPError(status, message.replace("%", "%%"))
+
+    def body(self) -> dict[str, Any]:
+        if len(self.request.body) > self.hub.config.max_message_bytes:
+            self.fail(413, f"body larger than {self.hub.config.max_message_bytes} bytes")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            self.fail(400, "body must be JSON")
+        if not isinstance(body, dict):
+            self.fail(400, "body must be a JSON object")
+        return body
+
+    def claims(self) -> auth.Claims:
+        header = self.request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            self.fail(401, "send 'Authorization: Bearer <token>'")
+        try:
+            return auth.verify_token(self.hub.secret, header[7:].strip())
+        except auth.AuthError as exc:
+            self.fail(401, str(exc))
+
+    def teacher_of(self, class_id: str | None) -> None:
+        claims = self.claims()
+        if claims.role != "teacher" or claims.class_id != class_id:
+            self.fail(403, "a teacher token of this class is required")
+
+
+class HealthHandler(_Api):
+    def get(self) -> None:
+        self.finish(json.dumps(self.hub.health()))
+
+
+class ClassesHandler(_Api):
+    def post(self) -> None:
+        claims = self.claims()
+        if claims.role not in ("admin", "teacher"):
+            self.fail(403, "only the admin token or a teacher token may create classes")
+        body = self.body()
+        try:
+            info = self.hub.create_class(body.get("title"))
+        except ValueError as exc:
+            self.fail(400, str(exc))
+        origin = f"{self.request.protocol}://{self.request.host}"
+        info["join_url"] = origin + info["join_path"]
+        info["teacher_url"] = origin + info["teacher_path"]
+        self.set_status(201)
+        self.finish(json.dumps(info))
+
+
+class JoinHandler(_Api):
+    def post(self) -> None:
+        body = self.body()
+        try:
+            self.finish(json.dumps(self.hub.join(body.get("class_id"), body.get("join_code"), body.get("name"))))
+        except auth.AuthError as exc:
+            self.fail(403, str(exc))
+        except ValueError as exc:
+            self.fail(400, str(exc))
+
+
+class SessionsHandler(_Api):
+    def get(self, class_id: str) -> None:
+        self.teacher_of(class_id)
+        sessions = self.hub.store.sessions(class_id)
+        self.finish(sessions.to_json(orient="records"))
+
+
+class ExportHandler(_Api):
+    def get(self, session_id: str, fmt: str) -> None:
+        class_id = self.hub.store.session_class(session_id)
+        self.teacher_of(class_id)  # 403 for unknown sessions too: nothing to learn from the status
+        self.hub.store.flush()
+        if fmt == "json":
+            self.finish(self.hub.store.session_json(session_id))
+            return
+        self.set_header("Content-Type", "text/csv; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="{session_id}.csv"')
+        self.finish(self.hub.store.states(session_id).to_csv(index=False))
+
+
+def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
+    """Every route of the hub under ``{base_url}smartsession/``, for any tornado application."""
+    root = base_url.rstrip("/") + "/smartsession"
+    kw = {"hub": hub}
+    return [
+        (f"{root}/health", HealthHandler, kw),
+        (f"{root}/api/classes", ClassesHandler, kw),
+        (f"{root}/api/join", JoinHandler, kw),
+        (f"{root}/api/classes/({IDENT})/sessions", SessionsHandler, kw),
+        (f"{root}/api/sessions/({IDENT})/export\\.(csv|json)", ExportHandler, kw),
+        (f"{root}/ws/student/({IDENT})/({IDENT})", StudentHandler, kw),
+        (f"{root}/ws/teacher/({IDENT})", TeacherHandler, kw),
+    ]

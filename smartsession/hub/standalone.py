@@ -1,0 +1,70 @@
+"""The hub alone: a tornado app with only the hub's routes, for deployments behind a load balancer.
+
+``smartsession hub`` runs it; tests start it in-process with ``running_hub`` or as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from typing import AsyncIterator
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from smartsession.hub.server import Hub, HubConfig, hub_handlers
+
+log = logging.getLogger("smartsession.hub")
+
+
+def make_app(hub: Hub) -> web.Application:
+    return web.Application(hub_handlers(hub), websocket_max_message_size=65536)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if not certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile or None)
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    host: str = "127.0.0.1", port: int = 0, certfile: str | None = None, keyfile: str | None = None, **settings
+) -> AsyncIterator[tuple[Hub, str]]:
+    """Start a hub on ``host:port`` (0: a free port) in the running loop; yield ``(hub, base_url)``."""
+    hub = Hub(HubConfig(**settings))
+    await hub.start()
+    server = HTTPServer(make_app(hub), ssl_options=ssl_context(certfile, keyfile), xheaders=False)
+    sockets = bind_sockets(port, host)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
+    scheme = "https" if certfile else "http"
+    try:
+        yield hub, f"{scheme}://{host}:{bound}"
+    finally:
+        server.stop()
+        await hub.stop()
+        await server.close_all_connections()
+
+
+async def serve_forever(host: str, port: int, certfile: str | None, keyfile: str | None, **settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_hub(host, port, certfile, keyfile, **settings) as (hub, url):
+        print(f"smartsession hub listening on {url} (data in {hub.config.data_dir})", flush=True)
+        await stop.wait()

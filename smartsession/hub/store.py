@@ -1,0 +1,351 @@
+"""The embedded store: every accepted state and teacher command in SQLite (WAL), read back as DataFrames.
+
+Writes are queued to one writer thread that commits in batches; ``on_commit`` callbacks run after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from smartsession.schema import SHARED_FEATURES
+
+FILENAME = "smartsession.sqlite3"
+log = logging.getLogger("smartsession.hub")
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS classes (
+    class_id TEXT PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, emotions INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, class_id TEXT NOT NULL, title TEXT, started REAL NOT NULL, ended REAL);
+CREATE INDEX IF NOT EXISTS sessions_class ON sessions (class_id, started);
+CREATE TABLE IF NOT EXISTS segments (
+    session_id TEXT NOT NULL, segment_id TEXT NOT NULL, title TEXT NOT NULL, start REAL NOT NULL, "end" REAL,
+    PRIMARY KEY (session_id, segment_id));
+CREATE TABLE IF NOT EXISTS students (
+    class_id TEXT NOT NULL, student_id TEXT NOT NULL, name TEXT NOT NULL, hidden INTEGER NOT NULL DEFAULT 0,
+    joined REAL NOT NULL, PRIMARY KEY (class_id, student_id));
+CREATE TABLE IF NOT EXISTS states (
+    session_id TEXT NOT NULL, class_id TEXT NOT NULL, student_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    t REAL NOT NULL, received REAL NOT NULL, state TEXT NOT NULL, engagement REAL NOT NULL,
+    confidence REAL NOT NULL, segment TEXT, paused INTEGER NOT NULL,
+    {", ".join(f"{f} REAL" for f in SHARED_FEATURES)});
+CREATE INDEX IF NOT EXISTS states_session ON states (session_id, received);
+CREATE INDEX IF NOT EXISTS states_student ON states (class_id, student_id, seq);
+CREATE TABLE IF NOT EXISTS commands (
+    session_id TEXT, class_id TEXT NOT NULL, received REAL NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
+"""
+
+STATE_COLUMNS = (
+    "session_id", "class_id", "student_id", "seq", "t", "received", "state", "engagement", "confidence",
+    "segment", "paused", *SHARED_FEATURES,
+)
+_INSERT_STATE = f"INSERT INTO states ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))})"
+_FORMATS = ("csv", "parquet", "json")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+class Store:
+    """SQLite store at ``path`` (a file, or a data directory holding ``smartsession.sqlite3``).
+
+    A context manager; ``close()`` flushes what is queued and may be called twice.
+    """
+
+    def __init__(self, path: str | Path, batch_seconds: float = 0.05, batch_rows: int = 2000):
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / FILENAME
+        self.path = path
+        self.batch_seconds, self.batch_rows = batch_seconds, batch_rows
+        self._queue: queue.Queue = queue.Queue()
+        self._db = _connect(path)
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+        self._read_lock = threading.Lock()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="smartsession-store", daemon=True)
+        self._writer.start()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._db.close()
+
+    # --- writes (queued, batched, committed by the writer thread) ---
+
+    def _submit(self, sql: str | None, params: tuple, on_commit: Callable[[], None] | None = None) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        self._queue.put((sql, params, on_commit))
+
+    def _write_loop(self) -> None:
+        db = _connect(self.path)
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            deadline = time.monotonic() + self.batch_seconds
+            while len(batch) < self.batch_rows:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(db, batch)
+        db.close()
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, batch: list) -> None:
+        # Consecutive rows of the same statement go in one executemany; order is kept.
+        i = 0
+        try:
+            while i < len(batch):
+                j = i
+                while j < len(batch) and batch[j][0] == batch[i][0]:
+                    j += 1
+                if batch[i][0] is not None:
+                    db.executemany(batch[i][0], [b[1] for b in batch[i:j]])
+                i = j
+            db.commit()
+        except sqlite3.Error:
+            # Nothing in this batch is acknowledged, so clients resend it; the hub keeps running.
+            log.exception("could not store %d rows", len(batch))
+            db.rollback()
+            return
+        for _, _, on_commit in batch:
+            if on_commit is not None:
+                on_commit()
+
+    def flush(self, timeout: float = 30) -> None:
+        """Block until everything queued so far is committed."""
+        done = threading.Event()
+        self._submit(None, (), done.set)
+        if not done.wait(timeout):
+            raise TimeoutError("store did not commit in time")
+
+    def add_class(self, class_id: str, title: str, created: float | None = None) -> None:
+        self._submit(
+            "INSERT OR IGNORE INTO classes (class_id, title, created) VALUES (?, ?, ?)",
+            (class_id, title, created or time.time()),
+        )
+
+    def set_emotions(self, class_id: str, emotions: bool) -> None:
+        self._submit("UPDATE classes SET emotions = ? WHERE class_id = ?", (int(emotions), class_id))
+
+    def add_student(self, class_id: str, student_id: str, name: str, joined: float | None = None) -> None:
+        self._submit(
+            "INSERT OR IGNORE INTO students (class_id, student_id, name, joined) VALUES (?, ?, ?, ?)",
+            (class_id, student_id, name, joined or time.time()),
+        )
+
+    def update_student(self, class_id: str, student_id: str, name: str, hidden: bool) -> None:
+        self._submit(
+            "INSERT INTO students (class_id, student_id, name, hidden, joined) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (class_id, student_id) DO UPDATE SET name = excluded.name, hidden = excluded.hidden",
+            (class_id, student_id, name, int(hidden), time.time()),
+        )
+
+    def start_session(self, class_id: str, session_id: str, started: float, title: str | None = None) -> None:
+        """Open ``session_id``, ending the class's open session and segment first."""
+        self.end_session(class_id, started)
+        self._submit(
+            "INSERT OR IGNORE INTO sessions (session_id, class_id, title, started) VALUES (?, ?, ?, ?)",
+            (session_id, class_id, title, started),
+        )
+
+    def end_session(self, class_id: str, ended: float) -> None:
+        self._submit(
+            'UPDATE segments SET "end" = ? WHERE "end" IS NULL AND session_id IN '
+            "(SELECT session_id FROM sessions WHERE class_id = ? AND ended IS NULL)",
+            (ended, class_id),
+        )
+        self._submit("UPDATE sessions SET ended = ? WHERE class_id = ? AND ended IS NULL", (ended, class_id))
+
+    def start_segment(self, session_id: str, segment_id: str, title: str, start: float) -> None:
+        self._submit('UPDATE segments SET "end" = ? WHERE session_id = ? AND "end" IS NULL', (start, session_id))
+        self._submit(
+            "INSERT OR REPLACE INTO segments (session_id, segment_id, title, start) VALUES (?, ?, ?, ?)",
+            (session_id, segment_id, title, start),
+        )
+
+    def add_state(self, session_id: str, state: dict[str, Any], on_commit: Callable[[], None] | None = None) -> None:
+        """Store one accepted state (a StateMessage dict with ``received``)."""
+        feats = state.get("features") or {}
+        row = (
+            session_id, state["class_id"], state["student_id"], state["seq"], state["t"], state["received"],
+            state["state"], state["engagement"], state["confidence"], state.get("segment"),
+            int(bool(state.get("paused"))), *(feats.get(f) for f in SHARED_FEATURES),
+        )
+        self._submit(_INSERT_STATE, row, on_commit)
+
+    def add_command(
+        self, session_id: str | None, class_id: str, received: float, command: str, args: dict[str, Any]
+    ) -> None:
+        self._submit(
+            "INSERT INTO commands (session_id, class_id, received, command, args) VALUES (?, ?, ?, ?, ?)",
+            (session_id, class_id, received, command, json.dumps(args)),
+        )
+
+    # --- reads ---
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _frame(self, sql: str, params: tuple = ()):
+        import pandas as pd
+
+        with self._read_lock:
+            return pd.read_sql_query(sql, self._db, params=params)
+
+    def class_info(self, class_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT class_id, title, created, emotions FROM classes WHERE class_id = ?", (class_id,))
+        if not rows:
+            return None
+        cid, title, created, emotions = rows[0]
+        return {"class_id": cid, "title": title, "created": created, "emotions": bool(emotions)}
+
+    def open_session(self, class_id: str) -> tuple[str, float] | None:
+        rows = self._query(
+            "SELECT session_id, started FROM sessions WHERE class_id = ? AND ended IS NULL "
+            "ORDER BY started DESC LIMIT 1",
+            (class_id,),
+        )
+        return rows[0] if rows else None
+
+    def open_segment(self, session_id: str) -> tuple[str, str, float] | None:
+        rows = self._query(
+            'SELECT segment_id, title, start FROM segments WHERE session_id = ? AND "end" IS NULL '
+            "ORDER BY start DESC LIMIT 1",
+            (session_id,),
+        )
+        return rows[0] if rows else None
+
+    def segment_count(self, session_id: str) -> int:
+        return self._query("SELECT COUNT(*) FROM segments WHERE session_id = ?", (session_id,))[0][0]
+
+    def class_students(self, class_id: str) -> list[tuple[str, str, bool]]:
+        rows = self._query("SELECT student_id, name, hidden FROM students WHERE class_id = ?", (class_id,))
+        return [(sid, name, bool(hidden)) for sid, name, hidden in rows]
+
+    def latest_states(self, class_id: str) -> dict[str, dict[str, Any]]:
+        """Each student's highest-seq state in this class, as state event dicts."""
+        cols = ", ".join(f"s.{c}" for c in STATE_COLUMNS)
+        rows = self._query(
+            f"SELECT {cols} FROM states s JOIN (SELECT student_id, MAX(seq) AS seq FROM states "
+            "WHERE class_id = ? GROUP BY student_id) m ON s.student_id = m.student_id AND s.seq = m.seq "
+            "WHERE s.class_id = ?",
+            (class_id, class_id),
+        )
+        out = {}
+        for row in rows:
+            r = dict(zip(STATE_COLUMNS, row))
+            feats = {f: r.pop(f) for f in SHARED_FEATURES}
+            r.pop("session_id")
+            out[r["student_id"]] = {
+                "type": "state", "v": 1, **r, "paused": bool(r["paused"]),
+                "features": {k: v for k, v in feats.items() if v is not None},
+            }
+        return out
+
+    def sessions(self, class_id: str | None = None):
+        """Sessions (session_id, class_id, title, started, ended), oldest first."""
+        where, params = ("WHERE class_id = ?", (class_id,)) if class_id else ("", ())
+        return self._frame(
+            f"SELECT session_id, class_id, title, started, ended FROM sessions {where} ORDER BY started", params
+        )
+
+    def session_class(self, session_id: str) -> str | None:
+        rows = self._query("SELECT class_id FROM sessions WHERE session_id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    def states(self, session_id: str):
+        df = self._frame(
+            f"SELECT {', '.join(STATE_COLUMNS)} FROM states WHERE session_id = ? ORDER BY received, rowid",
+            (session_id,),
+        )
+        df["paused"] = df["paused"].astype(bool)
+        for f in SHARED_FEATURES:
+            df[f] = df[f].astype(float)
+        return df
+
+    def segments(self, session_id: str):
+        return self._frame(
+            'SELECT segment_id, title, start, "end" FROM segments WHERE session_id = ? ORDER BY start',
+            (session_id,),
+        ).astype({"start": float, "end": float})
+
+    def commands(self, session_id: str):
+        df = self._frame(
+            "SELECT session_id, class_id, received, command, args FROM commands WHERE session_id = ? "
+            "ORDER BY received, rowid",
+            (session_id,),
+        )
+        df["args"] = [json.loads(a) for a in df["args"]]
+        return df
+
+    def students(self, session_id: str):
+        """Students who published in this session: student_id, name, hidden."""
+        df = self._frame(
+            "SELECT st.student_id, COALESCE(st.name, s.student_id) AS name, COALESCE(st.hidden, 0) AS hidden "
+            "FROM (SELECT DISTINCT class_id, student_id FROM states WHERE session_id = ?) s "
+            "LEFT JOIN students st ON st.class_id = s.class_id AND st.student_id = s.student_id "
+            "ORDER BY name",
+            (session_id,),
+        )
+        df["hidden"] = df["hidden"].astype(bool)
+        return df
+
+    def export_session(self, session_id: str, path: str | Path, format: str = "csv") -> Path:
+        """Write a session's states (csv, parquet) or everything about it (json) to ``path``."""
+        if format not in _FORMATS:
+            raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
+        if self.session_class(session_id) is None:
+            raise KeyError(f"no session {session_id!r}: list them with Store.sessions()")
+        path = Path(path)
+        states = self.states(session_id)
+        if format == "csv":
+            states.to_csv(path, index=False)
+        elif format == "parquet":
+            states.to_parquet(path, index=False)
+        else:
+            path.write_text(self.session_json(session_id))
+        return path
+
+    def session_json(self, session_id: str) -> str:
+        sessions = self.sessions()
+        doc = {
+            "session": json.loads(sessions[sessions.session_id == session_id].to_json(orient="records"))[0],
+            "segments": json.loads(self.segments(session_id).to_json(orient="records")),
+            "students": json.loads(self.students(session_id).to_json(orient="records")),
+            "commands": json.loads(self.commands(session_id).to_json(orient="records")),
+            "states": json.loads(self.states(session_id).to_json(orient="records")),
+        }
+        return json.dumps(doc)
