@@ -129,10 +129,12 @@ class ClassView:
         if msg.get("class_id") != self.class_id:
             raise ValueError(f"snapshot is for class {msg.get('class_id')!r}, this page shows {self.class_id!r}")
         self.ready = True
-        self.students.clear()
         self._stale.clear()
-        self.segments.clear()
         self._on_class(msg, now)
+        # A snapshot also comes after every reconnect: keep the histories of the students it lists.
+        listed = {s["student_id"] for s in msg.get("students") or ()}
+        for sid in set(self.students) - listed:
+            del self.students[sid]
         for s in msg.get("students") or ():
             card = self._student(s["student_id"])
             card.name = s.get("name") or ""

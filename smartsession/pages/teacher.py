@@ -154,13 +154,19 @@ def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, heig
     )
 
 
+def _header(text: str) -> str:
+    return f'<div class="ss-header">{html.escape(text)}</div>'
+
+
 _STYLE = """<style>
+.ss-header { font-size: 22px; font-weight: 600; line-height: 1.6; }
 .ss-teacher { font-family: system-ui, sans-serif; }
 .ss-counts { display: flex; flex-wrap: wrap; gap: 10px; font-size: 13px; }
 .ss-count > span { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; }
 .ss-gauge { text-align: center; font-size: 12px; color: #546e7a; }
-.ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; }
-.ss-alert { padding: 4px 8px; margin-bottom: 4px; background: #fff8e1; border-left: 4px solid #ffb300; border-radius: 4px; }
+.ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; max-height: 190px; overflow-y: auto; }
+.ss-alert { padding: 2px 8px; margin-bottom: 4px; line-height: 1.4; background: #fff8e1; border-left: 4px solid #ffb300; border-radius: 4px; }
+.ss-notice { color: #c62828; font-size: 13px; }
 .ss-why { color: #78909c; font-size: 11px; }
 .ss-status { color: #546e7a; font-size: 13px; }
 .ss-status[data-status="error"] { color: #c62828; }
@@ -235,11 +241,14 @@ class TeacherPage:
         self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
         self.emotions_box.observe(self._on_emotions_box, "value")
         controls = w.HBox([self.session_button, self.segment_title, self.segment_button, self.emotions_box])
+        self.notice = w.HTML()
 
         self.gauge = w.HTML(gauge_html(None))
         self.counts = w.HTML()
         self.alerts_box = w.HTML(alerts_html([]))
+        # The trace must exist at construction: FigureWidget syncs its data to the browser only then.
         self.chart = go.FigureWidget(
+            data=[go.Scatter(x=[], y=[], mode="lines", line=dict(color="#1565c0", width=2), name="class")],
             layout=go.Layout(
                 height=260,
                 margin=dict(l=40, r=10, t=30, b=30),
@@ -249,7 +258,6 @@ class TeacherPage:
                 showlegend=False,
             )
         )
-        self.chart.add_scatter(x=[], y=[], mode="lines", line=dict(color="#1565c0", width=2), name="class")
         self.grid = ClassGrid()
         self.grid.observe(lambda _: self._draw_detail(), "selected")
         self.show_hidden = w.Checkbox(value=False, description="Show hidden students", indent=False)
@@ -271,6 +279,7 @@ class TeacherPage:
         self.dashboard = w.VBox(
             [
                 controls,
+                self.notice,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
                 self.chart,
                 self.show_hidden,
@@ -291,6 +300,10 @@ class TeacherPage:
     def _set_status(self, status: str, text: str) -> None:
         self.status = status
         self.status_line.value = f'<div class="ss-status" data-status="{status}">{html.escape(text)}</div>'
+
+    def _notify(self, text: str) -> None:
+        """Feedback on the teacher's last action (empty clears it)."""
+        self.notice.value = f'<div class="ss-notice">{html.escape(text)}</div>' if text else ""
 
     def _show_form(self, why: str, status: str = "idle") -> None:
         self.form.layout.display = None
@@ -313,7 +326,7 @@ class TeacherPage:
         self.class_id, self.token = claims["c"], token.strip()
         self.view = ClassView(self.class_id)
         self.alerts = []
-        self.header.value = f"<h2>Class {html.escape(self.class_id)}</h2>"
+        self.header.value = _header(f"Class {self.class_id}")
         self.form.layout.display = "none"
         self._set_status("connecting", "Connecting to the hub…")
         loop = asyncio.get_event_loop()
@@ -336,9 +349,15 @@ class TeacherPage:
                     self.handle(event, time.time())
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the hub refused us or went away for good: say so and offer the form
-            self.view = None
-            self._show_form(f"The hub refused or closed the connection: {exc}", "error")
+        except Exception as exc:  # no hub URL, or the hub cannot be reached at all
+            self._refused(str(exc))
+
+    def _refused(self, why: str) -> None:
+        """Forget the class (nothing of it stays on screen) and ask for a token again."""
+        self.close()
+        self.view = None
+        self.grid.cards = []
+        self._show_form(f"The hub did not accept this page: {why}", "error")
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -357,10 +376,19 @@ class TeacherPage:
     async def _redraw_loop(self) -> None:
         while True:
             await asyncio.sleep(CARDS_EVERY)
+            sub = self._subscriber
+            if sub is not None and sub.error is not None:
+                # Fatal refusals (bad token, other class) end the subscriber; reconnecting cannot help.
+                self._refused(str(sub.error))
+                return
+            if sub is not None and self.view is not None and self.view.ready:
+                connected = sub.connected.is_set()
+                if connected != (self.status == "live"):
+                    self._set_status(*(("live", "Live") if connected else ("reconnecting", "Reconnecting to the hub…")))
             try:
                 self.redraw(time.time())
             except Exception as exc:  # a drawing bug must not stop the live page
-                self._set_status("error", f"Redraw failed: {exc!r}; the page keeps trying")
+                self._notify(f"Redraw failed: {exc!r}; the page keeps trying")
 
     def redraw(self, now: float) -> None:
         view = self.view
@@ -389,8 +417,9 @@ class TeacherPage:
 
     def _show_dashboard(self) -> None:
         view = self.view
-        self.header.value = f"<h2>{html.escape(view.title or 'Class')} <small>({html.escape(view.class_id)})</small></h2>"
+        self.header.value = _header(f"{view.title or 'Class'} ({view.class_id})")
         self._set_status("live", "Live")
+        self.form.layout.display = "none"
         link = join_url(view.class_id, self.join_code, self.environ) if self.join_code else None
         if link:
             self.join.value = (
@@ -464,7 +493,7 @@ class TeacherPage:
     def _command(self, command: str, **args: Any) -> None:
         sub = self._subscriber
         if sub is None:
-            self._set_status("error", "Not connected to the hub yet: wait a moment and try again")
+            self._notify("Not connected to the hub yet: wait a moment and try again")
             return
         task = asyncio.get_event_loop().create_task(sub.send_command(command, **args))
         task.add_done_callback(lambda t: self._command_done(command, t))
@@ -474,7 +503,9 @@ class TeacherPage:
             return
         exc = task.exception()
         if exc is not None:
-            self._set_status("error", f"{command} failed: {exc}")
+            self._notify(f"{command} failed: {exc}")
+        else:
+            self._notify("")
 
     def _toggle_session(self) -> None:
         if self.view is not None and self.view.session_id:
@@ -485,7 +516,7 @@ class TeacherPage:
     def _start_segment(self) -> None:
         title = self.segment_title.value.strip()
         if not title:
-            self._set_status("error", "Give the segment a title first (e.g. 'Exercise 2')")
+            self._notify("Give the segment a title first (e.g. 'Exercise 2')")
             return
         self._command("start_segment", title=title)
         self.segment_title.value = ""

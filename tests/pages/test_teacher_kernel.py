@@ -1,0 +1,210 @@
+"""The teacher page's logic in a real Jupyter kernel, subscribed to a real hub on 127.0.0.1 with real students.
+
+The hub runs in this process (its own event loop thread); the page runs in a separate ipykernel, on
+that kernel's event loop exactly as under Voila; students publish with ``StudentPublisher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from smartsession.hub import auth
+from smartsession.hub.client import StudentPublisher
+from smartsession.hub.standalone import running_hub
+from smartsession.schema import StateMessage
+
+
+class HubThread:
+    """A real hub on a free port, served from a background event loop."""
+
+    def __init__(self, data_dir):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._cm = running_hub(data_dir=str(data_dir))
+        self.hub, self.url = self.run(self._cm.__aenter__())
+
+    def run(self, coro, timeout=30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn, *args):
+        async def wrapped():
+            return fn(*args)
+
+        return self.run(wrapped())
+
+    def close(self):
+        self.run(self._cm.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class Kernel:
+    """A real ipykernel; ``run(code)`` returns what the code printed."""
+
+    def __init__(self):
+        self.km, self.kc = start_new_kernel(kernel_name="python3")
+
+    def run(self, code: str, timeout: float = 60) -> str:
+        out, errors = [], []
+
+        def hook(msg):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                errors.append("\n".join(content["traceback"]))
+
+        self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        assert not errors, errors[0]
+        return "".join(out)
+
+    def json(self, expr: str):
+        return json.loads(self.run(f"import json as _j; print(_j.dumps({expr}, default=str))"))
+
+    def wait_for(self, expr: str, check, timeout: float = 15.0):
+        """Poll ``expr`` in the kernel (its loop runs between polls) until ``check(value)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.json(expr)
+            if check(value):
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expr} never satisfied the check; last value: {value!r}")
+            time.sleep(0.2)
+
+    def close(self):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    h = HubThread(tmp_path / "hub")
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def kernel():
+    k = Kernel()
+    yield k
+    k.close()
+
+
+CARDS = "{sid: page.view.card(sid, time.time()) for sid in page.view.students}"
+
+
+def open_page(kernel, hub, klass, token=None):
+    kernel.run(
+        "import time\nfrom smartsession.pages.teacher import TeacherPage\n"
+        f"page = TeacherPage({klass['class_id']!r}, {token or klass['teacher_token']!r}, "
+        f"join_code={klass['join_code']!r}, hub_url={hub.url!r}, "
+        "environ={'SERVER_NAME': 'school.example', 'SERVER_PORT': '8866', 'SCRIPT_NAME': '/voila/render/teacher.ipynb'})"
+    )
+
+
+def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, kernel):
+    klass = hub.call(hub.hub.create_class, "Maths 3B")
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.status", lambda s: s == "live")
+    assert kernel.json("page.view.title") == "Maths 3B"
+    join = kernel.json("page.join.value")
+    assert f"http://school.example:8866/voila/render/student.ipynb?class={klass['class_id']}&amp;join={klass['join_code']}" in join
+    assert "<svg" in join  # the QR code, inline
+
+    async def students():
+        pubs = []
+        for name in ("Ana", "Ben", "Chloe"):
+            pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], name)
+            await pub.start()
+            await pub.wait_connected()
+            pubs.append(pub)
+        return pubs
+
+    pubs = hub.run(students())
+    ana, ben, chloe = pubs
+
+    async def publish(pub, state, engagement, paused=False):
+        msg = pub.publish(StateMessage("x", "x", 0, time.time(), state, engagement, 0.9, {"yaw": 2.0}, paused=paused))
+        await pub.wait_acked(msg.seq)
+
+    for pub, state, score in ((ana, "focused", 90.0), (ben, "away", 10.0), (chloe, "drowsy", 30.0)):
+        hub.run(publish(pub, state, score))
+
+    cards = kernel.wait_for(CARDS, lambda c: len(c) == 3 and all(v["state"] != "uncertain" for v in c.values()))
+    by_name = {c["label"]: c for c in cards.values()}
+    assert {n: (c["state"], c["engagement"], c["presence"]) for n, c in by_name.items()} == {
+        "Ana": ("focused", 90, "connected"),
+        "Ben": ("away", 10, "connected"),
+        "Chloe": ("drowsy", 30, "connected"),
+    }
+    # The redraw loop pushed them to the widgets: three cards in the grid, the gauge at the class mean.
+    kernel.wait_for("len(page.grid.cards)", lambda n: n == 3)
+    kernel.wait_for("page.gauge.value", lambda v: 'data-engagement="43"' in v)
+    assert 'data-state="away" data-count="1"' in kernel.json("page.counts.value")
+
+    # Pausing and leaving reach the cards.
+    hub.run(publish(ben, "away", 10.0, paused=True))
+    kernel.wait_for(f"page.view.card({ben.student_id!r}, time.time())['presence']", lambda p: p == "paused")
+    hub.run(chloe.stop())
+    kernel.wait_for(f"page.view.card({chloe.student_id!r}, time.time())['presence']", lambda p: p == "disconnected")
+    kernel.wait_for("[c['presence'] for c in page.grid.cards]", lambda p: sorted(p) == ["connected", "disconnected", "paused"])
+
+    # Teacher commands go through the hub and come back as class/student events.
+    kernel.run("page.segment_title.value = 'Exercise 2'; page._start_segment()")
+    kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Exercise 2"])
+    deadline = time.monotonic() + 10
+    while ana.segment is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ana.segment is not None  # students stamp their states with the new segment
+    kernel.run("page.emotions_box.value = False")
+    kernel.wait_for("page.view.emotions", lambda e: e is False)
+    deadline = time.monotonic() + 10
+    while ana.emotions and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ana.emotions is False
+    kernel.run(f"page.grid.selected = {ana.student_id!r}; page.rename_input.value = 'Ana B.'; page._rename()")
+    kernel.wait_for(f"page.view.students[{ana.student_id!r}].label", lambda n: n == "Ana B.")
+    assert "Ana B." in kernel.wait_for("page.detail_title.value", lambda v: "Ana B." in v)
+    kernel.run("page._toggle_hidden()")
+    kernel.wait_for("len(page.grid.cards)", lambda n: n == 2)
+
+    for pub in (ana, ben):
+        hub.run(pub.stop())
+    kernel.run("page.close(); page.close()")  # closing twice is harmless
+
+
+@pytest.mark.parametrize("which", ["student", "forged"])
+def test_without_a_valid_teacher_token_the_page_shows_no_class_data(hub, kernel, which):
+    klass = hub.call(hub.hub.create_class, "Maths")
+    if which == "student":
+        token = auth.student_token(hub.hub.secret, klass["class_id"], "s1")
+    else:  # looks like a teacher token of this class, signed with another secret: only the hub can tell
+        token = auth.teacher_token("not-the-server-secret", klass["class_id"])
+
+    async def student():
+        pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], "Ana")
+        await pub.start()
+        await pub.wait_connected()
+        msg = pub.publish(StateMessage("x", "x", 0, time.time(), "focused", 80.0, 0.9))
+        await pub.wait_acked(msg.seq)
+        return pub
+
+    pub = hub.run(student())
+    open_page(kernel, hub, klass, token=token)
+    status = kernel.wait_for("page.status", lambda s: s == "error")
+    assert status == "error"
+    time.sleep(1)
+    assert kernel.json("page.view is None and page.grid.cards == []") is True
+    assert kernel.json("page.dashboard.layout.display") == "none"
+    assert kernel.json("page.form.layout.display") is None  # the token field is offered
+    message = kernel.json("page.status_line.value")
+    assert ("not a teacher token" if which == "student" else "signature") in message
+    hub.run(pub.stop())
