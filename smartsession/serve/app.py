@@ -1,0 +1,329 @@
+"""``smartsession serve``: one process for the student and teacher pages (Voila) and the websocket hub.
+
+A subclass of Voila's standalone app, the only one that can preheat kernels: hub routes and the lock-down come
+ahead of Voila's own routes, and the student page renders from a pool of kernels that already ran it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+import tornado.ioloop
+import tornado.web
+from jupyter_server.utils import url_path_join
+from traitlets import Bool, Int, Unicode, default, validate
+from voila.app import Voila, _kernel_id_regex
+from voila.request_info_handler import RequestInfoSocketHandler
+from voila.static_file_handler import AllowListFileHandler
+from voila.tornado.contentshandler import VoilaContentsHandler
+from voila.tornado.handler import TornadoVoilaHandler
+from voila.tornado.treehandler import TornadoVoilaTreeHandler
+
+from smartsession import __version__
+from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
+from smartsession.serve import lockdown
+from smartsession.serve.pool import QuietRefillKernelManager, pool_status
+from smartsession.serve.tls import self_signed_certificate
+
+STATIC = Path(__file__).with_name("static")
+#: What ``serve`` writes into the data directory for scripts and tests (mode 0600: it holds the teacher token).
+SERVER_FILE = "serve.json"
+DEFAULT_CLASS_FILE = "default_class"
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+def default_dashboards() -> Path:
+    """The repository's top-level ``dashboards/`` next to the package (an editable install)."""
+    return Path(__file__).resolve().parents[2] / "dashboards"
+
+
+def lan_address() -> str:
+    """This machine's address on its network (what students' laptops can reach); no packet is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class SmartSessionApp(Voila):
+    """Voila serving ``dashboards/`` plus the hub, with a preheated student pool and nothing that runs code."""
+
+    name = "smartsession-serve"
+    version = __version__
+    description = Unicode(
+        "smartsession serve [OPTIONS]\n\nRuns a classroom: the student and teacher pages and the hub, in one process."
+    )
+    examples = "smartsession serve --host 0.0.0.0 --self-signed --pool-size 40"
+
+    aliases = {
+        "host": "SmartSessionApp.ip",
+        "port": "SmartSessionApp.port",
+        "data-dir": "HubConfig.data_dir",
+        "secret": "HubConfig.secret",
+        "redis-url": "HubConfig.redis_url",
+        "certfile": "SmartSessionApp.certfile",
+        "keyfile": "SmartSessionApp.keyfile",
+        "pool-size": "SmartSessionApp.pool_size",
+        "refill-quiet": "QuietRefillKernelManager.refill_quiet",
+        "dashboards": "SmartSessionApp.dashboards",
+        "class-title": "SmartSessionApp.class_title",
+    }
+    flags = {
+        "self-signed": (
+            {"SmartSessionApp": {"self_signed": True}},
+            "Serve https with a certificate made for this host (browsers only allow the camera on https).",
+        ),
+        "debug": Voila.flags["debug"],
+    }
+    classes = [*Voila.classes, HubConfig, QuietRefillKernelManager]
+
+    ip = Unicode("127.0.0.1", config=True, help="Address to listen on; 0.0.0.0 for a classroom network.")
+    open_browser = Bool(False, config=True, help="Open the teacher page in a browser on start.")
+    certfile = Unicode("", config=True, help="TLS certificate (PEM) to serve https.")
+    keyfile = Unicode("", config=True, help="Private key of --certfile (PEM), if not inside it.")
+    self_signed = Bool(False, config=True, help="Create (or reuse) a self-signed certificate in the data dir.")
+    pool_size = Int(
+        36,
+        config=True,
+        help="Preheated kernels for the student page; size it above the class, since every reload takes one.",
+    )
+    dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
+    class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+
+    @default("dashboards")
+    def _default_dashboards(self) -> str:
+        return str(default_dashboards())
+
+    @validate("pool_size")
+    def _valid_pool_size(self, proposal):
+        if proposal["value"] < 0:
+            raise ValueError("--pool-size must be 0 or more")
+        return proposal["value"]
+
+    # --- setup ---
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        dashboards = Path(self.dashboards).expanduser().resolve()
+        if not (dashboards / lockdown.STUDENT_PAGE).is_file() and not (dashboards / lockdown.TEACHER_PAGE).is_file():
+            raise SystemExit(
+                f"smartsession serve: no {lockdown.STUDENT_PAGE} or {lockdown.TEACHER_PAGE} in {dashboards}: "
+                "pass --dashboards DIR (the folder holding the pages)"
+            )
+        self.root_dir = str(dashboards)
+        self.hub_config = HubConfig(parent=self)
+        self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.self_signed and self.certfile:
+            raise SystemExit("smartsession serve: give either --self-signed or --certfile, not both")
+        if self.self_signed:
+            hosts = [self.ip, lan_address(), socket.gethostname()] if self.ip in _ANY_ADDRESS else [self.ip]
+            cert, key = self_signed_certificate(self.state_dir, hosts)
+            self.certfile, self.keyfile = str(cert), str(key)
+        if self.keyfile and not self.certfile:
+            raise SystemExit("smartsession serve: --keyfile needs --certfile")
+
+        vc = self.voila_configuration
+        vc.preheat_kernel = True
+        vc.default_pool_size = 0
+        vc.multi_kernel_manager_class = QuietRefillKernelManager
+        # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
+        self.config.VoilaKernelManager.fill_delay = 0.0
+        self.config.VoilaKernelManager.kernel_pools_config = {
+            "default": {"pool_size": 0},
+            lockdown.STUDENT_PAGE: {"pool_size": self.pool_size, "kernel_env_variables": self._pool_env()},
+        }
+        # nbconvert's lab template imports mermaid from a CDN when a page holds a diagram; ours hold none,
+        # and a classroom may be offline: the pages must not name any outside host.
+        self.config.VoilaExporter.mermaid_js_url = ""
+        self.config.VoilaExporter.mermaid_layout_elk_js_url = ""
+        self._kernel_env()
+        self._redact_logs()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certfile else "http"
+
+    @property
+    def kernel_host(self) -> str:
+        """Where kernels on this machine reach the server: loopback unless it is bound to one address."""
+        if self.ip in _ANY_ADDRESS or self.ip == "localhost":
+            return "::1" if self.ip == "::" else "127.0.0.1"
+        return self.ip
+
+    @property
+    def public_host(self) -> str:
+        """The host in printed links: the network address when bound to all of them."""
+        return lan_address() if self.ip in _ANY_ADDRESS else self.ip
+
+    def _kernel_env(self) -> None:
+        # Kernels inherit the server's environment: the hub client and Voila's preheat handshake read these.
+        os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
+        os.environ["VOILA_APP_IP"] = self.kernel_host
+        os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
+        if self.self_signed:
+            os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
+        else:
+            os.environ.pop("SMARTSESSION_HUB_CAFILE", None)
+
+    def _pool_env(self) -> dict[str, str]:
+        # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification:
+        # with our own certificate, pool kernels must trust it.
+        return {"SSL_CERT_FILE": self.certfile} if self.self_signed else {}
+
+    def _redact_logs(self) -> None:
+        redacting = lockdown.RedactingFilter()
+        for name in ("tornado.access", "tornado.application", "tornado.general", "smartsession.hub"):
+            logging.getLogger(name).addFilter(redacting)
+        for handler in self.log.handlers:
+            handler.addFilter(redacting)
+
+    def init_settings(self) -> dict:
+        settings = super().init_settings()
+        settings["log_function"] = lockdown.log_request
+        settings["websocket_max_message_size"] = 64 * 1024 * 1024  # widget buffers (camera frames) pass through
+        self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
+        return settings
+
+    def init_handlers(self) -> list:
+        base = self.server_url
+        replaced = (
+            TornadoVoilaTreeHandler,
+            TornadoVoilaHandler,
+            VoilaContentsHandler,
+            AllowListFileHandler,
+            RequestInfoSocketHandler,
+        )
+        voila = [route for route in super().init_handlers() if route[1] not in replaced]
+        local = frozenset({"127.0.0.1", "::1", self.kernel_host})
+        ours = [
+            (base, lockdown.LandingHandler),
+            (url_path_join(base, r"/voila/tree(.*)"), lockdown.GoneHandler),
+            (url_path_join(base, r"/voila/api/contents(.*)"), lockdown.GoneHandler),
+            (url_path_join(base, r"/voila/files/(.*)"), lockdown.GoneHandler),
+            (
+                url_path_join(base, r"/voila/render/(.*)"),
+                lockdown.DashboardHandler,
+                {
+                    "secret": self.hub.secret,
+                    "template_paths": self.template_paths,
+                    "config": self.config,
+                    "voila_configuration": self.voila_configuration,
+                },
+            ),
+            (
+                url_path_join(base, r"/voila/query/%s" % _kernel_id_regex),
+                lockdown.LocalRequestInfoHandler,
+                {"local_addresses": local},
+            ),
+            (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
+        ]
+        return ours + hub_handlers(self.hub, base) + voila
+
+    # --- run ---
+
+    def start(self):
+        self.hub = Hub(self.hub_config)
+        self.loop = asyncio.get_event_loop()
+        # The hub must be up (secret, store) before the routes that check tokens are built.
+        self.loop.run_until_complete(self.hub.start())
+        self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
+        self.hub.health_extras["warm"] = lambda: self.pool().warm
+        super().start()
+
+    def pool(self):
+        return pool_status(self.kernel_manager, lockdown.STUDENT_PAGE, self.pool_size)
+
+    def listen(self):
+        ssl_options = None
+        if self.certfile:
+            ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
+        try:
+            self.app.listen(self.port, self.ip, ssl_options=ssl_options)
+        except OSError as err:
+            self.log.critical(
+                "smartsession serve: cannot listen on %s:%s (%s): pick another --port or stop the other server",
+                self.ip,
+                self.port,
+                err.strerror,
+            )
+            self.stop()
+            self.exit(1)
+        self.links = self.default_class()
+        self.announce()
+        self.ioloop = tornado.ioloop.IOLoop.current()
+        try:
+            self.ioloop.start()
+        except KeyboardInterrupt:
+            self.log.info("Stopping...")
+        finally:
+            self.stop()
+
+    def default_class(self) -> dict:
+        """Reopen the class created on the first start (its id is kept in the data dir), or create it."""
+        path = self.state_dir / DEFAULT_CLASS_FILE
+        class_id = path.read_text().strip() if path.exists() else ""
+        info = self.hub.store.class_info(class_id) if class_id else None
+        if info is None:
+            links = self.hub.create_class(self.class_title)
+            self.hub.store.flush()
+            path.write_text(links["class_id"] + "\n")
+        else:
+            links = class_links(self.hub.secret, class_id, info["title"])
+        origin = f"{self.scheme}://{_url_host(self.public_host)}:{self.port}"
+        base = self.base_url.rstrip("/")
+        links["url"] = origin + self.base_url
+        links["teacher_url"] = origin + base + links.pop("teacher_path")
+        links["join_url"] = origin + base + links.pop("join_path")
+        return links
+
+    def announce(self) -> None:
+        links = self.links
+        record = {**links, "pid": os.getpid(), "pool_size": self.pool_size, "certfile": self.certfile}
+        path = self.state_dir / SERVER_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+        lines = [
+            "",
+            f"SmartSession is running at {links['url']}  (class {links['title']!r}, data in {self.state_dir})",
+            "",
+            "  Teacher page (keep it private, it carries the teacher token):",
+            f"    {links['teacher_url']}",
+            "",
+            "  Student join link (share it with the class):",
+            f"    {links['join_url']}",
+            "",
+            f"  {self.pool_size} student kernels are preheating; {links['url']}smartsession/health says "
+            '"warm": true when they are ready.',
+        ]
+        if self.self_signed:
+            lines.append(
+                "  Self-signed certificate: each browser shows a warning once; accept it to continue."
+            )
+        print("\n".join(lines) + "\n", flush=True)
+
+    def stop(self):
+        if getattr(self, "hub", None) is not None and self.hub.started:
+            self.loop.run_until_complete(self.hub.stop())
+        super().stop()
+
+
+main = SmartSessionApp.launch_instance
+
+if __name__ == "__main__":
+    sys.exit(main())

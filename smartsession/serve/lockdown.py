@@ -1,0 +1,228 @@
+"""What ``smartsession serve`` lets an anonymous browser reach: two pages, their kernels' widget traffic, the hub.
+
+Voila serves a directory with a notebook tree, a contents API and every notebook in it; here the tree, contents
+and files are gone, only the two dashboards render, the teacher page needs its token, and kernel channels carry
+widget (comm) traffic but never code. docs/SERVE.md lists what stays reachable and why it is harmless.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+
+import tornado.web
+from voila.request_info_handler import RequestInfoSocketHandler
+from voila.tornado.handler import TornadoVoilaHandler
+
+from smartsession.hub.auth import AuthError, check_join_code, verify_token
+from smartsession.serve.pool import next_kernel_started
+
+STUDENT_PAGE = "student.ipynb"
+TEACHER_PAGE = "teacher.ipynb"
+PAGES = (STUDENT_PAGE, TEACHER_PAGE)
+
+#: Kernel messages a page may send over ``/api/kernels/{id}/channels``: widgets (comm) and the handshake.
+#: ``execute_request``, ``inspect_request``, ``complete_request``, ``history_request``, ``debug_request``... are
+#: dropped: the page's code ran when it rendered, and nothing a browser sends may run more.
+#: ``shutdown_request`` stays because it only ends the kernel of the page that sends it, as closing the tab does.
+KERNEL_MESSAGES = (
+    "comm_open",
+    "comm_close",
+    "comm_msg",
+    "comm_info_request",
+    "kernel_info_request",
+    "shutdown_request",
+)
+
+FONT_AWESOME_CSS = "smartsession/static/font-awesome/css/font-awesome.min.css"
+
+_SECRET_PARAMS = re.compile(r"(?i)\b(token|join)=[^&\s\"'<>]+")
+_CDN_STYLESHEET = re.compile(
+    r"""<link\b[^>]*\bhref=["']https?://[^"']*(?:fontawesome|font-awesome)[^"']*["'][^>]*>\s*""", re.I
+)
+
+
+def redact(text: str) -> str:
+    """Hide the values of ``token=`` and ``join=`` so that logs never carry a working link."""
+    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that redacts page tokens in any record (tornado logs request URIs on errors)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+access_log = logging.getLogger("tornado.access")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, with page tokens redacted."""
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    request = handler.request
+    log(
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        redact(request.uri or ""),
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
+def offline_html(snippet: str, base_url: str) -> str:
+    """Point the page's icon stylesheet at the copy served locally instead of a CDN (classrooms may be offline)."""
+    local = f'<link rel="stylesheet" href="{base_url}{FONT_AWESOME_CSS}" type="text/css" />\n'
+    found = False
+
+    def swap(match: re.Match) -> str:
+        nonlocal found
+        first, found = not found, True
+        return local if first else ""
+
+    return _CDN_STYLESHEET.sub(swap, snippet)
+
+
+def message_page(title: str, text: str) -> str:
+    """A small self-contained HTML page (no external resources) for refusals and the landing page."""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}"
+        "h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .2em}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{text}</p></body></html>"
+    )
+
+
+class PageRefused(Exception):
+    """A dashboard request without the link that grants it; ``str(err)`` says what to do."""
+
+
+def check_page_access(secret: str, page: str, arguments: dict[str, str]) -> None:
+    """Decide, before anything of a class renders, whether ``arguments`` (the query) open ``page``.
+
+    The teacher page needs a teacher token for the class in ``class`` (or the admin token); the student page
+    needs the class's join code (or a student token of that class). Raises :class:`PageRefused`.
+    """
+    class_id, token = arguments.get("class"), arguments.get("token")
+    if page == TEACHER_PAGE:
+        if not token:
+            raise PageRefused(
+                "This page needs the teacher link printed by <code>smartsession serve</code> "
+                "(it ends in <code>?class=…&amp;token=…</code>). Ask whoever runs the server for it."
+            )
+        try:
+            claims = verify_token(secret, token)
+        except AuthError as err:
+            raise PageRefused(f"{html.escape(str(err))}.") from None
+        if claims.role == "admin" or (claims.role == "teacher" and claims.class_id == class_id):
+            return
+        raise PageRefused(
+            "This teacher link is for another class: open the link printed for this class by "
+            "<code>smartsession serve</code> or <code>smartsession class create</code>."
+        )
+    if page == STUDENT_PAGE:
+        if token:
+            try:
+                claims = verify_token(secret, token)
+            except AuthError as err:
+                raise PageRefused(f"{html.escape(str(err))}.") from None
+            if claims.role == "student" and claims.class_id == class_id:
+                return
+            raise PageRefused("This link is for another class: open the join link your teacher shared.")
+        try:
+            check_join_code(secret, class_id, arguments.get("join"))
+        except AuthError:
+            raise PageRefused(
+                "Open the join link your teacher shared (it ends in <code>?class=…&amp;join=…</code>); "
+                "this one is incomplete or for another class."
+            ) from None
+        return
+    raise PageRefused("No such page.")
+
+
+class MessagePageMixin:
+    """Error pages that are plain and offline instead of Voila's (which load icons from a CDN)."""
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        reason = self._reason
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(message_page(f"{status_code} {reason}", html.escape(reason)))
+
+
+class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
+    """Renders ``student.ipynb`` and ``teacher.ipynb`` only, each after checking the link's class and token."""
+
+    def initialize(self, secret: str, **kwargs):
+        self.secret = secret
+        super().initialize(**kwargs)
+
+    @tornado.web.authenticated
+    async def get(self, path=None):
+        if path not in PAGES:
+            raise tornado.web.HTTPError(404, reason="Not Found")
+        self.page = path
+        arguments = {name: self.get_query_argument(name, "") for name in ("class", "token", "join")}
+        try:
+            check_page_access(self.secret, path, arguments)
+        except PageRefused as refused:
+            self.set_status(403)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(message_page("This link does not open this page", str(refused)))
+            return
+        if path == STUDENT_PAGE and hasattr(self.kernel_manager, "note_demand"):
+            self.kernel_manager.note_demand()
+        async for snippet in self.get_generator(path=path):
+            self.write(offline_html(snippet, self.base_url))
+            self.flush()
+
+    def should_use_rendered_notebook(self, notebook_data, pool_size, template_name, theme, request_args):
+        # Voila would wait for a pool kernel that has not even started (222 s once, here); a cold one is quicker.
+        return super().should_use_rendered_notebook(
+            notebook_data, pool_size, template_name, theme, request_args
+        ) and next_kernel_started(self.kernel_manager, self.page)
+
+
+class LandingHandler(MessagePageMixin, tornado.web.RequestHandler):
+    """The server root: says where the pages are without listing anything."""
+
+    def get(self):
+        self.finish(
+            message_page(
+                "SmartSession",
+                "Students: open the join link your teacher shared. Teachers: open the teacher link printed "
+                "by <code>smartsession serve</code>.",
+            )
+        )
+
+
+class GoneHandler(MessagePageMixin, tornado.web.RequestHandler):
+    """Voila's notebook tree, contents API and file server: not served here."""
+
+    def prepare(self):
+        raise tornado.web.HTTPError(404, reason="Not Found")
+
+
+class LocalRequestInfoHandler(RequestInfoSocketHandler):
+    """Voila's channel that hands a preheated kernel its page request (query string included): kernels only.
+
+    Kernels run on this machine, so only its own addresses may connect; anyone else could read a join link.
+    """
+
+    def initialize(self, local_addresses: frozenset[str]):
+        self.local_addresses = local_addresses
+
+    async def get(self, *args, **kwargs):
+        if self.request.remote_ip not in self.local_addresses:
+            self.set_status(403)
+            self.finish("kernels only")
+            return
+        await super().get(*args, **kwargs)

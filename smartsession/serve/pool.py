@@ -1,0 +1,84 @@
+"""The preheated kernel pool for the student page: refills that wait for a quiet moment, and its status.
+
+Voila's pool refills right after each page takes a kernel; when a whole class arrives together those refills
+compete with the pages being served (30 refills pushed page time from 0.2 s to 9.3 s here), so refills wait here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from traitlets import Float
+from voila.request_info_handler import RequestInfoSocketHandler
+
+
+class QuietRefillKernelManager(AsyncMappingKernelManager):
+    """Kernel manager whose pool refills start only once page requests have been quiet for ``refill_quiet`` s.
+
+    Voila builds its pooling ``VoilaKernelManager`` on top of this class, so pool kernels reach
+    :meth:`start_kernel` here; cold kernels (the teacher page, an exhausted pool) start at once.
+    """
+
+    refill_quiet = Float(
+        5.0,
+        config=True,
+        help="Seconds without page requests before the kernel pool refills (0: refill at once).",
+    )
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._last_demand = float("-inf")
+
+    def note_demand(self) -> None:
+        """Called for each page request so pool refills keep out of the way of an arriving class."""
+        self._last_demand = time.monotonic()
+
+    async def start_kernel(self, *args, **kwargs):
+        if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
+            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+        return await super().start_kernel(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """How ready the student page's pool is: ``warm`` once every kernel has run the notebook."""
+
+    size: int  # configured
+    started: int  # kernels running
+    ready: int  # kernels that finished the notebook (or wait for their page request)
+
+    @property
+    def warm(self) -> bool:
+        return self.ready >= self.size
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "warm": self.warm}
+
+
+def _pool(kernel_manager, notebook: str) -> list:
+    return list(getattr(kernel_manager, "_pools", {}).get(notebook, ()))
+
+
+def pool_status(kernel_manager, notebook: str, size: int) -> PoolStatus:
+    """Read Voila's pool of ``notebook``: each entry is a task that resolves once its kernel has started."""
+    started = ready = 0
+    for entry in _pool(kernel_manager, notebook):
+        if not entry.done() or entry.cancelled() or entry.exception() is not None:
+            continue
+        started += 1
+        content = entry.result()
+        # A notebook that calls voila.utils.wait_for_request() blocks there until a page takes the kernel:
+        # it has imported everything it needs, which is what warm means.
+        if content["task"].done() or content["kernel_id"] in RequestInfoSocketHandler._waiters:
+            ready += 1
+    return PoolStatus(size=size, started=started, ready=ready)
+
+
+def next_kernel_started(kernel_manager, notebook: str) -> bool:
+    """Whether the kernel a page would take next is already running (else a cold kernel is quicker)."""
+    pool = _pool(kernel_manager, notebook)
+    return bool(pool) and pool[0].done() and not pool[0].cancelled() and pool[0].exception() is None
