@@ -44,7 +44,7 @@ class FaceLandmarks:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Silence C++ writes to fd 2 while MediaPipe builds its graphs (absl/glog banner lines)."""
     try:
         sys.stderr.flush()
@@ -81,7 +81,7 @@ class FaceLandmarker:
 
         self.static_image_mode = static_image_mode
         self.fallback = fallback
-        with _quiet_stderr():
+        with quiet_stderr():
             # Streams track one face (the student); images may hold several, we keep the largest.
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static_image_mode,
@@ -97,6 +97,11 @@ class FaceLandmarker:
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=min_detection_confidence
             )
+            # Their worker threads log start-up warnings shortly after construction; one blank frame through
+            # each graph waits for that while stderr is still silenced.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in (self._mesh, self._crop_mesh, self._detector):
+                graph.process(blank)
         self._closed = False
         self._warm: set[int] = set()
         self._last_count_t: float | None = None
@@ -117,10 +122,10 @@ class FaceLandmarker:
             graph.close()
 
     def _run(self, graph, rgb: np.ndarray):
-        # MediaPipe prints its C++ start-up warnings on a graph's first frame, not when it is built.
+        # Some warnings only come with the first face a graph sees (landmark projection set-up).
         if id(graph) in self._warm:
             return graph.process(rgb)
-        with _quiet_stderr():
+        with quiet_stderr():
             result = graph.process(rgb)
         self._warm.add(id(graph))
         return result

@@ -1,0 +1,112 @@
+"""Benchmark: the whole analysis pipeline per frame next to bare MediaPipe FaceMesh, same frames, same run.
+
+Prints median/p90 per stage and for both, and their ratio (target <= 1.5); last line ``BENCH {json}``.
+Usage: python benchmarks/pipeline.py [--frames N] [--model FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import cv2
+import numpy as np
+
+from smartsession.analysis import Analyzer
+from smartsession.dataset.media import pyfeat_file
+from smartsession.vision.landmarks import quiet_stderr
+
+VIDEO = "WolfgangLanger_Pexels.mp4"  # a real face, sad to laughing, 640x360 at 24 fps
+SIZE = (640, 480)
+
+
+def frames_640x480(limit: int) -> list[np.ndarray]:
+    """The video's frames letterboxed (not stretched) to 640x480 RGB, so face geometry stays true."""
+    cap = cv2.VideoCapture(str(pyfeat_file(VIDEO)))
+    out = []
+    while len(out) < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        h, w = bgr.shape[:2]
+        scale = min(SIZE[0] / w, SIZE[1] / h)
+        small = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+        y0, x0 = (SIZE[1] - small.shape[0]) // 2, (SIZE[0] - small.shape[1]) // 2
+        canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+        out.append(np.ascontiguousarray(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)))
+    cap.release()
+    return out
+
+
+def stats(ms: list[float]) -> tuple[float, float]:
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 90))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=472, help="frames of the video to use (default: all 472)")
+    parser.add_argument("--model", default=None, help="state model file (default: the packaged one)")
+    args = parser.parse_args()
+
+    import mediapipe as mp
+
+    frames = frames_640x480(args.frames)
+    fps = 24.0
+    with quiet_stderr():
+        bare = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+        bare.process(frames[0])
+    bare_ms: list[float] = []
+    total_ms: list[float] = []
+    stages: dict[str, list[float]] = {}
+    with bare, Analyzer(mode="stream", model=args.model) as analyzer:
+        analyzer.process(frames[0], t=0.0)  # warm-up for both graphs, not measured
+        for i, frame in enumerate(frames):
+            t = (i + 1) / fps
+            # Alternate which runs first so neither always gets the warmer caches.
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            for which in order:
+                start = time.perf_counter()
+                if which == 0:
+                    bare.process(frame)
+                    bare_ms.append((time.perf_counter() - start) * 1e3)
+                else:
+                    analyzer.process(frame, t=t)
+                    total_ms.append((time.perf_counter() - start) * 1e3)
+                    for name, ms in analyzer.stage_ms.items():
+                        stages.setdefault(name, []).append(ms)
+
+    # Live pages receive JPEG bytes from the browser: decoding them is measured here, outside the ratio.
+    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+             for f in frames[:100]]
+    from smartsession.vision.frames import decode
+
+    decode_ms = []
+    for data in jpegs:
+        start = time.perf_counter()
+        decode(data)
+        decode_ms.append((time.perf_counter() - start) * 1e3)
+
+    print(f"machine: {platform.machine()}, {platform.processor() or platform.system()}, "
+          f"python {platform.python_version()}, mediapipe {mp.__version__}")
+    print(f"video: {VIDEO}, {len(frames)} frames letterboxed to {SIZE[0]}x{SIZE[1]}")
+    print(f"{'stage':28} {'p50 ms':>8} {'p90 ms':>8}")
+    for name, ms in stages.items():
+        print(f"  {name:26} {stats(ms)[0]:8.3f} {stats(ms)[1]:8.3f}")
+    p50, p90 = stats(total_ms)
+    b50, b90 = stats(bare_ms)
+    print(f"{'whole pipeline':28} {p50:8.3f} {p90:8.3f}")
+    print(f"{'bare FaceMesh (tracking)':28} {b50:8.3f} {b90:8.3f}")
+    print(f"{'JPEG decode (live pages)':28} {stats(decode_ms)[0]:8.3f} {stats(decode_ms)[1]:8.3f}")
+    ratio = p50 / b50
+    print(f"ratio pipeline / FaceMesh (p50): {ratio:.3f}  (target <= 1.5)")
+    print("BENCH " + json.dumps({
+        "pipeline_ms_p50": round(p50, 3), "facemesh_ms_p50": round(b50, 3), "ratio": round(ratio, 3),
+        "pipeline_ms_p90": round(p90, 3), "facemesh_ms_p90": round(b90, 3), "frames": len(frames),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The Analyzer: one frame in, one Observation out (landmarks -> features -> rules/model -> engagement -> smoothing).
+
+The single entry point for live streams, files, the CLI, the pages and the notebooks; it owns the models.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from smartsession.analysis.observation import Observation
+from smartsession.classify import engagement as engagement_mod
+from smartsession.classify import rules
+from smartsession.classify.calibration import Baseline, Calibration, CalibrationError
+from smartsession.classify.smoothing import StateSmoother
+from smartsession.features.featurizer import face_vector
+from smartsession.features.geometry import FEATURE_NAMES
+from smartsession.schema import EMOTION_STATES
+from smartsession.vision.frames import to_rgb
+from smartsession.vision.landmarks import FaceLandmarker
+
+MODES = ("stream", "image")
+_NO_FEATURES = dict.fromkeys(FEATURE_NAMES, math.nan)
+_EAR, _LIP_LIFT = FEATURE_NAMES.index("ear"), FEATURE_NAMES.index("lip_corner_lift")
+
+
+class Analyzer:
+    """Frame -> :class:`Observation`. Use it as a context manager; closing twice is harmless.
+
+    ``mode="stream"`` is for consecutive frames of one person (webcam, video): FaceMesh tracking, time-based
+    rules (drowsy) and smoothing. ``mode="image"`` treats every frame on its own: detection each time, no
+    smoothing, no duration rules. ``emotions=False`` never reports ``happy`` or ``confused``: their probability
+    goes to ``focused``, because both are expressions of a person attending (smiling at, or puzzling over, the
+    lesson) and the attention-only reading of such a face is "focused" (EU AI Act art. 5(1)(f)).
+    ``model`` is a loaded state model, a path to one, or None for the model shipped in the package.
+    ``calibration_seconds`` > 0 learns the person's neutral face from the first seconds of a stream.
+    """
+
+    def __init__(self, emotions: bool = True, mode: str = "stream", model=None,
+                 calibration_seconds: float = 0.0):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            from smartsession.classify.model import load_state_model
+
+            model = load_state_model(model)
+        missing = [n for n in model.feature_names if n not in FEATURE_NAMES]
+        if missing:
+            raise ValueError(f"the state model needs features this featurizer does not compute: {missing}")
+        self.mode = mode
+        self.emotions = emotions
+        self.model = model
+        self._columns = np.array([FEATURE_NAMES.index(n) for n in model.feature_names])
+        self._classes = [str(c) for c in model.classes_]
+        self._landmarker = FaceLandmarker(static_image_mode=(mode == "image"))
+        self._closure = rules.EyeClosure()
+        self._smoother = StateSmoother()
+        self._frame = 0
+        self._t0: float | None = None
+        self.baseline: Baseline | None = None
+        self.calibration_error: str | None = None
+        self._calibration: Calibration | None = None
+        self._auto_calibration = calibration_seconds
+        #: Milliseconds each stage took on the last frame (decode, landmarks, features, classify, smooth).
+        self.stage_ms: dict[str, float] = {}
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def __enter__(self) -> "Analyzer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs; calling it again is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._landmarker.close()
+
+    def reset(self) -> None:
+        """Forget the stream's history (smoothing, eye-closure timer, frame counter); keep the baseline."""
+        self._closure.reset()
+        self._smoother.reset()
+        self._frame = 0
+        self._t0 = None
+
+    # -- calibration -----------------------------------------------------------------------------------------
+    def start_calibration(self, seconds: float = 5.0) -> None:
+        """Learn the neutral face from the next ``seconds`` of frames (the student looks at the screen)."""
+        if not seconds > 0:
+            raise ValueError(f"calibration needs a positive number of seconds, got {seconds}")
+        self._calibration = Calibration(seconds)
+        self.calibration_error = None
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibration is not None
+
+    def calibrate(self, sample: Iterable) -> Baseline:
+        """Set the baseline from an explicit neutral sample: frames (arrays or JPEG/PNG bytes) or feature dicts.
+
+        Raises :class:`CalibrationError` when fewer than three of them show a face.
+        """
+        rows = []
+        for item in sample:
+            if isinstance(item, Mapping):
+                rows.append(item)
+                continue
+            rgb = to_rgb(item, "calibration frame")
+            found = self._landmarker.detect(rgb)
+            if found.face:
+                rows.append(face_vector(found.landmarks, found.image_size))
+        self.baseline = Baseline.from_samples(rows)
+        self.calibration_error = None
+        return self.baseline
+
+    def clear_calibration(self) -> None:
+        self.baseline = None
+        self._calibration = None
+
+    def _calibration_step(self, t: float, vector: np.ndarray | None) -> None:
+        if self._calibration is None and self._auto_calibration > 0 and self.baseline is None and self._frame == 0:
+            self._calibration = Calibration(self._auto_calibration)
+        if self._calibration is None or not self._calibration.add(t, vector):
+            return
+        try:
+            self.baseline = self._calibration.baseline()
+        except CalibrationError as err:
+            self.calibration_error = str(err)
+        self._calibration = None
+
+    # -- the pipeline ----------------------------------------------------------------------------------------
+    def _probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        proba = self.model.predict_proba(vector[self._columns][None, :])[0]
+        probs = dict(zip(self._classes, (float(p) for p in proba)))
+        if not self.emotions:
+            moved = sum(probs.pop(s, 0.0) for s in EMOTION_STATES)
+            probs["focused"] = probs.get("focused", 0.0) + moved
+        return probs
+
+    def process(self, frame, t: float | None = None, source: str = "camera",
+                frame_index: int | None = None) -> Observation:
+        """Analyse one frame (RGB uint8 array or JPEG/PNG bytes); raises ``FrameError`` for bad input.
+
+        ``t`` is the media time in seconds (video position or capture clock); in stream mode it defaults to
+        seconds since the first frame, in image mode to 0.
+        """
+        if self._closed:
+            raise RuntimeError("this Analyzer is closed; create a new one (use it in a `with` block)")
+        start = time.perf_counter()
+        wall = time.time()
+        stream = self.mode == "stream"
+        if t is None:
+            if stream:
+                now = time.monotonic()
+                self._t0 = now if self._t0 is None else self._t0
+                t = now - self._t0
+            else:
+                t = 0.0
+        index = self._frame if frame_index is None else frame_index
+
+        rgb = to_rgb(frame, source)
+        t1 = time.perf_counter()
+        found = self._landmarker.detect(rgb, t if stream else None)
+        t2 = time.perf_counter()
+
+        probs: dict[str, float] | None = None
+        if not found.face:
+            features = dict(_NO_FEATURES)
+            verdict = rules.NO_FACE
+            score = engagement_mod.absent()
+            self._closure.reset()
+            vector = None
+            t3 = t2
+        else:
+            vector = face_vector(found.landmarks, found.image_size)
+            t3 = time.perf_counter()
+            features = dict(zip(FEATURE_NAMES, vector.tolist()))
+            relative = vector - self.baseline.offsets() if self.baseline is not None else vector
+            base_ear = self.baseline.ear if self.baseline is not None else None
+            closed = rules.eyes_closed(vector[_EAR], base_ear, vector[_LIP_LIFT])
+            verdict = rules.quality_verdict(vector, found.score)
+            drowsy = self._closure.update(t, closed) if stream else None
+            if verdict is None:
+                verdict = drowsy or rules.attention_verdict(relative)
+            if verdict is None:
+                probs = self._probabilities(relative)
+                state = max(probs, key=probs.get)
+                if probs[state] < rules.MIN_MODEL_CONFIDENCE:
+                    verdict = rules.Verdict("uncertain", probs[state],
+                                            f"model unsure (best: {state} at {probs[state]:.2f})")
+                else:
+                    verdict = rules.Verdict(state, probs[state], "model")
+            score = engagement_mod.score(relative, probs, base_ear)
+        features["detection_score"] = found.score
+        t4 = time.perf_counter()
+
+        state, confidence, value, reason = verdict.state, verdict.confidence, score.value, verdict.reason
+        if stream:
+            self._calibration_step(t, vector)
+            state, share, value = self._smoother.update(t, verdict.state, verdict.confidence, score.value)
+            if state != verdict.state:
+                reason = f"held by smoothing ({share:.0%} of recent evidence); this frame: {verdict.state}, {verdict.reason}"
+                confidence = share
+        if not self.emotions and state in EMOTION_STATES:
+            # Only reachable when emotions were switched off mid-stream while smoothing held an emotion state.
+            state = "focused"
+            self._smoother.state = state
+        end = time.perf_counter()
+        self.stage_ms = {
+            "decode": (t1 - start) * 1e3, "landmarks": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3,
+            "classify": (t4 - t3) * 1e3, "smooth": (end - t4) * 1e3,
+        }
+        self._frame = index + 1
+        return Observation(
+            source=source, frame=index, t=float(t), wall_time=wall, face=found.face, faces=found.faces,
+            state=state, engagement=float(value), confidence=float(confidence),
+            engagement_components=dict(score.components), features=features, reason=reason,
+            ms=(end - start) * 1e3, landmarks=found.landmarks,
+        )

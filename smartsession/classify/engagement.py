@@ -1,0 +1,66 @@
+"""Engagement score 0-100 from documented components, returned with them so a person can see why.
+
+Components (each 0-1) and weights: head pose 0.35, gaze 0.25, eye openness 0.20, expression 0.20; presence
+multiplies the sum (no face, no engagement). See docs/ANALYSIS.md for each curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from smartsession.classify.rules import EAR_CLOSED, EAR_CLOSED_RATIO
+from smartsession.features.geometry import FEATURE_NAMES
+
+WEIGHTS = {"head_pose": 0.35, "gaze": 0.25, "eyes": 0.20, "expression": 0.20}
+#: Head pose: full credit within these angles (degrees) of facing the screen, none beyond the second.
+HEAD_FULL, HEAD_ZERO = 10.0, 40.0
+#: Gaze: full credit while the iris stays within this share of half the eye width, none beyond the second.
+GAZE_FULL, GAZE_ZERO = 0.20, 0.60
+#: Eyes: none at the "closed" threshold, full credit from this EAR (or share of the neutral EAR) up.
+EAR_OPEN, EAR_OPEN_RATIO = 0.24, 0.9
+#: Expression: how much each classifier state counts as engaged (probability-weighted).
+EXPRESSION_CREDIT = {"focused": 1.0, "happy": 0.85, "confused": 0.6, "distracted": 0.15}
+
+_I = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class EngagementScore:
+    value: float  # 0-100
+    components: Mapping[str, float] = field(default_factory=dict)  # each 0-1, plus "presence"
+
+
+def _ramp(x: float, full: float, zero: float) -> float:
+    """1 up to ``full``, falling linearly to 0 at ``zero``."""
+    return float(np.clip((zero - x) / (zero - full), 0.0, 1.0))
+
+
+def absent() -> EngagementScore:
+    return EngagementScore(0.0, {"presence": 0.0, "head_pose": 0.0, "gaze": 0.0, "eyes": 0.0, "expression": 0.0})
+
+
+def score(relative, probabilities: Mapping[str, float] | None, baseline_ear: float | None = None) -> EngagementScore:
+    """Score a visible face from its baseline-relative feature vector and the classifier's probabilities.
+
+    ``probabilities`` may be None when a rule decided without the classifier; expression then counts as neutral
+    (0.5), so the geometric components carry the score.
+    """
+    yaw, pitch = abs(relative[_I["yaw"]]), abs(relative[_I["pitch"]])
+    head = _ramp(max(yaw, pitch), HEAD_FULL, HEAD_ZERO)
+    gaze = _ramp(max(abs(relative[_I["gaze_x"]]), abs(relative[_I["gaze_y"]])), GAZE_FULL, GAZE_ZERO)
+    ear = relative[_I["ear"]]
+    if baseline_ear is None:
+        closed, opened = EAR_CLOSED, EAR_OPEN
+    else:
+        closed, opened = EAR_CLOSED_RATIO * baseline_ear, EAR_OPEN_RATIO * baseline_ear
+    eyes = float(np.clip((ear - closed) / max(opened - closed, 1e-6), 0.0, 1.0))
+    if probabilities:
+        expression = float(sum(EXPRESSION_CREDIT.get(s, 0.5) * p for s, p in probabilities.items()))
+    else:
+        expression = 0.5
+    parts = {"head_pose": head, "gaze": gaze, "eyes": eyes, "expression": expression}
+    value = 100.0 * sum(WEIGHTS[k] * v for k, v in parts.items())
+    return EngagementScore(float(np.clip(value, 0, 100)), {"presence": 1.0, **parts})
