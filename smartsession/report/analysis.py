@@ -44,8 +44,19 @@ class ReportSettings:
         return max(2, round(self.window_s / self.bin_s))
 
 
-def clean_states(states: pd.DataFrame) -> pd.DataFrame:
-    """Rows that count: not paused, with a finite engagement; sorted by capture time."""
+#: Columns of the per-(student, bin, segment, state) counts every computation below starts from.
+COUNT_COLUMNS = ["student_id", "bin", "segment", "state", "t", "n", "engagement_sum"]
+
+
+def state_counts(states: pd.DataFrame, t0: float | None, settings: ReportSettings) -> pd.DataFrame:
+    """Collapse state rows into counts per (student, time bin, segment, state).
+
+    Paused rows are left out (a paused student chose not to be measured) and so are rows without a
+    finite engagement. ``t`` is the group's first capture time, ``n`` its rows and ``engagement_sum``
+    their summed engagement, so every mean below weighs each message the same as the raw rows would.
+    ``t0`` (default: the first capture time) is where bin 0 starts. The store computes the same
+    frame in SQL (``build.load_counts``), which is what keeps a 540,000-message session fast.
+    """
     required = {"student_id", "t", "state", "engagement"}
     missing = required - set(states.columns)
     if missing:
@@ -55,28 +66,42 @@ def clean_states(states: pd.DataFrame) -> pd.DataFrame:
         )
     df = states
     if "paused" in df.columns:
-        # A paused student chose not to be measured: their rows say nothing about engagement.
         df = df[~df["paused"].fillna(False).astype(bool)]
-    df = df[np.isfinite(pd.to_numeric(df["engagement"], errors="coerce"))]
-    df = df.assign(
-        t=pd.to_numeric(df["t"]),
-        engagement=pd.to_numeric(df["engagement"]),
-        student_id=df["student_id"].astype(str),
-        segment=df["segment"] if "segment" in df.columns else None,
+    engagement = pd.to_numeric(df["engagement"], errors="coerce")
+    df = df[np.isfinite(engagement)]
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("t", "engagement_sum") else object) for c in COUNT_COLUMNS})
+    t = pd.to_numeric(df["t"]).to_numpy(float)
+    t0 = float(t.min()) if t0 is None else t0
+    seg = df["segment"] if "segment" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    frame = pd.DataFrame(
+        {
+            "student_id": df["student_id"].astype(str).to_numpy(),
+            "bin": ((t - t0) // settings.bin_s).astype(np.int64),
+            # A missing segment groups as "" and goes back to None below: groupby drops NaN keys.
+            "segment": seg.astype(object).where(seg.notna(), "").astype(str).to_numpy(),
+            "state": df["state"].astype(str).to_numpy(),
+            "t": t,
+            "engagement": pd.to_numeric(df["engagement"]).to_numpy(float),
+        }
     )
-    return df.sort_values("t", kind="stable").reset_index(drop=True)
+    out = frame.groupby(["student_id", "bin", "segment", "state"], sort=False).agg(
+        t=("t", "min"), n=("t", "size"), engagement_sum=("engagement", "sum")
+    ).reset_index()
+    out["segment"] = out["segment"].where(out["segment"] != "", None)
+    return out[COUNT_COLUMNS]
 
 
 def resolve_segments(
     states: pd.DataFrame, segments: pd.DataFrame | None, settings: ReportSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Give each state row a segment and return ``(states, segments)``.
+    """Give each row of ``states`` (raw rows or :func:`state_counts`) a segment; return ``(states, segments)``.
 
     A row keeps the segment its message named; rows without one fall in the segment whose
     ``[start, end)`` holds their capture time. Sessions without any segment are cut into
     fixed ``window_min`` windows. The segments table gets ``start``/``end`` clipped to the data.
     """
-    seg = _segment_frame(segments)
+    seg = segment_frame(segments)
     named = states["segment"].notna() if len(states) else pd.Series(dtype=bool)
     if seg.empty and not named.any():
         return _fixed_windows(states, settings)
@@ -129,7 +154,7 @@ def resolve_segments(
     return states, seg
 
 
-def _segment_frame(segments: pd.DataFrame | None) -> pd.DataFrame:
+def segment_frame(segments: pd.DataFrame | None) -> pd.DataFrame:
     cols = ["segment_id", "title", "start", "end"]
     if segments is None or len(segments) == 0:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("start", "end") else object) for c in cols})
@@ -148,7 +173,7 @@ def _segment_frame(segments: pd.DataFrame | None) -> pd.DataFrame:
 
 def _fixed_windows(states: pd.DataFrame, settings: ReportSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     if states.empty:
-        empty = _segment_frame(None)
+        empty = segment_frame(None)
         return states.assign(segment=pd.Series(dtype=object)), empty
     width = settings.window_min * 60
     t0 = states["t"].min()
@@ -167,20 +192,18 @@ def _fixed_windows(states: pd.DataFrame, settings: ReportSettings) -> tuple[pd.D
     return states.assign(segment=np.asarray(ids, dtype=object)[k.to_numpy()]), seg
 
 
-def student_bins(states: pd.DataFrame, t0: float, settings: ReportSettings) -> pd.DataFrame:
-    """One row per student per time bin: mean engagement, messages, the state they were in most."""
+def student_bins(counts: pd.DataFrame, t0: float, settings: ReportSettings) -> pd.DataFrame:
+    """One row per student per time bin: mean engagement, messages, the state and segment they were in most."""
     cols = ["student_id", "bin", "t", "engagement", "messages", "state", "segment"]
-    if states.empty:
+    if counts.empty:
         return pd.DataFrame({c: [] for c in cols})
-    b = ((states["t"].to_numpy(float) - t0) // settings.bin_s).astype(np.int64)
-    df = states[["student_id", "state", "engagement", "segment"]].assign(bin=b)
     keys = ["student_id", "bin"]
-    agg = df.groupby(keys, sort=True).agg(
-        engagement=("engagement", "mean"), messages=("engagement", "size"), segment=("segment", "last")
-    )
-    counts = df.groupby(keys + ["state"], sort=False).size().rename("n").reset_index()
-    top = counts.sort_values("n", ascending=False, kind="stable").drop_duplicates(keys).set_index(keys)
-    agg["state"] = top["state"]
+    agg = counts.groupby(keys, sort=True).agg(messages=("n", "sum"), total=("engagement_sum", "sum"))
+    agg["engagement"] = agg["total"] / agg["messages"]
+    for col in ("state", "segment"):
+        most = counts.groupby(keys + [col], sort=False)["n"].sum().reset_index()
+        most = most.sort_values("n", ascending=False, kind="stable").drop_duplicates(keys).set_index(keys)
+        agg[col] = most[col]
     agg = agg.reset_index()
     agg["t"] = t0 + agg["bin"] * settings.bin_s
     return agg[cols]
@@ -324,7 +347,7 @@ def segment_at(segments: pd.DataFrame, t: float) -> str | None:
 
 
 def segment_table(
-    states: pd.DataFrame, bins: pd.DataFrame, segments: pd.DataFrame, base: float, settings: ReportSettings
+    counts: pd.DataFrame, segments: pd.DataFrame, base: float, settings: ReportSettings
 ) -> pd.DataFrame:
     """Per segment: who and how much data it rests on, engagement mean/spread, state shares, drop vs baseline.
 
@@ -333,36 +356,36 @@ def segment_table(
     ``rank`` orders the shown segments by ``drop`` (baseline minus mean), the biggest drop first.
     """
     share_cols = [f"share_{s}" for s in STATES]
-    seg = segments.copy()
-    if seg.empty:
-        cols = ["segment_id", "title", "start", "end", "duration_min", "students", "messages",
-                "data_minutes", "student_minutes", "mean", "spread", "drop", "shown", "note", "rank"]
-        return pd.DataFrame({c: [] for c in cols + share_cols})
+    cols = ["segment_id", "title", "start", "end", "duration_min", "students", "messages",
+            "data_minutes", "student_minutes", "mean", "spread", *share_cols, "drop", "shown", "note", "rank"]
+    if segments.empty:
+        return pd.DataFrame({c: [] for c in cols})
+    seg = segments.set_index("segment_id")
     seg["duration_min"] = (seg["end"] - seg["start"]) / 60
-    by_seg = states.groupby("segment")
-    seg = seg.set_index("segment_id")
+    by_seg = counts.groupby("segment")
     seg["students"] = by_seg["student_id"].nunique().reindex(seg.index).fillna(0).astype(int)
-    seg["messages"] = by_seg.size().reindex(seg.index).fillna(0).astype(int)
-    # Minutes of class data (bins where anyone was measured) and student-minutes (sum over students).
-    seg["data_minutes"] = bins.groupby("segment")["bin"].nunique().reindex(seg.index).fillna(0) * settings.bin_s / 60
-    seg["student_minutes"] = bins.groupby("segment").size().reindex(seg.index).fillna(0) * settings.bin_s / 60
-    per_student = states.groupby(["segment", "student_id"])["engagement"].mean()
-    seg["mean"] = per_student.groupby(level=0).mean().reindex(seg.index)
-    seg["spread"] = per_student.groupby(level=0).std(ddof=0).reindex(seg.index)
-    if len(states):
-        shares = pd.crosstab([states["segment"], states["student_id"]], states["state"], normalize="index")
-        shares = shares.groupby(level=0).mean().reindex(columns=list(STATES), fill_value=0.0)
-    else:
-        shares = pd.DataFrame(columns=list(STATES), dtype=float)
+    seg["messages"] = by_seg["n"].sum().reindex(seg.index).fillna(0).astype(int)
+    # Minutes of class data (bins where anyone was measured) and student-minutes (summed over students).
+    per_bin = settings.bin_s / 60
+    seg["data_minutes"] = by_seg["bin"].nunique().reindex(seg.index).fillna(0) * per_bin
+    student_bins_ = counts[["segment", "student_id", "bin"]].drop_duplicates()
+    seg["student_minutes"] = student_bins_.groupby("segment").size().reindex(seg.index).fillna(0) * per_bin
+    per_student = counts.groupby(["segment", "student_id"])[["n", "engagement_sum"]].sum()
+    means = per_student["engagement_sum"] / per_student["n"]
+    seg["mean"] = means.groupby(level=0).mean().reindex(seg.index)
+    seg["spread"] = means.groupby(level=0).std(ddof=0).reindex(seg.index)
+    # Share of each state: each student's share of their own messages, averaged over students.
+    by_state = counts.groupby(["segment", "student_id", "state"])["n"].sum()
+    shares = (by_state / per_student["n"].reindex(by_state.index.droplevel("state")).to_numpy()).unstack("state")
+    shares = shares.fillna(0.0).groupby(level=0).mean() if len(shares) else shares
     for s in STATES:
-        seg[f"share_{s}"] = shares[s].reindex(seg.index) if s in shares else np.nan
+        seg[f"share_{s}"] = shares[s].reindex(seg.index) if s in shares else np.where(seg["students"] > 0, 0.0, np.nan)
     seg["drop"] = base - seg["mean"]
     seg["shown"] = seg["students"] >= settings.min_group
     seg["note"] = [_note(r, settings) for r in seg.itertuples()]
-    hidden = ~seg["shown"]
-    seg.loc[hidden, ["mean", "spread", "drop"] + share_cols] = np.nan
+    seg.loc[~seg["shown"], ["mean", "spread", "drop", *share_cols]] = np.nan
     seg["rank"] = seg["drop"].rank(ascending=False, method="first")
-    return seg.reset_index()
+    return seg.reset_index()[cols]
 
 
 def _note(row, settings: ReportSettings) -> str:

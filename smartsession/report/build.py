@@ -5,29 +5,69 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import math
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from smartsession.hub.store import STATE_COLUMNS
 from smartsession.report import analysis
 from smartsession.report.analysis import ReportSettings
 
 EXPORT_FORMATS = ("html", "csv", "parquet")
 
 
+#: The report's one query: :func:`analysis.state_counts` done by SQLite, so 540,000 rows never become Python objects.
+COUNTS_SQL = """
+SELECT student_id, CAST((t - :t0) / :bin_s AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state,
+       MIN(t) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum
+FROM states WHERE session_id = :session_id AND paused = 0
+GROUP BY student_id, bin_, segment_, state
+"""
+
+
 @dataclass
 class SessionData:
-    """The stored frames of one session, as ``Store`` returns them (or a session export holds them)."""
+    """One stored session: its states (rows, or read on demand from the SQLite store at ``db``),
+    segments and students, as ``Store`` returns them or a session export holds them."""
 
-    states: pd.DataFrame
+    states: pd.DataFrame | None
     segments: pd.DataFrame = field(default_factory=pd.DataFrame)
     students: pd.DataFrame = field(default_factory=pd.DataFrame)
     session_id: str = ""
     title: str = ""
+    db: Path | None = None
+
+    def first_t(self) -> float | None:
+        """The first capture time, or None when the session has no states."""
+        if self.states is not None:
+            t = pd.to_numeric(self.states["t"]) if len(self.states) else pd.Series(dtype=float)
+            return float(t.min()) if len(t) else None
+        with self._connect() as db:
+            (t,) = db.execute("SELECT MIN(t) FROM states WHERE session_id = ?", (self.session_id,)).fetchone()
+        return t
+
+    def counts(self, t0: float, settings: ReportSettings) -> pd.DataFrame:
+        """States collapsed per (student, bin, segment, state) from ``t0`` (see :func:`analysis.state_counts`)."""
+        if self.states is not None:
+            return analysis.state_counts(self.states, t0, settings)
+        with self._connect() as db:
+            df = pd.read_sql_query(
+                COUNTS_SQL, db, params={"t0": t0, "bin_s": settings.bin_s, "session_id": self.session_id}
+            )
+        df = df.rename(columns={"bin_": "bin", "segment_": "segment"})
+        df["segment"] = df["segment"].where(df["segment"] != "", None)
+        return df[analysis.COUNT_COLUMNS]
+
+    def _connect(self) -> sqlite3.Connection:
+        # Read-only, so a report never blocks the hub's writer; closed by the ``with`` in the callers.
+        return contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True))
 
 
 def load_session(source: Any, session_id: str | None = None) -> SessionData:
@@ -72,23 +112,39 @@ def _load_store(store: Any, session_id: str | None) -> SessionData:
         listed = ", ".join(map(str, sessions["session_id"].tolist()[-10:])) or "none"
         raise LookupError(f"no session {session_id!r} in the store; known sessions: {listed}")
     title = known["title"].iloc[0]
+    if getattr(store, "path", None) is not None:
+        store.flush()  # what the hub has accepted so far is in the file the report reads
     return SessionData(
-        states=store.states(session_id),
+        states=None if getattr(store, "path", None) is not None else store.states(session_id),
         segments=store.segments(session_id),
         students=store.students(session_id),
         session_id=str(session_id),
         title="" if title is None or (isinstance(title, float) and math.isnan(title)) else str(title),
+        db=getattr(store, "path", None),
     )
 
 
 def _load_export(path: Path, session_id: str | None) -> SessionData:
+    """A CSV/Parquet export of a session's states, or the store's JSON export of the whole session."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: pass a session export or the hub's data directory")
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or "states" not in doc:
+            raise ValueError(f"{path.name} is not a session export: make one with Store.export_session(..., format='json')")
+        session = doc.get("session") or {}
+        return SessionData(
+            states=pd.DataFrame(doc["states"], columns=None if doc["states"] else STATE_COLUMNS),
+            segments=pd.DataFrame(doc.get("segments") or []),
+            students=pd.DataFrame(doc.get("students") or []),
+            session_id=str(session.get("session_id") or session_id or path.stem),
+            title=session.get("title") or "",
+        )
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
+    if suffix not in readers:
         raise ValueError(f"{path.name}: unknown export format; use .csv, .parquet or .json")
-    states = reader(path)
+    states = readers[suffix](path)
     if session_id is not None and "session_id" in states:
         states = states[states["session_id"].astype(str) == str(session_id)]
     sid = session_id or (str(states["session_id"].iloc[0]) if "session_id" in states and len(states) else path.stem)
@@ -105,7 +161,7 @@ class Report:
     t0: float
     baseline: float
     labels: dict[str, str]  # student_id -> label shown (anonymised unless names were asked for)
-    states: pd.DataFrame  # cleaned rows with their segment
+    counts: pd.DataFrame  # states per (student, bin, segment, state), each with its resolved segment
     student_series: pd.DataFrame  # per student per bin
     class_series: pd.DataFrame
     segments: pd.DataFrame  # per-segment table, ranked
@@ -124,11 +180,12 @@ class Report:
 
     @property
     def messages(self) -> int:
-        return len(self.states)
+        """Measurements the report rests on (paused ones left out)."""
+        return int(self.counts["n"].sum()) if len(self.counts) else 0
 
     @property
     def empty(self) -> bool:
-        return self.states.empty
+        return self.counts.empty
 
     def ranked_segments(self) -> pd.DataFrame:
         """Segments with enough students, biggest drop below the baseline first; the rest after them."""
@@ -219,27 +276,29 @@ def build_report(
     """
     settings = settings or ReportSettings()
     data = load_session(source, session_id)
-    states = analysis.clean_states(data.states)
-    windows = len(data.segments) == 0 and not states["segment"].notna().any()
-    states, segments = analysis.resolve_segments(states, data.segments, settings)
-    t0 = float(min(states["t"].min(), segments["start"].min())) if len(states) else (
-        float(segments["start"].min()) if len(segments) else 0.0
-    )
-    bins = analysis.student_bins(states, t0, settings)
+    seg_frame = analysis.segment_frame(data.segments)
+    first = data.first_t()
+    starts = [x for x in (first, seg_frame["start"].min() if len(seg_frame) else None) if x is not None]
+    # Bins start with the lesson: the first state, or the first segment if the teacher started it earlier.
+    t0 = float(min(starts)) if starts else 0.0
+    counts = data.counts(t0, settings) if first is not None else analysis.state_counts(pd.DataFrame(
+        columns=["student_id", "t", "state", "engagement"]), t0, settings)
+    windows = seg_frame.empty and not counts["segment"].notna().any()
+    counts, segments = analysis.resolve_segments(counts, seg_frame, settings)
+    bins = analysis.student_bins(counts, t0, settings)
     series = analysis.class_series(bins, t0, settings)
     base = analysis.baseline(series)
-    table = analysis.segment_table(states, bins, segments, base, settings)
     return Report(
         session_id=data.session_id,
         title=data.title,
         settings=settings,
         t0=t0,
         baseline=base,
-        labels=_labels(states, data.students, names),
-        states=states,
+        labels=_labels(counts, data.students, names),
+        counts=counts,
         student_series=bins,
         class_series=series,
-        segments=table,
+        segments=analysis.segment_table(counts, segments, base, settings),
         drops=analysis.detect_drops(series, bins, segments, settings),
         peaks=analysis.detect_peaks(series, segments, settings),
         windows=bool(windows),
@@ -251,8 +310,8 @@ def report_html(source: Any, session_id: str | None = None, **options) -> str:
     return build_report(source, session_id, **options).to_html()
 
 
-def _labels(states: pd.DataFrame, students: pd.DataFrame, names: bool) -> dict[str, str]:
-    order = states.groupby("student_id")["t"].min().sort_values(kind="stable").index if len(states) else []
+def _labels(counts: pd.DataFrame, students: pd.DataFrame, names: bool) -> dict[str, str]:
+    order = counts.groupby("student_id")["t"].min().sort_values(kind="stable").index if len(counts) else []
     width = len(str(len(order)))
     labels = {sid: f"Student {i + 1:0{width}d}" for i, sid in enumerate(order)}
     if names and len(students):

@@ -1,0 +1,366 @@
+"""The mock classroom: N synthetic students who join a class and publish states through the real hub protocol.
+
+``smartsession simulate`` lets a teacher try the dashboard without cameras; tests and benchmarks load the hub with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smartsession.schema import EMOTION_STATES, STATES, StateMessage
+
+#: Engagement a student in each state shows on average (what the live pipeline's scores look like).
+STATE_ENGAGEMENT = {
+    "focused": 82.0,
+    "happy": 78.0,
+    "confused": 58.0,
+    "uncertain": 50.0,
+    "distracted": 32.0,
+    "drowsy": 22.0,
+    "away": 4.0,
+}
+
+
+@dataclass(frozen=True)
+class Personality:
+    """How a synthetic student tends to behave: where their states settle, how long they dwell there."""
+
+    name: str
+    mix: dict[str, float]  # weights of the states the Markov chain jumps to
+    dwell_s: float  # mean time in a state before a jump
+    offset: float  # engagement points above/below the state's usual level
+
+
+PERSONALITIES = (
+    Personality("attentive", {"focused": 75, "happy": 8, "confused": 7, "distracted": 6, "drowsy": 2, "away": 1, "uncertain": 1}, 20, 5),
+    Personality("average", {"focused": 58, "happy": 8, "confused": 10, "distracted": 14, "drowsy": 5, "away": 2, "uncertain": 3}, 15, 0),
+    Personality("restless", {"focused": 45, "happy": 8, "confused": 7, "distracted": 28, "drowsy": 4, "away": 5, "uncertain": 3}, 8, -3),
+    Personality("sleepy", {"focused": 50, "happy": 5, "confused": 6, "distracted": 10, "drowsy": 24, "away": 2, "uncertain": 3}, 25, -4),
+)
+
+#: Built-in scenarios. Times (``at``, ``until``, ``join``, ``leave``) are fractions of the duration.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "lecture": {
+        "segments": [
+            {"title": "Introduction", "at": 0.0},
+            {"title": "Worked example", "at": 0.25},
+            {"title": "New theory", "at": 0.5},
+            {"title": "Exercises", "at": 0.75},
+        ],
+    },
+    "drop": {
+        "segments": [
+            {"title": "Introduction", "at": 0.0},
+            {"title": "Worked example", "at": 0.25},
+            {"title": "Long derivation", "at": 0.5},
+            {"title": "Exercises", "at": 0.75},
+        ],
+        "drops": [{"at": 0.55, "until": 0.75, "share": 0.8, "mix": {"distracted": 3, "drowsy": 2, "away": 1}}],
+        "attendance": [],
+    },
+    "late-early": {
+        "segments": [{"title": "First half", "at": 0.0}, {"title": "Second half", "at": 0.5}],
+        "attendance": [{"share": 0.3, "join": 0.3}, {"share": 0.2, "leave": 0.6}],
+    },
+    "break": {
+        "segments": [
+            {"title": "Lecture", "at": 0.0},
+            {"title": "Break", "at": 0.4},
+            {"title": "Discussion", "at": 0.6},
+        ],
+        "silent": [{"at": 0.4, "until": 0.6}],
+        "attendance": [],
+    },
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario that does not follow the format; the message names the field and what to write."""
+
+
+def load_scenario(spec: str | dict | None) -> dict[str, Any]:
+    """A scenario from a built-in name, a JSON file path or a dict; checked and with defaults filled in."""
+    if spec is None:
+        spec = "lecture"
+    if isinstance(spec, str):
+        if spec in SCENARIOS:
+            raw = dict(SCENARIOS[spec], name=spec)
+        elif Path(spec).is_file():
+            try:
+                raw = json.loads(Path(spec).read_text())
+            except json.JSONDecodeError as exc:
+                raise ScenarioError(f"{spec}: not valid JSON ({exc})") from None
+            raw.setdefault("name", Path(spec).stem)
+        else:
+            raise ScenarioError(
+                f"unknown scenario {spec!r}: use one of {', '.join(SCENARIOS)} or the path of a JSON file"
+            )
+    else:
+        raw = dict(spec)
+    return _check(raw)
+
+
+def _frac(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ScenarioError(f"{where} must be a fraction of the duration between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _mix(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise ScenarioError(f"{where} must be an object of state weights, e.g. {{\"distracted\": 2, \"drowsy\": 1}}")
+    for k, v in value.items():
+        if k not in STATES:
+            raise ScenarioError(f"{where}: unknown state {k!r}; states are {', '.join(STATES)}")
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ScenarioError(f"{where}.{k} must be a weight >= 0")
+    if sum(value.values()) <= 0:
+        raise ScenarioError(f"{where}: at least one weight must be > 0")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _check(raw: dict[str, Any]) -> dict[str, Any]:
+    known = {"name", "duration_s", "segments", "drops", "attendance", "silent"}
+    extra = set(raw) - known
+    if extra:
+        raise ScenarioError(f"unknown scenario field(s) {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}")
+    out: dict[str, Any] = {"name": str(raw.get("name", "scenario"))}
+    if raw.get("duration_s") is not None:
+        d = raw["duration_s"]
+        if not isinstance(d, (int, float)) or d <= 0:
+            raise ScenarioError("duration_s must be a number of seconds > 0")
+        out["duration_s"] = float(d)
+    segments = []
+    for i, seg in enumerate(raw.get("segments", [])):
+        where = f"segments[{i}]"
+        if not isinstance(seg, dict) or not isinstance(seg.get("title"), str) or not seg["title"].strip():
+            raise ScenarioError(f"{where} needs a title, e.g. {{\"title\": \"Introduction\", \"at\": 0}}")
+        item = {"title": seg["title"].strip(), "at": _frac(seg.get("at", 0.0), f"{where}.at")}
+        if "mix" in seg:
+            item["mix"] = _mix(seg["mix"], f"{where}.mix")
+        segments.append(item)
+    out["segments"] = sorted(segments, key=lambda s: s["at"])
+    out["drops"] = []
+    for i, drop in enumerate(raw.get("drops", [])):
+        where = f"drops[{i}]"
+        at, until = _frac(drop.get("at"), f"{where}.at"), _frac(drop.get("until", 1.0), f"{where}.until")
+        if until <= at:
+            raise ScenarioError(f"{where}: until must come after at")
+        out["drops"].append(
+            {
+                "at": at,
+                "until": until,
+                "share": _frac(drop.get("share", 1.0), f"{where}.share"),
+                "mix": _mix(drop.get("mix", {"distracted": 2, "drowsy": 1}), f"{where}.mix"),
+            }
+        )
+    out["attendance"] = None if "attendance" not in raw else []
+    for i, rule in enumerate(raw.get("attendance") or []):
+        where = f"attendance[{i}]"
+        if not isinstance(rule, dict) or not ({"join", "leave"} & set(rule)):
+            raise ScenarioError(f"{where} needs join and/or leave, e.g. {{\"share\": 0.2, \"join\": 0.3}}")
+        item = {"share": _frac(rule.get("share", 1.0), f"{where}.share")}
+        for key in ("join", "leave"):
+            if key in rule:
+                item[key] = _frac(rule[key], f"{where}.{key}")
+        out["attendance"].append(item)
+    out["silent"] = []
+    for i, gap in enumerate(raw.get("silent", [])):
+        at, until = _frac(gap.get("at"), f"silent[{i}].at"), _frac(gap.get("until"), f"silent[{i}].until")
+        if until <= at:
+            raise ScenarioError(f"silent[{i}]: until must come after at")
+        out["silent"].append({"at": at, "until": until})
+    return out
+
+
+@dataclass
+class SyntheticStudent:
+    """One simulated student: a Markov chain over states and a smoothed engagement consistent with it."""
+
+    index: int
+    name: str
+    personality: Personality
+    join_s: float
+    leave_s: float
+    rng: Any
+    state: str = "focused"
+    engagement: float = 75.0
+    left_state_s: float = 0.0
+    in_drop: list[bool] = field(default_factory=list)  # per scenario drop: does this student take part
+
+    def present(self, s: float) -> bool:
+        return self.join_s <= s < self.leave_s
+
+    def step(self, s: float, dt: float, mix: dict[str, float], emotions: bool) -> tuple[str, float, dict[str, float]]:
+        """Advance ``dt`` seconds towards the target ``mix``; return (state, engagement, features)."""
+        rng = self.rng
+        if rng.random() < 1 - math.exp(-dt / self.personality.dwell_s) or self.state not in mix:
+            choices = [k for k in mix if k != self.state and mix[k] > 0] or list(mix)
+            w = [mix[k] for k in choices]
+            total = sum(w)
+            self.state = str(rng.choice(choices, p=[x / total for x in w]))
+        state = self.state
+        if not emotions and state in EMOTION_STATES:
+            state = "focused"  # what the live pipeline reports with emotions off
+        target = STATE_ENGAGEMENT[state] + self.personality.offset
+        self.engagement += (target - self.engagement) * (1 - math.exp(-dt / 3.0))
+        value = min(100.0, max(0.0, self.engagement + rng.normal(0, 4)))
+        return state, round(value, 2), self._features(state)
+
+    def _features(self, state: str) -> dict[str, float]:
+        if state == "away":
+            return {}
+        rng = self.rng
+        yaw = rng.normal(0, 6) + (rng.choice([-1, 1]) * 32 if state == "distracted" else 0)
+        pitch = rng.normal(-18 if state == "drowsy" else -3, 5)
+        ear = rng.normal(0.14 if state == "drowsy" else 0.29, 0.02)
+        return {"yaw": round(float(yaw), 2), "pitch": round(float(pitch), 2), "ear": round(float(ear), 4)}
+
+
+@dataclass
+class Classroom:
+    """The scripted lesson, independent of any network: who is present, which mix applies, what each says.
+
+    ``messages(s, dt)`` returns ``(student, state, engagement, features)`` for every student who
+    publishes at simulated second ``s``; the async driver turns them into ``StateMessage``s.
+    """
+
+    students: list[SyntheticStudent]
+    scenario: dict[str, Any]
+    duration_s: float
+
+    @classmethod
+    def create(cls, n: int, duration_s: float, scenario: dict[str, Any], seed: int = 0) -> "Classroom":
+        import numpy as np
+
+        if n < 1:
+            raise ValueError("students must be at least 1")
+        rng = np.random.default_rng(seed)
+        students = []
+        for i in range(n):
+            srng = np.random.default_rng([seed, i])
+            personality = PERSONALITIES[int(rng.integers(len(PERSONALITIES)))]
+            join, leave = 0.0, duration_s
+            if scenario["attendance"] is None:  # no script: a few arrive late or leave early
+                if rng.random() < 0.15:
+                    join = float(rng.uniform(0, 0.15)) * duration_s
+                if rng.random() < 0.1:
+                    leave = float(rng.uniform(0.85, 1.0)) * duration_s
+            s = SyntheticStudent(i, f"Sim student {i + 1}", personality, join, leave, srng)
+            s.state = str(srng.choice(list(personality.mix), p=_norm(list(personality.mix.values()))))
+            s.engagement = STATE_ENGAGEMENT[s.state] + personality.offset
+            students.append(s)
+        # Scripted attendance: each rule takes the next ``share`` of students, in order.
+        cursor = 0
+        for rule in scenario["attendance"] or []:
+            k = max(1, round(rule["share"] * n))
+            for s in students[cursor : cursor + k]:
+                s.join_s = rule.get("join", 0.0) * duration_s
+                s.leave_s = rule.get("leave", 1.0) * duration_s
+            cursor += k
+        # Drops hit the first ``share`` of students in a seeded shuffle, so who falls is reproducible.
+        for drop in scenario["drops"]:
+            hit = set(rng.permutation(n)[: max(1, round(drop["share"] * n))].tolist())
+            for s in students:
+                s.in_drop.append(s.index in hit)
+        return cls(students, scenario, duration_s)
+
+    def segment_index(self, s: float) -> int | None:
+        """Index of the scripted segment running at ``s`` (None before the first one)."""
+        idx = None
+        for i, seg in enumerate(self.scenario["segments"]):
+            if seg["at"] * self.duration_s <= s:
+                idx = i
+        return idx
+
+    def silent(self, s: float) -> bool:
+        return any(g["at"] * self.duration_s <= s < g["until"] * self.duration_s for g in self.scenario["silent"])
+
+    def mix_for(self, student: SyntheticStudent, s: float) -> dict[str, float]:
+        for k, drop in enumerate(self.scenario["drops"]):
+            if student.in_drop[k] and drop["at"] * self.duration_s <= s < drop["until"] * self.duration_s:
+                return drop["mix"]
+        mix = dict(student.personality.mix)
+        i = self.segment_index(s)
+        if i is not None and "mix" in self.scenario["segments"][i]:
+            # A segment's mix pulls everyone towards it; personalities still shade it half-and-half.
+            seg_mix = self.scenario["segments"][i]["mix"]
+            a, b = sum(seg_mix.values()), sum(mix.values())
+            mix = {k: 0.5 * seg_mix.get(k, 0) / a + 0.5 * mix.get(k, 0) / b for k in STATES}
+        return mix
+
+    def messages(self, s: float, dt: float, emotions: bool = True):
+        if self.silent(s):
+            return []
+        out = []
+        for st in self.students:
+            if st.present(s):
+                state, engagement, feats = st.step(s, dt, self.mix_for(st, s), emotions)
+                out.append((st, state, engagement, feats))
+        return out
+
+
+def _norm(w: list[float]) -> list[float]:
+    total = sum(w)
+    return [x / total for x in w]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="a mock classroom: N synthetic students publishing through the real hub protocol",
+        description=(
+            "Join N synthetic students to a class and publish plausible states (a Markov chain per student "
+            "with personalities; scripted segments, engagement drops, late arrivals). With --teacher-token "
+            "the simulator also starts the scenario's lecture segments. Built-in scenarios: "
+            + ", ".join(SCENARIOS)
+            + "; or a JSON file (docs/REPORT.md describes the format)."
+        ),
+    )
+    p.add_argument("--url", default=None, help="hub URL, e.g. http://127.0.0.1:8866 (default: $SMARTSESSION_HUB_URL)")
+    p.add_argument("--class", dest="class_id", required=True, help="class id")
+    p.add_argument("--join", dest="join_code", required=True, help="the class's join code")
+    p.add_argument("--students", type=int, default=10, help="number of students (default 10)")
+    p.add_argument("--rate", type=float, default=5.0, help="states per student per second (default 5)")
+    p.add_argument("--duration", type=float, default=None, help="seconds of lesson (default: scenario's, else 300)")
+    p.add_argument("--scenario", default=None, help=f"{' | '.join(SCENARIOS)} | FILE.json (default lecture)")
+    p.add_argument("--teacher-token", default=None, help="teacher token: also drive the scenario's segments")
+    p.add_argument(
+        "--speed", type=float, default=1.0,
+        help="time compression: 10 plays a 10-minute lesson in one minute, with capture times on the "
+             "simulated timeline (ending now); rate x speed must stay under the hub's 20 messages/s",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same lesson)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    url = args.url or os.environ.get("SMARTSESSION_HUB_URL")
+    if not url:
+        print("smartsession simulate: give --url (e.g. http://127.0.0.1:8866) or set SMARTSESSION_HUB_URL", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(
+            run_simulation(
+                url, args.class_id, args.join_code, args.students, args.rate, args.duration,
+                scenario=args.scenario, teacher_token=args.teacher_token, seed=args.seed, speed=args.speed,
+                progress=lambda line: print(line, flush=True),
+            )
+        )
+    except (ScenarioError, ValueError, ConnectionError, OSError) as exc:
+        print(f"smartsession simulate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result.summary()))
+    return 0
