@@ -291,8 +291,6 @@ class ClassRoom:
             return [event]
         if cmd.command == "start_session":
             self.session_id, self.segment, self.segment_count = new_session_id(), None, 0
-            if cmd.title:
-                self._start_segment(cmd.title, now)
         elif cmd.command == "end_session":
             self.session_id, self.segment = None, None
         elif cmd.command == "start_segment":

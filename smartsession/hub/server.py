@@ -300,7 +300,7 @@ class Hub:
         elif room.session_id != before:
             title = cmd.title if cmd.command == "start_session" else None
             store.start_session(room.class_id, room.session_id, now, title)
-        if cmd.command in ("start_session", "start_segment") and room.segment is not None:
+        if cmd.command == "start_segment":
             seg = room.segment
             store.start_segment(room.session_id, seg.segment_id, seg.title, seg.start)
         if cmd.command == "set_emotions":

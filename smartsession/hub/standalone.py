@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import ssl
 from typing import AsyncIterator
 
@@ -26,12 +25,6 @@ def make_app(hub: Hub) -> web.Application:
     return web.Application(hub_handlers(hub), websocket_max_message_size=65536)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
     if not certfile:
         return None
@@ -45,6 +38,8 @@ async def running_hub(
     host: str = "127.0.0.1", port: int = 0, certfile: str | None = None, keyfile: str | None = None, **settings
 ) -> AsyncIterator[tuple[Hub, str]]:
     """Start a hub on ``host:port`` (0: a free port) in the running loop; yield ``(hub, base_url)``."""
+    if "data_dir" in settings:
+        settings["data_dir"] = str(settings["data_dir"])
     hub = Hub(HubConfig(**settings))
     await hub.start()
     server = HTTPServer(make_app(hub), ssl_options=ssl_context(certfile, keyfile), xheaders=False)
