@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from smartsession.features.geometry import FEATURE_NAMES
 
 # --- quality: below these the landmarks are not trustworthy enough to call any state -> "uncertain"
-#: Face smaller than this share of the frame (sqrt of area ratio): eyes span only a few pixels.
-MIN_FACE_SIZE = 0.05
+#: Face smaller than this share of the frame (sqrt of area ratio): in a 640x480 webcam frame the eyes then
+#: span under ~12 pixels and EAR and gaze are noise. (The full-range detector rarely finds faces below ~0.07.)
+MIN_FACE_SIZE = 0.10
 #: Head turned further than this (degrees): FaceMesh fits half a face and its landmarks drift.
 EXTREME_YAW = 65.0
 EXTREME_PITCH = 50.0

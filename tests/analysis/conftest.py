@@ -53,3 +53,11 @@ def video_frames(name: str, start: int = 0, count: int | None = None, size=None)
         index += 1
     cap.release()
     return frames
+
+
+@pytest.fixture(scope="session")
+def state_model():
+    """The state model shipped in the package (loaded once; analyzers share it)."""
+    from smartsession.classify.model import load_state_model
+
+    return load_state_model()
