@@ -92,3 +92,15 @@ def run_class_create(args) -> int:
                 "data_dir": str(data_dir)}
     print(json.dumps(info, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Only the hub's commands, without importing the other rooms (used to start hub subprocesses fast)."""
+    parser = argparse.ArgumentParser(prog="smartsession")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

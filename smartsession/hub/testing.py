@@ -60,7 +60,7 @@ class HubProcess:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "smartsession", "hub", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-m", "smartsession.hub.cli", "hub", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
         env = {**os.environ, "SMARTSESSION_SECRET": self.secret} if self.secret else None

@@ -1,0 +1,65 @@
+"""Scale-out: two real hub processes sharing a real redis-server started on 127.0.0.1 by the test.
+
+A student publishes to hub A; a teacher on hub B gets the snapshot and every update, and B's commands reach A.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+
+from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
+from smartsession.hub.testing import HubProcess, RedisServer
+from smartsession.schema import StateMessage
+
+pytestmark = pytest.mark.redis
+
+
+def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
+    secret = secrets.token_hex(32)
+    with RedisServer(redis_binary) as redis, \
+            HubProcess(tmp_path / "a", redis_url=redis.url, secret=secret) as hub_a, \
+            HubProcess(tmp_path / "b", redis_url=redis.url, secret=secret) as hub_b:
+        info = hub_a.create_class("Scaled")
+        joined = join_class(hub_a.url, info["class_id"], info["join_code"], "Ada")
+
+        async def main():
+            pub = StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=hub_a.url)
+            async with pub:
+                await pub.wait_connected()
+                first = pub.publish(StateMessage("", "", 0, time.time(), "distracted", 35.0, 0.6))
+                await pub.wait_acked(first.seq)
+                await asyncio.sleep(0.3)  # the backplane pipeline flushes within a loop iteration
+                # A teacher arriving late on hub B sees the class as hub A knows it.
+                events = []
+                async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url,
+                                             on_event=events.append) as teacher:
+                    snap = await teacher.wait_snapshot()
+                    [ada] = snap.students
+                    assert (ada.name, ada.presence, ada.state["seq"]) == ("Ada", "connected", first.seq)
+                    assert snap.session_id == pub.status["session_id"]
+                    # Live fan-out A -> B.
+                    sent = [pub.publish(StateMessage("", "", 0, time.time(), "focused", 60.0 + i, 0.9))
+                            for i in range(5)]
+                    deadline = time.monotonic() + 10
+                    while [e["seq"] for e in events if e["type"] == "state"] != [m.seq for m in sent]:
+                        assert time.monotonic() < deadline, events
+                        await asyncio.sleep(0.02)
+                    # Commands B -> students on A.
+                    await teacher.send_command("start_segment", title="Scaling out")
+                    deadline = time.monotonic() + 10
+                    while pub.status.get("segment") is None:
+                        assert time.monotonic() < deadline, "segment never reached hub A's student"
+                        await asyncio.sleep(0.02)
+                    assert pub.status["segment"]["title"] == "Scaling out"
+            # The student leaving hub A shows up on hub B as disconnected.
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url) as teacher:
+                snap = await teacher.wait_snapshot()
+                assert snap.students[0].presence == "disconnected"
+                assert snap.segment.title == "Scaling out"
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+        assert hub_a.health()["students"] == 0 and hub_b.health()["ok"]
