@@ -51,6 +51,7 @@ function fill(node, c) {
   node.style.setProperty("--ss-colour", c.colour);
   // textContent, never innerHTML: names are typed by students.
   node.querySelector(".ss-label").textContent = c.label;
+  node.title = c.label;
   node.querySelector(".ss-score").textContent = c.engagement === null ? "–" : String(c.engagement);
   node.querySelector(".ss-state").textContent = c.presence === "connected" ? c.state : c.presence;
   node.querySelector("polyline").setAttribute("points", c.spark);

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -154,6 +155,11 @@ def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, heig
     )
 
 
+def _natural(card) -> list:
+    """Sort key so that "Student 2" comes before "Student 10"."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", card.label.lower())]
+
+
 def _header(text: str) -> str:
     return f'<div class="ss-header">{html.escape(text)}</div>'
 
@@ -161,7 +167,7 @@ def _header(text: str) -> str:
 _STYLE = """<style>
 .ss-header { font-size: 22px; font-weight: 600; line-height: 1.6; }
 .ss-teacher { font-family: system-ui, sans-serif; }
-.ss-counts { display: flex; flex-wrap: wrap; gap: 10px; font-size: 13px; }
+.ss-counts { display: flex; flex-wrap: wrap; gap: 2px 10px; font-size: 13px; line-height: 1.5; }
 .ss-count > span { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; }
 .ss-gauge { text-align: center; font-size: 12px; color: #546e7a; }
 .ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; max-height: 190px; overflow-y: auto; }
@@ -399,7 +405,7 @@ class TeacherPage:
         self._changed |= view.expire(now)
         if self._changed or self._dirty:
             shown = view.students.values() if self.show_hidden.value else view.visible()
-            self.grid.cards = [view.card(c.student_id, now) for c in sorted(shown, key=lambda c: c.label.lower())]
+            self.grid.cards = [view.card(c.student_id, now) for c in sorted(shown, key=_natural)]
             self.gauge.value = gauge_html(view.class_engagement(now))
             self.counts.value = counts_html(view.counts(now), view.emotions)
             self._draw_controls()

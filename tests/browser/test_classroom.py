@@ -1,0 +1,170 @@
+"""The classroom end to end in headless Chromium: a real `smartsession serve`, the teacher page, real student pages.
+
+A student opens the join link with the fake webcam (a real face video); the teacher page must show them live,
+paused, then disconnected; a class of 30 simulated students must not make the teacher page sluggish.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+LIVE = '.ss-status[data-status="live"]'
+#: A cold teacher kernel imports plotly and the hub client before the page appears (it is not preheated).
+PAGE_TIMEOUT_MS = 180_000
+
+
+def card_of(teacher, name: str, timeout_ms: float = 60_000):
+    """The card whose label is ``name`` (labels are the names students typed)."""
+    card = teacher.locator(".ss-card", has=teacher.locator(".ss-label", has_text=name))
+    card.wait_for(timeout=timeout_ms)
+    return card
+
+
+def wait_attr(teacher, student_id: str, attr: str, values: tuple[str, ...], timeout_ms: float) -> float:
+    """Wait until the card of ``student_id`` has ``data-<attr>`` in ``values``; return the seconds it took."""
+    start = time.monotonic()
+    teacher.wait_for_function(
+        """([sid, attr, values]) => {
+            const card = document.querySelector(`.ss-card[data-student="${sid}"]`);
+            return card !== null && values.includes(card.dataset[attr]);
+        }""",
+        arg=[student_id, attr, list(values)],
+        timeout=timeout_ms,
+    )
+    return time.monotonic() - start
+
+
+def offline_requests(page) -> list[str]:
+    """Collect every request the page makes to a host other than the server's (there must be none)."""
+    outside: list[str] = []
+
+    def check(request):
+        host = urlsplit(request.url).hostname
+        if request.url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
+            outside.append(request.url)
+
+    page.on("request", check)
+    return outside
+
+
+def open_teacher(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    teacher = context.new_page()
+    outside = offline_requests(teacher)
+    teacher.goto(server.teacher_url, timeout=PAGE_TIMEOUT_MS)
+    teacher.wait_for_selector(LIVE, timeout=PAGE_TIMEOUT_MS)
+    return context, teacher, outside
+
+
+def test_teacher_sees_a_real_student_live_then_paused_then_gone(browser, server, screenshot):
+    teacher_context, teacher, outside = open_teacher(browser, server)
+    assert teacher.locator(".ss-card").count() == 0
+    # Plotly's FigureWidget rendered from the package itself (anywidget), no CDN.
+    teacher.wait_for_selector(".js-plotly-plot", timeout=60_000)
+
+    student_context = browser.new_context(viewport={"width": 1100, "height": 800})
+    student = student_context.new_page()
+    student.goto(server.join_url, timeout=PAGE_TIMEOUT_MS)
+    student.get_by_placeholder("as your teacher will see it").fill("Ada Lovelace")
+    student.get_by_role("button", name="I agree, start my camera").click()
+
+    card = card_of(teacher, "Ada Lovelace")
+    sid = card.get_attribute("data-student")
+    took = wait_attr(teacher, sid, "presence", ("connected",), 30_000)
+    teacher.wait_for_function(
+        """(sid) => {
+            const c = document.querySelector(`.ss-card[data-student="${sid}"]`);
+            return c && c.dataset.engagement !== "" && c.dataset.state !== "";
+        }""",
+        arg=sid,
+        timeout=30_000,
+    )
+    print(f"student live on the teacher page {took:.1f} s after the card appeared")
+    state = card.get_attribute("data-state")
+    assert state in ("focused", "happy", "confused", "distracted", "drowsy", "away", "uncertain")
+    # A real face on the fake camera: the class gauge and counts show this one student.
+    assert teacher.locator(".ss-gauge").get_attribute("data-engagement") != ""
+    counted = teacher.locator(".ss-count").evaluate_all("els => els.reduce((n, e) => n + Number(e.dataset.count), 0)")
+    assert counted == 1
+    screenshot(student, "student-live")
+    screenshot(teacher, "teacher-live")
+
+    # Clicking the card opens the student's timeline.
+    card.click()
+    teacher.wait_for_selector(f'.ss-detail[data-student="{sid}"]', timeout=15_000)
+    teacher.wait_for_selector(".ss-timeline", timeout=15_000)
+
+    student.get_by_role("button", name="Pause").click()
+    wait_attr(teacher, sid, "presence", ("paused",), 15_000)
+    student.get_by_role("button", name="Resume").click()
+    wait_attr(teacher, sid, "presence", ("connected",), 30_000)
+
+    # Closing the tab (as a student does) ends their kernel and its hub connection.
+    student.close(run_before_unload=True)
+    took = wait_attr(teacher, sid, "presence", ("disconnected",), 12_000)
+    print(f"card disconnected {took:.1f} s after the student page closed")
+    screenshot(teacher, "teacher-after-student-left")
+    student_context.close()
+
+    assert outside == [], f"the teacher page reached outside the server: {outside}"
+    teacher_context.close()
+
+
+def test_thirty_simulated_students_keep_the_teacher_page_responsive(browser, server, screenshot):
+    teacher_context, teacher, _ = open_teacher(browser, server)
+    sim = subprocess.Popen(
+        [
+            sys.executable, "-m", "smartsession", "simulate", "--url", server.url, "--class", server.class_id,
+            "--join", server.join_code, "--students", "30", "--rate", "5", "--duration", "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        teacher.wait_for_function(
+            """() => [...document.querySelectorAll('.ss-card[data-presence="connected"]')]
+                      .filter(c => c.dataset.engagement !== "").length >= 30""",
+            timeout=60_000,
+        )
+        before = teacher.locator(".ss-card").evaluate_all("els => els.map(e => e.dataset.engagement).join()")
+        # The page keeps working under load: a click reaches the kernel and the detail comes back,
+        # and the cards keep moving with the simulated students.
+        target = teacher.locator('.ss-card[data-presence="connected"]').nth(17)
+        sid = target.get_attribute("data-student")
+        target.click()
+        teacher.wait_for_selector(f'.ss-detail[data-student="{sid}"]', timeout=15_000)
+        teacher.wait_for_function(
+            "(before) => [...document.querySelectorAll('.ss-card')].map(e => e.dataset.engagement).join() !== before",
+            arg=before,
+            timeout=15_000,
+        )
+        # The browser's main thread is not swamped: timers still fire on time (a generous bound, not a benchmark).
+        worst_gap_ms = teacher.evaluate(
+            """() => new Promise(done => {
+                let last = performance.now(), worst = 0, n = 0;
+                const tick = () => {
+                    const now = performance.now();
+                    worst = Math.max(worst, now - last);
+                    last = now;
+                    if (++n < 40) setTimeout(tick, 50); else done(worst);
+                };
+                setTimeout(tick, 50);
+            })"""
+        )
+        print(f"worst timer gap with 30 students: {worst_gap_ms:.0f} ms")
+        assert worst_gap_ms < 1500
+        assert teacher.locator(".js-plotly-plot").evaluate("d => d.data[0].x.length") > 0
+        screenshot(teacher, "teacher-30-students")
+    finally:
+        sim.terminate()
+        try:
+            out, _ = sim.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            out, _ = sim.communicate()
+        teacher_context.close()
+    assert sim.returncode in (0, -15), out[-3000:]
