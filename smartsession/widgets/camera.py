@@ -59,7 +59,7 @@ class CameraBase:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Frames received, processed, dropped (replaced by a newer one), bad (not an image), errors (callback)."""
+        """Frames received, processed, dropped (for a newer one), bad (not an image), errors (callback); bytes received."""
         return dict(self._frames.counts)
 
     @property

@@ -94,7 +94,7 @@ class FrameDispatcher:
         self._callbacks: list[FrameCallback] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "errors": 0}
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "errors": 0, "bytes": 0}
         self.last_error = ""
 
     def add(self, callback: FrameCallback) -> None:
@@ -113,6 +113,7 @@ class FrameDispatcher:
         if self._slot.closed:
             return
         self.counts["received"] += 1
+        self.counts["bytes"] += len(frame.data)
         self._ensure_worker()
         dropped = self._slot.offer(frame)
         if dropped is not None:

@@ -19,8 +19,9 @@ PROBE = """
 import json, time
 import ipywidgets as widgets
 from smartsession.widgets.camera import Camera
+from smartsession.widgets.webrtc import WebRTCCamera
 
-camera = Camera(fps={fps})
+camera = {cls}(fps={fps})
 probe = widgets.Textarea(layout=widgets.Layout(width="600px", height="120px"))
 probe.add_class("probe")
 latencies, shapes = [], set()
@@ -31,11 +32,12 @@ def slow(frame, t):
     shapes.add(frame.shape)
 
 def show(*_):
-    probe.value = json.dumps({{"counts": camera.counts, "stats": camera.stats, "status": camera.status,
-                              "message": camera.message, "latencies": latencies[-30:], "shapes": sorted(shapes)}})
+    probe.value = json.dumps({{"counts": camera.counts, "stats": getattr(camera, "stats", {{}}),
+                              "status": camera.status, "message": getattr(camera, "message", ""), "latencies": latencies[-30:], "shapes": sorted(shapes)}})
 
 camera.on_frame(slow)
-camera.observe(show, names=["stats", "status"])
+camera.observe(show, names=[n for n in ("stats", "status") if camera.has_trait(n)])
+camera.on_frame(lambda frame, t: show())
 display(camera, probe)
 """
 
@@ -51,8 +53,9 @@ def probe_page(tmp_path):
     """Start Voila on a probe notebook; yield a function (fps, delay) -> URL."""
     procs = []
 
-    def start(*, fps: float, delay: float) -> str:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PROBE.format(fps=fps, delay=delay))])
+    def start(*, fps: float, delay: float, cls: str = "Camera") -> str:
+        source = PROBE.format(fps=fps, delay=delay, cls=cls)
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
         path = tmp_path / "probe.ipynb"
         nbformat.write(nb, path)
         port = _free_port()
@@ -126,5 +129,19 @@ def test_slow_kernel_drops_frames_and_delay_does_not_grow(browser, probe_page, s
         early, late = lat[:5], lat[-5:]
         assert max(late) < 1.5, data  # bounded: a couple of frames' worth of processing, never growing
         assert sum(late) / len(late) < sum(early) / len(early) + 0.4, data
+    finally:
+        page.close()
+
+
+def test_webrtc_camera_delivers_frames_through_the_same_api(browser, probe_page, screenshot):
+    url = probe_page(fps=10, delay=0.0, cls="WebRTCCamera")
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        data = wait_probe(page, lambda d: d["counts"]["processed"] >= 5, timeout=60)
+        screenshot(page, "webrtc-live")
+        assert data["status"] == "live"
+        assert data["shapes"] == [[480, 640, 3]]
+        assert data["counts"]["bad"] == 0 and data["counts"]["dropped"] == 0  # one snapshot in flight at a time
     finally:
         page.close()
