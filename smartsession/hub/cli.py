@@ -67,7 +67,7 @@ def run_class_create(args) -> int:
     from pathlib import Path
 
     from smartsession.hub import auth
-    from smartsession.hub.client import create_class
+    from smartsession.hub.client import HubError, create_class
     from smartsession.hub.server import class_links
     from smartsession.hub.store import Store
     from smartsession.schema import clean_title
@@ -81,7 +81,11 @@ def run_class_create(args) -> int:
         if not token:
             print("smartsession class create: give --token (the server's admin token or a teacher token)")
             return 2
-        info = create_class(args.url, args.title, token)
+        try:
+            info = create_class(args.url, args.title, token)
+        except HubError as exc:
+            print(f"smartsession class create: {exc}")
+            return 1
     else:
         secret = auth.load_secret(data_dir)
         title = clean_title(args.title, "title")

@@ -1,0 +1,65 @@
+"""The hub as a Jupyter server extension: a real ``jupyter server`` subprocess with a base URL and a token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from smartsession.hub.client import StudentPublisher, TeacherSubscriber, create_class, join_class
+from smartsession.hub.testing import _wait, free_port
+from smartsession.schema import StateMessage
+
+
+def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
+    port, token = free_port(), secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}/research/"
+    data_dir = tmp_path / "data"
+    log = open(tmp_path / "jupyter.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", "--ServerApp.base_url=/research/", f"--ServerApp.root_dir={tmp_path}",
+         "--ServerApp.jpserver_extensions={'smartsession.hub.extension': True}", f"--HubConfig.data_dir={data_dir}"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")},
+    )
+    try:
+        def healthy() -> bool:
+            with urllib.request.urlopen(base + "smartsession/health", timeout=2) as resp:
+                return json.loads(resp.read())["ok"]
+
+        _wait(healthy, 60, "jupyter server with the hub extension", proc)
+        # Jupyter's own API stays behind its token; the hub's routes use the hub's tokens.
+        try:
+            urllib.request.urlopen(base + "api/contents", timeout=5)
+            raise AssertionError("jupyter contents API answered without a token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
+        url = base.rstrip("/")
+        info = create_class(url, "Research", (data_dir / "admin_token").read_text().strip())
+        joined = join_class(url, info["class_id"], info["join_code"], "Participant 1")
+
+        async def main():
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
+                await teacher.wait_snapshot()
+                async with StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=url) as pub:
+                    await pub.wait_connected()
+                    sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 88.0, 0.9))
+                    await pub.wait_acked(sent.seq)
+                deadline = time.monotonic() + 10
+                while (teacher.room.students.get(joined["student_id"]) is None
+                       or teacher.room.students[joined["student_id"]].state is None):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                assert teacher.room.students[joined["student_id"]].state["engagement"] == 88.0
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()

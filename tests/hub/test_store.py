@@ -1,0 +1,87 @@
+"""The SQLite store on its own: batched writes, commit callbacks, reading back and exporting a session."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+from smartsession.hub.store import Store
+from smartsession.schema import SHARED_FEATURES
+
+
+def state(student, seq, **kw):
+    return {"class_id": "c1", "student_id": student, "seq": seq, "t": 100.0 + seq, "received": 100.5 + seq,
+            "state": "focused", "engagement": 50.0 + seq, "confidence": 0.5, "features": {"yaw": 1.0 * seq},
+            "segment": "seg1", "paused": False, **kw}
+
+
+def fill(store):
+    store.add_class("c1", "Physics")
+    store.add_student("c1", "s1", "Ada")
+    store.add_student("c1", "s2", "Bob")
+    store.start_session("c1", "S1", 100.0, "Lecture 1")
+    store.start_segment("S1", "seg1", "Intro", 100.0)
+    committed = []
+    for seq in range(1, 6):
+        store.add_state("S1", state("s1", seq), lambda seq=seq: committed.append(seq))
+    store.add_state("S1", state("s2", 1, paused=True, features={}))
+    store.start_segment("S1", "seg2", "Waves", 110.0)
+    store.add_command("S1", "c1", 110.0, "start_segment", {"title": "Waves"})
+    store.update_student("c1", "s2", "Bob B.", True)
+    store.start_session("c1", "S2", 200.0)  # ends S1 and its open segment
+    store.flush()
+    return committed
+
+
+def test_store_reads_back_what_it_wrote(tmp_path):
+    with Store(tmp_path) as store:
+        committed = fill(store)
+        assert committed == [1, 2, 3, 4, 5]
+        sessions = store.sessions()
+        assert list(sessions.session_id) == ["S1", "S2"] and sessions.ended.iloc[0] == 200.0
+        assert pd.isna(sessions.ended.iloc[1])
+        states = store.states("S1")
+        assert list(states.columns) == ["session_id", "class_id", "student_id", "seq", "t", "received", "state",
+                                        "engagement", "confidence", "segment", "paused", *SHARED_FEATURES]
+        assert len(states) == 6 and states.paused.dtype == bool and states.pitch.isna().all()
+        assert states[states.student_id == "s2"].yaw.isna().all()
+        seg = store.segments("S1")
+        assert list(seg.segment_id) == ["seg1", "seg2"] and list(seg["end"]) == [110.0, 200.0]
+        assert store.commands("S1").args.iloc[0] == {"title": "Waves"}
+        students = store.students("S1")
+        assert students.to_dict("records") == [{"student_id": "s1", "name": "Ada", "hidden": False},
+                                               {"student_id": "s2", "name": "Bob B.", "hidden": True}]
+        assert store.latest_states("c1")["s1"]["seq"] == 5
+        assert store.open_session("c1")[0] == "S2"
+    store.close()  # closing twice is harmless
+
+
+def test_export_csv_parquet_json(tmp_path):
+    with Store(tmp_path / "data") as store:
+        fill(store)
+        csv = pd.read_csv(store.export_session("S1", tmp_path / "s.csv", "csv"))
+        parquet = pd.read_parquet(store.export_session("S1", tmp_path / "s.parquet", "parquet"))
+        doc = json.loads(store.export_session("S1", tmp_path / "s.json", "json").read_text())
+        assert len(csv) == len(parquet) == len(doc["states"]) == 6
+        assert list(parquet.columns) == list(csv.columns) == list(store.states("S1").columns)
+        assert parquet.paused.dtype == bool
+        assert doc["session"]["title"] == "Lecture 1" and [s["title"] for s in doc["segments"]] == ["Intro", "Waves"]
+        with pytest.raises(ValueError, match="format must be"):
+            store.export_session("S1", tmp_path / "x.xlsx", "xlsx")
+        with pytest.raises(KeyError, match="no session"):
+            store.export_session("nope", tmp_path / "x.csv")
+
+
+def test_writes_are_batched_off_the_caller_thread(tmp_path):
+    with Store(tmp_path) as store:
+        threads = set()
+        for seq in range(5000):
+            store.add_state("S", state("s1", seq), (lambda: threads.add(threading.current_thread().name)))
+        store.flush()
+        assert threads == {"smartsession-store"}
+        assert len(store.states("S")) == 5000
+    with Store(tmp_path) as again:  # survives reopening
+        assert len(again.states("S")) == 5000
