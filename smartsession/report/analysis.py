@@ -26,7 +26,7 @@ class ReportSettings:
     smooth_bins: int = 5  # rolling median over this many bins (25 s) before detection
     window_s: float = 60.0  # the drop detector compares this much time before and after each bin
     threshold: float = 3.0  # a drop must exceed this many MAD-sigmas of the detector's own output...
-    min_drop: float = 5.0  # ...and at least this many engagement points, so a steady class raises no alarms
+    min_drop: float = 8.0  # ...and at least this many engagement points, so a steady class raises no alarms
     student_drop: float = 10.0  # a student takes part in a drop when their own engagement fell this much
     min_group: int = 3  # per-segment aggregates of fewer students are not shown (privacy)
     min_minutes: float = 1.0  # segments with less class data than this are marked as resting on little data
@@ -243,17 +243,32 @@ def _window_means(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 def change_scores(series: pd.DataFrame, settings: ReportSettings) -> tuple[np.ndarray, float]:
     """``after - before`` window means of the smoothed series at each bin, and the drop threshold.
 
-    The threshold is ``max(min_drop, threshold * sigma)`` where sigma is the MAD-estimated spread of
-    the scores themselves: most bins are not change points, so their scores measure the noise.
+    The threshold is ``max(min_drop, threshold * sigma)``. Sigma is the MAD-estimated spread of the
+    scores of the bins that are not near a change: a real change moves the scores of the ``window``
+    bins on each side of it, which in a short lesson is a large part of all bins, so bins within a
+    window of any score above ``2 * sigma`` are set aside and sigma re-estimated (three rounds at most).
     """
     y = series["smoothed"].to_numpy(float)
-    before, after = _window_means(y, settings.window_bins)
+    w = settings.window_bins
+    before, after = _window_means(y, w)
     d = after - before
-    valid = d[np.isfinite(d)]
-    if valid.size == 0:
+    finite = np.isfinite(d)
+    if not finite.any():
         return d, float("inf")
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(valid - np.median(valid))))
+    keep = finite.copy()
+    sigma = _mad_sigma(d[keep])
+    for _ in range(3):
+        near = np.convolve((np.abs(np.nan_to_num(d)) > 2 * sigma).astype(float), np.ones(2 * w + 1), "same") > 0
+        quiet = finite & ~near
+        if quiet.sum() < max(10, w) or np.array_equal(quiet, keep):
+            break
+        keep = quiet
+        sigma = _mad_sigma(d[keep])
     return d, max(settings.min_drop, settings.threshold * sigma)
+
+
+def _mad_sigma(values: np.ndarray) -> float:
+    return MAD_TO_SIGMA * float(np.median(np.abs(values - np.median(values))))
 
 
 def _separated(order: np.ndarray, w: int) -> list[int]:
