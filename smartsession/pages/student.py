@@ -1,0 +1,456 @@
+"""The student's page: join a class, consent, calibrate, then live feedback while states go to the hub.
+
+``dashboards/student.ipynb`` is two cells over this module: ``StudentPage.preheat()`` then ``page.open(query)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import ipywidgets as w
+import numpy as np
+
+from smartsession.pages.classview import STATE_COLOURS
+from smartsession.schema import EMOTION_STATES, STATES, StateMessage
+from smartsession.widgets.camera import ERROR_STATUSES, Camera
+from smartsession.widgets.overlay import LandmarkOverlay
+
+log = logging.getLogger(__name__)
+
+#: Seconds between state messages to the hub: 5 a second is plenty for the teacher and light on the hub.
+PUBLISH_EVERY = 0.2
+#: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
+OVERLAY_EVERY = 0.15
+#: Length of the neutral-face calibration.
+CALIBRATION_SECONDS = 3.0
+
+_IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+#: What each state means for the student, as a short friendly tip.
+TIPS = {
+    "focused": "You look focused. Nice.",
+    "happy": "You look cheerful.",
+    "confused": "Something may be unclear: a question to your teacher could help.",
+    "distracted": "You seem to be looking away.",
+    "drowsy": "You seem tired: a stretch or a sip of water can help.",
+    "away": "We cannot see your face: sit in front of the camera.",
+    "uncertain": "Hard to tell right now: light on your face helps.",
+}
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """Class, join code and name from the join link ``?class=ID&join=CODE[&name=NAME]``."""
+
+    class_id: str = ""
+    join_code: str = ""
+    name: str = ""
+
+    @classmethod
+    def from_query(cls, query: str | None) -> "JoinRequest":
+        params = parse_qs((query or "").lstrip("?"))
+
+        def first(key: str) -> str:
+            return (params.get(key) or [""])[0].strip()
+
+        return cls(class_id=first("class"), join_code=first("join"), name=first("name")[:120])
+
+    def problem(self) -> str:
+        """What is missing or malformed, in words for the student; empty when the request can be tried."""
+        if not self.class_id or not self.join_code:
+            return "Enter the class and join code from your teacher's link."
+        if not _IDENT.match(self.class_id):
+            return "That class id does not look right: copy the link from your teacher again."
+        if not _IDENT.match(self.join_code):
+            return "That join code does not look right: copy the link from your teacher again."
+        return ""
+
+
+def tip_for(state: str, face: bool = True) -> str:
+    if not face:
+        return TIPS["away"]
+    return TIPS.get(state, TIPS["uncertain"])
+
+
+def _chip(state: str) -> str:
+    colour = STATE_COLOURS.get(state, "#b0bec5")
+    return f'<span class="ss-chip" style="background:{colour}">{html.escape(state)}</span>'
+
+
+def _bar(label: str, value: float) -> str:
+    pct = max(0.0, min(100.0, value * 100 if value <= 1.0 else value))
+    return (
+        f'<div class="ss-bar"><span class="ss-bar-label">{html.escape(label.replace("_", " "))}</span>'
+        f'<span class="ss-bar-track"><span class="ss-bar-fill" style="width:{pct:.0f}%"></span></span>'
+        f'<span class="ss-bar-value">{pct:.0f}</span></div>'
+    )
+
+
+def feedback_html(obs: Any) -> str:
+    """The student's live view of one observation: state, score, what the score is made of, a tip."""
+    parts = [
+        f'<div class="ss-feedback" data-state="{html.escape(obs.state)}">',
+        f'<div class="ss-state">{_chip(obs.state)}<span class="ss-score">{obs.engagement:.0f}</span>'
+        '<span class="ss-score-unit">/ 100 engagement</span></div>',
+    ]
+    components = {k: float(v) for k, v in (obs.engagement_components or {}).items() if math.isfinite(float(v))}
+    if components:
+        parts.append('<div class="ss-components">')
+        parts += [_bar(name, value) for name, value in components.items()]
+        parts.append("</div>")
+    parts.append(f'<div class="ss-tip">{html.escape(tip_for(obs.state, obs.face))}</div></div>')
+    return "".join(parts)
+
+
+def teacher_view_html(msg: StateMessage | None) -> str:
+    """Exactly what the last message to the hub said, as the teacher's card shows it."""
+    if msg is None:
+        return '<div class="ss-teacher"><b>What your teacher sees</b><div>Nothing sent yet.</div></div>'
+    when = time.strftime("%H:%M:%S", time.localtime(msg.t))
+    if msg.paused:
+        body = '<span class="ss-chip" style="background:#90a4ae">paused</span> nothing is measured or shared'
+    else:
+        body = f"{_chip(msg.state)} engagement <b>{msg.engagement:.0f}</b>"
+    numbers = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in msg.features.items())
+    return (
+        '<div class="ss-teacher"><b>What your teacher sees</b>'
+        f"<div>{body} <span class='ss-muted'>at {when}</span></div>"
+        + (f"<div class='ss-muted'>plus {html.escape(numbers)}</div>" if numbers else "")
+        + "<div class='ss-muted'>Never video, pictures or face points.</div></div>"
+    )
+
+
+def consent_html(emotions: bool) -> str:
+    states = [s for s in STATES if emotions or s not in EMOTION_STATES]
+    return f"""
+<div class="ss-consent">
+<h3>Before you start</h3>
+<p><b>What is measured.</b> A few times a second, this page looks at your camera picture to find where your
+face points, where your eyes look, how open your eyes and mouth are. From that it estimates a state
+({", ".join(states)}) and an engagement score from 0 to 100.</p>
+<p><b>What your teacher sees.</b> Your name, that state, the score and those few numbers (head angles, gaze,
+eye and mouth openness). <b>Never video, pictures or face points.</b></p>
+<p><b>What is kept.</b> Camera frames are analysed in memory and dropped at once: never stored, never sent
+anywhere. The class server keeps the states and scores for your teacher's session report.</p>
+<p>You can pause at any time; pausing stops the camera and the measuring.</p>
+</div>"""
+
+
+_STYLE = """<style>
+.ss-page { font-family: system-ui, sans-serif; color: #263238; max-width: 980px; }
+.ss-page h2 { font-weight: 500; margin: 4px 0 8px; }
+.ss-chip { color: #fff; border-radius: 12px; padding: 2px 10px; font-weight: 600; }
+.ss-state { display: flex; align-items: baseline; gap: 10px; font-size: 1.3em; }
+.ss-score { font-size: 2.2em; font-weight: 600; }
+.ss-score-unit, .ss-muted { color: #607d8b; font-size: 0.9em; }
+.ss-tip { margin-top: 8px; font-size: 1.1em; }
+.ss-bar { display: flex; align-items: center; gap: 6px; font-size: 0.9em; margin: 2px 0; }
+.ss-bar-label { width: 90px; }
+.ss-bar-track { width: 160px; height: 8px; background: #eceff1; border-radius: 4px; overflow: hidden; }
+.ss-bar-fill { display: block; height: 100%; background: #4f7cac; }
+.ss-teacher { margin-top: 12px; padding: 8px 10px; background: #f5f7f8; border-radius: 6px; }
+.ss-consent p { max-width: 640px; line-height: 1.45; }
+.ss-error { color: #7a2e00; background: #fff4e5; border-left: 4px solid #e07b00; padding: 6px 8px; }
+.ss-stack { display: grid !important; }
+.ss-stack > * { grid-area: 1 / 1; }
+.ss-stack > .ss-overlay-box { z-index: 1; pointer-events: none; }
+</style>"""
+
+
+class StudentPage:
+    """All of the student page: widgets, the frame callback, and the link to the hub.
+
+    Frames arrive on the camera's worker thread, are analysed there and dropped; only the
+    resulting ``StateMessage`` crosses to the kernel's event loop and on to the hub.
+    """
+
+    def __init__(self, analyzer: Any, *, hub_url: str | None = None):
+        self.analyzer = analyzer
+        self.hub_url = hub_url  # None: SMARTSESSION_HUB_URL, which `smartsession serve` sets for its kernels
+        self.request = JoinRequest()
+        self.student_id = ""
+        self.segment: str | None = None
+        self.paused = False
+        self.last_message: StateMessage | None = None
+        self.last_observation: Any = None
+        self._last_publish = 0.0
+        self._last_overlay = 0.0
+        self._calibrating = False
+        self._t0: float | None = None  # capture time of the first frame; the analysis runs on time since then
+        # Held while a frame is analysed, so a pause never races a state message out after it.
+        self._frame_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher: Any = None
+        self._hub_task: asyncio.Task | None = None
+        self._closed = False
+        self._build()
+
+    # --- construction ---
+
+    @classmethod
+    def preheat(cls, **kwargs: Any) -> "StudentPage":
+        """Load the analysis (MediaPipe, the state model) and build the widgets before any student arrives."""
+        from smartsession.analysis import Analyzer
+
+        analyzer = Analyzer(mode="stream")
+        # The first frame initialises MediaPipe's graph (a few hundred ms); pay that now, not in front of a student.
+        analyzer.process(np.zeros((480, 640, 3), np.uint8))
+        return cls(analyzer, **kwargs)
+
+    def _build(self) -> None:
+        self.title = w.HTML()
+        self.notice = w.HTML()
+        # Join form, shown when the link lacks the class or the join code.
+        self.class_input = w.Text(description="Class", placeholder="class id from your teacher")
+        self.code_input = w.Text(description="Join code", placeholder="join code")
+        self.join_button = w.Button(description="Continue", button_style="primary")
+        self.join_button.on_click(lambda _: self._submit_form())
+        self.form = w.VBox([w.HTML("<h3>Join your class</h3>"), self.class_input, self.code_input, self.join_button])
+        # Consent.
+        self.consent_text = w.HTML(consent_html(emotions=True))
+        self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it")
+        self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
+                                     layout=w.Layout(width="auto"))
+        self.agree_button.on_click(lambda _: self._agree())
+        self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
+        # Live view.
+        self.camera = Camera(active=False)
+        self.overlay = LandmarkOverlay(layout=w.Layout(display="none"))
+        self.overlay.add_class("ss-overlay-box")
+        stack = w.Box([self.camera, self.overlay])
+        stack.add_class("ss-stack")
+        self.pause_button = w.ToggleButton(description="Pause", icon="", tooltip="Stop the camera and the measuring")
+        self.pause_button.observe(lambda ch: self.set_paused(ch["new"]), names="value")
+        self.calibrate_button = w.Button(description="Calibrate again", tooltip="3 seconds with a relaxed face",
+                                         layout=w.Layout(width="auto"))
+        self.calibrate_button.on_click(lambda _: self.calibrate())
+        self.overlay_toggle = w.Checkbox(description="Show face points", indent=False)
+        self.overlay_toggle.observe(self._toggle_overlay, names="value")
+        self.calibration = w.HTML()
+        self.feedback = w.HTML('<div class="ss-feedback">Waiting for the camera...</div>')
+        self.teacher_view = w.HTML(teacher_view_html(None))
+        self.connection = w.HTML()
+        controls = w.HBox([self.pause_button, self.calibrate_button, self.overlay_toggle])
+        left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
+        right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
+                       layout=w.Layout(flex="1", padding="0 0 0 16px"))
+        self.live = w.HBox([left, right])
+        self.body = w.VBox([])
+        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body])
+        self.root.add_class("ss-page")
+        self.camera.on_frame(self._on_frame)
+        self.camera.observe(self._on_camera_status, names="status")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.root)
+
+    # --- steps ---
+
+    def open(self, query: str | None) -> "StudentPage":
+        """Start from the join link's query string (read after the request arrived, see the notebook)."""
+        self._loop = asyncio.get_event_loop()
+        self.request = JoinRequest.from_query(query)
+        self.class_input.value, self.code_input.value = self.request.class_id, self.request.join_code
+        self.name_input.value = self.request.name
+        problem = self.request.problem()
+        if problem:
+            self._show(self.form, problem if (self.request.class_id or self.request.join_code) else "")
+        else:
+            self._show(self.consent)
+        return self
+
+    def _show(self, step: w.Widget, notice: str = "") -> None:
+        self.notice.value = f'<div class="ss-error">{html.escape(notice)}</div>' if notice else ""
+        self.body.children = [step]
+
+    def _submit_form(self) -> None:
+        self.request = JoinRequest(self.class_input.value.strip(), self.code_input.value.strip(),
+                                   self.name_input.value.strip())
+        problem = self.request.problem()
+        self._show(self.form, problem) if problem else self._show(self.consent)
+
+    def _agree(self) -> None:
+        name = " ".join(self.name_input.value.split())
+        if not name:
+            self._show(self.consent, "Please enter your name (or a nickname) so your teacher knows who you are.")
+            return
+        self.request = JoinRequest(self.request.class_id, self.request.join_code, name[:120])
+        self.agree_button.disabled = True
+        self.title.value = (
+            f"<div class='ss-muted'>{html.escape(name)} in class {html.escape(self.request.class_id)}</div>"
+        )
+        self._show(self.live)
+        self.connection.value = "<span class='ss-muted'>Connecting to your class...</span>"
+        self._hub_task = self._loop.create_task(self._run_hub())
+        self.camera.active = True
+        self.calibrate()
+
+    # --- live ---
+
+    def calibrate(self, seconds: float = CALIBRATION_SECONDS) -> None:
+        """Learn this student's neutral face over the next ``seconds`` of frames."""
+        with self._frame_lock:
+            self.analyzer.start_calibration(seconds)
+            self._calibrating = True
+        self.calibration.value = (
+            f"<div class='ss-tip'>Calibrating: look at the screen with a relaxed face for {seconds:.0f} s.</div>"
+        )
+
+    def set_paused(self, paused: bool) -> None:
+        """Pausing stops the camera and the analysis, and tells the teacher the student paused."""
+        with self._frame_lock:
+            self.paused = paused
+        self.pause_button.value = paused
+        self.pause_button.description = "Resume" if paused else "Pause"
+        self.camera.active = not paused
+        if paused:
+            self.overlay.clear()
+            self.feedback.value = (
+                '<div class="ss-feedback"><div class="ss-tip">Paused: nothing is measured or shared. '
+                "Press Resume to continue.</div></div>"
+            )
+            self._publish_paused()
+
+    def _toggle_overlay(self, change: dict) -> None:
+        self.overlay.layout.display = None if change["new"] else "none"
+        if not change["new"]:
+            self.overlay.clear()
+
+    def _on_camera_status(self, change: dict) -> None:
+        status = change["new"]
+        if status in ERROR_STATUSES or status == "hidden":
+            # No frames will come: the teacher should see a pause, not a frozen last state.
+            if status in ERROR_STATUSES:
+                self.feedback.value = f'<div class="ss-error">{html.escape(self.camera.message)}</div>'
+            self._publish_paused()
+
+    def _on_frame(self, frame: np.ndarray, t: float) -> None:
+        """Camera worker thread: analyse the frame, show feedback, publish now and then. The frame dies here."""
+        with self._frame_lock:
+            if not self.paused and not self._closed:
+                self._analyse(frame, t)
+
+    def _analyse(self, frame: np.ndarray, t: float) -> None:
+        if self._t0 is None:
+            self._t0 = t
+        obs = self.analyzer.process(frame, t=t - self._t0, source="camera")
+        obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
+        self.last_observation = obs
+        self.feedback.value = feedback_html(obs)
+        if self._calibrating and not self.analyzer.calibrating:
+            self._calibrating = False
+            error = self.analyzer.calibration_error
+            self.calibration.value = (
+                f'<div class="ss-error">Calibration did not work: {html.escape(error)} '
+                "Face the camera in good light and press Calibrate again.</div>"
+                if error else "<div class='ss-muted'>Calibrated to your relaxed face.</div>"
+            )
+        now = time.time()
+        if self.overlay_toggle.value and now - self._last_overlay >= OVERLAY_EVERY:
+            self._last_overlay = now
+            self.overlay.show(obs.landmarks if obs.face else None)
+        if now - self._last_publish >= PUBLISH_EVERY:
+            self._last_publish = now
+            self._publish(obs)
+
+    # --- hub ---
+
+    def _publish(self, obs: Any) -> None:
+        if self._publisher is None:
+            return
+        # seq and segment are stamped by the publisher on the event loop.
+        self._send(StateMessage.from_observation(
+            obs, class_id=self.request.class_id, student_id=self.student_id, seq=0, segment=self.segment,
+        ))
+
+    def _publish_paused(self) -> None:
+        if self._publisher is None:
+            return
+        self._send(StateMessage(
+            class_id=self.request.class_id, student_id=self.student_id, seq=0, t=time.time(),
+            state="uncertain", engagement=0.0, confidence=0.0, segment=self.segment, paused=True,
+        ))
+
+    def _send(self, msg: StateMessage) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._publish_now, msg)
+
+    def _publish_now(self, msg: StateMessage) -> None:
+        """On the kernel's event loop: hand the message to the publisher, show what was sent."""
+        if self._publisher is None or self._closed:
+            return
+        self.last_message = self._publisher.publish(msg)
+        self.teacher_view.value = teacher_view_html(self.last_message)
+
+    def _on_class(self, status: dict[str, Any]) -> None:
+        """The hub's class settings: the current segment and whether emotions may be inferred."""
+        segment = status.get("segment")
+        self.segment = segment.get("segment_id") if isinstance(segment, dict) else None
+        emotions = status.get("emotions")
+        if isinstance(emotions, bool) and emotions != self.analyzer.emotions:
+            self.analyzer.emotions = emotions
+            self.consent_text.value = consent_html(emotions)
+
+    async def _run_hub(self) -> None:
+        from smartsession.hub.client import StudentPublisher
+
+        req = self.request
+        try:
+            publisher = await StudentPublisher.join(
+                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class
+            )
+            await publisher.start()
+        except Exception as err:  # shown to the student; the page and the kernel stay usable
+            log.warning("joining class %s failed: %s", req.class_id, err)
+            self.connection.value = (
+                f'<div class="ss-error">Could not join the class: {html.escape(str(err))}. '
+                "Check the link with your teacher, then reload the page.</div>"
+            )
+            return
+        self.student_id = publisher.student_id
+        self._publisher = publisher
+        if self.paused or self.camera.status in ERROR_STATUSES:
+            self._publish_paused()
+        while not self._closed:
+            self.connection.value = self._connection_html(publisher)
+            await asyncio.sleep(1.0)
+
+    @staticmethod
+    def _connection_html(publisher: Any) -> str:
+        if publisher.error is not None:
+            return f'<div class="ss-error">Disconnected from the class: {html.escape(str(publisher.error))}</div>'
+        if publisher.connected.is_set():
+            return "<span class='ss-muted'>Connected to your class.</span>"
+        return "<span class='ss-muted'>Reconnecting to your class...</span>"
+
+    def close(self) -> None:
+        """Stop the camera, the hub link and the analysis; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self.camera.close()
+        if self._hub_task is not None:
+            self._hub_task.cancel()
+        if self._publisher is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publisher.stop()))
+        close = getattr(self.analyzer, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "StudentPage":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
