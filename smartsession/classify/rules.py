@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from smartsession.features.geometry import FEATURE_NAMES
 
 # --- quality: below these the landmarks are not trustworthy enough to call any state -> "uncertain"
@@ -69,6 +71,8 @@ def eyes_closed(ear: float, baseline_ear: float | None = None, lip_corner_lift: 
 
 def quality_verdict(vector, detection_score: float = math.nan) -> Verdict | None:
     """``uncertain`` when the face is too small, too turned or too faintly detected; else None."""
+    if not np.isfinite(vector).all():
+        return Verdict("uncertain", 0.0, "degenerate landmarks (features not finite)")
     size = vector[_I["face_size"]]
     if size < MIN_FACE_SIZE:
         return Verdict("uncertain", 0.5, f"face too small ({size:.3f} of the frame < {MIN_FACE_SIZE})")

@@ -65,12 +65,15 @@ _TOP, _BOTTOM = (10, 151), (2, 94)
 PITCH_OFFSET = 3.0
 
 
+# Small-array arithmetic below avoids np.linalg.norm/np.cross/np.mean: their per-call overhead dominates
+# on one face, and this runs on every live frame.
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return v / np.maximum(np.sqrt((v * v).sum(axis=-1, keepdims=True)), 1e-12)
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(a - b, axis=-1)
+    d = a - b
+    return np.sqrt((d * d).sum(axis=-1))
 
 
 def _ear(p: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
@@ -82,8 +85,8 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     """Feature matrix (n, len(FEATURE_NAMES)) from normalised landmarks (n, 478, 3) and sizes (n, 2) = (w, h)."""
     lm = np.asarray(landmarks, dtype=np.float64)
     size = np.asarray(image_size, dtype=np.float64)
-    w, h = size[:, 0:1], size[:, 1:2]
-    p = lm * np.stack([w, h, w], axis=-1)  # isotropic pixel units: MediaPipe scales z like x
+    w, h = size[:, 0], size[:, 1]
+    p = lm * size[:, [0, 1, 0]][:, None, :]  # isotropic pixel units: MediaPipe scales z like x
 
     eye_r = (p[:, 33] + p[:, 133]) / 2
     eye_l = (p[:, 263] + p[:, 362]) / 2
@@ -92,13 +95,15 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
 
     # Camera frame is x right, y down, z away from the camera. Face frame is x right, y up, z towards the camera.
     x_axis = _unit((p[:, _PAIRS[:, 1]] - p[:, _PAIRS[:, 0]]).sum(axis=1))
-    down = p[:, list(_BOTTOM)].mean(axis=1) - p[:, list(_TOP)].mean(axis=1)
+    down = p[:, list(_BOTTOM)].sum(axis=1) - p[:, list(_TOP)].sum(axis=1)
     y_axis = _unit(-down - (-down * x_axis).sum(axis=1, keepdims=True) * x_axis)  # up the face
     # x (right) cross y (up, i.e. -image y) gives the direction out of the face, towards the camera (-z).
-    z_axis = np.cross(x_axis, y_axis)
-    rot = np.stack([x_axis, y_axis, z_axis], axis=1)  # rows: face axes in camera coordinates
+    x0, x1, x2 = x_axis[:, 0], x_axis[:, 1], x_axis[:, 2]
+    y0, y1, y2 = y_axis[:, 0], y_axis[:, 1], y_axis[:, 2]
+    z_axis = np.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=1)
+    rot = np.stack([x_axis, y_axis, z_axis], axis=2)  # columns: face axes in camera coordinates
     # Face coordinates in units of inter-ocular distance: x right, y up, z towards the camera.
-    a = np.einsum("nkj,nij->nki", p - origin[:, None, :], rot) / iod[:, None, None]
+    a = np.matmul(p - origin[:, None, :], rot) / iod[:, None, None]
 
     fwd = z_axis  # camera coords; frontal face: (0, 0, -1)
     yaw = np.degrees(np.arctan2(fwd[:, 0], -fwd[:, 2]))
@@ -114,9 +119,9 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
 
     eye_r_a = (a[:, 33] + a[:, 133]) / 2
     eye_l_a = (a[:, 263] + a[:, 362]) / 2
-    brow_r = a[:, list(_BROW_R), 1].mean(axis=1) - eye_r_a[:, 1]
-    brow_l = a[:, list(_BROW_L), 1].mean(axis=1) - eye_l_a[:, 1]
-    furrow = np.linalg.norm(a[:, _INNER_BROW_R, :2] - a[:, _INNER_BROW_L, :2], axis=-1)
+    brow_r = a[:, list(_BROW_R), 1].sum(axis=1) / len(_BROW_R) - eye_r_a[:, 1]
+    brow_l = a[:, list(_BROW_L), 1].sum(axis=1) / len(_BROW_L) - eye_l_a[:, 1]
+    furrow = _dist(a[:, _INNER_BROW_R, :2], a[:, _INNER_BROW_L, :2])
 
     def _gaze(iris: int, corner_a: int, corner_b: int, lids: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         half = np.maximum(np.abs(a[:, corner_b, 0] - a[:, corner_a, 0]) / 2, 1e-9)
@@ -127,8 +132,9 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     gx_r, gy_r = _gaze(_IRIS_R, 33, 133, _LID_R)
     gx_l, gy_l = _gaze(_IRIS_L, 362, 263, _LID_L)
 
-    span = np.ptp(p[:, :, 0], axis=1) * np.ptp(p[:, :, 1], axis=1)
-    face_size = np.sqrt(span / (w[:, 0] * h[:, 0]))
+    lo, hi = p[:, :, :2].min(axis=1), p[:, :, :2].max(axis=1)
+    span = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
+    face_size = np.sqrt(span / (w * h))
 
     return np.stack([
         ear_l, ear_r, (ear_l + ear_r) / 2, mar, mouth_w / iod, lip_lift,

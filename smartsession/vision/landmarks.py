@@ -62,6 +62,27 @@ def quiet_stderr():
         os.close(devnull)
 
 
+# A NormalizedLandmark holding only x, y, z serialises as 17 bytes: field tag, length, then three
+# (tag, float32) pairs. Reading the serialised list with this dtype is ~100x faster than a Python loop over
+# 478 protobuf objects, which matters on every live frame.
+_WIRE = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
+                  ("tz", "u1"), ("z", "<f4")])
+_WIRE_TAGS = (0x0A, 15, 0x0D, 0x15, 0x1D)
+
+
+def _to_array(landmark_list) -> np.ndarray:
+    """(n, 3) float array from a MediaPipe NormalizedLandmarkList."""
+    data = landmark_list.SerializeToString()
+    if len(data) % _WIRE.itemsize == 0:
+        rec = np.frombuffer(data, dtype=_WIRE)
+        if all((rec[f] == v).all() for f, v in zip(("tag", "len", "tx", "ty", "tz"), _WIRE_TAGS)):
+            out = np.empty((len(rec), 3))
+            out[:, 0], out[:, 1], out[:, 2] = rec["x"], rec["y"], rec["z"]
+            return out
+    # Visibility/presence fields or a future layout: the slow, always-correct path.
+    return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float64)
+
+
 def _bbox_area(lm: np.ndarray) -> float:
     return float(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1]))
 
@@ -161,7 +182,7 @@ class FaceLandmarker:
         result = self._run(self._crop_mesh, crop)
         if not result.multi_face_landmarks:
             return None
-        lm = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float64)
+        lm = _to_array(result.multi_face_landmarks[0])
         side_px = crop.shape[0] / zoom
         out = np.empty_like(lm)
         out[:, 0] = (lm[:, 0] * side_px + x0) / w
@@ -175,10 +196,7 @@ class FaceLandmarker:
             raise RuntimeError("this FaceLandmarker is closed; create a new one (use it in a `with` block)")
         h, w = rgb.shape[:2]
         result = self._run(self._mesh, rgb)
-        meshes = [
-            np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
-            for face in (result.multi_face_landmarks or [])
-        ]
+        meshes = [_to_array(face) for face in (result.multi_face_landmarks or [])]
         boxes = None
         if self.static_image_mode:
             boxes = self._detections(rgb)

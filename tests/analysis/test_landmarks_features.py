@@ -123,3 +123,17 @@ def test_featurizer_is_a_scikit_learn_transformer(image_landmarker, photo):
     assert clone(fz).get_params() == {"image_size": None}
     with pytest.raises(ValueError, match="478"):
         fz.transform(np.zeros((2, 468, 3)))
+
+
+def test_fast_landmark_reading_matches_protobuf(photo):
+    import mediapipe as mp
+
+    from smartsession.vision.landmarks import _to_array
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        result = mesh.process(photo("astronaut"))
+    face = result.multi_face_landmarks[0]
+    slow = np.array([(p.x, p.y, p.z) for p in face.landmark])
+    assert np.array_equal(_to_array(face), slow)
+    face.landmark[0].visibility = 0.5  # another wire layout falls back to the slow path
+    assert np.array_equal(_to_array(face), slow)

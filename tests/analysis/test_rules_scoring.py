@@ -154,3 +154,10 @@ def test_calibration_window_is_time_based(astronaut_face):
     done = [cal.add(10 + i * 0.5, v if i % 2 else None) for i in range(6)]
     assert done == [False, False, False, False, True, True]
     assert cal.baseline().ear == pytest.approx(v[I["ear"]])
+
+
+def test_degenerate_landmarks_are_uncertain():
+    # Every landmark on one point: distances are zero, the head frame is undefined.
+    v = face_vector(np.full((478, 3), 0.5), (640, 480))
+    verdict = rules.quality_verdict(v)
+    assert verdict.state == "uncertain"
