@@ -408,6 +408,9 @@ async def run_simulation(
             delay = wall0 + s / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            elif delay < -dt / speed:
+                # Behind schedule (a busy machine): slow the lesson down rather than burst past the hub's rate limit.
+                wall0 -= delay
             while next_seg < len(seg_starts) and seg_starts[next_seg] <= s:
                 title = sc["segments"][next_seg]["title"]
                 if teacher is not None:
