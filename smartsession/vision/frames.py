@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -145,7 +146,9 @@ class VideoFrame:
 
 
 def _sampled(cap: cv2.VideoCapture, name: str, fps: float | None, native_fps: float,
-             max_frames: int | None) -> Iterator[VideoFrame]:
+             max_frames: int | None, live: bool = False) -> Iterator[VideoFrame]:
+    """Frames of an opened capture; ``live`` (webcams) stamps them with the clock, files with their position."""
+    start = time.monotonic()
     next_t = 0.0
     index = -1
     kept = 0
@@ -155,7 +158,7 @@ def _sampled(cap: cv2.VideoCapture, name: str, fps: float | None, native_fps: fl
             if not ok:
                 break
             index += 1
-            t = index / native_fps
+            t = time.monotonic() - start if live else index / native_fps
             if fps is not None:
                 # Time-based sampling keeps N frames per second of media whatever the native rate.
                 if t + 1e-9 < next_t:
@@ -209,4 +212,4 @@ def read_camera(index: int, fps: float | None = None, max_frames: int | None = N
         )
     native = cap.get(cv2.CAP_PROP_FPS)
     native = native if math.isfinite(native) and native > 0 else 30.0
-    return _sampled(cap, f"camera {index}", fps, native, max_frames)
+    return _sampled(cap, f"camera {index}", fps, native, max_frames, live=True)

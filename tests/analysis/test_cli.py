@@ -73,11 +73,13 @@ def test_csv_video_every_frame_and_with_fps(tmp_path):
 
 
 def test_no_emotions_and_missing_paths(tmp_path):
-    proc = analyze(pyfeat_file("WolfgangLanger_Pexels.mp4"), tmp_path / "nothing.mp4", "--fps", "4", "--no-emotions")
+    proc = analyze(pyfeat_file("WolfgangLanger_Pexels.mp4"), tmp_path / "nothing.mp4", "99", "--fps", "4",
+                   "--no-emotions")
     assert proc.returncode == 1
     states = {json.loads(line)["state"] for line in proc.stdout.splitlines()}
     assert states and states <= set(ATTENTION_STATES)
     assert "nothing.mp4: no such file" in proc.stderr
+    assert "camera 99: cannot open it" in proc.stderr
 
 
 def test_bad_fps_and_help():

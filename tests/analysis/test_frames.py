@@ -109,3 +109,8 @@ def test_video_errors(tmp_path):
         list(frames.read_video(empty))
     with pytest.raises(FrameError, match="positive"):
         list(frames.read_video(pyfeat_file("single_face.mp4"), fps=0))
+
+
+def test_missing_webcam_is_a_clear_error():
+    with pytest.raises(FrameError, match="camera 99: cannot open it; check that a webcam is connected"):
+        frames.read_camera(99)
