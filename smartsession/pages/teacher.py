@@ -15,9 +15,11 @@ import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -155,6 +157,40 @@ def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, heig
     )
 
 
+def fetch_session(hub: str, session_id: str, token: str) -> dict[str, Any]:
+    """The hub's JSON export of one session (states, segments, students), with the teacher token."""
+    from smartsession.hub.client import HubError, ssl_context
+
+    url = f"{hub}/smartsession/api/sessions/{quote(session_id)}/export.json"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=ssl_context(hub)) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise HubError(f"the hub refused the session export ({exc.code}): reload the page with the teacher link") from None
+    except urllib.error.URLError as exc:
+        raise HubError(f"cannot reach the hub at {hub} ({exc.reason}): is `smartsession serve` running?") from None
+
+
+def session_report_html(doc: dict[str, Any]) -> str:
+    """The report of an exported session (``smartsession.report``), as one self-contained HTML document."""
+    import pandas as pd
+
+    from smartsession.hub.store import STATE_COLUMNS
+    from smartsession.report.build import SessionData, build_report
+
+    session = doc.get("session") or {}
+    data = SessionData(
+        states=pd.DataFrame(doc["states"], columns=None if doc["states"] else STATE_COLUMNS),
+        segments=pd.DataFrame(doc.get("segments") or []),
+        students=pd.DataFrame(doc.get("students") or []),
+        session_id=str(session.get("session_id") or ""),
+        title=session.get("title") or "",
+    )
+    # The teacher's own page: names, not "Student 1"; the report files written for sharing stay anonymous.
+    return build_report(data, names=True).to_html()
+
+
 def _natural(card) -> list:
     """Sort key so that "Student 2" comes before "Student 10"."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", card.label.lower())]
@@ -177,6 +213,7 @@ _STYLE = """<style>
 .ss-status { color: #546e7a; font-size: 13px; }
 .ss-status[data-status="error"] { color: #c62828; }
 .ss-join a { word-break: break-all; }
+.ss-report { width: 100%; height: 900px; border: 1px solid #e0e0e0; border-radius: 6px; }
 </style>"""
 
 
@@ -246,7 +283,12 @@ class TeacherPage:
         self.segment_button.on_click(lambda _: self._start_segment())
         self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
         self.emotions_box.observe(self._on_emotions_box, "value")
-        controls = w.HBox([self.session_button, self.segment_title, self.segment_button, self.emotions_box])
+        self.report_button = w.Button(description="Session report", tooltip="The report of this session so far")
+        self.report_button.on_click(lambda _: self._toggle_report())
+        self.report = w.HTML()
+        controls = w.HBox(
+            [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
+        )
         self.notice = w.HTML()
 
         self.gauge = w.HTML(gauge_html(None))
@@ -291,6 +333,7 @@ class TeacherPage:
                 self.show_hidden,
                 self.grid,
                 self.detail,
+                self.report,
                 self.join,
             ],
             layout=w.Layout(display="none"),
@@ -433,7 +476,10 @@ class TeacherPage:
                 f'data-join="{html.escape(link)}">{html.escape(link)}</a><div>{qr_svg(link)}</div></div>'
             )
         else:
-            self.join.value = "<i>Open this page from the teacher link `smartsession serve` printed to see the join link.</i>"
+            self.join.value = (
+                "<i>No join code known for this class: add <code>&amp;join=CODE</code> (from the output of "
+                "<code>smartsession serve</code>) to this page's address to show the join link and its QR code.</i>"
+            )
         self.dashboard.layout.display = None
 
     def _draw_controls(self) -> None:
@@ -512,6 +558,37 @@ class TeacherPage:
             self._notify(f"{command} failed: {exc}")
         else:
             self._notify("")
+
+    def _toggle_report(self) -> None:
+        if self.report.value:
+            self.report.value = ""
+            self.report_button.description = "Session report"
+            return
+        session_id = self.view.session_id if self.view is not None else None
+        if not session_id:
+            self._notify("No session yet: the report covers a session, which starts when a student joins")
+            return
+        self._notify("Building the session report…")
+        self.report_button.disabled = True
+        asyncio.get_event_loop().create_task(self._build_report(session_id))
+
+    async def _build_report(self, session_id: str) -> None:
+        from smartsession.hub.client import hub_url
+
+        loop = asyncio.get_running_loop()
+        try:
+            # Off the event loop: the export and the report take a moment with a long session.
+            doc = await loop.run_in_executor(None, fetch_session, hub_url(self.hub_url), session_id, self.token)
+            page = await loop.run_in_executor(None, session_report_html, doc)
+        except Exception as exc:  # a failed report must not disturb the live page
+            self._notify(f"The report could not be built: {exc}")
+            return
+        finally:
+            self.report_button.disabled = False
+        # srcdoc keeps the report's own scripts (plotly, inlined) apart from the dashboard's.
+        self.report.value = f'<iframe class="ss-report" data-session="{html.escape(session_id)}" srcdoc="{html.escape(page)}"></iframe>'
+        self.report_button.description = "Hide report"
+        self._notify("")
 
     def _toggle_session(self) -> None:
         if self.view is not None and self.view.session_id:

@@ -7,7 +7,9 @@ that kernel's event loop exactly as under Voila; students publish with ``Student
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 import threading
 import time
 
@@ -175,6 +177,13 @@ def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, k
     assert "Ana B." in kernel.wait_for("page.detail_title.value", lambda v: "Ana B." in v)
     kernel.run("page._toggle_hidden()")
     kernel.wait_for("len(page.grid.cards)", lambda n: n == 2)
+
+    # The session report (smartsession.report) of what the hub stored, built off the loop, inline.
+    kernel.run("page._toggle_report()")
+    report = kernel.wait_for("page.report.value", lambda v: "srcdoc" in v, timeout=60)
+    session_id = kernel.json("page.view.session_id")
+    assert f'data-session="{session_id}"' in report and "Ana B." in report
+    assert not re.search(r"<(script|link)[^>]+(src|href)=.https?:", html.unescape(report))  # plotly is inlined
 
     for pub in (ana, ben):
         hub.run(pub.stop())
