@@ -6,6 +6,7 @@ Imported by the student side, the hub and the teacher side; docs/PROTOCOL.md des
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -45,23 +46,35 @@ def _require(cond: bool, what: str) -> None:
         raise SchemaError(what)
 
 
+_IDENT = re.compile(r"[\w.-]{1,64}")
+
+
 def _ident(value: Any, name: str) -> str:
+    if isinstance(value, str) and _IDENT.fullmatch(value):
+        return value
     _require(isinstance(value, str), f"{name} must be a string")
     _require(1 <= len(value) <= 64, f"{name} must be 1-64 characters")
-    _require(
-        all(c.isalnum() or c in "-_." for c in value),
-        f"{name} may only contain letters, digits, '-', '_' and '.'",
-    )
-    return value
+    raise SchemaError(f"{name} may only contain letters, digits, '-', '_' and '.'")
 
 
 def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    # The happy path first: this runs for every field of every state message the hub receives.
+    if value.__class__ is float or value.__class__ is int:
+        if lo <= value <= hi:
+            return float(value)
     _require(
         isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number"
     )
     _require(math.isfinite(value), f"{name} must be finite")
-    _require(lo <= value <= hi, f"{name} must be between {lo} and {hi}")
-    return float(value)
+    raise SchemaError(f"{name} must be between {lo} and {hi}")
+
+
+STATE_FIELDS = frozenset({
+    "type", "v", "class_id", "student_id", "seq", "t", "state", "engagement",
+    "confidence", "features", "segment", "paused", "consent",
+})
+_STATE_SET = frozenset(STATES)
+_SHARED_SET = frozenset(SHARED_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -83,9 +96,12 @@ class StateMessage:
     v: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["features"] = dict(self.features)
-        return d
+        return {
+            "class_id": self.class_id, "student_id": self.student_id, "seq": self.seq, "t": self.t,
+            "state": self.state, "engagement": self.engagement, "confidence": self.confidence,
+            "features": dict(self.features), "segment": self.segment, "paused": self.paused,
+            "consent": self.consent, "type": self.type, "v": self.v,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StateMessage":
@@ -93,28 +109,29 @@ class StateMessage:
         _require(isinstance(d, Mapping), "message must be a JSON object")
         _require(d.get("type") == "state", "type must be 'state'")
         _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
-        known = {
-            "type", "v", "class_id", "student_id", "seq", "t", "state", "engagement",
-            "confidence", "features", "segment", "paused", "consent",
-        }
-        extra = set(d) - known
-        _require(not extra, f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+        if not STATE_FIELDS.issuperset(d):
+            extra = set(d) - STATE_FIELDS
+            raise SchemaError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
         seq = d.get("seq")
         _require(isinstance(seq, int) and not isinstance(seq, bool), "seq must be an integer")
         _require(0 <= seq < 2**53, "seq must be between 0 and 2**53")
         state = d.get("state")
-        _require(state in STATES, f"state must be one of {', '.join(STATES)}")
+        if state not in _STATE_SET:
+            raise SchemaError(f"state must be one of {', '.join(STATES)}")
         feats = d.get("features", {})
         _require(isinstance(feats, Mapping), "features must be an object")
         _require(len(feats) <= MAX_FEATURES, f"at most {MAX_FEATURES} features")
+        features = {}
         for k, val in feats.items():
-            _require(k in SHARED_FEATURES, f"feature {k!r} is not shared; allowed: {', '.join(SHARED_FEATURES)}")
-            _number(val, f"features.{k}", -1e6, 1e6)
+            if k not in _SHARED_SET:
+                raise SchemaError(f"feature {k!r} is not shared; allowed: {', '.join(SHARED_FEATURES)}")
+            features[k] = _number(val, "features." + k, -1e6, 1e6)
         segment = d.get("segment")
         if segment is not None:
             _ident(segment, "segment")
-        for flag in ("paused", "consent"):
-            _require(isinstance(d.get(flag, False), bool), f"{flag} must be true or false")
+        paused, consent = d.get("paused", False), d.get("consent", True)
+        _require(paused is True or paused is False, "paused must be true or false")
+        _require(consent is True or consent is False, "consent must be true or false")
         return cls(
             class_id=_ident(d.get("class_id"), "class_id"),
             student_id=_ident(d.get("student_id"), "student_id"),
@@ -123,10 +140,10 @@ class StateMessage:
             state=state,
             engagement=_number(d.get("engagement"), "engagement", 0, 100),
             confidence=_number(d.get("confidence"), "confidence", 0, 1),
-            features={k: float(v) for k, v in feats.items()},
+            features=features,
             segment=segment,
-            paused=d.get("paused", False),
-            consent=d.get("consent", True),
+            paused=paused,
+            consent=consent,
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 from smartsession.hub.auth import AuthError, Claims, verify_token
 from smartsession.schema import (
     PROTOCOL_VERSION,
+    STATE_FIELDS,
     SchemaError,
     Segment,
     Snapshot,
@@ -100,6 +101,7 @@ class Connection:
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.claims: Claims | None = None
         self.last_seq = -1
+        self.verbatim = False
 
     @property
     def authenticated(self) -> bool:
@@ -165,6 +167,8 @@ class Connection:
         if state.seq <= self.last_seq:
             return Stale(state.seq, self.last_seq)
         self.last_seq = state.seq
+        # Every field present: the raw text may be forwarded verbatim (see Hub.accept_state).
+        self.verbatim = len(msg) == len(STATE_FIELDS)
         return state
 
     def _command(self, msg: dict[str, Any]) -> TeacherCommand:

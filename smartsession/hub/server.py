@@ -67,6 +67,9 @@ class HubConfig(Configurable):
         config=True
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+    commit_interval = Float(
+        0.25, help="Seconds the store gathers rows before one commit; acks follow each commit."
+    ).tag(config=True)
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -136,7 +139,7 @@ class Hub:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.secret = self.config.secret or auth.load_secret(data_dir)
         self.admin_token = auth.load_admin_token(data_dir, self.secret)
-        self.store = Store(data_dir)
+        self.store = Store(data_dir, batch_seconds=self.config.commit_interval)
         self._acks = _AckQueue(asyncio.get_running_loop())
         await self.backplane.start(self._on_remote_event)
         self._sweeper = PeriodicCallback(self._sweep, 500)
@@ -276,14 +279,25 @@ class Hub:
         if room is not None:
             self._broadcast(key[0], room.presence_event(key[1], "disconnected", time.time()))
 
-    def accept_state(self, handler: "StudentHandler", msg: StateMessage) -> None:
+    def accept_state(self, handler: "StudentHandler", msg: StateMessage, raw: str | None) -> None:
+        """Route a validated state: teachers first, then the backplane and the store (ack after commit)."""
         room = self.rooms[msg.class_id]
         now = time.time()
-        self.ensure_session(room, now)
-        if msg.segment is None and room.segment is not None:
-            msg = StateMessage(**{**msg.to_dict(), "segment": room.segment.segment_id})
+        if room.session_id is None:
+            self.ensure_session(room, now)
         event = room.state_event(msg, now)
-        self._broadcast(msg.class_id, event)
+        if event["segment"] is None and room.segment is not None:
+            event["segment"] = room.segment.segment_id  # stamped late: the student had not heard of it yet
+            raw = None
+        if raw is None:
+            text = dumps(event)
+        else:
+            # The raw text passed validation (only known fields, checked values), so teachers get it as sent
+            # plus the receive time, without encoding it again: the hot path of every classroom.
+            text = raw.rstrip()[:-1] + ',"received":' + repr(now) + "}"
+        for teacher in self.teachers.get(msg.class_id, ()):
+            teacher.send(text)
+        self.backplane.publish(msg.class_id, event)
         seq = msg.seq
         self.store.add_state(room.session_id, event, lambda: self._acks.put(handler, seq))
 
@@ -408,7 +422,7 @@ class _Handler(websocket.WebSocketHandler):
         if isinstance(event, Hello):
             self.hub.pending.discard(self)
             return self._hello(event)
-        return self.handle(event)
+        return self.handle(event, message)
 
     async def _hello(self, hello: Hello) -> None:
         try:
@@ -438,12 +452,12 @@ class StudentHandler(_Handler):
     def welcome(self, room: ClassRoom, hello: Hello) -> None:
         self.send(dumps(self.hub.attach_student(self, room, hello.claims)))
 
-    def handle(self, event) -> None:
+    def handle(self, event, raw: str) -> None:
         if isinstance(event, Stale):
             self.send(dumps({"type": "nack", "seq": event.seq, "last_seq": event.last_seq,
                              "reason": "seq not above the last accepted one: dropped"}))
         else:
-            self.hub.accept_state(self, event)
+            self.hub.accept_state(self, event, raw if self.conn.verbatim else None)
 
     def leave(self) -> None:
         self.hub.detach_student(self)
@@ -461,7 +475,7 @@ class TeacherHandler(_Handler):
         self.hub.teachers.setdefault(room.class_id, set()).add(self)
         self.send(dumps(room.snapshot().to_dict()))
 
-    def handle(self, cmd: TeacherCommand) -> None:
+    def handle(self, cmd: TeacherCommand, raw: str) -> None:
         self.send(dumps(self.hub.command(self.room, cmd)))
 
     def leave(self) -> None:

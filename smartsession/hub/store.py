@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -63,14 +62,18 @@ class Store:
     A context manager; ``close()`` flushes what is queued and may be called twice.
     """
 
-    def __init__(self, path: str | Path, batch_seconds: float = 0.05, batch_rows: int = 2000):
+    def __init__(self, path: str | Path, batch_seconds: float = 0.05):
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
             path = path / FILENAME
         self.path = path
-        self.batch_seconds, self.batch_rows = batch_seconds, batch_rows
-        self._queue: queue.Queue = queue.Queue()
+        self.batch_seconds = batch_seconds
+        # Rows wait in a plain list; the writer thread swaps it out every batch_seconds. Appending takes an
+        # uncontended lock and wakes nobody, so the event loop pays next to nothing per row.
+        self._pending: list = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._db = _connect(path)
         self._db.executescript(SCHEMA)
         self._db.commit()
@@ -89,7 +92,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._wake.set()
         self._writer.join()
         self._db.close()
 
@@ -98,27 +101,21 @@ class Store:
     def _submit(self, sql: str | None, params: tuple, on_commit: Callable[[], None] | None = None) -> None:
         if self._closed:
             raise RuntimeError("store is closed")
-        self._queue.put((sql, params, on_commit))
+        with self._lock:
+            self._pending.append((sql, params, on_commit))
 
     def _write_loop(self) -> None:
         db = _connect(self.path)
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is None:
+        while True:
+            self._wake.wait(self.batch_seconds)
+            self._wake.clear()
+            closing = self._closed
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._write(db, batch)
+            if closing:
                 break
-            batch = [item]
-            deadline = time.monotonic() + self.batch_seconds
-            while len(batch) < self.batch_rows:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._write(db, batch)
         db.close()
 
     @staticmethod
@@ -147,6 +144,7 @@ class Store:
         """Block until everything queued so far is committed."""
         done = threading.Event()
         self._submit(None, (), done.set)
+        self._wake.set()
         if not done.wait(timeout):
             raise TimeoutError("store did not commit in time")
 

@@ -1,0 +1,279 @@
+"""Hub throughput and latency next to a minimal websocket relay, under the same simulated classroom load.
+
+Run: ``python benchmarks/hub.py`` (loopback only, about 2-3 minutes). Last line: ``BENCH {...}`` for N=1000.
+
+N students publish at R Hz (30 per class, one teacher per class). Students and teachers live in several load
+processes; latency is capture time (``t`` in the message) to the teacher's receipt, on one machine's clock.
+Server CPU comes from /proc/<pid>/stat over the measured window, so the sustainable-rate ratio is the
+inverse ratio of CPU seconds per delivered message: both servers run one event loop, so a server saturates
+when its CPU per message times the message rate reaches one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PER_CLASS = 30
+WARM, MEASURE, GRACE = 1.5, 6.0, 1.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# --- the minimal relay: no auth, no validation, no store; forwards each student's text to its class' teachers ---
+
+
+async def relay_main(port: int) -> None:
+    import websockets
+
+    teachers: dict[str, set] = {}
+
+    async def handler(ws):
+        _, role, class_id = ws.request.path.split("/")[:3]
+        if role == "t":
+            teachers.setdefault(class_id, set()).add(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                teachers[class_id].discard(ws)
+            return
+        async for message in ws:
+            for t in teachers.get(class_id, ()):
+                try:
+                    await t.send(message)
+                except websockets.ConnectionClosed:
+                    pass
+
+    async with websockets.serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=None):
+        print("relay ready", flush=True)
+        await asyncio.Future()
+
+
+# --- load processes ---
+
+
+def state_text(class_id: str, student_id: str, seq: int) -> str:
+    return json.dumps({"type": "state", "v": 1, "class_id": class_id, "student_id": student_id, "seq": seq,
+                       "t": time.time(), "state": "focused", "engagement": 72.5, "confidence": 0.91,
+                       "features": {"yaw": 3.2, "pitch": -4.1, "gaze_x": 0.02, "ear": 0.29}}, separators=(",", ":"))
+
+
+async def load_main(kind, url, classes, rate, start_at, window, out) -> None:
+    import websockets
+
+    t0, t1 = window
+    sent = 0
+    latencies: list[float] = []
+    conns = []
+
+    async def drain(ws):
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+
+    async def teacher(path, token):
+        nonlocal latencies
+        ws = await websockets.connect(url + path, max_size=None, max_queue=None, ping_interval=None)
+        if token:
+            await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
+            await ws.recv()
+        conns.append(ws)
+
+        async def read():
+            try:
+                async for raw in ws:
+                    now = time.time()
+                    msg = json.loads(raw)
+                    if msg.get("type") == "state" and t0 <= msg["t"] < t1:
+                        latencies.append(now - msg["t"])
+            except websockets.ConnectionClosed:
+                pass
+
+        return asyncio.create_task(read())
+
+    async def student(path, token):
+        ws = await websockets.connect(url + path, max_size=None, max_queue=None, ping_interval=None)
+        if token:
+            await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
+            await ws.recv()
+        conns.append(ws)
+        asyncio.create_task(drain(ws))
+        return ws
+
+    readers = []
+    students = []
+    for c in classes:
+        readers.append(await teacher(c["teacher_path"], c.get("teacher_token")))
+        for s in c["students"]:
+            students.append((await student(s["path"], s.get("token")), c["class_id"], s["student_id"]))
+    period = 1.0 / rate
+    due = [start_at + random.random() * period for _ in students]
+    seqs = [0] * len(students)
+    cpu0 = None
+    while True:
+        now = time.time()
+        if cpu0 is None and now >= t0:
+            cpu0 = sum(os.times()[:2])
+        if now >= t1:
+            break
+        for i, (ws, class_id, student_id) in enumerate(students):
+            if due[i] <= now:
+                seqs[i] += 1
+                text = state_text(class_id, student_id, seqs[i])
+                await ws.send(text)
+                if t0 <= now < t1:
+                    sent += 1
+                due[i] += period
+        await asyncio.sleep(max(0.0, min(due) - time.time()) if due else 0.01)
+    cpu = sum(os.times()[:2]) - (cpu0 or 0)
+    await asyncio.sleep(GRACE)
+    out.put({"sent": sent, "latencies": latencies, "cpu": cpu})
+    for ws in conns:
+        await ws.close()
+
+
+def load_process(*args) -> None:
+    asyncio.run(load_main(*args))
+
+
+# --- orchestration ---
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if text in line:
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {line}")
+    raise TimeoutError(text)
+
+
+def layout(kind: str, n: int, secret: str | None) -> list[dict]:
+    classes = []
+    for c in range((n + PER_CLASS - 1) // PER_CLASS):
+        class_id = f"c{c:04d}"
+        count = min(PER_CLASS, n - c * PER_CLASS)
+        students = [{"student_id": f"s{c:04d}x{i:02d}"} for i in range(count)]
+        if kind == "hub":
+            from smartsession.hub import auth
+
+            entry = {"class_id": class_id, "teacher_path": f"/smartsession/ws/teacher/{class_id}",
+                     "teacher_token": auth.teacher_token(secret, class_id)}
+            for s in students:
+                s["path"] = f"/smartsession/ws/student/{class_id}/{s['student_id']}"
+                s["token"] = auth.student_token(secret, class_id, s["student_id"])
+        else:
+            entry = {"class_id": class_id, "teacher_path": f"/t/{class_id}"}
+            for s in students:
+                s["path"] = f"/s/{class_id}"
+        entry["students"] = students
+        classes.append(entry)
+    return classes
+
+
+def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
+    from smartsession.hub.testing import free_port
+
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="smartsession-bench-")
+    secret = None
+    if kind == "hub":
+        cmd = [sys.executable, "-m", "smartsession.hub.cli", "hub", "--port", str(port), "--data-dir", tmp]
+        ready = "listening"
+        from smartsession.hub import auth
+
+        secret = auth.load_secret(tmp)
+    else:
+        cmd = [sys.executable, __file__, "--relay", str(port)]
+        ready = "relay ready"
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_line(server, ready)
+        classes = layout(kind, n, secret)
+        connect_time = 2.0 + n / 400
+        start_at = time.time() + connect_time
+        window = (start_at + WARM, start_at + WARM + MEASURE)
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        shares = [classes[i::workers] for i in range(workers)]
+        procs = [ctx.Process(target=load_process, args=(kind, f"ws://127.0.0.1:{port}", share, rate, start_at,
+                                                        window, out)) for share in shares if share]
+        for p in procs:
+            p.start()
+        time.sleep(max(0.0, window[0] - time.time()))
+        cpu0 = proc_cpu(server.pid)
+        time.sleep(max(0.0, window[1] - time.time()))
+        cpu = proc_cpu(server.pid) - cpu0
+        results = [out.get(timeout=60 + n / 50) for _ in procs]
+        for p in procs:
+            p.join(30)
+    finally:
+        server.terminate()
+        server.wait(20)
+    sent = sum(r["sent"] for r in results)
+    lat = sorted(x for r in results for x in r["latencies"])
+    delivered = len(lat)
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
+    return {
+        "kind": kind, "students": n, "rate_hz": rate, "sent": sent, "delivered": delivered,
+        "delivered_ratio": delivered / sent if sent else 0.0, "msg_s": delivered / MEASURE,
+        "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "server_cpu": cpu / MEASURE,
+        "cpu_us_per_msg": cpu / max(1, delivered) * 1e6,
+        "load_cpu": sum(r["cpu"] for r in results) / MEASURE,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--relay", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--students", type=int, nargs="+", default=[30, 300, 1000])
+    parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=3, help="load processes")
+    args = parser.parse_args()
+    if args.relay:
+        asyncio.run(relay_main(args.relay))
+        return
+    print(f"{'server':6} {'N':>5} {'Hz':>4} {'sent':>7} {'deliv%':>7} {'msg/s':>7} {'p50ms':>7} {'p99ms':>7} "
+          f"{'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7}")
+    rows = {}
+    for n in args.students:
+        for kind in ("relay", "hub"):
+            r = run_case(kind, n, args.rate, args.workers)
+            rows[(kind, n)] = r
+            print(f"{kind:6} {n:5d} {args.rate:4g} {r['sent']:7d} {100 * r['delivered_ratio']:6.1f}% "
+                  f"{r['msg_s']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['server_cpu']:6.0%} "
+                  f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%}", flush=True)
+        hub, relay = rows[("hub", n)], rows[("relay", n)]
+        ratio = relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"]
+        print(f"  N={n}: hub sustainable rate / relay's = {ratio:.2f} (relay {relay['cpu_us_per_msg']:.0f} us/msg, "
+              f"hub {hub['cpu_us_per_msg']:.0f} us/msg incl. validation, auth'd routing, SQLite, acks)", flush=True)
+    n = max(args.students)
+    hub, relay = rows[("hub", n)], rows[("relay", n)]
+    print("BENCH " + json.dumps({
+        "students": n, "rate_hz": args.rate, "delivered_ratio": round(hub["delivered_ratio"], 4),
+        "p99_ms": round(hub["p99_ms"], 2), "relay_ratio": round(relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"], 3),
+        "p50_ms": round(hub["p50_ms"], 2), "msg_s": round(hub["msg_s"], 1),
+        "hub_cpu_us_per_msg": round(hub["cpu_us_per_msg"], 1), "relay_cpu_us_per_msg": round(relay["cpu_us_per_msg"], 1),
+        "relay_p99_ms": round(relay["p99_ms"], 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
