@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,10 +192,14 @@ class FaceLandmarker:
         return out
 
     def detect(self, rgb: np.ndarray, t: float | None = None) -> FaceLandmarks:
-        """Landmarks of the largest face in an RGB uint8 frame; ``t`` (seconds) paces face counting in streams."""
+        """Landmarks of the largest face in an RGB uint8 frame.
+
+        ``t`` (seconds, default: the clock) paces the once-a-second face count in stream mode.
+        """
         if self._closed:
             raise RuntimeError("this FaceLandmarker is closed; create a new one (use it in a `with` block)")
         h, w = rgb.shape[:2]
+        t = time.monotonic() if t is None else t
         result = self._run(self._mesh, rgb)
         meshes = [_to_array(face) for face in (result.multi_face_landmarks or [])]
         boxes = None
@@ -205,7 +210,7 @@ class FaceLandmarker:
             boxes = self._detections(rgb) if self.fallback else []
             count = len(boxes)
             self._last_count_t, self._count = t, count
-        elif t is None or self._last_count_t is None or t - self._last_count_t >= COUNT_INTERVAL or t < self._last_count_t:
+        elif self._last_count_t is None or not 0 <= t - self._last_count_t < COUNT_INTERVAL:
             boxes = self._detections(rgb)
             self._last_count_t, self._count = t, max(1, len(boxes))
             count = self._count

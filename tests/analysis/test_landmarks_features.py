@@ -137,3 +137,15 @@ def test_fast_landmark_reading_matches_protobuf(photo):
     assert np.array_equal(_to_array(face), slow)
     face.landmark[0].visibility = 0.5  # another wire layout falls back to the slow path
     assert np.array_equal(_to_array(face), slow)
+
+
+def test_stream_mode_tracks_and_counts_once_a_second(photo, video_frames):
+    group = photo("multi_face.jpg")
+    with FaceLandmarker() as stream:
+        first = stream.detect(group, t=0.0)
+        assert first.face and first.faces >= 4
+        assert stream.detect(group, t=0.5).faces == first.faces  # counted at t=0, not again yet
+        frames = video_frames("single_face.mp4", count=40)
+        found = [stream.detect(f, t=1.0 + i / 30) for i, f in enumerate(frames)]
+    assert all(f.face and f.via == "mesh" for f in found)
+    assert found[-1].faces == 1  # the count caught up with the new scene within a second
