@@ -63,7 +63,8 @@ async def relay_main(port: int) -> None:
 def state_text(class_id: str, student_id: str, seq: int) -> str:
     return json.dumps({"type": "state", "v": 1, "class_id": class_id, "student_id": student_id, "seq": seq,
                        "t": time.time(), "state": "focused", "engagement": 72.5, "confidence": 0.91,
-                       "features": {"yaw": 3.2, "pitch": -4.1, "gaze_x": 0.02, "ear": 0.29}}, separators=(",", ":"))
+                       "features": {"yaw": 3.2, "pitch": -4.1, "gaze_x": 0.02, "ear": 0.29}, "segment": None,
+                       "paused": False, "consent": True}, separators=(",", ":"))
 
 
 async def load_main(kind, url, classes, rate, start_at, window, out) -> None:

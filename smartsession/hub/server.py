@@ -100,7 +100,7 @@ class _AckQueue:
         for handler, seq in items:
             highest[handler] = max(seq, highest.get(handler, -1))
         for handler, seq in highest.items():
-            handler.send(dumps({"type": "ack", "seq": seq}))
+            handler.send('{"type":"ack","seq":%d}' % seq)
 
 
 class Hub:
