@@ -524,6 +524,8 @@ def run(args: argparse.Namespace) -> int:
     if not url:
         print("smartsession simulate: give --url (e.g. http://127.0.0.1:8866) or set SMARTSESSION_HUB_URL", file=sys.stderr)
         return 2
+    from smartsession.hub.client import HubError
+
     try:
         result = asyncio.run(
             run_simulation(
@@ -532,7 +534,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda line: print(line, flush=True),
             )
         )
-    except (ScenarioError, ValueError, ConnectionError, OSError) as exc:
+    except (ScenarioError, ValueError, HubError, OSError) as exc:
         print(f"smartsession simulate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
