@@ -258,7 +258,8 @@ def change_scores(series: pd.DataFrame, settings: ReportSettings) -> tuple[np.nd
     keep = finite.copy()
     sigma = _mad_sigma(d[keep])
     for _ in range(3):
-        near = np.convolve((np.abs(np.nan_to_num(d)) > 2 * sigma).astype(float), np.ones(2 * w + 1), "same") > 0
+        loud = pd.Series(np.abs(np.nan_to_num(d)) > 2 * sigma, dtype=float)
+        near = loud.rolling(2 * w + 1, center=True, min_periods=1).max().to_numpy() > 0
         quiet = finite & ~near
         if quiet.sum() < max(10, w) or np.array_equal(quiet, keep):
             break
