@@ -21,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
-from voila.static_file_handler import AllowListFileHandler
+from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
 from voila.tornado.contentshandler import VoilaContentsHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
@@ -146,10 +146,6 @@ class SmartSessionApp(Voila):
             "default": {"pool_size": 0},
             lockdown.STUDENT_PAGE: {"pool_size": self.pool_size, "kernel_env_variables": self._pool_env()},
         }
-        # nbconvert's lab template imports mermaid from a CDN when a page holds a diagram; ours hold none,
-        # and a classroom may be offline: the pages must not name any outside host.
-        self.config.VoilaExporter.mermaid_js_url = ""
-        self.config.VoilaExporter.mermaid_layout_elk_js_url = ""
         self._kernel_env()
         self._redact_logs()
 
@@ -206,6 +202,7 @@ class SmartSessionApp(Voila):
             VoilaContentsHandler,
             AllowListFileHandler,
             RequestInfoSocketHandler,
+            TemplateStaticFileHandler,
         )
         voila = [route for route in super().init_handlers() if route[1] not in replaced]
         local = frozenset({"127.0.0.1", "::1", self.kernel_host})
@@ -229,6 +226,7 @@ class SmartSessionApp(Voila):
                 lockdown.LocalRequestInfoHandler,
                 {"local_addresses": local},
             ),
+            (url_path_join(base, r"/voila/templates/(.*)"), lockdown.TemplateAssetsHandler),
             (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
         ]
         return ours + hub_handlers(self.hub, base) + voila

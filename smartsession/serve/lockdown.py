@@ -13,6 +13,7 @@ import re
 
 import tornado.web
 from voila.request_info_handler import RequestInfoSocketHandler
+from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
 from smartsession.hub.auth import AuthError, check_join_code, verify_token
@@ -41,6 +42,8 @@ _SECRET_PARAMS = re.compile(r"(?i)\b(token|join)=[^&\s\"'<>]+")
 _CDN_STYLESHEET = re.compile(
     r"""<link\b[^>]*\bhref=["']https?://[^"']*(?:fontawesome|font-awesome)[^"']*["'][^>]*>\s*""", re.I
 )
+
+_CDN_DIAGRAMS = re.compile(r"<script type=\"module\">(?:(?!</script>).)*?\.jp-Mermaid(?:(?!</script>).)*</script>", re.S)
 
 
 def redact(text: str) -> str:
@@ -78,7 +81,11 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def offline_html(snippet: str, base_url: str) -> str:
-    """Point the page's icon stylesheet at the copy served locally instead of a CDN (classrooms may be offline)."""
+    """Make a page snippet name no outside host (classrooms may be offline, and pages should not leak visits).
+
+    The icon stylesheet points at the copy served here; nbconvert's diagram (mermaid) loader, which imports
+    from a CDN and is not configurable, is dropped: our pages hold no diagrams.
+    """
     local = f'<link rel="stylesheet" href="{base_url}{FONT_AWESOME_CSS}" type="text/css" />\n'
     found = False
 
@@ -87,7 +94,7 @@ def offline_html(snippet: str, base_url: str) -> str:
         first, found = not found, True
         return local if first else ""
 
-    return _CDN_STYLESHEET.sub(swap, snippet)
+    return _CDN_DIAGRAMS.sub("", _CDN_STYLESHEET.sub(swap, snippet))
 
 
 def message_page(title: str, text: str) -> str:
@@ -209,6 +216,17 @@ class GoneHandler(MessagePageMixin, tornado.web.RequestHandler):
 
     def prepare(self):
         raise tornado.web.HTTPError(404, reason="Not Found")
+
+
+class TemplateAssetsHandler(TemplateStaticFileHandler):
+    """Voila's template assets, with a 404 instead of a 500 for paths that are not ``<template>/static/<file>``."""
+
+    @classmethod
+    def get_absolute_path(cls, root, path):
+        try:
+            return super().get_absolute_path(root, path)
+        except (ValueError, AssertionError):
+            raise tornado.web.HTTPError(404, reason="Not Found") from None
 
 
 class LocalRequestInfoHandler(RequestInfoSocketHandler):

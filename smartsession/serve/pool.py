@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Float
+from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
 
 
@@ -27,6 +27,16 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         config=True,
         help="Seconds without page requests before the kernel pool refills (0: refill at once).",
     )
+
+    @default("cull_idle_timeout")
+    def _default_cull_idle_timeout(self) -> int:
+        # A closed tab leaves its kernel behind (MediaPipe and all); cull it once unconnected and idle.
+        # Connected kernels are never culled (cull_connected stays False), pool kernels neither (Voila).
+        return 300
+
+    @default("cull_interval")
+    def _default_cull_interval(self) -> int:
+        return 60
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -1,0 +1,70 @@
+"""Helpers for the serve tests: fixture notebooks, reading a rendered Voila page, Jupyter kernel messages.
+
+The fixture student page behaves like the real one where serve is concerned (it waits for its request with
+Voila's handshake, then shows widgets) without importing MediaPipe, so a pool kernel warms in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import nbformat
+
+STUDENT = [
+    # The sleep keeps the pool visibly filling for a moment, like the real page importing MediaPipe.
+    "import os, time\nimport ipywidgets as w\nfrom voila.utils import get_query_string\ntime.sleep(2)",
+    "query = get_query_string()",
+    "from urllib.parse import parse_qs\n"
+    "print('class', parse_qs(query).get('class', ['?'])[0])\n"
+    "slider = w.IntSlider(description='x')\n"
+    "label = w.Label('start')\n"
+    "slider.observe(lambda change: setattr(label, 'value', f\"got {change['new']}\"), 'value')\n"
+    "display(slider)\n"
+    "display(label)",
+]
+TEACHER = ["print('teacher page rendered')"]
+SECRET = ["# TOP-SECRET-SOURCE\nprint('SECRET NOTEBOOK OUTPUT')"]
+#: Strings that must never appear in an anonymous answer.
+SECRET_MARKERS = ("TOP-SECRET-SOURCE", "SECRET NOTEBOOK OUTPUT", '"nbformat"', "secret.ipynb")
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, path)
+
+
+_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">\s*(.*?)\s*</script>', re.S)
+
+
+def widget_models(page: str) -> list[str]:
+    """Model ids of the widgets a rendered Voila page displays, in order."""
+    ids = []
+    for block in _OUTPUT.findall(page):
+        view = json.loads(block).get("data", {}).get("application/vnd.jupyter.widget-view+json")
+        if view:
+            ids.append(view["model_id"])
+    return ids
+
+
+def kernel_message(msg_type: str, content: dict, channel: str = "shell") -> dict:
+    """A Jupyter message as a page sends it over ``/api/kernels/{id}/channels`` (JSON protocol)."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "session": "serve-test",
+            "username": "student",
+            "version": "5.3",
+            "date": "2026-01-01T00:00:00Z",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": channel,
+        "buffers": [],
+    }

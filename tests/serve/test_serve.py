@@ -1,0 +1,98 @@
+"""`smartsession serve` as a whole: a real subprocess on 127.0.0.1 with a preheated pool and the hub.
+
+Startup, health and the pool, pages from warm kernels, an exhausted pool, refills that wait for quiet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from smartsession.serve.testing import class_arrival, kernel_id, running_server
+
+
+def test_server_prints_both_links_and_writes_them_for_scripts(server):
+    log = server.log_text()
+    assert server.teacher_url in log and server.join_url in log
+    assert server.teacher_url.startswith(f"http://127.0.0.1:") and f"class={server.class_id}" in server.teacher_url
+    assert f"token={server.teacher_token}" in server.teacher_url
+    assert server.join_url.endswith(f"/voila/render/student.ipynb?class={server.class_id}&join={server.join_code}")
+    record = json.loads((server.data_dir / "serve.json").read_text())
+    assert record["join_url"] == server.join_url
+    assert (server.data_dir / "serve.json").stat().st_mode & 0o077 == 0  # it holds the teacher token
+
+
+def test_health_reports_the_pool_filling_then_warm(server):
+    health = server.health()
+    assert health["ok"] is True and health["pool"]["size"] == 1
+    assert set(health["pool"]) == {"size", "started", "ready", "warm"}
+    seen = {health["warm"]}
+    health = server.wait_warm(180)
+    seen.add(health["warm"])
+    assert health["pool"] == {"size": 1, "started": 1, "ready": 1, "warm": True}
+    assert health["warm"] is True
+    # The fixture page sleeps before its handshake, so the server was reachable while still filling.
+    assert False in seen or "Kernel pool of student.ipynb is filled" in server.log_text()
+
+
+def test_student_page_renders_from_the_warm_pool_with_its_request(server):
+    server.wait_warm(180)
+    page = server.request(server.join_url)
+    assert page.status == 200
+    kid = kernel_id(page.text)
+    assert f"Using pre-heated kernel: {kid} for student.ipynb" in server.log_text()
+    # The pool kernel ran the notebook before the request, then received the request's query string.
+    assert f"class {server.class_id}" in page.text
+    assert "got" not in page.text and "IntSliderModel" not in page.text  # widget state travels over comms
+
+
+def test_an_exhausted_pool_falls_back_to_a_cold_kernel(server):
+    server.wait_warm(180)
+    with ThreadPoolExecutor(2) as pool:
+        pages = list(pool.map(lambda _: server.request(server.join_url, timeout=240), range(2)))
+    assert [p.status for p in pages] == [200, 200]
+    assert all(f"class {server.class_id}" in p.text for p in pages)
+    kids = [kernel_id(p.text) for p in pages]
+    log = server.log_text()
+    from_pool = [k for k in kids if f"Using pre-heated kernel: {k}" in log]
+    assert len(from_pool) == 1, "one page takes the pool kernel, the other a cold kernel, none waits on the pool"
+    server.wait_warm(180)
+    for kid in kids:
+        assert server.shutdown_kernel(kid) == 204
+
+
+def test_class_arrival_measures_pages_against_the_pool(server):
+    server.wait_warm(180)
+    figure = class_arrival(server, 1)
+    assert figure["students"] == 1 and figure["failed"] == 0
+    assert 0 < figure["p50_s"] <= figure["max_s"] <= figure["wall_s"] + 0.01
+
+
+def test_restart_reopens_the_same_default_class(tmp_path, dashboards):
+    with running_server(tmp_path, pool_size=0, dashboards=dashboards) as first:
+        class_id, join_code = first.class_id, first.join_code
+    with running_server(tmp_path, pool_size=0, dashboards=dashboards) as second:
+        assert (second.class_id, second.join_code) == (class_id, join_code)
+        assert second.request(second.teacher_url).status == 200
+
+
+def test_missing_dashboards_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "smartsession", "serve", "--dashboards", str(tmp_path / "nowhere"),
+         "--data-dir", str(tmp_path / "data"), "--port", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "pass --dashboards DIR" in result.stderr + result.stdout
+
+
+def test_lan_address_binding_keeps_preheated_kernels_reaching_the_server(tmp_path, dashboards):
+    # 127.0.0.2 stands in for a classroom address: the pool kernels' handshake must go there, not to 127.0.0.1.
+    with running_server(tmp_path, pool_size=1, dashboards=dashboards, host="127.0.0.2") as srv:
+        assert srv.url.startswith("http://127.0.0.2:")
+        srv.wait_warm(180)
+        page = srv.request(srv.join_url)
+        assert page.status == 200 and f"class {srv.class_id}" in page.text
+        assert f"Using pre-heated kernel: {kernel_id(page.text)}" in srv.log_text()
