@@ -158,6 +158,8 @@ class _Client:
                     self._on_poison()
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
                 log.info("hub at %s unreachable (%s): retrying in %.1f s", self.url, exc, delay)
+            except Exception:
+                log.exception("unexpected error talking to the hub at %s: reconnecting", self.url)
             finally:
                 self._ws = None
                 self.connected.clear()
@@ -259,8 +261,12 @@ class StudentPublisher(_Client):
         self._ack(last)
         self.seq = max(self.seq, last)
         self._status(msg)
-        for queued in list(self.outbox):
-            await ws.send(json.dumps(queued.to_dict(), separators=(",", ":")))
+        # Resend what is unacknowledged, including states published while we were resending.
+        sent_upto = last
+        while pending := [m for m in self.outbox if m.seq > sent_upto]:
+            for queued in pending:
+                await ws.send(json.dumps(queued.to_dict(), separators=(",", ":")))
+                sent_upto = queued.seq
 
     def _ack(self, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)
@@ -332,6 +338,10 @@ class TeacherSubscriber(_Client):
         self._queue.put_nowait(msg)
 
     def _on_message(self, msg: dict) -> None:
+        if msg.get("type") == "batch":
+            for event in msg["events"]:
+                self._on_message(event)
+            return
         if msg.get("type") == "result":
             fut = self._results.pop(msg.get("id"), None)
             if fut is not None and not fut.done():

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from types import SimpleNamespace
 
 import pytest
@@ -84,11 +85,18 @@ async def closed_with(ws, timeout: float = 10) -> tuple[int, str]:
         return exc.rcvd.code, exc.rcvd.reason
 
 
+_unread: dict[int, deque] = {}
+
+
 async def until(ws, pred, timeout: float = 10) -> dict:
-    """The next message for which ``pred(msg)`` is true (others are skipped)."""
+    """The next message for which ``pred(msg)`` is true (others are skipped; ``batch`` frames unpacked)."""
     deadline = time.monotonic() + timeout
+    unread = _unread.setdefault(id(ws), deque())
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if not unread:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+            unread.extend(msg["events"] if msg.get("type") == "batch" else [msg])
+        msg = unread.popleft()
         if pred(msg):
             return msg
 
