@@ -94,7 +94,7 @@ class ClassView:
     as disconnected (a frozen tab or a dead kernel may keep its socket open for a while).
     """
 
-    def __init__(self, class_id: str, *, stale_after: float = 10.0, spark_seconds: int = 60):
+    def __init__(self, class_id: str, *, stale_after: float = 8.0, spark_seconds: int = 60):
         self.class_id = class_id
         self.stale_after = stale_after
         self.spark_seconds = spark_seconds
