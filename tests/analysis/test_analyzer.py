@@ -92,11 +92,16 @@ def test_every_frame_of_a_face_video_has_the_face(state_model, run_video):
 
 
 def test_steady_face_does_not_flicker(state_model, run_video):
-    # The first 6 s of WolfgangLanger_Pexels.mp4: one person, steady head, a sad face, 24 fps.
+    # Frames 240-440 of WolfgangLanger_Pexels.mp4: 8 s of one person laughing, head steady, at 24 fps.
     with Analyzer(model=state_model) as an:
-        obs = run_video(an, "WolfgangLanger_Pexels.mp4", 24.0, count=144)
-    flips = sum(a.state != b.state for a, b in zip(obs, obs[1:]))
-    assert flips <= 2, collections.Counter(o.state for o in obs)
+        obs = run_video(an, "WolfgangLanger_Pexels.mp4", 24.0, start=240, count=200)
+    states = [o.state for o in obs]
+    flips = sum(a != b for a, b in zip(states, states[1:]))
+    assert flips <= 1, collections.Counter(states)
+    # The whole video (sad, eyes shut, looking up, laughing) changes state a handful of times, not per frame.
+    with Analyzer(model=state_model) as an:
+        whole = [o.state for o in run_video(an, "WolfgangLanger_Pexels.mp4", 24.0)]
+    assert sum(a != b for a, b in zip(whole, whole[1:])) <= 8
 
 
 def test_emotions_off_never_reports_happy_or_confused(state_model, photo, run_video):
