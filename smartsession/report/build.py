@@ -112,6 +112,10 @@ def _load_store(store: Any, session_id: str | None) -> SessionData:
         listed = ", ".join(map(str, sessions["session_id"].tolist()[-10:])) or "none"
         raise LookupError(f"no session {session_id!r} in the store; known sessions: {listed}")
     title = known["title"].iloc[0]
+    if title is None or (isinstance(title, float) and math.isnan(title)):
+        # Sessions opened implicitly have no title: name them after their class.
+        info = store.class_info(str(known["class_id"].iloc[0])) if hasattr(store, "class_info") else None
+        title = info["title"] if info and info.get("title") else None
     if getattr(store, "path", None) is not None:
         store.flush()  # what the hub has accepted so far is in the file the report reads
     return SessionData(

@@ -91,7 +91,10 @@ def engagement_figure(report) -> go.Figure:
         title="Class engagement over time",
         xaxis=dict(title="minutes since the start", zeroline=False),
         yaxis=dict(title="engagement (0-100)", range=[0, 105]),
-        yaxis2=dict(title="students", overlaying="y", side="right", rangemode="tozero", showgrid=False),
+        yaxis2=dict(
+            title="students", overlaying="y", side="right", showgrid=False, tickformat="d",
+            range=[0, max(1, int(s["students"].max()) if len(s) else 1) * 1.6],  # keep the count below the curve
+        ),
         legend=dict(orientation="h", y=-0.2),
         height=440, margin=dict(l=60, r=60, t=60, b=40), font=FONT, template="plotly_white",
     )
@@ -117,8 +120,8 @@ def states_figure(report) -> go.Figure:
         title="Share of students in each state, per segment",
         barmode="stack", xaxis=dict(title="% of time (students weigh the same)", range=[0, 100]),
         yaxis=dict(autorange="reversed"), height=max(220, 60 + 40 * len(seg)),
-        margin=dict(l=160, r=20, t=60, b=40), font=FONT, template="plotly_white",
-        legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=160, r=20, t=90, b=50), font=FONT, template="plotly_white",
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", traceorder="normal"),
     )
     return fig
 

@@ -1,0 +1,81 @@
+"""The HTML report in headless Chromium, offline: a simulated lesson through a real hub, its plots render.
+
+The page is opened from a file with every network request refused, so a CDN or any fetch would show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from smartsession.hub.standalone import running_hub
+from smartsession.report import build_report
+from smartsession.simulate import run_simulation
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory):
+    """report.html of a 10-student lesson where engagement drops in "Long derivation" (30 s of wall time)."""
+    tmp = tmp_path_factory.mktemp("report")
+
+    async def play():
+        async with running_hub(data_dir=str(tmp / "hub")) as (hub, url):
+            info = hub.create_class("Biology 1A")
+            result = await run_simulation(
+                url, info["class_id"], info["join_code"], 10, rate_hz=1, duration_s=480, scenario="drop",
+                teacher_token=info["teacher_token"], seed=5, speed=16,
+            )
+            hub.store.flush()
+            return build_report(hub.store, result.session_id)
+
+    # Playwright's sync API already runs an event loop in this thread: play the lesson in another one.
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(asyncio.run, play()).result()
+    assert not report.drops.empty
+    (path,) = report.write(tmp / "out", ["html"])
+    return path
+
+
+def test_report_renders_offline_with_its_plots(browser, report_file, screenshot):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    requests = []
+
+    def refuse_network(route):
+        requests.append(route.request.url)
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", refuse_network)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(report_file.as_uri())
+        page.wait_for_selector("#engagement-figure .main-svg", timeout=30_000)
+        # The class series, the students-present line, the drop marker: plotly drew real traces.
+        assert page.locator("#engagement-figure .scatterlayer .trace").count() >= 3
+        assert page.locator("#engagement-figure .shapelayer path").count() >= 4  # segment bands
+        assert page.locator("#states-figure .barlayer .trace").count() >= 2
+        assert page.locator("#drops li").count() >= 1
+        assert "Long derivation" in page.locator("#drops li").first.inner_text()
+        assert "Long derivation" in page.locator("#segments tbody tr").first.inner_text()
+
+        # Per-student timelines stay behind a click; opened, the heatmap gets the page's width.
+        assert not page.locator("#students").evaluate("d => d.open")
+        screenshot(page, "report")
+        page.locator("#students summary").click()
+        page.wait_for_selector("#students-figure .heatmaplayer", timeout=10_000)
+        width = page.locator("#students-figure .main-svg").first.evaluate("s => s.getBoundingClientRect().width")
+        assert width > 900
+        labels = page.locator("#students-figure .ytick text").evaluate_all("ts => ts.map(t => t.textContent)")
+        assert labels and all(label.startswith("Student ") for label in labels)
+        screenshot(page, "report-students")
+
+        assert errors == []
+        assert requests == [report_file.as_uri()], f"the report fetched something: {requests}"
+    finally:
+        context.close()
