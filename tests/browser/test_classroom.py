@@ -50,24 +50,30 @@ def offline_requests(page) -> list[str]:
     return outside
 
 
-def open_teacher(browser, server):
+def open_teacher(browser, server, url=None):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     teacher = context.new_page()
     outside = offline_requests(teacher)
-    teacher.goto(server.teacher_url, timeout=PAGE_TIMEOUT_MS)
+    teacher.goto(url or server.teacher_url, timeout=PAGE_TIMEOUT_MS)
     teacher.wait_for_selector(LIVE, timeout=PAGE_TIMEOUT_MS)
     return context, teacher, outside
 
 
 def test_teacher_sees_a_real_student_live_then_paused_then_gone(browser, server, screenshot):
-    teacher_context, teacher, outside = open_teacher(browser, server)
+    # With the join code in its address the page shows the students' link and its QR code.
+    teacher_context, teacher, outside = open_teacher(browser, server, f"{server.teacher_url}&join={server.join_code}")
     assert teacher.locator(".ss-card").count() == 0
     # Plotly's FigureWidget rendered from the package itself (anywidget), no CDN.
     teacher.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    join = teacher.locator(".ss-join a")
+    join.wait_for(timeout=30_000)
+    link = join.get_attribute("data-join")
+    assert link == server.join_url  # absolute, built from the host the teacher used
+    assert teacher.locator(".ss-join svg").count() == 1
 
     student_context = browser.new_context(viewport={"width": 1100, "height": 800})
     student = student_context.new_page()
-    student.goto(server.join_url, timeout=PAGE_TIMEOUT_MS)
+    student.goto(link, timeout=PAGE_TIMEOUT_MS)
     student.get_by_placeholder("as your teacher will see it").fill("Ada Lovelace")
     student.get_by_role("button", name="I agree, start my camera").click()
 
@@ -90,6 +96,9 @@ def test_teacher_sees_a_real_student_live_then_paused_then_gone(browser, server,
         """() => document.querySelector('.ss-gauge').dataset.engagement !== ""
                  && [...document.querySelectorAll('.ss-count')].reduce((n, e) => n + Number(e.dataset.count), 0) === 1""",
         timeout=10_000,
+    )
+    teacher.wait_for_function(
+        "() => document.querySelector('.js-plotly-plot').data[0].x.length > 1", timeout=15_000
     )
     screenshot(student, "student-live")
     screenshot(teacher, "teacher-live")
