@@ -122,40 +122,53 @@ def labelled_faces() -> Iterator[LabelledFace]:
                                    found.landmarks, found.image_size)
 
 
-def _pixels(face: LabelledFace) -> tuple[np.ndarray, np.ndarray]:
-    w, h = face.image_size
-    scale = np.array([w, h, w], dtype=np.float64)  # MediaPipe scales z like x
-    return face.landmarks * scale, scale
-
-
-def rotate(face: LabelledFace, yaw: float, pitch: float) -> np.ndarray:
-    """The face's landmarks turned rigidly by ``yaw``/``pitch`` degrees (featurizer convention) about its centre.
+def rotate(landmarks: np.ndarray, image_size: tuple[int, int], yaw: float = 0.0, pitch: float = 0.0,
+           roll: float = 0.0) -> np.ndarray:
+    """Landmarks turned rigidly by ``yaw``, ``pitch`` and ``roll`` degrees (featurizer convention) about their centre.
 
     An orthographic rotation of the 3-D mesh: expression distances stay as they were, only the head pose
     changes (perspective and self-occlusion of a really turned head are not modelled).
     """
-    p, scale = _pixels(face)
+    w, h = image_size
+    scale = np.array([w, h, w], dtype=np.float64)  # MediaPipe scales z like x
+    p = landmarks * scale
     centre = p.mean(axis=0)
-    a, b = np.radians(-yaw), np.radians(-pitch)
+    a, b, c = np.radians(-yaw), np.radians(-pitch), np.radians(roll)
     ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    return ((p - centre) @ (ry @ rx).T + centre) / scale
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return ((p - centre) @ (rz @ ry @ rx).T + centre) / scale
 
 
-def jitter(face: LabelledFace, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    from smartsession.features import face_features
+
+    f = face_features(landmarks, image_size)
+    return np.array([f["yaw"], f["pitch"]])
+
+
+def repose(landmarks: np.ndarray, image_size: tuple[int, int], yaw: float, pitch: float) -> np.ndarray:
+    """Landmarks turned so the featurizer reads the given yaw and pitch (degrees).
+
+    Large turns do not add up angle by angle, so the remaining difference is rotated away a few times.
+    Roll is left to follow (the classifier does not use it).
+    """
+    target = np.array([yaw, pitch])
+    for _ in range(8):
+        error = target - _pose(landmarks, image_size)
+        if np.abs(error).max() < 0.05:
+            break
+        landmarks = rotate(landmarks, image_size, *error)
+    return landmarks
+
+
+def jitter(landmarks: np.ndarray, image_size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise of :data:`JITTER` inter-ocular distances on every landmark coordinate."""
-    w, h = face.image_size
+    w, h = image_size
     scale = np.array([w, h, w], dtype=np.float64)
     p = landmarks * scale
     iod = np.linalg.norm((p[33] + p[133]) / 2 - (p[263] + p[362]) / 2)
     return (p + rng.normal(0.0, JITTER * iod, p.shape)) / scale
-
-
-def _pose(face: LabelledFace) -> tuple[float, float]:
-    from smartsession.features import face_features
-
-    f = face_features(face.landmarks, face.image_size)
-    return f["yaw"], f["pitch"]
 
 
 def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFace]:
@@ -170,11 +183,10 @@ def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFa
     out: list[LabelledFace] = []
     video_index: dict[str, int] = {}
     for face in faces:
-        yaw0, pitch0 = _pose(face)
         for _ in range(JITTER_COPIES[face.kind]):
             yaw = rng.uniform(-ATTENTIVE_YAW, ATTENTIVE_YAW)
             pitch = rng.uniform(-ATTENTIVE_PITCH, ATTENTIVE_PITCH)
-            lm = jitter(face, rotate(face, yaw - yaw0, pitch - pitch0), rng)
+            lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)
             out.append(replace(face, landmarks=lm, augmentation=f"pose+jitter yaw={yaw:+.0f} pitch={pitch:+.0f}"))
         if face.kind == "video":
             n = video_index.get(face.source, 0)
@@ -190,7 +202,7 @@ def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFa
                 yaw = rng.uniform(-ATTENTIVE_YAW, ATTENTIVE_YAW)
                 span = DISTRACTED_PITCH_DOWN if direction == "down" else DISTRACTED_PITCH_UP
                 pitch = (-1 if direction == "down" else 1) * rng.uniform(*span)
-            lm = jitter(face, rotate(face, yaw - yaw0, pitch - pitch0), rng)
+            lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)
             out.append(replace(face, landmarks=lm, label="distracted",
                                augmentation=f"distracted {direction} yaw={yaw:+.0f} pitch={pitch:+.0f}"))
     return out
