@@ -16,7 +16,7 @@ import numpy as np
 
 from smartsession.analysis import Analyzer
 from smartsession.dataset.media import pyfeat_file
-from smartsession.vision.landmarks import quiet_stderr
+from smartsession.vision.native_stderr import quiet_stderr
 
 VIDEO = "WolfgangLanger_Pexels.mp4"  # a real face, sad to laughing, 640x360 at 24 fps
 SIZE = (640, 480)

@@ -16,6 +16,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from smartsession.vision.native_stderr import quiet_stderr
+
 #: Images with more pixels than this are refused before decoding (a 100-megapixel frame is not a webcam frame
 #: and would cost gigabytes to decode).
 MAX_PIXELS = 100_000_000
@@ -105,7 +107,8 @@ def decode(data: bytes | bytearray | memoryview, name: str = "frame") -> np.ndar
     if size is not None:
         _check_pixels(size[0], size[1], name)
     buf = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    with quiet_stderr():  # libpng/libjpeg complain on stderr before we raise our own clear error
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         if is_jpeg:
             raise FrameError(f"{name}: corrupt JPEG that cannot be decoded; re-export or re-copy the file")

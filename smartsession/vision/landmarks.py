@@ -5,14 +5,14 @@ Second arrow of the pipeline: frame -> :class:`FaceLandmarks` of the largest fac
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from smartsession.vision.native_stderr import quiet_stderr
 
 # MediaPipe's C++ logging goes straight to file descriptor 2; these keep the routine INFO/WARNING lines out.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -42,25 +42,6 @@ class FaceLandmarks:
     @property
     def face(self) -> bool:
         return self.landmarks is not None
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence C++ writes to fd 2 while MediaPipe builds its graphs (absl/glog banner lines)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 # A NormalizedLandmark holding only x, y, z serialises as 17 bytes: field tag, length, then three
@@ -144,12 +125,14 @@ class FaceLandmarker:
             graph.close()
 
     def _run(self, graph, rgb: np.ndarray):
-        # Some warnings only come with the first face a graph sees (landmark projection set-up).
+        # Some warnings only come with the first face a graph finds (landmark projection set-up), so stderr
+        # stays quiet around a graph's calls until it has found one.
         if id(graph) in self._warm:
             return graph.process(rgb)
         with quiet_stderr():
             result = graph.process(rgb)
-        self._warm.add(id(graph))
+        if getattr(result, "multi_face_landmarks", None) or getattr(result, "detections", None):
+            self._warm.add(id(graph))
         return result
 
     def _detections(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:

@@ -54,6 +54,7 @@ def test_jsonl_on_images_and_a_folder_with_bad_files(folder):
     assert any("empty.jpg" in e and "zero-byte" in e for e in errors)
     assert any("notes.jpg" in e and "not an image" in e for e in errors)
     assert "Traceback" not in proc.stderr
+    assert all(line.startswith("error:") for line in proc.stderr.splitlines() if line.strip()), proc.stderr
 
 
 def test_csv_video_every_frame_and_with_fps(tmp_path):

@@ -65,6 +65,15 @@ def test_corrupt_jpeg(tmp_path):
         frames.read_image(bad)
 
 
+def test_truncated_png(capfd):
+    from smartsession.dataset.media import astronaut
+
+    data = cv2.imencode(".png", astronaut())[1].tobytes()
+    with pytest.raises(FrameError, match=r"half\.png: truncated or corrupt PNG"):
+        frames.decode(data[: len(data) // 2], "half.png")
+    assert capfd.readouterr().err == ""  # libpng's own complaint is kept off the terminal
+
+
 def test_text_file_renamed_jpg(tmp_path):
     fake = tmp_path / "notes.jpg"
     fake.write_text("these are my lecture notes\n")
