@@ -1,0 +1,87 @@
+"""The research notebooks run top to bottom on the shipped data and reproduce the shipped table and model.
+
+Each notebook runs in a real Jupyter kernel (nbclient, the venv's ``python3``); notebooks that write take
+their output folder from ``SMARTSESSION_NOTEBOOK_OUT``, pointed here at tmp_path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+from smartsession.classify.model import load_state_model
+from smartsession.dataset import build
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def run_notebook(name: str, out_dir: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Execute a notebook in a fresh kernel with its output folder set to ``out_dir``."""
+    monkeypatch.setenv("SMARTSESSION_NOTEBOOK_OUT", str(out_dir))
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def _text(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            out.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
+    return "\n".join(out)
+
+
+def test_notebooks_are_committed_without_outputs():
+    names = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
+    assert names[:5] == ["01_build_dataset.ipynb", "02_explore_features.ipynb", "03_train_evaluate.ipynb",
+                         "04_export_model.ipynb", "05_collect_webcam_data.ipynb"]
+    for name in names:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{name}: clear the outputs before committing"
+
+
+def test_01_rebuilds_the_committed_table_and_manifest(tmp_path, monkeypatch):
+    nb = run_notebook("01_build_dataset.ipynb", tmp_path, monkeypatch)
+    assert "wrote 949 rows" in _text(nb)
+    rebuilt, committed = build.read_feature_table(tmp_path / "features.csv"), build.read_feature_table()
+    assert list(rebuilt.columns) == list(committed.columns)
+    for column in build.META_COLUMNS:
+        assert rebuilt[column].astype(str).tolist() == committed[column].astype(str).tolist(), column
+    features = build.feature_columns(committed)
+    assert np.allclose(rebuilt[features].to_numpy(dtype=float), committed[features].to_numpy(dtype=float),
+                       rtol=1e-3, atol=2e-3)
+    assert (tmp_path / "MANIFEST.md").read_text().split("## Rows per class")[1] == \
+        build.MANIFEST_PATH.read_text().split("## Rows per class")[1]
+
+
+@pytest.mark.parametrize("name", ["02_explore_features.ipynb", "03_train_evaluate.ipynb"])
+def test_exploration_and_evaluation_run_top_to_bottom(name, tmp_path, monkeypatch):
+    nb = run_notebook(name, tmp_path, monkeypatch)
+    assert list(tmp_path.iterdir()) == [], "these notebooks only read"
+    if name.startswith("03"):
+        assert "real_balanced_accuracy" in _text(nb)
+
+
+def test_04_exports_the_shipped_model(tmp_path, monkeypatch):
+    run_notebook("04_export_model.ipynb", tmp_path, monkeypatch)
+    exported = load_state_model(tmp_path / "state_classifier.skops")
+    shipped = load_state_model()
+    table = build.read_feature_table()
+    assert exported.feature_names == shipped.feature_names
+    assert list(exported.classes_) == list(shipped.classes_)
+    assert (exported.predict(table) == shipped.predict(table)).all()
+    assert np.allclose(exported.predict_proba(table), shipped.predict_proba(table), atol=1e-6)
+    assert exported.info["metrics"] == shipped.info["metrics"]
+    assert exported.info["training_data_sha256"] == shipped.info["training_data_sha256"] == build.table_sha256()
+
+
+def test_05_collection_runs_headless_and_records_nothing(tmp_path, monkeypatch):
+    nb = run_notebook("05_collect_webcam_data.ipynb", tmp_path, monkeypatch)
+    assert "Press a state button" in _text(nb)
+    assert list(tmp_path.iterdir()) == [], "no camera, so no rows and no file"
