@@ -6,6 +6,7 @@ multiplies the sum (no face, no engagement). See docs/ANALYSIS.md for each curve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -61,6 +62,8 @@ def score(relative, probabilities: Mapping[str, float] | None, baseline_ear: flo
         expression = float(sum(EXPRESSION_CREDIT.get(s, 0.5) * p for s, p in probabilities.items()))
     else:
         expression = 0.5
-    parts = {"head_pose": head, "gaze": gaze, "eyes": eyes, "expression": expression}
+    # A component whose features are not finite (degenerate landmarks) earns nothing rather than poisoning the sum.
+    parts = {k: (v if math.isfinite(v) else 0.0) for k, v in
+             {"head_pose": head, "gaze": gaze, "eyes": eyes, "expression": expression}.items()}
     value = 100.0 * sum(WEIGHTS[k] * v for k, v in parts.items())
     return EngagementScore(float(np.clip(value, 0, 100)), {"presence": 1.0, **parts})

@@ -161,3 +161,6 @@ def test_degenerate_landmarks_are_uncertain():
     v = face_vector(np.full((478, 3), 0.5), (640, 480))
     verdict = rules.quality_verdict(v)
     assert verdict.state == "uncertain"
+    nan = v.copy()
+    nan[:] = np.nan
+    assert engagement.score(nan, None).value == pytest.approx(100 * 0.2 * 0.5)  # only the neutral expression
