@@ -5,7 +5,6 @@ The first arrow of the pipeline; bad input stops here with a :class:`FrameError`
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -79,15 +78,25 @@ def from_array(array: np.ndarray) -> np.ndarray:
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the image header without decoding the pixels, or None if unknown."""
-    from PIL import Image  # a dependency of scikit-image; only the header is read
-
-    Image.MAX_IMAGE_PIXELS = None  # we apply our own, clearer limit
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
+    """(width, height) read from a PNG or JPEG header without decoding pixels; None for other formats."""
+    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(_JPEG_SOI):
         return None
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        # Start-of-frame markers (baseline, progressive, ...) carry the size; C4/C8/CC are not frames.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
 
 
 def decode(data: bytes | bytearray | memoryview, name: str = "frame") -> np.ndarray:

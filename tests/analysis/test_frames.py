@@ -91,6 +91,17 @@ def test_huge_image_is_refused_before_decoding(tmp_path):
         frames.from_array(np.broadcast_to(np.uint8(0), (10000, 11000, 3)))
 
 
+def test_jpeg_claiming_huge_dimensions_is_refused_from_its_header(tmp_path):
+    # A real JPEG whose frame header is edited to claim 12000 x 12000 pixels (a decompression bomb).
+    data = bytearray(pyfeat_file("single_face.jpg").read_bytes())
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+    data[sof + 5:sof + 9] = (12000).to_bytes(2, "big") * 2
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(FrameError, match=r"bomb\.jpg is 12000x12000 pixels"):
+        frames.read_image(bomb)
+
+
 def test_unreadable_path(tmp_path):
     with pytest.raises(FrameError, match="cannot read"):
         frames.read_image(tmp_path / "missing.jpg")
