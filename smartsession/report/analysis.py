@@ -25,7 +25,7 @@ class ReportSettings:
     bin_s: float = 5.0  # class series resolution: one mean per student per bin
     smooth_bins: int = 5  # rolling median over this many bins (25 s) before detection
     window_s: float = 60.0  # the drop detector compares this much time before and after each bin
-    threshold: float = 3.0  # a drop must exceed this many MAD-sigmas of the detector's own output...
+    threshold: float = 2.0  # a drop must exceed this many standard errors of a difference of class means...
     min_drop: float = 8.0  # ...and at least this many engagement points, so a steady class raises no alarms
     student_drop: float = 10.0  # a student takes part in a drop when their own engagement fell this much
     min_group: int = 3  # per-segment aggregates of fewer students are not shown (privacy)
@@ -214,10 +214,13 @@ def class_series(bins: pd.DataFrame, t0: float, settings: ReportSettings) -> pd.
 
     ``smoothed`` is a centred rolling median over ``smooth_bins`` bins: what the detector looks at.
     """
-    cols = ["bin", "t", "offset_s", "engagement", "students", "smoothed"]
+    cols = ["bin", "t", "offset_s", "engagement", "students", "se", "smoothed"]
     if bins.empty:
         return pd.DataFrame({c: [] for c in cols})
-    g = bins.groupby("bin").agg(engagement=("engagement", "mean"), students=("student_id", "nunique"))
+    g = bins.groupby("bin").agg(
+        engagement=("engagement", "mean"), students=("student_id", "nunique"), sd=("engagement", "std")
+    )
+    g["se"] = g["sd"] / np.sqrt(g["students"])  # NaN with a single student
     full = np.arange(int(g.index.min()), int(g.index.max()) + 1)
     g = g.reindex(full)
     g["students"] = g["students"].fillna(0).astype(int)
@@ -243,33 +246,26 @@ def _window_means(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 def change_scores(series: pd.DataFrame, settings: ReportSettings) -> tuple[np.ndarray, float]:
     """``after - before`` window means of the smoothed series at each bin, and the drop threshold.
 
-    The threshold is ``max(min_drop, threshold * sigma)``. Sigma is the MAD-estimated spread of the
-    scores of the bins that are not near a change: a real change moves the scores of the ``window``
-    bins on each side of it, which in a short lesson is a large part of all bins, so bins within a
-    window of any score above ``2 * sigma`` are set aside and sigma re-estimated (three rounds at most).
+    The threshold is ``max(min_drop, threshold * sigma)`` where sigma is the standard error of a
+    difference of two class means: ``sqrt(2) * median(se)``, ``se`` being each bin's spread between
+    students over the square root of their number. It treats a window like a single bin (students'
+    states last longer than a bin, so bins within a window are far from independent), which errs on the
+    side of fewer alarms; it comes from the spread between students rather than from the series itself,
+    so a lesson short enough for its changes to fill most of it does not hide them. With never more
+    than one student present, sigma falls back to the MAD-estimated spread of the scores.
     """
     y = series["smoothed"].to_numpy(float)
-    w = settings.window_bins
-    before, after = _window_means(y, w)
+    before, after = _window_means(y, settings.window_bins)
     d = after - before
-    finite = np.isfinite(d)
-    if not finite.any():
+    finite = d[np.isfinite(d)]
+    if finite.size == 0:
         return d, float("inf")
-    keep = finite.copy()
-    sigma = _mad_sigma(d[keep])
-    for _ in range(3):
-        loud = pd.Series(np.abs(np.nan_to_num(d)) > 2 * sigma, dtype=float)
-        near = loud.rolling(2 * w + 1, center=True, min_periods=1).max().to_numpy() > 0
-        quiet = finite & ~near
-        if quiet.sum() < max(10, w) or np.array_equal(quiet, keep):
-            break
-        keep = quiet
-        sigma = _mad_sigma(d[keep])
+    se = series["se"].dropna()
+    if len(se):
+        sigma = float(np.sqrt(2) * se.median())
+    else:
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(finite - np.median(finite))))
     return d, max(settings.min_drop, settings.threshold * sigma)
-
-
-def _mad_sigma(values: np.ndarray) -> float:
-    return MAD_TO_SIGMA * float(np.median(np.abs(values - np.median(values))))
 
 
 def _separated(order: np.ndarray, w: int) -> list[int]:

@@ -44,6 +44,26 @@ class SessionData:
     title: str = ""
     db: Path | None = None
 
+    @classmethod
+    def from_export(cls, doc: dict[str, Any]) -> "SessionData":
+        """A session from the store's JSON export (``Store.session_json`` / ``export_session(format="json")``)."""
+        if not isinstance(doc, dict) or "states" not in doc:
+            raise ValueError("not a session export: make one with Store.export_session(..., format='json')")
+        session = doc.get("session") or {}
+        return cls(
+            states=pd.DataFrame(doc["states"], columns=None if doc["states"] else STATE_COLUMNS),
+            segments=pd.DataFrame(doc.get("segments") or []),
+            students=pd.DataFrame(doc.get("students") or []),
+            session_id=str(session.get("session_id") or ""),
+            title=session.get("title") or "",
+        )
+
+    def lesson_start(self) -> float:
+        """Where bin 0 starts: the first state, or the first segment if the teacher started it earlier."""
+        seg = analysis.segment_frame(self.segments)
+        starts = [x for x in (self.first_t(), seg["start"].min() if len(seg) else None) if x is not None]
+        return float(min(starts)) if starts else 0.0
+
     def first_t(self) -> float | None:
         """The first capture time, or None when the session has no states."""
         if self.states is not None:
@@ -134,17 +154,12 @@ def _load_export(path: Path, session_id: str | None) -> SessionData:
         raise FileNotFoundError(f"{path} does not exist: pass a session export or the hub's data directory")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        doc = json.loads(path.read_text())
-        if not isinstance(doc, dict) or "states" not in doc:
-            raise ValueError(f"{path.name} is not a session export: make one with Store.export_session(..., format='json')")
-        session = doc.get("session") or {}
-        return SessionData(
-            states=pd.DataFrame(doc["states"], columns=None if doc["states"] else STATE_COLUMNS),
-            segments=pd.DataFrame(doc.get("segments") or []),
-            students=pd.DataFrame(doc.get("students") or []),
-            session_id=str(session.get("session_id") or session_id or path.stem),
-            title=session.get("title") or "",
-        )
+        try:
+            data = SessionData.from_export(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise ValueError(f"{path.name}: {exc}") from None
+        data.session_id = data.session_id or session_id or path.stem
+        return data
     readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
     if suffix not in readers:
         raise ValueError(f"{path.name}: unknown export format; use .csv, .parquet or .json")
@@ -281,12 +296,8 @@ def build_report(
     settings = settings or ReportSettings()
     data = load_session(source, session_id)
     seg_frame = analysis.segment_frame(data.segments)
-    first = data.first_t()
-    starts = [x for x in (first, seg_frame["start"].min() if len(seg_frame) else None) if x is not None]
-    # Bins start with the lesson: the first state, or the first segment if the teacher started it earlier.
-    t0 = float(min(starts)) if starts else 0.0
-    counts = data.counts(t0, settings) if first is not None else analysis.state_counts(pd.DataFrame(
-        columns=["student_id", "t", "state", "engagement"]), t0, settings)
+    t0 = data.lesson_start()
+    counts = data.counts(t0, settings)
     windows = seg_frame.empty and not counts["segment"].notna().any()
     counts, segments = analysis.resolve_segments(counts, seg_frame, settings)
     bins = analysis.student_bins(counts, t0, settings)

@@ -119,7 +119,7 @@ def _drops(report) -> str:
     if report.drops.empty:
         out.append(
             f"<p>No moment where the smoothed class engagement fell by more than {s.min_drop:g} points "
-            f"(and {s.threshold:g} noise units) within {s.window_s:g} s.</p>"
+            f"(and {s.threshold:g} standard errors) within {s.window_s:g} s.</p>"
         )
         return "".join(out)
     out.append("<ol id='drops'>")
@@ -188,7 +188,7 @@ def _method(report) -> str:
         f"series is the mean of the students present in each bin, smoothed with a rolling median of "
         f"{s.smooth_bins} bins. A drop is a bin where the mean of the next {s.window_s:g} s falls below the "
         f"mean of the previous {s.window_s:g} s by more than max({s.min_drop:g} points, {s.threshold:g} x "
-        f"MAD-sigma of all such differences); drops closer than {s.window_s:g} s keep the largest. Peaks are the "
+        f"standard errors of that difference, from the spread between students); drops closer than {s.window_s:g} s keep the largest. Peaks are the "
         f"highest local maxima of the smoothed series, {s.window_s:g} s apart and {s.min_drop:g}+ points above "
         "the baseline. "
         + (f"The session had no lecture segments, so fixed {s.window_min:g}-minute windows stand in. "
