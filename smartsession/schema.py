@@ -106,20 +106,22 @@ class StateMessage:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StateMessage":
         """Validate a decoded JSON object; raise :class:`SchemaError` naming the first problem."""
-        _require(isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.__class__ is dict or isinstance(d, Mapping), "message must be a JSON object")
         _require(d.get("type") == "state", "type must be 'state'")
         _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
         if not STATE_FIELDS.issuperset(d):
             extra = set(d) - STATE_FIELDS
             raise SchemaError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
         seq = d.get("seq")
-        _require(isinstance(seq, int) and not isinstance(seq, bool), "seq must be an integer")
+        _require(
+            seq.__class__ is int or (isinstance(seq, int) and not isinstance(seq, bool)), "seq must be an integer"
+        )
         _require(0 <= seq < 2**53, "seq must be between 0 and 2**53")
         state = d.get("state")
         if state not in _STATE_SET:
             raise SchemaError(f"state must be one of {', '.join(STATES)}")
         feats = d.get("features", {})
-        _require(isinstance(feats, Mapping), "features must be an object")
+        _require(feats.__class__ is dict or isinstance(feats, Mapping), "features must be an object")
         _require(len(feats) <= MAX_FEATURES, f"at most {MAX_FEATURES} features")
         features = {}
         for k, val in feats.items():

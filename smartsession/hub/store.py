@@ -199,7 +199,7 @@ class Store:
         row = (
             session_id, state["class_id"], state["student_id"], state["seq"], state["t"], state["received"],
             state["state"], state["engagement"], state["confidence"], state.get("segment"),
-            int(bool(state.get("paused"))), *(feats.get(f) for f in SHARED_FEATURES),
+            int(bool(state.get("paused"))), *map(feats.get, SHARED_FEATURES),
         )
         self._submit(_INSERT_STATE, row, on_commit)
 
