@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import math
@@ -239,7 +240,7 @@ class StudentPage:
         self.feedback = w.HTML('<div class="ss-feedback">Waiting for the camera...</div>')
         self.teacher_view = w.HTML(teacher_view_html(None))
         self.connection = w.HTML()
-        controls = w.HBox([self.pause_button, self.calibrate_button, self.overlay_toggle])
+        controls = w.VBox([w.HBox([self.pause_button, self.calibrate_button]), self.overlay_toggle])
         left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
         right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
                        layout=w.Layout(flex="1", padding="0 0 0 16px"))
@@ -333,6 +334,7 @@ class StudentPage:
             # No frames will come: the teacher should see a pause, not a frozen last state.
             if status in ERROR_STATUSES:
                 self.feedback.value = f'<div class="ss-error">{html.escape(self.camera.message)}</div>'
+                self.calibration.value = ""
             self._publish_paused()
 
     def _on_frame(self, frame: np.ndarray, t: float) -> None:
@@ -412,28 +414,35 @@ class StudentPage:
                 self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class
             )
             await publisher.start()
-        except Exception as err:  # shown to the student; the page and the kernel stay usable
+        except Exception as err:  # back to the form with the reason; the page and the kernel stay usable
             log.warning("joining class %s failed: %s", req.class_id, err)
-            self.connection.value = (
-                f'<div class="ss-error">Could not join the class: {html.escape(str(err))}. '
-                "Check the link with your teacher, then reload the page.</div>"
-            )
+            self.camera.active = False
+            self.agree_button.disabled = False
+            self.title.value = ""
+            reason = re.sub(r"^/\S+: \d{3} ", "", str(err))  # the hub's own words, without the HTTP plumbing
+            self._show(self.form, f"Could not join the class: {reason}")
             return
         self.student_id = publisher.student_id
         self._publisher = publisher
         if self.paused or self.camera.status in ERROR_STATUSES:
             self._publish_paused()
+        was_connected = False
         while not self._closed:
-            self.connection.value = self._connection_html(publisher)
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(publisher.connected.wait(), 1.0)
+            was_connected = was_connected or publisher.connected.is_set()
+            self.connection.value = self._connection_html(publisher, was_connected)
+            await asyncio.sleep(0.5)
 
     @staticmethod
-    def _connection_html(publisher: Any) -> str:
+    def _connection_html(publisher: Any, was_connected: bool) -> str:
         if publisher.error is not None:
             return f'<div class="ss-error">Disconnected from the class: {html.escape(str(publisher.error))}</div>'
         if publisher.connected.is_set():
             return "<span class='ss-muted'>Connected to your class.</span>"
-        return "<span class='ss-muted'>Reconnecting to your class...</span>"
+        if was_connected:
+            return "<span class='ss-muted'>Reconnecting to your class...</span>"
+        return "<span class='ss-muted'>Connecting to your class...</span>"
 
     def close(self) -> None:
         """Stop the camera, the hub link and the analysis; closing twice is harmless."""

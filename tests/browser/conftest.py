@@ -1,7 +1,8 @@
 """The shared browser harness: headless Chromium with a fake webcam, a real `smartsession serve`, screenshots.
 
 Fixtures: ``fake_camera`` (.y4m path), ``browser`` (camera allowed), ``camera_denied_browser``,
-``server`` (a running ``smartsession serve`` per test module), ``screenshot`` (saves to artifacts/screenshots/).
+``server`` (a running ``smartsession serve`` per test module), ``voila_app`` (plain Voila on one notebook),
+``screenshot`` (saves to artifacts/screenshots/).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +133,39 @@ def screenshot(request):
         return path
 
     return take
+
+
+@pytest.fixture
+def voila_app(tmp_path):
+    """``voila_app(notebook, **env)``: plain Voila (no pool, no lock-down) on 127.0.0.1; returns its URL."""
+    procs = []
+
+    def start(notebook: Path, **env: str) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path / f"voila-{port}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+            cwd=Path(notebook).parent,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}/"
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"voila did not start:\n{log.read_text()[-3000:]}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -6,11 +6,7 @@ A plain Voila server renders a tiny notebook around ``Camera``; the fake webcam 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -42,45 +38,17 @@ display(camera, probe)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def probe_page(tmp_path):
-    """Start Voila on a probe notebook; yield a function (fps, delay) -> URL."""
-    procs = []
+def probe_page(tmp_path, voila_app):
+    """``probe_page(fps=, delay=, cls=)``: Voila on a probe notebook around a camera widget; returns its URL."""
 
     def start(*, fps: float, delay: float, cls: str = "Camera") -> str:
         source = PROBE.format(fps=fps, delay=delay, cls=cls)
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
         path = tmp_path / "probe.ipynb"
-        nbformat.write(nb, path)
-        port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "voila.log", "wb"),
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return f"http://127.0.0.1:{port}/"
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.2)
-        raise AssertionError(f"voila did not start:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), path)
+        return voila_app(path)
 
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+    return start
 
 
 def read_probe(page) -> dict:
