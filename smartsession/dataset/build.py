@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from smartsession.classify import rules
 from smartsession.classify.model import CLASSIFIER_STATES
 from smartsession.dataset import media
 
@@ -31,10 +32,13 @@ DECIMALS = 5
 # Augmentation, documented in docs/DATA.md. Poses are in the featurizer's convention (degrees).
 #: Attentive poses a jittered copy is turned to: a student looking at the screen moves this much.
 ATTENTIVE_YAW, ATTENTIVE_PITCH = 15.0, 12.0
-#: Distracted poses: looking aside, down (phone, desk) or up, clearly beyond the attentive range.
-DISTRACTED_YAW = (35.0, 60.0)
-DISTRACTED_PITCH_DOWN = (25.0, 45.0)
-DISTRACTED_PITCH_UP = (25.0, 40.0)
+#: Distracted poses keep this many degrees away from the analyser's distracted and extreme-pose thresholds
+#: (``smartsession.classify.rules``), so the classifier learns the same boundary the rules apply.
+POSE_MARGIN = 5.0
+#: |yaw| of a head turned aside; pitch of a head bowed (phone, desk) or raised.
+DISTRACTED_YAW = (rules.DISTRACTED_YAW + POSE_MARGIN, rules.EXTREME_YAW - POSE_MARGIN)
+DISTRACTED_PITCH_DOWN = (-rules.DISTRACTED_PITCH_DOWN + POSE_MARGIN, rules.EXTREME_PITCH - POSE_MARGIN)
+DISTRACTED_PITCH_UP = (rules.DISTRACTED_PITCH_UP + POSE_MARGIN, rules.EXTREME_PITCH - POSE_MARGIN)
 #: Landmark noise as a fraction of the inter-ocular distance (FaceMesh's own frame-to-frame jitter is of
 #: this order on a steady face).
 JITTER = 0.003
@@ -176,8 +180,9 @@ def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFa
 
     * ``pose+jitter``: the face turned to a random attentive pose (|yaw| <= 15, |pitch| <= 12 degrees) plus
       landmark noise; keeps its label. Teaches the classifier that expression, not pose, defines it.
-    * ``distracted``: the face turned beyond the attentive range (aside, down or up) plus noise; labelled
-      ``distracted`` whatever its expression, as the analyser's rules would.
+    * ``distracted``: the face turned aside, down or up beyond the rules' distracted thresholds (but short
+      of their extreme-pose limit) plus noise; labelled ``distracted`` whatever its expression, as the
+      analyser's rules would.
     """
     rng = np.random.default_rng(random_state)
     out: list[LabelledFace] = []

@@ -10,6 +10,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from smartsession.classify import rules
 from smartsession.classify.model import CLASSIFIER_STATES
 from smartsession.dataset import build, media
 from smartsession.features import face_features
@@ -92,8 +93,11 @@ def test_augmentation_is_labelled_and_within_its_documented_poses(committed_tabl
     distracted = aug[aug["label"] == "distracted"]
     # poses are exact up to the landmark jitter (about a degree)
     aside = distracted["augmentation"].str.contains("aside")
-    assert (distracted.loc[aside, "yaw"].abs() >= build.DISTRACTED_YAW[0] - 2).all()
-    assert (distracted.loc[~aside, "pitch"].abs() >= build.DISTRACTED_PITCH_DOWN[0] - 2).all()
+    assert (distracted.loc[aside, "yaw"].abs() >= rules.DISTRACTED_YAW + 3).all()
+    down = distracted["augmentation"].str.contains("down")
+    assert (distracted.loc[down, "pitch"] <= rules.DISTRACTED_PITCH_DOWN - 3).all()
+    assert (distracted.loc[~aside & ~down, "pitch"] >= rules.DISTRACTED_PITCH_UP + 3).all()
+    assert (distracted["yaw"].abs() < rules.EXTREME_YAW).all() and (distracted["pitch"].abs() < rules.EXTREME_PITCH).all()
     kept = aug[aug["label"] != "distracted"]
     assert (kept["yaw"].abs() <= build.ATTENTIVE_YAW + 2).all()
     assert (kept["pitch"].abs() <= build.ATTENTIVE_PITCH + 2).all()
