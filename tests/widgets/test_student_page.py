@@ -1,0 +1,122 @@
+"""Student page logic without a browser: the join link, the words shown, and a real Analyzer on real frames.
+
+The page in a real browser against a real server is tested in tests/browser/test_student_page.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from smartsession.analysis import Analyzer, Observation
+from smartsession.dataset.media import astronaut
+from smartsession.pages.student import (
+    TIPS,
+    JoinRequest,
+    StudentPage,
+    consent_html,
+    feedback_html,
+    teacher_view_html,
+    tip_for,
+)
+from smartsession.schema import EMOTION_STATES, STATES, StateMessage
+
+
+def test_join_request_from_the_join_link():
+    req = JoinRequest.from_query("class=c1a2b3&join=abcd1234&name=Ada%20L")
+    assert req == JoinRequest("c1a2b3", "abcd1234", "Ada L")
+    assert req.problem() == ""
+    assert JoinRequest.from_query("?class=c1&join=j1").class_id == "c1"  # Voila may keep the "?"
+
+
+@pytest.mark.parametrize(
+    "query, words",
+    [
+        (None, "Enter the class and join code"),
+        ("", "Enter the class and join code"),
+        ("class=c1", "Enter the class and join code"),
+        ("class=c1<script>&join=x", "class id does not look right"),
+        ("class=c1&join=a b", "join code does not look right"),
+    ],
+)
+def test_incomplete_or_odd_links_say_what_to_do(query, words):
+    assert words in JoinRequest.from_query(query).problem()
+
+
+def test_every_state_has_a_friendly_tip():
+    assert set(TIPS) == set(STATES)
+    assert tip_for("distracted") == "You seem to be looking away."
+    assert tip_for("focused", face=False) == TIPS["away"]
+
+
+def test_consent_names_what_is_measured_and_drops_emotions_when_off():
+    on, off = consent_html(emotions=True), consent_html(emotions=False)
+    for text in (on, off):
+        assert "What is measured" in text and "What your teacher sees" in text and "Never video" in text
+    assert all(s in on for s in EMOTION_STATES)
+    assert not any(s in off for s in EMOTION_STATES)
+
+
+def test_teacher_view_shows_exactly_the_message():
+    msg = StateMessage(class_id="c1", student_id="s1", seq=1, t=time.time(), state="drowsy", engagement=41.6,
+                       confidence=0.8, features={"yaw": 12.5})
+    text = teacher_view_html(msg)
+    assert "drowsy" in text and "<b>42</b>" in text and "yaw 12.50" in text
+    paused = teacher_view_html(StateMessage(class_id="c1", student_id="s1", seq=2, t=time.time(),
+                                            state="uncertain", engagement=0, confidence=0, paused=True))
+    assert "paused" in paused and "nothing is measured" in paused
+
+
+def test_feedback_escapes_and_shows_components():
+    obs = Observation(source="camera", frame=0, t=0, wall_time=time.time(), face=True, faces=1, state="focused",
+                      engagement=77.4, confidence=0.9, engagement_components={"gaze<b>": 0.5, "eyes": 90.0})
+    text = feedback_html(obs)
+    assert 'data-state="focused"' in text and ">77<" in text
+    assert "gaze&lt;b&gt;" in text and "<b>" not in text.split("ss-components")[1]
+    assert 'width:50%' in text and 'width:90%' in text
+
+
+@pytest.fixture(scope="module")
+def page():
+    with StudentPage(Analyzer(mode="stream")) as p:
+        yield p
+
+
+def test_real_frames_give_live_feedback_and_pause_stops_the_analysis(page):
+    face = astronaut()
+    start = time.time()
+    for i in range(5):
+        page._on_frame(face, start + i * 0.1)
+    obs = page.last_observation
+    assert obs.face and obs.state in STATES
+    assert obs.wall_time == pytest.approx(start + 0.4)  # capture time, for the teacher's latency
+    assert f'data-state="{obs.state}"' in page.feedback.value
+    page.set_paused(True)
+    assert page.camera.active is False and page.pause_button.description == "Resume"
+    page._on_frame(face, start + 1.0)
+    assert page.last_observation is obs  # nothing analysed while paused
+    assert "Paused" in page.feedback.value
+    page.set_paused(False)
+    assert page.camera.active is True
+
+
+def test_calibration_completes_on_a_relaxed_face(page):
+    face = astronaut()
+    page.calibrate(0.3)
+    start = time.time()
+    for i in range(10):
+        page._on_frame(face, start + i * 0.1)
+    assert "Calibrated" in page.calibration.value
+    assert page.analyzer.baseline is not None
+
+
+def test_camera_errors_reach_the_feedback(page):
+    page.camera.status = "denied"
+    assert "Camera permission denied" in page.feedback.value
+
+
+def test_closing_twice_is_harmless():
+    p = StudentPage(Analyzer(mode="stream"))
+    p.close()
+    p.close()
