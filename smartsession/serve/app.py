@@ -30,7 +30,7 @@ from smartsession import __version__
 from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
 from smartsession.serve import lockdown
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
-from smartsession.serve.tls import self_signed_certificate
+from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
 #: What ``serve`` writes into the data directory for scripts and tests (mode 0600: it holds the teacher token).
@@ -144,7 +144,7 @@ class SmartSessionApp(Voila):
         self.config.VoilaKernelManager.fill_delay = 0.0
         self.config.VoilaKernelManager.kernel_pools_config = {
             "default": {"pool_size": 0},
-            lockdown.STUDENT_PAGE: {"pool_size": self.pool_size, "kernel_env_variables": self._pool_env()},
+            lockdown.STUDENT_PAGE: {"pool_size": self.pool_size},
         }
         self._kernel_env()
         self._redact_logs()
@@ -172,13 +172,11 @@ class SmartSessionApp(Voila):
         os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
         if self.self_signed:
             os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
+            # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
+            # so kernels get a CA bundle that also trusts our certificate.
+            os.environ["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
         else:
             os.environ.pop("SMARTSESSION_HUB_CAFILE", None)
-
-    def _pool_env(self) -> dict[str, str]:
-        # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification:
-        # with our own certificate, pool kernels must trust it.
-        return {"SSL_CERT_FILE": self.certfile} if self.self_signed else {}
 
     def _redact_logs(self) -> None:
         redacting = lockdown.RedactingFilter()

@@ -39,6 +39,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="serve https with a certificate made for this host (browsers only allow the camera on https)",
     )
+    p.add_argument("--debug", action="store_true", help="debug logs, and tracebacks shown in the pages")
     p.add_argument("--config", metavar="FILE", help="a traitlets config file (.py or .json) for any other setting")
     p.set_defaults(func=run)
 
@@ -49,8 +50,7 @@ def traitlets_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name.replace("-", "_"))
         if value is not None:
             argv.append(f"--{name}={value}")
-    if args.self_signed:
-        argv.append("--self-signed")
+    argv += [f"--{flag}" for flag in ("self-signed", "debug") if getattr(args, flag.replace("-", "_"))]
     return argv
 
 

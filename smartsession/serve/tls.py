@@ -89,3 +89,15 @@ def self_signed_certificate(directory: str | os.PathLike, hosts: list[str]) -> t
         f.write(key_pem)
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return certfile, keyfile
+
+
+def trust_bundle(directory: str | os.PathLike, certfile: str | os.PathLike) -> Path:
+    """A CA bundle in ``directory``: the system's CAs plus ``certfile``, for clients that only verify by default."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    system = next((Path(p) for p in (paths.cafile, paths.openssl_cafile) if p and Path(p).is_file()), None)
+    bundle = Path(directory) / "trust.pem"
+    parts = [system.read_text()] if system else []
+    bundle.write_text("\n".join([*parts, Path(certfile).read_text()]))
+    return bundle

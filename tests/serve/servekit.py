@@ -24,6 +24,12 @@ STUDENT = [
     "slider.observe(lambda change: setattr(label, 'value', f\"got {change['new']}\"), 'value')\n"
     "display(slider)\n"
     "display(label)",
+    # Kernels reach the hub at the URL serve gives them, trusting its certificate when self-signed.
+    "import json, ssl, urllib.request\n"
+    "hub = os.environ['SMARTSESSION_HUB_URL']\n"
+    "context = ssl.create_default_context(cafile=os.environ.get('SMARTSESSION_HUB_CAFILE'))\n"
+    "with urllib.request.urlopen(hub + '/smartsession/health', context=context, timeout=30) as r:\n"
+    "    print('hub', hub, 'ok' if json.load(r)['ok'] else 'down')",
 ]
 TEACHER = ["print('teacher page rendered')"]
 SECRET = ["# TOP-SECRET-SOURCE\nprint('SECRET NOTEBOOK OUTPUT')"]
