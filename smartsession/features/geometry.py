@@ -30,7 +30,7 @@ yaw, pitch, roll   head pose in degrees from a rigid frame fitted to symmetric l
 gaze_x             iris offset from the eye centre along the eye, / half the eye width, mean of both eyes;
                    about -1..1, > 0 towards the image's right
 gaze_y             iris offset from the middle of the lids, / half the eye width; > 0 up
-face_size          sqrt(area of the landmarks' bounding box / area of the frame): 0.3 near, < 0.06 far
+face_size          sqrt(area of the landmarks' bounding box / area of the frame): ~0.35 at a laptop, < 0.1 tiny
 =================  ==========================================================================================
 """
 
