@@ -134,3 +134,26 @@ def test_video_errors(tmp_path):
 def test_missing_webcam_is_a_clear_error():
     with pytest.raises(FrameError, match="camera 99: cannot open it; check that a webcam is connected"):
         frames.read_camera(99)
+
+
+def test_quiet_stderr_nested_and_concurrent_blocks_restore_fd2(capfd):
+    import os
+    import threading
+
+    from smartsession.vision.native_stderr import quiet_stderr
+
+    def noisy():
+        for _ in range(200):
+            with quiet_stderr():
+                os.write(2, b"native noise\n")
+
+    threads = [threading.Thread(target=noisy) for _ in range(4)]
+    for th in threads:
+        th.start()
+    with quiet_stderr():
+        with quiet_stderr():
+            os.write(2, b"nested noise\n")
+    for th in threads:
+        th.join()
+    os.write(2, b"still visible\n")
+    assert capfd.readouterr().err == "still visible\n"
