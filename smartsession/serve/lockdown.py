@@ -141,7 +141,7 @@ def check_page_access(secret: str, page: str, arguments: dict[str, str]) -> None
             try:
                 claims = verify_token(secret, token)
             except AuthError as err:
-                raise PageRefused(f"{html.escape(str(err))}.") from None
+                raise PageRefused(f"{html.escape(str(err))}, or open the join link your teacher shared.") from None
             if claims.role == "student" and claims.class_id == class_id:
                 return
             raise PageRefused("This link is for another class: open the join link your teacher shared.")

@@ -6,9 +6,15 @@ Startup, health and the pool, pages from warm kernels, an exhausted pool, refill
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from smartsession.serve.testing import class_arrival, kernel_id, running_server
 
@@ -96,3 +102,11 @@ def test_lan_address_binding_keeps_preheated_kernels_reaching_the_server(tmp_pat
         page = srv.request(srv.join_url)
         assert page.status == 200 and f"class {srv.class_id}" in page.text
         assert f"Using pre-heated kernel: {kernel_id(page.text)}" in srv.log_text()
+        # Voila's handshake channel hands out page requests (join codes included): this machine only.
+        port = int(srv.url.rsplit(":", 1)[1].rstrip("/"))
+        query = f"ws://127.0.0.2:{port}/voila/query/{uuid.uuid4()}"
+        stranger = socket.create_connection(("127.0.0.2", port), source_address=("127.0.0.3", 0))
+        with pytest.raises(InvalidStatus) as refused:
+            connect(query, sock=stranger, open_timeout=10).close()
+        assert refused.value.response.status_code == 403
+        connect(query, open_timeout=10).close()
