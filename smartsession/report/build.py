@@ -141,11 +141,18 @@ def _load_store(store: Any, session_id: str | None) -> SessionData:
     return SessionData(
         states=None if getattr(store, "path", None) is not None else store.states(session_id),
         segments=store.segments(session_id),
-        students=store.students(session_id),
+        # The class's roster (indexed by class) has the names; store.students() scans every state.
+        students=_roster(store, str(known["class_id"].iloc[0]), str(session_id)),
         session_id=str(session_id),
         title="" if title is None or (isinstance(title, float) and math.isnan(title)) else str(title),
         db=getattr(store, "path", None),
     )
+
+
+def _roster(store: Any, class_id: str, session_id: str) -> pd.DataFrame:
+    if hasattr(store, "class_students"):
+        return pd.DataFrame(store.class_students(class_id), columns=["student_id", "name", "hidden"])
+    return store.students(session_id)
 
 
 def _load_export(path: Path, session_id: str | None) -> SessionData:

@@ -32,17 +32,16 @@ def engagement_figure(report) -> go.Figure:
     fig = go.Figure()
     s = report.class_series
     x = _minutes(report, s["t"]) if len(s) else []
+    shapes, notes = [], []
     for i, row in enumerate(report.segments.sort_values("start").itertuples()):
-        fig.add_vrect(
-            x0=_minutes(report, row.start),
-            x1=_minutes(report, row.end),
-            fillcolor=BAND_COLORS[i % 2],
-            line_width=0,
-            layer="below",
-            annotation_text=row.title if not row.note or row.shown else f"{row.title} ({row.note.split(':')[0]})",
-            annotation_position="top left",
-            annotation_font_size=11,
-        )
+        x0, x1 = _minutes(report, row.start), _minutes(report, row.end)
+        # Plain layout dicts: add_vrect validates each band at length, seconds for a long lesson.
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
+                           fillcolor=BAND_COLORS[i % 2], line_width=0, layer="below"))
+        label = row.title if not row.note or row.shown else f"{row.title} ({row.note.split(':')[0]})"
+        notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=label, showarrow=False,
+                          xanchor="left", yanchor="top", font=dict(size=11)))
+    fig.update_layout(shapes=shapes, annotations=notes)
     if len(s):
         fig.add_trace(
             go.Scatter(
