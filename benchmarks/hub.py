@@ -155,14 +155,15 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 30) -> None:
+def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 60) -> None:
+    # The server logs to a file: a pipe nobody reads would fill up and freeze it mid-benchmark.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if text in line:
+        if text in log.read_text():
             return
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {line}")
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
     raise TimeoutError(text)
 
 
@@ -204,9 +205,11 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     else:
         cmd = [sys.executable, __file__, "--relay", str(port)]
         ready = "relay ready"
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = Path(tmp) / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_line(server, ready)
+        wait_for_line(server, log, ready)
         classes = layout(kind, n, secret)
         ctx = mp.get_context("fork")
         ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Value("d", 0.0)

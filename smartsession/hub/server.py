@@ -68,7 +68,7 @@ class HubConfig(Configurable):
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
     commit_interval = Float(
-        0.25, help="Seconds the store gathers rows before one commit; acks follow each commit."
+        0.5, help="Seconds the store gathers rows before one commit; acks follow each commit."
     ).tag(config=True)
 
     @default("data_dir")
@@ -141,7 +141,11 @@ class Hub:
         self.admin_token = auth.load_admin_token(data_dir, self.secret)
         self.store = Store(data_dir, batch_seconds=self.config.commit_interval)
         self._acks = _AckQueue(asyncio.get_running_loop())
-        await self.backplane.start(self._on_remote_event)
+        try:
+            await self.backplane.start(self._on_remote_event)
+        except Exception:
+            self.store.close()
+            raise
         self._sweeper = PeriodicCallback(self._sweep, 500)
         self._sweeper.start()
         self.started = True
@@ -410,7 +414,7 @@ class _Handler(websocket.WebSocketHandler):
             super().close(code, reason)
 
     def on_message(self, message: str | bytes):
-        if self.conn is None or self.closed:
+        if self.conn is None or self.closed or not self.hub.started:
             return None
         now = time.monotonic()
         self.last_alive = now

@@ -32,10 +32,10 @@ def test_no_acknowledged_state_is_lost_across_a_hub_restart(tmp_path):
             async with pub:
                 await pub.wait_connected()
                 sent = []
-                for i in range(40):
+                for i in range(60):
                     sent.append(pub.publish(StateMessage("", "", 0, time.time(), "focused", float(i), 0.9)).seq)
-                    await asyncio.sleep(0.02)
-                    if i == 25:
+                    await asyncio.sleep(0.05)
+                    if i == 40:  # two seconds in: several commits acknowledged, a few states not yet
                         acked_before_kill = pub.acked_seq
                         hub.kill()  # SIGKILL mid-stream: no flush, no goodbye
                         await asyncio.sleep(0.3)
