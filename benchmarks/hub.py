@@ -60,9 +60,9 @@ async def relay_main(port: int) -> None:
 # --- load processes ---
 
 
-def state_text(class_id: str, student_id: str, seq: int) -> str:
+def state_text(class_id: str, student_id: str, seq: int, t: float) -> str:
     return json.dumps({"type": "state", "v": 1, "class_id": class_id, "student_id": student_id, "seq": seq,
-                       "t": time.time(), "state": "focused", "engagement": 72.5, "confidence": 0.91,
+                       "t": t, "state": "focused", "engagement": 72.5, "confidence": 0.91,
                        "features": {"yaw": 3.2, "pitch": -4.1, "gaze_x": 0.02, "ear": 0.29}, "segment": None,
                        "paused": False, "consent": True}, separators=(",", ":"))
 
@@ -132,8 +132,9 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
         for i, (ws, class_id, student_id) in enumerate(students):
             if due[i] <= now:
                 seqs[i] += 1
-                await ws.send(state_text(class_id, student_id, seqs[i]))
-                if window[0] <= now < window[1]:
+                t = time.time()
+                await ws.send(state_text(class_id, student_id, seqs[i], t))
+                if window[0] <= t < window[1]:  # the teachers count by the same capture time
                     sent += 1
                 due[i] += period
         await asyncio.sleep(max(0.0, min(due) - time.time()))
