@@ -31,10 +31,11 @@ POSE_FEATURES = ("yaw", "pitch")
 #: Anything else in a model file is refused: it was not made by ``build_pipeline``.
 ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 
-#: Featurizer outputs the classifier leaves out: how large the face is in the frame and how the head leans in
-#: the image plane say nothing about the state, and with few sources they would identify the source instead
-#: (every video has its own framing). The analyser's quality rules use them.
-UNUSED_FEATURES = ("face_size", "roll")
+#: Featurizer outputs the classifier leaves out. How large the face is in the frame and how the head leans
+#: in the image plane say nothing about the state, and with few sources they would identify the source
+#: (every video has its own framing). The mouth opens to talk, yawn or gasp as much as to laugh: with it, a
+#: surprised or talking face read happy; the smile is in the lip corners and mouth width. The rules use them.
+UNUSED_FEATURES = ("face_size", "roll", "mar")
 
 SIDECAR_FORMAT = 1
 RETRAIN = "retrain and export it with notebooks/03_train_evaluate.ipynb and notebooks/04_export_model.ipynb"

@@ -30,11 +30,12 @@ META_COLUMNS = ("source", "frame", "person", "label", "augmented", "augmentation
 DECIMALS = 5
 
 # Augmentation, documented in docs/DATA.md. Poses are in the featurizer's convention (degrees).
-#: Attentive poses a jittered copy is turned to: a student looking at the screen moves this much.
-ATTENTIVE_YAW, ATTENTIVE_PITCH = 15.0, 12.0
-#: Distracted poses keep this many degrees away from the analyser's distracted and extreme-pose thresholds
+#: Poses keep this many degrees away from the analyser's distracted and extreme-pose thresholds
 #: (``smartsession.classify.rules``), so the classifier learns the same boundary the rules apply.
 POSE_MARGIN = 5.0
+#: Attentive poses a jittered copy is turned to: anything the rules still call attentive.
+ATTENTIVE_YAW = (-(rules.DISTRACTED_YAW - POSE_MARGIN), rules.DISTRACTED_YAW - POSE_MARGIN)
+ATTENTIVE_PITCH = (rules.DISTRACTED_PITCH_DOWN + POSE_MARGIN, rules.DISTRACTED_PITCH_UP - POSE_MARGIN)
 #: |yaw| of a head turned aside; pitch of a head bowed (phone, desk) or raised.
 DISTRACTED_YAW = (rules.DISTRACTED_YAW + POSE_MARGIN, rules.EXTREME_YAW - POSE_MARGIN)
 DISTRACTED_PITCH_DOWN = (-rules.DISTRACTED_PITCH_DOWN + POSE_MARGIN, rules.EXTREME_PITCH - POSE_MARGIN)
@@ -178,8 +179,8 @@ def jitter(landmarks: np.ndarray, image_size: tuple[int, int], rng: np.random.Ge
 def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFace]:
     """Documented augmentations of real landmark sets (never of images), reproducible from ``random_state``.
 
-    * ``pose+jitter``: the face turned to a random attentive pose (|yaw| <= 15, |pitch| <= 12 degrees) plus
-      landmark noise; keeps its label. Teaches the classifier that expression, not pose, defines it.
+    * ``pose+jitter``: the face turned to a random pose the rules still call attentive (|yaw| <= 25, pitch
+      -20..25 degrees) plus landmark noise; keeps its label. Teaches the classifier that expression, not pose, defines it.
     * ``distracted``: the face turned aside, down or up beyond the rules' distracted thresholds (but short
       of their extreme-pose limit) plus noise; labelled ``distracted`` whatever its expression, as the
       analyser's rules would.
@@ -189,8 +190,7 @@ def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFa
     video_index: dict[str, int] = {}
     for face in faces:
         for _ in range(JITTER_COPIES[face.kind]):
-            yaw = rng.uniform(-ATTENTIVE_YAW, ATTENTIVE_YAW)
-            pitch = rng.uniform(-ATTENTIVE_PITCH, ATTENTIVE_PITCH)
+            yaw, pitch = rng.uniform(*ATTENTIVE_YAW), rng.uniform(*ATTENTIVE_PITCH)
             lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)
             out.append(replace(face, landmarks=lm, augmentation=f"pose+jitter yaw={yaw:+.0f} pitch={pitch:+.0f}"))
         if face.kind == "video":
@@ -202,9 +202,9 @@ def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFa
             direction = rng.choice(["aside", "down", "up"], p=[0.5, 0.3, 0.2])
             if direction == "aside":
                 yaw = rng.choice([-1, 1]) * rng.uniform(*DISTRACTED_YAW)
-                pitch = rng.uniform(-ATTENTIVE_PITCH, ATTENTIVE_PITCH)
+                pitch = rng.uniform(*ATTENTIVE_PITCH)
             else:
-                yaw = rng.uniform(-ATTENTIVE_YAW, ATTENTIVE_YAW)
+                yaw = rng.uniform(*ATTENTIVE_YAW)
                 span = DISTRACTED_PITCH_DOWN if direction == "down" else DISTRACTED_PITCH_UP
                 pitch = (-1 if direction == "down" else 1) * rng.uniform(*span)
             lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)

@@ -99,8 +99,8 @@ def test_augmentation_is_labelled_and_within_its_documented_poses(committed_tabl
     assert (distracted.loc[~aside & ~down, "pitch"] >= rules.DISTRACTED_PITCH_UP + 3).all()
     assert (distracted["yaw"].abs() < rules.EXTREME_YAW).all() and (distracted["pitch"].abs() < rules.EXTREME_PITCH).all()
     kept = aug[aug["label"] != "distracted"]
-    assert (kept["yaw"].abs() <= build.ATTENTIVE_YAW + 2).all()
-    assert (kept["pitch"].abs() <= build.ATTENTIVE_PITCH + 2).all()
+    assert kept["yaw"].between(rules.DISTRACTED_YAW * -1 + 3, rules.DISTRACTED_YAW - 3).all()
+    assert kept["pitch"].between(rules.DISTRACTED_PITCH_DOWN + 3, rules.DISTRACTED_PITCH_UP - 3).all()
     # augmented copies stay with their person, so cross-validation never sees a person's copy in training
     assert set(aug["person"]) <= set(committed_table.loc[~committed_table["augmented"], "person"])
 
