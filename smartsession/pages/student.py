@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 PUBLISH_EVERY = 0.2
 #: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
 OVERLAY_EVERY = 0.15
+#: Frames per second the page captures.
+CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
 CALIBRATION_SECONDS = 3.0
 
@@ -224,7 +226,8 @@ class StudentPage:
         self.agree_button.on_click(lambda _: self._agree())
         self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
         # Live view.
-        self.camera = Camera(active=False)
+        # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
+        self.camera = Camera(active=False, fps=CAMERA_FPS)
         self.overlay = LandmarkOverlay(layout=w.Layout(display="none"))
         self.overlay.add_class("ss-overlay-box")
         stack = w.Box([self.camera, self.overlay])

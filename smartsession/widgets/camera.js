@@ -49,7 +49,7 @@ function render({ model, el }) {
   let seq = 0;
   let starting = false;
   const inFlight = new Map(); // seq -> capture time (ms)
-  const counts = { sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0 };
+  const counts = { sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0 };
   let rtts = []; // round trips (ms) of processed frames, newest last
   let processedTimes = []; // when acks of processed frames arrived (ms)
 
@@ -142,6 +142,7 @@ function render({ model, el }) {
         const buffer = await blob.arrayBuffer();
         model.send({ type: "frame", seq: frameSeq, t: t / 1000, width, height }, {}, [buffer]);
         counts.sent += 1;
+        counts.bytes_sent += buffer.byteLength;
       },
       "image/jpeg",
       model.get("quality"),
@@ -169,13 +170,16 @@ function render({ model, el }) {
     processedTimes = processedTimes.filter((x) => t - x <= 5000);
     const sorted = [...rtts].sort((a, b) => a - b);
     const span = processedTimes.length > 1 ? (t - processedTimes[0]) / 1000 : 0;
-    model.set("stats", {
+    const stats = {
       ...counts,
       in_flight: inFlight.size,
       fps: span > 0 ? Number(((processedTimes.length - 1) / span).toFixed(2)) : 0,
       rtt_ms_median: percentile(sorted, 0.5),
       rtt_ms_p90: percentile(sorted, 0.9),
-    });
+    };
+    // Also on the element, so benchmarks and browser tests can read them without the kernel.
+    el.dataset.stats = JSON.stringify(stats);
+    model.set("stats", stats);
     model.save_changes();
   }
 
