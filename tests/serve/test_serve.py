@@ -110,3 +110,17 @@ def test_lan_address_binding_keeps_preheated_kernels_reaching_the_server(tmp_pat
             connect(query, sock=stranger, open_timeout=10).close()
         assert refused.value.response.status_code == 403
         connect(query, open_timeout=10).close()
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path, dashboards):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "smartsession", "serve", "--port", str(port), "--pool-size", "0",
+             "--data-dir", str(tmp_path / "data"), "--dashboards", str(dashboards)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 1
+    assert "pick another --port" in result.stderr
