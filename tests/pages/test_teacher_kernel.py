@@ -105,9 +105,9 @@ CARDS = "{sid: page.view.card(sid, time.time()) for sid in page.view.students}"
 
 def open_page(kernel, hub, klass, token=None):
     kernel.run(
-        "import time\nfrom smartsession.pages.teacher import TeacherPage\n"
+        "import time\nfrom smartsession.pages.alerts import AlertRules\nfrom smartsession.pages.teacher import TeacherPage\n"
         f"page = TeacherPage({klass['class_id']!r}, {token or klass['teacher_token']!r}, "
-        f"join_code={klass['join_code']!r}, hub_url={hub.url!r}, "
+        f"join_code={klass['join_code']!r}, hub_url={hub.url!r}, rules=AlertRules(persist=1), "
         "environ={'SERVER_NAME': 'school.example', 'SERVER_PORT': '8866', 'SCRIPT_NAME': '/voila/render/teacher.ipynb'})"
     )
 
@@ -151,6 +151,9 @@ def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, k
     kernel.wait_for("len(page.grid.cards)", lambda n: n == 3)
     kernel.wait_for("page.gauge.value", lambda v: 'data-engagement="43"' in v)
     assert 'data-state="away" data-count="1"' in kernel.json("page.counts.value")
+    # Ben stays away (alerts here fire after 1 s): a calm alert saying why.
+    alerts = kernel.wait_for("page.alerts_box.value", lambda v: "Ben has been away" in v)
+    assert 'data-rule="student"' in alerts and "why: state &#x27;away&#x27; held for" in alerts
 
     # Pausing and leaving reach the cards.
     hub.run(publish(ben, "away", 10.0, paused=True))
