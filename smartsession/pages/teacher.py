@@ -57,7 +57,7 @@ def peek_token(token: str) -> dict[str, Any]:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise TokenError("this is not a SmartSession token: copy the teacher token `smartsession serve` printed") from None
-    if not isinstance(claims, dict) or claims.get("r") != "teacher":
+    if not isinstance(claims, dict) or claims.get("r") != "teacher" or not isinstance(claims.get("c"), str):
         raise TokenError("this is not a teacher token: use the teacher link or token `smartsession serve` printed")
     if claims.get("e") is not None and claims["e"] < time.time():
         raise TokenError("this teacher token has expired: create a new one with `smartsession class`")
@@ -279,7 +279,7 @@ class TeacherPage:
         self.session_button = w.Button(description="Start session")
         self.session_button.on_click(lambda _: self._toggle_session())
         self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"))
-        self.segment_button = w.Button(description="Start segment", icon="")
+        self.segment_button = w.Button(description="Start segment")
         self.segment_button.on_click(lambda _: self._start_segment())
         self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
         self.emotions_box.observe(self._on_emotions_box, "value")

@@ -1,0 +1,77 @@
+"""The teacher page's pure pieces: token pre-check, join link, QR code, gauge, timeline, card order."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from xml.etree import ElementTree
+
+import pytest
+
+from smartsession.hub import auth
+from smartsession.pages.teacher import (
+    TeacherPage,
+    TokenError,
+    _natural,
+    gauge_html,
+    join_url,
+    peek_token,
+    qr_svg,
+    timeline_svg,
+)
+
+
+def test_peek_token_accepts_teacher_tokens_and_explains_the_rest():
+    assert peek_token(" " + auth.teacher_token("s", "c1") + "\n")["c"] == "c1"
+    for token, why in [
+        ("", "not a SmartSession token"),
+        ("hello", "not a SmartSession token"),
+        ("a.b.c", "not a SmartSession token"),
+        (auth.student_token("s", "c1", "s1"), "not a teacher token"),
+        (auth.issue_token("s", "admin"), "not a teacher token"),
+        (auth.teacher_token("s", "c1", ttl=-10), "expired"),
+    ]:
+        with pytest.raises(TokenError, match=why):
+            peek_token(token)
+
+
+def test_join_url_uses_the_host_the_teacher_reached():
+    env = {"SERVER_NAME": "10.0.0.5", "SERVER_PORT": "8866", "SCRIPT_NAME": "/voila/render/teacher.ipynb"}
+    assert join_url("c1", "abc", env) == "http://10.0.0.5:8866/voila/render/student.ipynb?class=c1&join=abc"
+    tls = {**env, "SERVER_NAME": "school.example", "SERVER_PORT": "443", "SMARTSESSION_HUB_URL": "https://127.0.0.1:443"}
+    assert join_url("c1", "abc", tls) == "https://school.example/voila/render/student.ipynb?class=c1&join=abc"
+    v6 = {**env, "SERVER_NAME": "::1", "SCRIPT_NAME": "/base/voila/render/teacher.ipynb"}
+    assert join_url("c1", "a b", v6) == "http://[::1]:8866/base/voila/render/student.ipynb?class=c1&join=a+b"
+    assert join_url("c1", "abc", {}) is None
+
+
+def test_qr_code_is_inline_svg():
+    svg = qr_svg("http://10.0.0.5:8866/voila/render/student.ipynb?class=c1&join=abc")
+    root = ElementTree.fromstring(svg)
+    assert root.tag.endswith("svg") and "http" not in svg.split(">", 1)[1].replace("http://www.w3.org", "")
+
+
+def test_gauge_and_timeline_draw_without_data():
+    assert 'data-engagement=""' in gauge_html(None)
+    assert 'data-engagement="100"' in gauge_html(130.0)
+    assert timeline_svg([]) == "<i>No states yet.</i>"
+    now = time.time()
+    svg = timeline_svg([(now, 80.0, "focused"), (now + 1, 10.0, "away")])
+    assert svg.count("<circle") == 2 and "#2e7d32" in svg
+
+
+def test_cards_sort_naturally():
+    labels = ["Sim student 10", "Sim student 2", "ana", "Ben"]
+    assert sorted(labels, key=lambda l: _natural(SimpleNamespace(label=l))) == ["ana", "Ben", "Sim student 2", "Sim student 10"]
+
+
+def test_without_a_token_the_page_offers_only_the_form():
+    page = TeacherPage(environ={})
+    assert page.view is None and page.status == "idle"
+    assert page.form.layout.display is None and page.dashboard.layout.display == "none"
+    page.token_input.value = auth.student_token("s", "c1", "s1")
+    page.token_button.click()
+    assert page.status == "error" and "not a teacher token" in page.status_line.value
+    assert page.view is None
+    page.close()
+    page.close()
