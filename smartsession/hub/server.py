@@ -62,7 +62,7 @@ class HubConfig(Configurable):
     )
     rate = Float(20.0, help="Messages per second a connection may send, sustained.").tag(config=True)
     burst = Float(40.0, help="Messages a connection may send at once.").tag(config=True)
-    ping_interval = Float(2.0, help="Seconds between keepalive pings.").tag(config=True)
+    ping_interval = Float(2.0, help="Seconds of silence after which a client is pinged.").tag(config=True)
     dead_after = Float(6.0, help="Seconds without pong or message before a client counts as disconnected.").tag(
         config=True
     )
@@ -338,10 +338,20 @@ class Hub:
         for handler in list(self.pending):
             if now - handler.opened > self.config.hello_timeout:
                 handler.close(CloseCode.HELLO_TIMEOUT, "no hello received: send hello with your token first")
+        interval = self.config.ping_interval
         for handler in [*self.students.values(), *(t for ts in self.teachers.values() for t in ts)]:
-            if now - handler.last_alive > self.config.dead_after:
+            silent = now - handler.last_alive
+            if silent > self.config.dead_after:
                 handler.close(CloseCode.DEAD, "no pong: connection considered dead")
                 handler.on_close()  # mark disconnected now, not when TCP gives up
+            elif silent > interval and now - handler.last_ping > interval:
+                # Only silent clients are pinged: a student publishing a few times a second is visibly
+                # alive, which spares a thousand pings and pongs every couple of seconds.
+                handler.last_ping = now
+                try:
+                    handler.ping()
+                except websocket.WebSocketClosedError:
+                    pass
 
 
 def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:
@@ -370,11 +380,8 @@ class _Handler(websocket.WebSocketHandler):
 
     @property
     def ping_interval(self) -> float:
-        return self.hub.config.ping_interval
+        return 0  # the hub's sweeper pings silent clients and decides when one is dead
 
-    @property
-    def ping_timeout(self) -> float:
-        return 0  # the hub's sweeper decides when a client is dead (``dead_after``)
 
     @property
     def max_message_size(self) -> int:
@@ -395,6 +402,7 @@ class _Handler(websocket.WebSocketHandler):
         self.set_nodelay(True)
         now = time.monotonic()
         self.opened = self.last_alive = now
+        self.last_ping = 0.0
         self.conn = Connection(self.role, class_id, student_id, self.hub.secret, self.hub.limits, time.monotonic())
         self.hub.pending.add(self)
 
