@@ -47,6 +47,7 @@ function fill(node, c) {
   node.dataset.state = c.state;
   node.dataset.presence = c.presence;
   node.dataset.hidden = c.hidden ? "true" : "false";
+  node.dataset.t = c.t === null ? "" : String(c.t);
   node.dataset.engagement = c.engagement === null ? "" : String(c.engagement);
   node.style.setProperty("--ss-colour", c.colour);
   // textContent, never innerHTML: names are typed by students.

@@ -277,6 +277,8 @@ class ClassView:
             "engagement": None if c.engagement is None else round(c.engagement),
             "presence": presence,
             "last_seen": None if c.received is None else round(c.received, 1),
+            # Capture time of the state shown, so a benchmark can time capture -> teacher's screen.
+            "t": c.t,
             "spark": sparkline_points(spark),
             "hidden": c.hidden,
         }

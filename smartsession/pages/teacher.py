@@ -31,8 +31,11 @@ from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import PRESENCE_COLOURS, STATE_COLOURS, ClassView
 from smartsession.schema import EMOTION_STATES, STATES
 
-#: Redraw cadence: cards and counts, the class chart, the alert check (seconds).
-CARDS_EVERY = 0.3
+#: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
+#: a lone student shows up at once, a busy class costs at most four redraws a second.
+CARDS_EVERY = 0.25
+#: The housekeeping tick (silent students, connection status), the chart and the alert check (seconds).
+TICK_EVERY = 0.5
 CHART_EVERY = 2.0
 ALERTS_EVERY = 1.0
 #: The class chart shows this much history.
@@ -247,6 +250,8 @@ class TeacherPage:
         self._subscriber = None
         self._changed: set[str] = set()
         self._dirty = False
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0  # time.monotonic() of the last card redraw
         self._last = {"chart": 0.0, "alerts": 0.0}
         self._chart_points = 0
         self._syncing = False  # set while the page itself moves the emotions switch
@@ -386,6 +391,9 @@ class TeacherPage:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         self._subscriber = None
 
     async def _listen(self) -> None:
@@ -410,21 +418,39 @@ class TeacherPage:
 
     def _mark_dirty(self) -> None:
         self._dirty = True
+        self._schedule()
 
     def handle(self, event: dict[str, Any], now: float) -> None:
-        """Fold one hub event into the class model; widgets are redrawn by the redraw loop."""
+        """Fold one hub event into the class model and schedule a redraw (never more than one pending)."""
         if self.view is None:
             return
         if event.get("type") == "snapshot":
             self.join_code = event.get("join_code") or self.join_code
         self._changed |= self.view.apply(event, now)
-        self._dirty = True
+        self._mark_dirty()
+
+    def _schedule(self) -> None:
+        if self._flush_at is not None or not self._tasks:
+            return
+        delay = max(0.0, self._last_flush + CARDS_EVERY - time.monotonic())
+        self._flush_at = asyncio.get_event_loop().call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        self._last_flush = time.monotonic()
+        self._safe_redraw()
+
+    def _safe_redraw(self) -> None:
+        try:
+            self.redraw(time.time())
+        except Exception as exc:  # a drawing bug must not stop the live page
+            self._notify(f"Redraw failed: {exc!r}; the page keeps trying")
 
     # -- drawing -------------------------------------------------------------------------------
 
     async def _redraw_loop(self) -> None:
         while True:
-            await asyncio.sleep(CARDS_EVERY)
+            await asyncio.sleep(TICK_EVERY)
             sub = self._subscriber
             if sub is not None and sub.error is not None:
                 # Fatal refusals (bad token, other class) end the subscriber; reconnecting cannot help.
@@ -434,10 +460,7 @@ class TeacherPage:
                 connected = sub.connected.is_set()
                 if connected != (self.status == "live"):
                     self._set_status(*(("live", "Live") if connected else ("reconnecting", "Reconnecting to the hub…")))
-            try:
-                self.redraw(time.time())
-            except Exception as exc:  # a drawing bug must not stop the live page
-                self._notify(f"Redraw failed: {exc!r}; the page keeps trying")
+            self._safe_redraw()
 
     def redraw(self, now: float) -> None:
         view = self.view
