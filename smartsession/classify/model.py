@@ -34,7 +34,7 @@ ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 #: Featurizer outputs the classifier leaves out. How large the face is in the frame and how the head leans
 #: in the image plane say nothing about the state, and with few sources they would identify the source
 #: (every video has its own framing). The mouth opens to talk, yawn or gasp as much as to laugh: with it, a
-#: surprised or talking face read happy; the smile is in the lip corners and mouth width. The rules use them.
+#: surprised face read happy (a talking one would too); the smile is in the lip corners and mouth width. The rules use them.
 UNUSED_FEATURES = ("face_size", "roll", "mar")
 
 SIDECAR_FORMAT = 1
