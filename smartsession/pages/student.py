@@ -232,7 +232,7 @@ class StudentPage:
         self.overlay.add_class("ss-overlay-box")
         stack = w.Box([self.camera, self.overlay])
         stack.add_class("ss-stack")
-        self.pause_button = w.ToggleButton(description="Pause", icon="", tooltip="Stop the camera and the measuring")
+        self.pause_button = w.ToggleButton(description="Pause", tooltip="Stop the camera and the measuring")
         self.pause_button.observe(lambda ch: self.set_paused(ch["new"]), names="value")
         self.calibrate_button = w.Button(description="Calibrate again", tooltip="3 seconds with a relaxed face",
                                          layout=w.Layout(width="auto"))
