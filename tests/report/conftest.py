@@ -29,12 +29,12 @@ class Lesson:
 #: name -> (students, rate Hz, duration s, scenario, with a teacher driving segments, speed)
 LESSONS = {
     # Engagement drops for 80% of the class at 55% of a 10-minute lesson, in "Long derivation".
-    "drop": (15, 2.0, 600, "drop", True, 8.0),
-    "single": (1, 1.0, 240, "lecture", True, 15.0),
-    "late_early": (6, 1.0, 300, "late-early", True, 15.0),
-    "break": (5, 1.0, 300, "break", True, 15.0),
+    "drop": (15, 1.0, 600, "drop", True, 16.0),
+    "single": (1, 1.0, 240, "lecture", True, 16.0),
+    "late_early": (6, 1.0, 300, "late-early", True, 16.0),
+    "break": (5, 1.0, 300, "break", True, 16.0),
     # No teacher: the hub opens the session itself and nobody starts segments.
-    "no_segments": (4, 1.0, 660, "lecture", False, 15.0),
+    "no_segments": (4, 1.0, 630, "lecture", False, 16.0),
 }
 
 
@@ -65,7 +65,7 @@ async def _play_all(data_dir: Path) -> dict[str, Lesson]:
 
 @pytest.fixture(scope="session")
 def lessons(tmp_path_factory) -> dict[str, Lesson]:
-    """Every scripted lesson, played once per test run through one real hub (about 90 s of wall time)."""
+    """Every scripted lesson, played once per test run through one real hub (about 40 s of wall time)."""
     return asyncio.run(_play_all(tmp_path_factory.mktemp("hub")))
 
 
