@@ -140,6 +140,8 @@ class SmartSessionApp(Voila):
         vc.preheat_kernel = True
         vc.default_pool_size = 0
         vc.multi_kernel_manager_class = QuietRefillKernelManager
+        # A link must not pick the jinja template (Voila looks it up by name on disk); the notebook may.
+        vc.allow_template_override = "NOTEBOOK"
         # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
         self.config.VoilaKernelManager.fill_delay = 0.0
         self.config.VoilaKernelManager.kernel_pools_config = {
@@ -188,7 +190,6 @@ class SmartSessionApp(Voila):
     def init_settings(self) -> dict:
         settings = super().init_settings()
         settings["log_function"] = lockdown.log_request
-        settings["websocket_max_message_size"] = 64 * 1024 * 1024  # widget buffers (camera frames) pass through
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         return settings
 

@@ -59,11 +59,11 @@ class PoolStatus:
 
     size: int  # configured
     started: int  # kernels running
-    ready: int  # kernels that finished the notebook (or wait for their page request)
+    warm_count: int  # kernels that finished the notebook (or wait for their page request)
 
     @property
     def warm(self) -> bool:
-        return self.ready >= self.size
+        return self.warm_count >= self.size
 
     def to_dict(self) -> dict:
         return {**asdict(self), "warm": self.warm}
@@ -75,7 +75,7 @@ def _pool(kernel_manager, notebook: str) -> list:
 
 def pool_status(kernel_manager, notebook: str, size: int) -> PoolStatus:
     """Read Voila's pool of ``notebook``: each entry is a task that resolves once its kernel has started."""
-    started = ready = 0
+    started = warm = 0
     for entry in _pool(kernel_manager, notebook):
         if not entry.done() or entry.cancelled() or entry.exception() is not None:
             continue
@@ -84,8 +84,8 @@ def pool_status(kernel_manager, notebook: str, size: int) -> PoolStatus:
         # A notebook that calls voila.utils.wait_for_request() blocks there until a page takes the kernel:
         # it has imported everything it needs, which is what warm means.
         if content["task"].done() or content["kernel_id"] in RequestInfoSocketHandler._waiters:
-            ready += 1
-    return PoolStatus(size=size, started=started, ready=ready)
+            warm += 1
+    return PoolStatus(size=size, started=started, warm_count=warm)
 
 
 def next_kernel_started(kernel_manager, notebook: str) -> bool:

@@ -33,11 +33,11 @@ def test_server_prints_both_links_and_writes_them_for_scripts(server):
 def test_health_reports_the_pool_filling_then_warm(server):
     health = server.health()
     assert health["ok"] is True and health["pool"]["size"] == 1
-    assert set(health["pool"]) == {"size", "started", "ready", "warm"}
+    assert set(health["pool"]) == {"size", "started", "warm_count", "warm"}
     seen = {health["warm"]}
     health = server.wait_warm(180)
     seen.add(health["warm"])
-    assert health["pool"] == {"size": 1, "started": 1, "ready": 1, "warm": True}
+    assert health["pool"] == {"size": 1, "started": 1, "warm_count": 1, "warm": True}
     assert health["warm"] is True
     # The fixture page sleeps before its handshake, so the server was reachable while still filling.
     assert False in seen or "Kernel pool of student.ipynb is filled" in server.log_text()
