@@ -283,7 +283,7 @@ class StudentPublisher(_Client):
         if kind == "ack":
             self._ack(msg["seq"])
         elif kind == "nack":
-            self._ack(msg["last_seq"])
+            # The hub already holds a state with this seq (a resend after reconnect): nothing to keep.
             self.outbox = deque((m for m in self.outbox if m.seq != msg["seq"]), maxlen=self.outbox.maxlen)
         elif kind == "class":
             self._status(msg)

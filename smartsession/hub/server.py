@@ -342,6 +342,7 @@ class Hub:
         for handler in [*self.students.values(), *(t for ts in self.teachers.values() for t in ts)]:
             silent = now - handler.last_alive
             if silent > self.config.dead_after:
+                log.info("closing a dead %s connection (silent for %.1f s)", handler.role, silent)
                 handler.close(CloseCode.DEAD, "no pong: connection considered dead")
                 handler.on_close()  # mark disconnected now, not when TCP gives up
             elif silent > interval and now - handler.last_ping > interval:
@@ -368,6 +369,12 @@ def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:
 
 
 # --- tornado handlers: bytes in, bytes out ---
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    # A write still pending when its client vanishes fails; that is expected, not worth a log entry.
+    if not future.cancelled():
+        future.exception()
 
 
 class _Handler(websocket.WebSocketHandler):
@@ -413,7 +420,7 @@ class _Handler(websocket.WebSocketHandler):
         if self.closed or self.ws_connection is None:
             return
         try:
-            self.write_message(text)
+            self.write_message(text).add_done_callback(_retrieve)
         except websocket.WebSocketClosedError:
             pass
 

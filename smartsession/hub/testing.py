@@ -67,7 +67,7 @@ class HubProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        _wait(lambda: self.health()["ok"], 30, f"hub on port {self.port}", self.proc)
+        _wait(lambda: self.health()["ok"], 90, f"hub on port {self.port}", self.proc)
 
     def health(self) -> dict:
         with urllib.request.urlopen(self.url + "/smartsession/health", timeout=2) as resp:

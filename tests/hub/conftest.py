@@ -35,7 +35,7 @@ def ws_url(url: str, path: str) -> str:
 
 
 async def connect(url: str, path: str, **kw):
-    return await websockets.connect(ws_url(url, path), open_timeout=10, **kw)
+    return await websockets.connect(ws_url(url, path), open_timeout=30, **kw)
 
 
 async def join(url: str, info: dict, name: str = "Ada") -> dict:
@@ -46,7 +46,7 @@ async def join(url: str, info: dict, name: str = "Ada") -> dict:
 
 async def hello(ws, token: str) -> dict:
     await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
-    return json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return json.loads(await asyncio.wait_for(ws.recv(), 30))
 
 
 async def student(url: str, info: dict, name: str = "Ada"):
@@ -75,7 +75,7 @@ def state(joined: dict, seq: int, **kw) -> str:
     return json.dumps(msg)
 
 
-async def closed_with(ws, timeout: float = 10) -> tuple[int, str]:
+async def closed_with(ws, timeout: float = 30) -> tuple[int, str]:
     """Read until the hub closes the connection; return its close code and reason."""
     try:
         while True:
@@ -88,7 +88,7 @@ async def closed_with(ws, timeout: float = 10) -> tuple[int, str]:
 _unread: dict[int, deque] = {}
 
 
-async def until(ws, pred, timeout: float = 10) -> dict:
+async def until(ws, pred, timeout: float = 30) -> dict:
     """The next message for which ``pred(msg)`` is true (others are skipped; ``batch`` frames unpacked)."""
     deadline = time.monotonic() + timeout
     unread = _unread.setdefault(id(ws), deque())

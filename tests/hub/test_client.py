@@ -42,8 +42,8 @@ def test_offline_outbox_keeps_the_latest_and_delivers_them_once_the_hub_is_up(tm
             async with running_hub(data_dir=tmp_path, port=port) as (hub, url):
                 teacher = TeacherSubscriber("c1", auth.teacher_token(secret, "c1"))
                 async with teacher:
-                    await pub.wait_connected(10)
-                    await pub.wait_acked(sent[-1].seq, 10)
+                    await pub.wait_connected(30)
+                    await pub.wait_acked(sent[-1].seq, 30)
                     assert not pub.outbox
                 hub.store.flush()
                 stored = hub.store.states(hub.rooms["c1"].session_id)
@@ -60,7 +60,7 @@ def test_refusals_stop_the_client_with_a_reason(tmp_path):
                 None, join_class, url, info["class_id"], info["join_code"], "Ada")
             wrong = StudentPublisher(info["class_id"], "someone-else", ada["token"], url=url, backoff=(0.05, 0.1))
             async with wrong:
-                for _ in range(200):
+                for _ in range(1500):
                     if wrong.error:
                         break
                     await asyncio.sleep(0.02)
@@ -68,7 +68,7 @@ def test_refusals_stop_the_client_with_a_reason(tmp_path):
             teacher = TeacherSubscriber(info["class_id"], auth.teacher_token("not-the-secret", info["class_id"]),
                                         url=url)
             async with teacher:
-                for _ in range(200):
+                for _ in range(1500):
                     if teacher.error:
                         break
                     await asyncio.sleep(0.02)
@@ -115,8 +115,8 @@ def test_tls_with_a_self_signed_certificate_from_the_cafile_env(tmp_path, monkey
             monkeypatch.setenv("SMARTSESSION_HUB_CAFILE", certfile)
             pub = await StudentPublisher.join(url, info["class_id"], info["join_code"], "Ada")
             async with pub:
-                await pub.wait_connected()
+                await pub.wait_connected(30)
                 sent = pub.publish(state(50.0))
-                await pub.wait_acked(sent.seq)
+                await pub.wait_acked(sent.seq, 30)
 
     asyncio.run(asyncio.wait_for(main(), 60))

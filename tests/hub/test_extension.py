@@ -33,7 +33,7 @@ def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
             with urllib.request.urlopen(base + "smartsession/health", timeout=2) as resp:
                 return json.loads(resp.read())["ok"]
 
-        _wait(healthy, 60, "jupyter server with the hub extension", proc)
+        _wait(healthy, 120, "jupyter server with the hub extension", proc)
         # Jupyter's own API stays behind its token; the hub's routes use the hub's tokens.
         try:
             urllib.request.urlopen(base + "api/contents", timeout=5)
@@ -46,12 +46,12 @@ def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
 
         async def main():
             async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
-                await teacher.wait_snapshot()
+                await teacher.wait_snapshot(30)
                 async with StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=url) as pub:
-                    await pub.wait_connected()
+                    await pub.wait_connected(30)
                     sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 88.0, 0.9))
-                    await pub.wait_acked(sent.seq)
-                deadline = time.monotonic() + 10
+                    await pub.wait_acked(sent.seq, 30)
+                deadline = time.monotonic() + 30
                 while (teacher.room.students.get(joined["student_id"]) is None
                        or teacher.room.students[joined["student_id"]].state is None):
                     assert time.monotonic() < deadline

@@ -114,11 +114,11 @@ def test_class_creation_join_and_export_permissions(tmp_path):
             assert status == 413
 
             async with StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=url) as pub:
-                await pub.wait_connected()
+                await pub.wait_connected(30)
                 for _ in range(3):
                     sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 60.0, 0.7,
                                                     features={"yaw": 1.5, "ear": 0.3}))
-                await pub.wait_acked(sent.seq)
+                await pub.wait_acked(sent.seq, 30)
             session_id = hub.rooms[info["class_id"]].session_id
             status, text = await call(url + f"/smartsession/api/classes/{info['class_id']}/sessions",
                                       token=info["teacher_token"])

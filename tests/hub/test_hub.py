@@ -205,29 +205,29 @@ def test_teacher_commands_reach_students_and_the_store(tmp_path):
             info = hub.create_class("Commands")
             statuses = []
             async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
-                await teacher.wait_snapshot()
+                await teacher.wait_snapshot(30)
                 pub = await StudentPublisher.join(url, info["class_id"], info["join_code"], "Ada",
                                                   on_class=statuses.append)
                 async with pub:
-                    await pub.wait_connected()
+                    await pub.wait_connected(30)
                     first_session = pub.status["session_id"]
                     result = await teacher.send_command("start_session", title="Lecture 2")
                     assert result["session_id"] != first_session
                     await teacher.send_command("start_segment", title="Optics")
                     await teacher.send_command("set_emotions", emotions=False)
-                    for _ in range(100):
+                    for _ in range(1500):
                         if not pub.emotions and pub.segment:
                             break
                         await asyncio.sleep(0.02)
                     assert (pub.emotions, pub.status["segment"]["title"]) == (False, "Optics")
                     sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 77.0, 0.8))
                     assert sent.segment == pub.segment
-                    await pub.wait_acked(sent.seq)
+                    await pub.wait_acked(sent.seq, 30)
                     await teacher.send_command("rename_student", student_id=pub.student_id, name="Ada L.")
                     await teacher.send_command("hide_student", student_id=pub.student_id, hidden=True)
                     with pytest.raises(Exception, match="no student"):
                         await teacher.send_command("hide_student", student_id="snobody", hidden=True)
-                    for _ in range(100):
+                    for _ in range(1500):
                         if teacher.room.students[pub.student_id].hidden:
                             break
                         await asyncio.sleep(0.02)

@@ -29,35 +29,35 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
         async def main():
             pub = StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=hub_a.url)
             async with pub:
-                await pub.wait_connected()
+                await pub.wait_connected(30)
                 first = pub.publish(StateMessage("", "", 0, time.time(), "distracted", 35.0, 0.6))
-                await pub.wait_acked(first.seq)
+                await pub.wait_acked(first.seq, 30)
                 await asyncio.sleep(0.3)  # the backplane pipeline flushes within a loop iteration
                 # A teacher arriving late on hub B sees the class as hub A knows it.
                 events = []
                 async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url,
                                              on_event=events.append) as teacher:
-                    snap = await teacher.wait_snapshot()
+                    snap = await teacher.wait_snapshot(30)
                     [ada] = snap.students
                     assert (ada.name, ada.presence, ada.state["seq"]) == ("Ada", "connected", first.seq)
                     assert snap.session_id == pub.status["session_id"]
                     # Live fan-out A -> B.
                     sent = [pub.publish(StateMessage("", "", 0, time.time(), "focused", 60.0 + i, 0.9))
                             for i in range(5)]
-                    deadline = time.monotonic() + 10
+                    deadline = time.monotonic() + 30
                     while [e["seq"] for e in events if e["type"] == "state"] != [m.seq for m in sent]:
                         assert time.monotonic() < deadline, events
                         await asyncio.sleep(0.02)
                     # Commands B -> students on A.
                     await teacher.send_command("start_segment", title="Scaling out")
-                    deadline = time.monotonic() + 10
+                    deadline = time.monotonic() + 30
                     while pub.status.get("segment") is None:
                         assert time.monotonic() < deadline, "segment never reached hub A's student"
                         await asyncio.sleep(0.02)
                     assert pub.status["segment"]["title"] == "Scaling out"
             # The student leaving hub A shows up on hub B as disconnected.
             async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url) as teacher:
-                snap = await teacher.wait_snapshot()
+                snap = await teacher.wait_snapshot(30)
                 assert snap.students[0].presence == "disconnected"
                 assert snap.segment.title == "Scaling out"
 

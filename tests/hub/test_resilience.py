@@ -30,7 +30,7 @@ def test_no_acknowledged_state_is_lost_across_a_hub_restart(tmp_path):
             pub = StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=hub.url,
                                    backoff=(0.1, 0.5))
             async with pub:
-                await pub.wait_connected()
+                await pub.wait_connected(30)
                 sent = []
                 for i in range(60):
                     sent.append(pub.publish(StateMessage("", "", 0, time.time(), "focused", float(i), 0.9)).seq)
@@ -40,8 +40,8 @@ def test_no_acknowledged_state_is_lost_across_a_hub_restart(tmp_path):
                         hub.kill()  # SIGKILL mid-stream: no flush, no goodbye
                         await asyncio.sleep(0.3)
                         hub.start()
-                await pub.wait_connected(15)
-                await pub.wait_acked(sent[-1], 15)
+                await pub.wait_connected(30)
+                await pub.wait_acked(sent[-1], 30)
                 assert not pub.outbox
             return acked_before_kill, sent
 
@@ -77,7 +77,7 @@ def test_a_frozen_student_process_shows_disconnected_within_10_s(tmp_path):
                 events = []
                 async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub.url,
                                              on_event=events.append) as teacher:
-                    await teacher.wait_snapshot()
+                    await teacher.wait_snapshot(30)
                     deadline = time.monotonic() + 30
                     while not any(e["type"] == "state" for e in events):
                         assert time.monotonic() < deadline, "student never published"
