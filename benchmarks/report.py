@@ -46,13 +46,13 @@ def fill_store(store: Store, students: int, minutes: float, rate_hz: float, seed
         while seg_i + 1 < len(starts) and starts[seg_i + 1] <= s:
             seg_i += 1
             store.start_segment(session_id, f"seg{seg_i + 1}", scenario["segments"][seg_i]["title"], t0 + s)
-        for st, state, engagement, feats in classroom.messages(s, dt):
+        for st, state, engagement, feats, paused in classroom.messages(s, dt):
             store.add_state(
                 session_id,
                 {
                     "class_id": class_id, "student_id": f"s{st.index:03d}", "seq": seqs[st.index],
                     "t": t0 + s, "received": t0 + s + 0.02, "state": state, "engagement": engagement,
-                    "confidence": 0.8, "segment": f"seg{seg_i + 1}", "paused": False, "features": feats,
+                    "confidence": 0.8, "segment": f"seg{seg_i + 1}", "paused": paused, "features": feats,
                 },
             )
             seqs[st.index] += 1

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage
 
@@ -127,7 +127,7 @@ def _mix(value: Any, where: str) -> dict[str, float]:
 
 
 def _check(raw: dict[str, Any]) -> dict[str, Any]:
-    known = {"name", "duration_s", "segments", "drops", "attendance", "silent"}
+    known = {"name", "duration_s", "segments", "drops", "attendance", "silent", "pauses"}
     extra = set(raw) - known
     if extra:
         raise ScenarioError(f"unknown scenario field(s) {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}")
@@ -177,6 +177,13 @@ def _check(raw: dict[str, Any]) -> dict[str, Any]:
         if until <= at:
             raise ScenarioError(f"silent[{i}]: until must come after at")
         out["silent"].append({"at": at, "until": until})
+    out["pauses"] = []
+    for i, pause in enumerate(raw.get("pauses", [])):
+        where = f"pauses[{i}]"
+        at, until = _frac(pause.get("at"), f"{where}.at"), _frac(pause.get("until"), f"{where}.until")
+        if until <= at:
+            raise ScenarioError(f"{where}: until must come after at")
+        out["pauses"].append({"at": at, "until": until, "share": _frac(pause.get("share", 1.0), f"{where}.share")})
     return out
 
 
@@ -194,6 +201,8 @@ class SyntheticStudent:
     engagement: float = 75.0
     left_state_s: float = 0.0
     in_drop: list[bool] = field(default_factory=list)  # per scenario drop: does this student take part
+    in_pause: list[bool] = field(default_factory=list)  # per scenario pause: does this student pause
+    paused: bool = False
 
     def present(self, s: float) -> bool:
         return self.join_s <= s < self.leave_s
@@ -270,6 +279,10 @@ class Classroom:
             hit = set(rng.permutation(n)[: max(1, round(drop["share"] * n))].tolist())
             for s in students:
                 s.in_drop.append(s.index in hit)
+        for pause in scenario["pauses"]:
+            hit = set(rng.permutation(n)[: max(1, round(pause["share"] * n))].tolist())
+            for s in students:
+                s.in_pause.append(s.index in hit)
         return cls(students, scenario, duration_s)
 
     def segment_index(self, s: float) -> int | None:
@@ -296,15 +309,38 @@ class Classroom:
             mix = {k: 0.5 * seg_mix.get(k, 0) / a + 0.5 * mix.get(k, 0) / b for k in STATES}
         return mix
 
-    def messages(self, s: float, dt: float, emotions: bool = True):
+    def pausing(self, student: SyntheticStudent, s: float) -> bool:
+        return any(
+            student.in_pause[k] and p["at"] * self.duration_s <= s < p["until"] * self.duration_s
+            for k, p in enumerate(self.scenario["pauses"])
+        )
+
+    def messages(self, s: float, dt: float, emotions: bool = True) -> list[SimulatedState]:
+        """What each present student publishes at ``s``. A student who pauses publishes one paused state
+        and then nothing until they resume, as the student page does (its camera stops)."""
         if self.silent(s):
             return []
         out = []
         for st in self.students:
-            if st.present(s):
-                state, engagement, feats = st.step(s, dt, self.mix_for(st, s), emotions)
-                out.append((st, state, engagement, feats))
+            if not st.present(s):
+                continue
+            if self.pausing(st, s):
+                if not st.paused:
+                    st.paused = True
+                    out.append(SimulatedState(st, "uncertain", 0.0, {}, True))
+                continue
+            st.paused = False
+            state, engagement, feats = st.step(s, dt, self.mix_for(st, s), emotions)
+            out.append(SimulatedState(st, state, engagement, feats, False))
         return out
+
+
+class SimulatedState(NamedTuple):
+    student: SyntheticStudent
+    state: str
+    engagement: float
+    features: dict[str, float]
+    paused: bool
 
 
 def _norm(w: list[float]) -> list[float]:
@@ -428,15 +464,15 @@ async def run_simulation(
                     await _leave(pubs.pop(st.index))
             emotions = all(p.emotions for p in pubs.values()) if pubs else True
             t = capture_time(s)
-            for st, state, engagement, feats in classroom.messages(s, dt, emotions):
+            for st, state, engagement, feats, paused in classroom.messages(s, dt, emotions):
                 pub = pubs.get(st.index)
                 if pub is None:
                     continue
                 pub.publish(
                     StateMessage(
                         class_id=class_id, student_id=pub.student_id, seq=0, t=t, state=state,
-                        engagement=engagement, confidence=round(0.6 + 0.35 * st.rng.random(), 3),
-                        features=feats, segment=current_segment,
+                        engagement=engagement, confidence=0.0 if paused else round(0.6 + 0.35 * st.rng.random(), 3),
+                        features=feats, segment=current_segment, paused=paused,
                     )
                 )
                 span = presence.setdefault(pub.student_id, [t, t])

@@ -26,13 +26,16 @@ class Lesson:
     result: SimulationResult | None
 
 
-#: name -> (students, rate Hz, duration s, scenario, with a teacher driving segments, speed)
+#: name -> (students, rate Hz, duration s, scenario (a name or a dict), with a teacher driving segments, speed)
 LESSONS = {
     # Engagement drops for 80% of the class at 55% of a 10-minute lesson, in "Long derivation".
     "drop": (15, 1.0, 600, "drop", True, 16.0),
     "single": (1, 1.0, 240, "lecture", True, 16.0),
     "late_early": (6, 1.0, 300, "late-early", True, 16.0),
     "break": (5, 1.0, 300, "break", True, 16.0),
+    # Two of five students press Pause from 30% to 60% of the lesson.
+    "pauses": (5, 1.0, 300, {"segments": [{"title": "Lecture", "at": 0}], "attendance": [],
+                             "pauses": [{"share": 0.4, "at": 0.3, "until": 0.6}]}, True, 16.0),
     # No teacher: the hub opens the session itself and nobody starts segments.
     "no_segments": (4, 1.0, 630, "lecture", False, 16.0),
 }

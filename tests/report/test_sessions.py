@@ -117,6 +117,19 @@ def test_segment_without_data_is_marked_and_left_out_of_the_ranking(lessons, sto
     assert not report.drops["t"].between(start + 10, end - 10).any()
 
 
+def test_paused_students_are_not_measured_while_paused(lessons, store):
+    states = store.states(lessons["pauses"].session_id)
+    # The student page sends one paused state when a student pauses, then nothing until they resume.
+    marks = states[states["paused"]]
+    assert len(marks) == 2 and (marks["engagement"] == 0).all()
+    report = build_report(store, lessons["pauses"].session_id)
+    assert report.messages == len(states) - 2
+    present = report.class_series.set_index("offset_s")["students"]
+    assert present[present.index < 85].min() == 5
+    assert present[(present.index >= 95) & (present.index < 175)].max() == 3
+    assert present[present.index >= 185].min() == 5
+
+
 def test_session_without_segments_uses_fixed_windows(lessons, store):
     report = build_report(store, lessons["no_segments"].session_id)
     assert report.windows

@@ -33,7 +33,7 @@ def _play(n, duration, scenario, seed=0, rate=1.0):
     out = []
     for k in range(int(duration * rate)):
         s = k / rate
-        out += [(s, st.index, state, e) for st, state, e, _ in c.messages(s, 1 / rate)]
+        out += [(s, m.student.index, m.state, m.engagement) for m in c.messages(s, 1 / rate) if not m.paused]
     return c, out
 
 
@@ -113,6 +113,21 @@ def test_attendance_and_silence_follow_the_script():
     assert max(s for s, i, *_ in msgs if i in early) == 179
     _, msgs = _play(4, 300, "break")
     assert not [s for s, *_ in msgs if 120 <= s < 180]
+
+
+def test_a_pausing_student_says_so_once_then_goes_quiet_until_resuming():
+    sc = {"segments": [{"title": "All", "at": 0}], "pauses": [{"share": 0.5, "at": 0.25, "until": 0.5}],
+          "attendance": []}
+    c = Classroom.create(4, 400, load_scenario(sc), seed=1)
+    sent = [(k, m.student.index, m.paused) for k in range(400) for m in c.messages(k, 1.0)]
+    pausing = {st.index for st in c.students if st.in_pause[0]}
+    assert len(pausing) == 2
+    for i in pausing:
+        mine = [(k, p) for k, j, p in sent if j == i]
+        assert [k for k, p in mine if p] == [100]
+        assert not [k for k, p in mine if 100 < k < 200]
+        assert min(k for k, p in mine if k > 100) == 200
+    assert len([1 for _, j, _ in sent if j not in pausing]) == 2 * 400
 
 
 def test_rate_above_the_hub_limit_is_refused_before_connecting():
