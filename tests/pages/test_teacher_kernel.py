@@ -70,7 +70,7 @@ class Kernel:
     def json(self, expr: str):
         return json.loads(self.run(f"import json as _j; print(_j.dumps({expr}, default=str))"))
 
-    def wait_for(self, expr: str, check, timeout: float = 15.0):
+    def wait_for(self, expr: str, check, timeout: float = 30.0):
         """Poll ``expr`` in the kernel (its loop runs between polls) until ``check(value)`` holds."""
         deadline = time.monotonic() + timeout
         while True:
