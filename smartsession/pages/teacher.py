@@ -386,6 +386,12 @@ class TeacherPage:
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._redraw_loop())]
 
+    def __enter__(self) -> "TeacherPage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop listening and redrawing; harmless to call twice."""
         for task in self._tasks:

@@ -66,12 +66,11 @@ def test_cards_sort_naturally():
 
 
 def test_without_a_token_the_page_offers_only_the_form():
-    page = TeacherPage(environ={})
-    assert page.view is None and page.status == "idle"
-    assert page.form.layout.display is None and page.dashboard.layout.display == "none"
-    page.token_input.value = auth.student_token("s", "c1", "s1")
-    page.token_button.click()
-    assert page.status == "error" and "not a teacher token" in page.status_line.value
-    assert page.view is None
-    page.close()
-    page.close()
+    with TeacherPage(environ={}) as page:
+        assert page.view is None and page.status == "idle"
+        assert page.form.layout.display is None and page.dashboard.layout.display == "none"
+        page.token_input.value = auth.student_token("s", "c1", "s1")
+        page.token_button.click()
+        assert page.status == "error" and "not a teacher token" in page.status_line.value
+        assert page.view is None
+    page.close()  # closing again is harmless
