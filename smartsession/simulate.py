@@ -461,7 +461,9 @@ async def run_simulation(
                     await pub.start()
                     pubs[st.index], ids[st.index] = pub, pub.student_id
                 elif not st.present(s) and st.index in pubs and s >= st.leave_s:
-                    await _leave(pubs.pop(st.index))
+                    pub = pubs.pop(st.index)
+                    session_id = session_id or pub.status.get("session_id")
+                    await _leave(pub)
             emotions = all(p.emotions for p in pubs.values()) if pubs else True
             t = capture_time(s)
             for st, state, engagement, feats, paused in classroom.messages(s, dt, emotions):
