@@ -247,6 +247,8 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
         "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "server_cpu": cpu / MEASURE,
         "cpu_us_per_msg": cpu / max(1, delivered) * 1e6,
         "load_cpu": sum(r["cpu"] for r in results) / MEASURE,
+        # Clients the hub closed for not answering pings: a load process too starved to keep up.
+        "dead_closed": log.read_text().count("closing a dead"),
     }
 
 
@@ -260,8 +262,9 @@ def main() -> None:
     if args.relay:
         asyncio.run(relay_main(args.relay))
         return
-    print(f"{'server':6} {'N':>5} {'Hz':>4} {'sent':>7} {'sent%':>6} {'deliv%':>7} {'msg/s':>7} {'p50ms':>7} {'p99ms':>7} "
-          f"{'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7}")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    print(f"{'server':6} {'N':>5} {'Hz':>4} {'sent':>7} {'sent%':>6} {'deliv%':>7} {'msg/s':>7} {'p50ms':>7} "
+          f"{'p99ms':>7} {'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7}")
     rows = {}
     for n in args.students:
         for kind in ("relay", "hub"):
@@ -271,18 +274,25 @@ def main() -> None:
                   f"{100 * r['delivered_ratio']:6.1f}% "
                   f"{r['msg_s']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['server_cpu']:6.0%} "
                   f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%}", flush=True)
+            if r["dead_closed"]:
+                print(f"  ! the hub closed {r['dead_closed']} clients that stopped answering pings for 6 s: "
+                      "the load processes could not keep up (see the load average)", flush=True)
         hub, relay = rows[("hub", n)], rows[("relay", n)]
         ratio = relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"]
         print(f"  N={n}: hub sustainable rate / relay's = {ratio:.2f} (relay {relay['cpu_us_per_msg']:.0f} us/msg, "
               f"hub {hub['cpu_us_per_msg']:.0f} us/msg incl. validation, auth'd routing, SQLite, acks)", flush=True)
     n = max(args.students)
     hub, relay = rows[("hub", n)], rows[("relay", n)]
+
+    def num(x: float, digits: int) -> float | None:
+        return round(x, digits) if x == x else None  # NaN (nothing delivered) becomes null
+
     print("BENCH " + json.dumps({
-        "students": n, "rate_hz": args.rate, "delivered_ratio": round(hub["delivered_ratio"], 4),
-        "p99_ms": round(hub["p99_ms"], 2), "relay_ratio": round(relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"], 3),
-        "p50_ms": round(hub["p50_ms"], 2), "msg_s": round(hub["msg_s"], 1),
-        "hub_cpu_us_per_msg": round(hub["cpu_us_per_msg"], 1), "relay_cpu_us_per_msg": round(relay["cpu_us_per_msg"], 1),
-        "relay_p99_ms": round(relay["p99_ms"], 2),
+        "students": n, "rate_hz": args.rate, "delivered_ratio": num(hub["delivered_ratio"], 4),
+        "p99_ms": num(hub["p99_ms"], 2), "relay_ratio": num(relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"], 3),
+        "p50_ms": num(hub["p50_ms"], 2), "msg_s": num(hub["msg_s"], 1),
+        "hub_cpu_us_per_msg": num(hub["cpu_us_per_msg"], 1), "relay_cpu_us_per_msg": num(relay["cpu_us_per_msg"], 1),
+        "relay_p99_ms": num(relay["p99_ms"], 2), "load_average": round(os.getloadavg()[0], 1),
     }))
 
 
