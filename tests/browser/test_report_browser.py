@@ -79,3 +79,30 @@ def test_report_renders_offline_with_its_plots(browser, report_file, screenshot)
         assert requests == [report_file.as_uri()], f"the report fetched something: {requests}"
     finally:
         context.close()
+
+
+def test_mock_classroom_through_smartsession_serve_then_report(server, browser, screenshot, tmp_path):
+    """What a teacher does to try SmartSession without cameras: serve, simulate, then read the report."""
+
+    async def play():
+        return await run_simulation(
+            server.url.rstrip("/"), server.class_id, server.join_code, 6, rate_hz=1, duration_s=240,
+            scenario="drop", teacher_token=server.teacher_token, seed=2, speed=12,
+        )
+
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(asyncio.run, play()).result()
+    report = build_report(server.data_dir, result.session_id)
+    assert report.n_students == 6 and report.messages == result.sent
+    assert list(report.segments.sort_values("start")["title"]) == [
+        "Introduction", "Worked example", "Long derivation", "Exercises"
+    ]
+    (path,) = report.write(tmp_path, ["html"])
+    page = browser.new_page()
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector("#engagement-figure .main-svg", timeout=30_000)
+        assert page.locator("#segments tbody tr").count() == 4
+        screenshot(page, "served-class-report")
+    finally:
+        page.close()
