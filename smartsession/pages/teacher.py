@@ -306,8 +306,9 @@ class TeacherPage:
                 height=260,
                 margin=dict(l=40, r=10, t=30, b=30),
                 title=dict(text="Class engagement", font=dict(size=14)),
-                yaxis=dict(range=[0, 100], title=None),
-                xaxis=dict(type="date"),
+                yaxis=dict(range=[0, 100], title=None, gridcolor="#eceff1"),
+                xaxis=dict(type="date", gridcolor="#eceff1"),
+                plot_bgcolor="#ffffff",
                 showlegend=False,
             )
         )
@@ -535,7 +536,7 @@ class TeacherPage:
             x0, x1 = datetime.fromtimestamp(start), datetime.fromtimestamp(end)
             shapes.append(
                 dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, line=dict(width=0),
-                     fillcolor="#e3f2fd" if i % 2 == 0 else "#f3e5f5", opacity=0.6, layer="below")
+                     fillcolor="#bbdefb" if i % 2 == 0 else "#e1bee7", opacity=0.45, layer="below")
             )
             notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=title, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10)))
         with self.chart.batch_update():

@@ -159,6 +159,23 @@ def test_thirty_simulated_students_keep_the_teacher_page_responsive(browser, ser
             "() => { const d = document.querySelector('.js-plotly-plot'); return d && d.data[0].x.length > 1; }",
             timeout=15_000,
         )
+        # A lecture segment started from the page comes back from the hub as a band on the chart.
+        teacher.get_by_placeholder("segment title, e.g. Exercise 2").fill("Group work")
+        teacher.get_by_role("button", name="Start segment").click()
+        teacher.wait_for_function(
+            """() => {
+                const d = document.querySelector('.js-plotly-plot');
+                return d && (d.layout.shapes || []).length >= 1
+                    && (d.layout.annotations || []).some(a => a.text === 'Group work');
+            }""",
+            timeout=30_000,
+        )
+        # Emotions off for the session: the counts drop the emotion states.
+        teacher.get_by_label("Emotion states (happy, confused)").uncheck()
+        teacher.wait_for_function(
+            "() => document.querySelectorAll('.ss-count[data-state=\"happy\"], .ss-count[data-state=\"confused\"]').length === 0",
+            timeout=30_000,
+        )
         screenshot(teacher, "teacher-30-students")
         # The session report opens inside the page, its charts drawn by the plotly it carries.
         teacher.get_by_role("button", name="Session report").click()
