@@ -180,11 +180,11 @@ def _fixed_windows(states: pd.DataFrame, settings: ReportSettings) -> tuple[pd.D
     k = ((states["t"] - t0) // width).astype(int)
     n = int(k.max()) + 1
     ids = [f"w{i + 1:02d}" for i in range(n)]
-    fmt = lambda m: f"{m:g}"  # noqa: E731 - titles like "0-5 min"
+    m = settings.window_min
     seg = pd.DataFrame(
         {
             "segment_id": ids,
-            "title": [f"{fmt(i * settings.window_min)}-{fmt((i + 1) * settings.window_min)} min" for i in range(n)],
+            "title": [f"{i * m:g}-{(i + 1) * m:g} min" for i in range(n)],
             "start": [t0 + i * width for i in range(n)],
             "end": [min(t0 + (i + 1) * width, states["t"].max() + settings.bin_s) for i in range(n)],
         }
