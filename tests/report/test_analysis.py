@@ -172,3 +172,10 @@ def test_exports_are_anonymised_unless_names_are_asked_for(tmp_path):
     assert set(pd.read_csv(tmp_path / "named" / "students.csv")["student"]) == {"Ada Zorblax", "Bo Quintavius", "Cy Wexford"}
     with pytest.raises(ValueError, match="choose from html, csv, parquet"):
         report.write(tmp_path, ["pdf"])
+
+
+def test_titles_are_text_not_markup():
+    df = lesson(students=3, seconds=120)
+    page = build_report(SessionData(df, segments(("<img src=x onerror=alert(1)>", 0)))).to_html()
+    assert "<img src=x" not in page  # escaped in the tables, \u003c-escaped in the figures' JSON
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
