@@ -1,4 +1,4 @@
-"""Fixtures for the serve tests: light fixture dashboards and a real `smartsession serve` shared per module."""
+"""Fixtures for the serve tests: light fixture dashboards and a real `smartsession serve` shared by the suite."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def dashboards(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory, dashboards):
-    """`smartsession serve` with a pool of one student kernel, refilled one second after requests stop."""
+    """`smartsession serve` with a pool of one student kernel, refilled one second after requests stop.
+
+    Shared by the whole serve suite: starting one costs tens of seconds on a busy 2-core machine.
+    """
     with running_server(tmp_path_factory.mktemp("serve"), pool_size=1, dashboards=dashboards, refill_quiet=1) as srv:
         yield srv
