@@ -1,6 +1,6 @@
 """The shared browser harness: headless Chromium with a fake webcam, a real `smartsession serve`, screenshots.
 
-Fixtures: ``fake_camera`` (.y4m path), ``browser`` (camera allowed), ``camera_denied_browser``,
+Fixtures: ``chromium`` (its path), ``fake_camera`` (.y4m path), ``browser`` (camera allowed), ``camera_denied_browser``,
 ``server`` (a running ``smartsession serve`` per test module), ``voila_app`` (plain Voila on one notebook),
 ``screenshot`` (saves to artifacts/screenshots/).
 """
@@ -75,31 +75,32 @@ def fake_camera(pytestconfig) -> Path:
 
 
 @pytest.fixture(scope="session")
-def playwright_sync():
-    executable = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        pw.chromium_executable = executable
-        yield pw
-
-
-def _launch(pw, args):
-    return pw.chromium.launch(executable_path=pw.chromium_executable, headless=True, args=args)
+def chromium() -> str:
+    """The Debian Chromium binary (never a browser downloaded by `playwright install`)."""
+    return chromium_or_skip()
 
 
 @pytest.fixture(scope="session")
-def browser(playwright_sync, fake_camera):
+def playwright_sync(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_sync, chromium, fake_camera):
     """Headless Chromium whose camera is the fake face video and whose camera permission is granted."""
-    b = _launch(playwright_sync, chromium_args(fake_camera))
+    b = playwright_sync.chromium.launch(executable_path=chromium, headless=True, args=chromium_args(fake_camera))
     yield b
     b.close()
 
 
 @pytest.fixture(scope="session")
-def camera_denied_browser(playwright_sync, fake_camera):
+def camera_denied_browser(playwright_sync, chromium, fake_camera):
     """Headless Chromium with a camera, where the student refuses camera access."""
-    b = _launch(playwright_sync, chromium_args(fake_camera, allow_camera=False))
+    args = chromium_args(fake_camera, allow_camera=False)
+    b = playwright_sync.chromium.launch(executable_path=chromium, headless=True, args=args)
     yield b
     b.close()
 
