@@ -507,8 +507,8 @@ class TeacherPage:
             )
         else:
             self.join.value = (
-                "<i>No join code known for this class: add <code>&amp;join=CODE</code> (from the output of "
-                "<code>smartsession serve</code>) to this page's address to show the join link and its QR code.</i>"
+                "<i>No join link: this hub sends no join code; add <code>&amp;join=CODE</code> (from the output "
+                "of <code>smartsession serve</code>) to this page's address.</i>"
             )
         self.dashboard.layout.display = None
 

@@ -50,18 +50,18 @@ def offline_requests(page) -> list[str]:
     return outside
 
 
-def open_teacher(browser, server, url=None):
+def open_teacher(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     teacher = context.new_page()
     outside = offline_requests(teacher)
-    teacher.goto(url or server.teacher_url, timeout=PAGE_TIMEOUT_MS)
+    teacher.goto(server.teacher_url, timeout=PAGE_TIMEOUT_MS)
     teacher.wait_for_selector(LIVE, timeout=PAGE_TIMEOUT_MS)
     return context, teacher, outside
 
 
 def test_teacher_sees_a_real_student_live_then_paused_then_gone(browser, server, screenshot):
-    # With the join code in its address the page shows the students' link and its QR code.
-    teacher_context, teacher, outside = open_teacher(browser, server, f"{server.teacher_url}&join={server.join_code}")
+    # The page shows the students' link (the join code comes with the hub's snapshot) and its QR code.
+    teacher_context, teacher, outside = open_teacher(browser, server)
     assert teacher.locator(".ss-card").count() == 0
     # Plotly's FigureWidget rendered from the package itself (anywidget), no CDN.
     teacher.wait_for_selector(".js-plotly-plot", timeout=60_000)

@@ -107,7 +107,7 @@ def open_page(kernel, hub, klass, token=None):
     kernel.run(
         "import time\nfrom smartsession.pages.alerts import AlertRules\nfrom smartsession.pages.teacher import TeacherPage\n"
         f"page = TeacherPage({klass['class_id']!r}, {token or klass['teacher_token']!r}, "
-        f"join_code={klass['join_code']!r}, hub_url={hub.url!r}, rules=AlertRules(persist=1), "
+        f"hub_url={hub.url!r}, rules=AlertRules(persist=1), "
         "environ={'SERVER_NAME': 'school.example', 'SERVER_PORT': '8866', 'SCRIPT_NAME': '/voila/render/teacher.ipynb'})"
     )
 
@@ -117,7 +117,7 @@ def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, k
     open_page(kernel, hub, klass)
     kernel.wait_for("page.status", lambda s: s == "live")
     assert kernel.json("page.view.title") == "Maths 3B"
-    join = kernel.json("page.join.value")
+    join = kernel.json("page.join.value")  # the join code comes with the hub's snapshot
     assert f"http://school.example:8866/voila/render/student.ipynb?class={klass['class_id']}&amp;join={klass['join_code']}" in join
     assert "<svg" in join  # the QR code, inline
 
