@@ -389,7 +389,6 @@ class _Handler(websocket.WebSocketHandler):
     def ping_interval(self) -> float:
         return 0  # the hub's sweeper pings silent clients and decides when one is dead
 
-
     @property
     def max_message_size(self) -> int:
         # Tornado's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
@@ -410,7 +409,7 @@ class _Handler(websocket.WebSocketHandler):
         now = time.monotonic()
         self.opened = self.last_alive = now
         self.last_ping = 0.0
-        self.conn = Connection(self.role, class_id, student_id, self.hub.secret, self.hub.limits, time.monotonic())
+        self.conn = Connection(self.role, class_id, student_id, self.hub.secret, self.hub.limits, now)
         self.hub.pending.add(self)
 
     def on_pong(self, data: bytes) -> None:
