@@ -113,3 +113,46 @@ def test_webrtc_camera_delivers_frames_through_the_same_api(browser, probe_page,
         assert data["counts"]["bad"] == 0 and data["counts"]["dropped"] == 0  # one snapshot in flight at a time
     finally:
         page.close()
+
+
+def camera_status(page) -> str:
+    return page.locator(".smartsession-camera-note").get_attribute("data-status") or ""
+
+
+def test_unplugged_camera_and_hidden_tab_are_explained_and_recover(browser, probe_page, screenshot):
+    url = probe_page(fps=10, delay=0.0)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        wait_probe(page, lambda d: d["counts"]["processed"] >= 5)
+
+        # Chromium fires "ended" on the track when the device goes away; the fake device cannot be unplugged.
+        page.evaluate("document.querySelector('.smartsession-camera video').srcObject"
+                      ".getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+        note = page.locator(".smartsession-camera-note[data-status='ended']")
+        note.get_by_text("The camera was disconnected: plug it back in, then press Try again.").wait_for(timeout=10_000)
+        screenshot(page, "camera-unplugged")
+        stopped = read_probe(page)["counts"]["processed"]
+        page.wait_for_timeout(1000)
+        assert read_probe(page)["counts"]["processed"] <= stopped + 2  # at most the frames already in flight
+        page.get_by_role("button", name="Try again").click()
+        wait_probe(page, lambda d: d["status"] == "live" and d["counts"]["processed"] >= stopped + 5)
+
+        # A hidden tab pauses capture (a student switching tabs is not looking at the lesson page).
+        page.evaluate("""() => {
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        page.locator(".smartsession-camera-note[data-status='hidden']").get_by_text(
+            "Paused while this tab is hidden").wait_for(timeout=10_000)
+        page.wait_for_timeout(500)
+        hidden = read_probe(page)["counts"]["processed"]
+        page.wait_for_timeout(1500)
+        assert read_probe(page)["counts"]["processed"] <= hidden + 2
+        page.evaluate("""() => {
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => false });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        wait_probe(page, lambda d: d["status"] == "live" and d["counts"]["processed"] >= hidden + 5)
+    finally:
+        page.close()
