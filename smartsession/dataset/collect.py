@@ -1,6 +1,6 @@
 """Recording labelled features from a researcher's own webcam: prompt a state, keep the face's features.
 
-Used by notebooks/05_collect_webcam_data.ipynb with ``camera.on_frame(recorder.record)``; frames are analysed
+Used by notebooks/00_collect_webcam_data.ipynb with ``camera.on_frame(recorder.record)``; frames are analysed
 in memory and dropped, only feature rows (the columns of ``data/features.csv``) are appended to a CSV.
 """
 

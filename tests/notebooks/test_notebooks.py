@@ -37,8 +37,8 @@ def _text(nb) -> str:
 
 def test_notebooks_are_committed_without_outputs():
     names = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
-    assert names[:5] == ["01_build_dataset.ipynb", "02_explore_features.ipynb", "03_train_evaluate.ipynb",
-                         "04_export_model.ipynb", "05_collect_webcam_data.ipynb"]
+    assert names[:5] == ["00_collect_webcam_data.ipynb", "01_build_dataset.ipynb", "02_explore_features.ipynb",
+                         "03_train_evaluate.ipynb", "04_export_model.ipynb"]
     for name in names:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         for cell in nb.cells:
@@ -81,7 +81,7 @@ def test_04_exports_the_shipped_model(tmp_path, monkeypatch):
     assert exported.info["training_data_sha256"] == shipped.info["training_data_sha256"] == build.table_sha256()
 
 
-def test_05_collection_runs_headless_and_records_nothing(tmp_path, monkeypatch):
-    nb = run_notebook("05_collect_webcam_data.ipynb", tmp_path, monkeypatch)
+def test_00_collection_runs_headless_and_records_nothing(tmp_path, monkeypatch):
+    nb = run_notebook("00_collect_webcam_data.ipynb", tmp_path, monkeypatch)
     assert "Press a state button" in _text(nb)
     assert list(tmp_path.iterdir()) == [], "no camera, so no rows and no file"
