@@ -215,7 +215,9 @@ _STYLE = """<style>
 .ss-why { color: #78909c; font-size: 11px; }
 .ss-status { color: #546e7a; font-size: 13px; }
 .ss-status[data-status="error"] { color: #c62828; }
+.ss-join { display: flex; gap: 16px; align-items: center; line-height: 1.5; font-size: 13px; }
 .ss-join a { word-break: break-all; }
+.ss-qr svg { width: 120px; height: 120px; display: block; }
 .ss-report { width: 100%; height: 900px; border: 1px solid #e0e0e0; border-radius: 6px; }
 </style>"""
 
@@ -332,6 +334,7 @@ class TeacherPage:
         summary = w.VBox([self.gauge, self.counts], layout=w.Layout(width="300px"))
         self.dashboard = w.VBox(
             [
+                self.join,
                 controls,
                 self.notice,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
@@ -340,7 +343,6 @@ class TeacherPage:
                 self.grid,
                 self.detail,
                 self.report,
-                self.join,
             ],
             layout=w.Layout(display="none"),
         )
@@ -502,8 +504,9 @@ class TeacherPage:
         link = join_url(view.class_id, self.join_code, self.environ) if self.join_code else None
         if link:
             self.join.value = (
-                f'<div class="ss-join"><b>Students join here:</b> <a href="{html.escape(link)}" target="_blank" '
-                f'data-join="{html.escape(link)}">{html.escape(link)}</a><div>{qr_svg(link)}</div></div>'
+                f'<div class="ss-join"><div class="ss-qr">{qr_svg(link)}</div><div><b>Students join here</b> (scan '
+                f'or open):<br><a href="{html.escape(link)}" target="_blank" data-join="{html.escape(link)}">'
+                f"{html.escape(link)}</a></div></div>"
             )
         else:
             self.join.value = (
