@@ -185,7 +185,7 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page("This link does not open this page", str(refused)))
             return
-        if path == STUDENT_PAGE and hasattr(self.kernel_manager, "note_demand"):
+        if path == STUDENT_PAGE:
             self.kernel_manager.note_demand()
         async for snippet in self.get_generator(path=path):
             self.write(offline_html(snippet, self.base_url))
