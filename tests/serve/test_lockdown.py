@@ -259,3 +259,12 @@ def test_pages_name_no_outside_host(server):
         kid = kernel_id(pages[name].text)
         if kid:
             server.shutdown_kernel(kid)
+
+
+def test_a_link_cannot_pick_the_page_template(server):
+    r = server.request(server.teacher_url + "&template=classic")
+    assert r.status == 200 and "teacher page rendered" in r.text
+    assert 'id="notebook-container"' not in r.text and "jp-Notebook" in r.text
+    kid = kernel_id(r.text)
+    if kid:
+        server.shutdown_kernel(kid)
