@@ -306,7 +306,9 @@ class SmartSessionApp(Voila):
             f"    {links['join_url']}",
             "",
             f"  {self.pool_size} student kernels are preheating; {links['url']}smartsession/health says "
-            '"warm": true when they are ready.',
+            '"warm": true when they are ready.'
+            if self.pool_size
+            else "  No student pool (--pool-size 0): each student page starts its own kernel.",
         ]
         if self.self_signed:
             lines.append(
