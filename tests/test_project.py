@@ -50,3 +50,13 @@ def test_console_script_lists_every_room():
     ).stdout
     for command in ("analyze", "serve", "hub", "class", "simulate", "report"):
         assert re.search(rf"^\s+{command}\b", out, flags=re.M), f"`smartsession {command}` missing:\n{out}"
+
+
+def test_command_line_starts_without_heavy_imports():
+    # Every `smartsession ...` start (and each hub subprocess) pays for what registering the commands imports.
+    code = (
+        "import sys, smartsession.cli; smartsession.cli.build_parser(); "
+        "print(sorted(m for m in ('mediapipe', 'sklearn', 'voila', 'pandas', 'plotly', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
