@@ -187,6 +187,9 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             return
         if path == STUDENT_PAGE:
             self.kernel_manager.note_demand()
+        # Sets the _xsrf cookie that the page echoes when its tab closes (Voila's beforeunload beacon to
+        # /voila/api/shutdown); without it that request is refused and the kernel outlives its page.
+        self.xsrf_token
         async for snippet in self.get_generator(path=path):
             self.write(offline_html(snippet, self.base_url))
             self.flush()

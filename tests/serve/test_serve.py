@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -125,3 +126,17 @@ def test_a_taken_port_is_a_clear_error(tmp_path, dashboards):
         )
     assert result.returncode == 1
     assert "pick another --port" in result.stderr
+
+
+def test_closing_the_tab_shuts_its_kernel_down(server):
+    # What Voila's page sends on beforeunload: a beacon with a form field _xsrf read from the page's cookie.
+    server.wait_warm(180)
+    with urllib.request.urlopen(server.join_url, timeout=60) as page:
+        cookies = page.headers.get_all("Set-Cookie")
+        kid = kernel_id(page.read().decode())
+    xsrf = next(c for c in cookies if c.startswith("_xsrf=")).split(";")[0].split("=", 1)[1]
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="_xsrf"\r\n\r\n{xsrf}\r\n--{boundary}--\r\n').encode()
+    headers = {"Cookie": f"_xsrf={xsrf}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    assert server.request(f"voila/api/shutdown/{kid}", "POST", body, headers).status == 204
+    assert f"Kernel shutdown: {kid}" in server.log_text() or server.shutdown_kernel(kid) == 404
