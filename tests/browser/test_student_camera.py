@@ -179,3 +179,29 @@ def test_insecure_origin_explains_https_or_localhost(playwright_sync, chromium, 
         screenshot(page, "insecure-origin")
     finally:
         browser.close()
+
+
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        ("NotFoundError", "no-camera", "No camera found: plug in or switch on a webcam"),
+        ("NotReadableError", "in-use", "The camera is busy in another app"),
+    ],
+)
+def test_missing_or_busy_camera_is_explained(browser, voila_app, tmp_path, error, status, words):
+    # The fake device can be neither absent nor busy, so getUserMedia fails the way Chromium does then.
+    path = tmp_path / "camera.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from smartsession.widgets import Camera\nCamera()")]), path)
+    url = voila_app(path)
+    context = browser.new_context()
+    context.add_init_script(
+        f"navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('refused', '{error}'));"
+    )
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.locator(f".smartsession-camera-note[data-status='{status}']").get_by_text(words).wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Try again").is_visible()
+    finally:
+        context.close()
