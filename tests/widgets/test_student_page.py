@@ -5,6 +5,7 @@ The page in a real browser against a real server is tested in tests/browser/test
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -120,3 +121,31 @@ def test_closing_twice_is_harmless():
     p = StudentPage(Analyzer(mode="stream"))
     p.close()
     p.close()
+
+
+def test_the_class_status_sets_segment_and_switches_emotions_off(page):
+    page._on_class({"session_id": "s1", "segment": {"segment_id": "seg2", "title": "Exercise"}, "emotions": False})
+    assert page.segment == "seg2" and page.analyzer.emotions is False
+    assert not any(s in page.consent_text.value for s in EMOTION_STATES)
+    for i in range(5):
+        page._on_frame(astronaut(), time.time() + i * 0.1)
+    assert page.last_observation.state not in EMOTION_STATES
+    page._on_class({"session_id": "s1", "segment": None, "emotions": True})
+    assert page.segment is None and page.analyzer.emotions is True
+
+
+def test_the_notebook_runs_top_to_bottom_outside_voila_and_shows_the_form():
+    import nbformat
+    from nbclient import NotebookClient
+
+    from smartsession.pages import student
+
+    root = __import__("pathlib").Path(student.__file__).resolve().parents[2]
+    nb = nbformat.read(root / "dashboards" / "student.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets, "the page displayed no widget"
+    state = json.dumps(nb.metadata.get("widgets", {}))
+    assert "Join your class" in state and "class id from your teacher" in state
