@@ -4,9 +4,19 @@ Run: ``python benchmarks/hub.py`` (loopback only, about 2-3 minutes). Last line:
 
 N students publish at R Hz (30 per class, one teacher per class). Students and teachers live in several load
 processes; latency is capture time (``t`` in the message) to the teacher's receipt, on one machine's clock.
-Server CPU comes from /proc/<pid>/stat over the measured window, so the sustainable-rate ratio is the
-inverse ratio of CPU seconds per delivered message: both servers run one event loop, so a server saturates
-when its CPU per message times the message rate reaches one core.
+
+Instrumenting the first version of this benchmark showed the generator sending on time while the relay's
+event loop stalled for 100-450 ms, runnable but given under half a core: other work on this shared 2-core
+machine (and the generator itself) was the queue, not the relay. So the server runs at nice -10 and the load
+processes at nice -5 (the generator stands in for other machines, so the server gets the CPU first, and both
+go before unrelated work); without the right to raise priority, the load processes run at nice 10 instead.
+Each row shows the generator's own tick lag (``genlag``: p99 of how late a send tick started) and the CPU the
+rest of the machine used meanwhile (``other``, in cores), so a reader can tell a slow server from a busy box.
+
+Sustainable rate: server CPU comes from /proc/<pid>/stat over the measured window, and the ratio is the
+inverse ratio of CPU seconds per delivered message. Both servers do their per-message work on one event
+loop, so a server saturates when CPU per message times the rate reaches one core; the hub's figure also
+counts its SQLite writer thread, which only makes the ratio conservative.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from pathlib import Path
 
 PER_CLASS = 30
 WARM, MEASURE, GRACE = 1.5, 6.0, 1.0
+TICK = 0.01  # seconds between the load generator's sends
 TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_NICE, LOAD_NICE = -10, -5
 
 # --- the minimal relay: no auth, no validation, no store; forwards each student's text to its class' teachers ---
 
@@ -72,6 +84,7 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
     import websockets
 
     latencies: list[float] = []
+    lags: list[float] = []
     conns = []
     window = [0.0, 0.0]
 
@@ -118,34 +131,52 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
         await asyncio.sleep(0.01)
     start_at = go.value
     window[:] = [start_at + WARM, start_at + WARM + MEASURE]
-    period = 1.0 / rate
-    due = [start_at + random.random() * period for _ in students]
+    # Each student owns one tick slot within the period: a tick sends only the students due then, so the
+    # generator's work grows with the messages it sends, not with students x wake-ups.
+    slots = max(1, round(1.0 / (rate * TICK)))
+    buckets: list[list[int]] = [[] for _ in range(slots)]
+    for i in range(len(students)):
+        buckets[random.randrange(slots)].append(i)
     seqs = [0] * len(students)
     sent = 0
     cpu0 = None
+    tick = 0
     while True:
         now = time.time()
         if cpu0 is None and now >= window[0]:
             cpu0 = sum(os.times()[:2])
         if now >= window[1]:
             break
-        for i, (ws, class_id, student_id) in enumerate(students):
-            if due[i] <= now:
-                seqs[i] += 1
-                t = time.time()
-                await ws.send(state_text(class_id, student_id, seqs[i], t))
-                if window[0] <= t < window[1]:  # the teachers count by the same capture time
-                    sent += 1
-                due[i] += period
-        await asyncio.sleep(max(0.0, min(due) - time.time()))
+        if window[0] <= now:
+            lags.append(now - (start_at + tick * TICK))
+        for i in buckets[tick % slots]:
+            ws, class_id, student_id = students[i]
+            seqs[i] += 1
+            t = time.time()
+            await ws.send(state_text(class_id, student_id, seqs[i], t))
+            if window[0] <= t < window[1]:  # the teachers count by the same capture time
+                sent += 1
+        tick += 1
+        await asyncio.sleep(max(0.0, start_at + tick * TICK - time.time()))
     cpu = sum(os.times()[:2]) - (cpu0 or 0)
     await asyncio.sleep(GRACE)
-    out.put({"sent": sent, "latencies": latencies, "cpu": cpu})
+    out.put({"sent": sent, "latencies": latencies, "cpu": cpu, "lags": lags})
     # Connections are dropped with the process: a thousand polite closes would only slow the next case.
 
 
 def load_process(*args) -> None:
+    if not prioritise(0, LOAD_NICE):
+        os.nice(10)
     asyncio.run(load_main(*args))
+
+
+def prioritise(pid: int, niceness: int) -> bool:
+    """Run ``pid`` (0: this process) at ``niceness``; False without the right to raise priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+        return True
+    except PermissionError:
+        return False
 
 
 # --- orchestration ---
@@ -154,6 +185,12 @@ def load_process(*args) -> None:
 def proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_cpu() -> float:
+    """CPU seconds used by the whole machine so far (all cores, idle and iowait excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
 
 
 def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 60) -> None:
@@ -210,6 +247,7 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     with open(log, "wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
+        prioritise(server.pid, SERVER_NICE)
         wait_for_line(server, log, ready)
         classes = layout(kind, n, secret)
         ctx = mp.get_context("fork")
@@ -225,9 +263,9 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
         go.value = start_at
         window = (start_at + WARM, start_at + WARM + MEASURE)
         time.sleep(max(0.0, window[0] - time.time()))
-        cpu0 = proc_cpu(server.pid)
+        cpu0, all0 = proc_cpu(server.pid), machine_cpu()
         time.sleep(max(0.0, window[1] - time.time()))
-        cpu = proc_cpu(server.pid) - cpu0
+        cpu, all_cpu = proc_cpu(server.pid) - cpu0, machine_cpu() - all0
         results = [out.get(timeout=120) for _ in procs]
         for p in procs:
             p.join(10)
@@ -240,13 +278,17 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     lat = sorted(x for r in results for x in r["latencies"])
     delivered = len(lat)
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
+    lags = sorted(x for r in results for x in r["lags"])
+    load_cpu = sum(r["cpu"] for r in results)
     return {
         "kind": kind, "students": n, "rate_hz": rate, "sent": sent, "delivered": delivered,
         "offered_ratio": sent / (n * rate * MEASURE),
         "delivered_ratio": delivered / sent if sent else 0.0, "msg_s": delivered / MEASURE,
         "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "server_cpu": cpu / MEASURE,
         "cpu_us_per_msg": cpu / max(1, delivered) * 1e6,
-        "load_cpu": sum(r["cpu"] for r in results) / MEASURE,
+        "load_cpu": load_cpu / MEASURE,
+        "gen_lag_p99_ms": lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else float("nan"),
+        "other_cpu": max(0.0, all_cpu - cpu - load_cpu) / MEASURE,
         # Clients the hub closed for not answering pings: a load process too starved to keep up.
         "dead_closed": log.read_text().count("closing a dead"),
     }
@@ -262,9 +304,12 @@ def main() -> None:
     if args.relay:
         asyncio.run(relay_main(args.relay))
         return
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    raised = prioritise(0, 0)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+          + (f"server at nice {SERVER_NICE}, load at nice {LOAD_NICE}" if raised
+             else "no right to raise priority: load at nice 10, server at 0"), flush=True)
     print(f"{'server':6} {'N':>5} {'Hz':>4} {'sent':>7} {'sent%':>6} {'deliv%':>7} {'msg/s':>7} {'p50ms':>7} "
-          f"{'p99ms':>7} {'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7}")
+          f"{'p99ms':>7} {'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7} {'genlag':>7} {'other':>6}")
     rows = {}
     for n in args.students:
         for kind in ("relay", "hub"):
@@ -273,7 +318,8 @@ def main() -> None:
             print(f"{kind:6} {n:5d} {args.rate:4g} {r['sent']:7d} {100 * r['offered_ratio']:5.0f}% "
                   f"{100 * r['delivered_ratio']:6.1f}% "
                   f"{r['msg_s']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['server_cpu']:6.0%} "
-                  f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%}", flush=True)
+                  f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%} {r['gen_lag_p99_ms']:7.1f} {r['other_cpu']:6.2f}",
+                  flush=True)
             if r["dead_closed"]:
                 print(f"  ! the hub closed {r['dead_closed']} clients that stopped answering pings for 6 s: "
                       "the load processes could not keep up (see the load average)", flush=True)
@@ -292,7 +338,8 @@ def main() -> None:
         "p99_ms": num(hub["p99_ms"], 2), "relay_ratio": num(relay["cpu_us_per_msg"] / hub["cpu_us_per_msg"], 3),
         "p50_ms": num(hub["p50_ms"], 2), "msg_s": num(hub["msg_s"], 1),
         "hub_cpu_us_per_msg": num(hub["cpu_us_per_msg"], 1), "relay_cpu_us_per_msg": num(relay["cpu_us_per_msg"], 1),
-        "relay_p99_ms": num(relay["p99_ms"], 2), "load_average": round(os.getloadavg()[0], 1),
+        "relay_p99_ms": num(relay["p99_ms"], 2), "gen_lag_p99_ms": num(hub["gen_lag_p99_ms"], 1),
+        "other_cpu_cores": num(hub["other_cpu"], 2), "load_average": round(os.getloadavg()[0], 1),
     }))
 
 
