@@ -11,7 +11,9 @@ machine (and the generator itself) was the queue, not the relay. So the server r
 processes at nice -5 (the generator stands in for other machines, so the server gets the CPU first, and both
 go before unrelated work); without the right to raise priority, the load processes run at nice 10 instead.
 Each row shows the generator's own tick lag (``genlag``: p99 of how late a send tick started) and the CPU the
-rest of the machine used meanwhile (``other``, in cores), so a reader can tell a slow server from a busy box.
+rest of the machine used meanwhile (``other``, in cores), so a reader can tell a slow server from a busy box. The hub stamps its receive time
+on what it forwards, so its rows also show ``in99ms``: p99 of capture to the hub's receipt (the rest of the
+latency is routing, the write to the teacher and the teacher's read).
 
 Sustainable rate: server CPU comes from /proc/<pid>/stat over the measured window, and the ratio is the
 inverse ratio of CPU seconds per delivered message. Both servers do their per-message work on one event
@@ -85,6 +87,7 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
 
     latencies: list[float] = []
     lags: list[float] = []
+    inbound: list[float] = []
     conns = []
     window = [0.0, 0.0]
 
@@ -105,6 +108,8 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
                 for event in msg["events"] if msg.get("type") == "batch" else [msg]:
                     if event.get("type") == "state" and window[0] <= event["t"] < window[1]:
                         latencies.append(now - event["t"])
+                        if "received" in event:  # the hub stamps its receive time: split in and out
+                            inbound.append(event["received"] - event["t"])
         except websockets.ConnectionClosed:
             pass
 
@@ -160,7 +165,7 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
         await asyncio.sleep(max(0.0, start_at + tick * TICK - time.time()))
     cpu = sum(os.times()[:2]) - (cpu0 or 0)
     await asyncio.sleep(GRACE)
-    out.put({"sent": sent, "latencies": latencies, "cpu": cpu, "lags": lags})
+    out.put({"sent": sent, "latencies": latencies, "cpu": cpu, "lags": lags, "inbound": inbound})
     # Connections are dropped with the process: a thousand polite closes would only slow the next case.
 
 
@@ -279,6 +284,7 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     delivered = len(lat)
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
     lags = sorted(x for r in results for x in r["lags"])
+    inbound = sorted(x for r in results for x in r["inbound"])
     load_cpu = sum(r["cpu"] for r in results)
     return {
         "kind": kind, "students": n, "rate_hz": rate, "sent": sent, "delivered": delivered,
@@ -287,6 +293,7 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
         "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "server_cpu": cpu / MEASURE,
         "cpu_us_per_msg": cpu / max(1, delivered) * 1e6,
         "load_cpu": load_cpu / MEASURE,
+        "in_p99_ms": inbound[int(0.99 * (len(inbound) - 1))] * 1000 if inbound else float("nan"),
         "gen_lag_p99_ms": lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else float("nan"),
         "other_cpu": max(0.0, all_cpu - cpu - load_cpu) / MEASURE,
         # Clients the hub closed for not answering pings: a load process too starved to keep up.
@@ -309,7 +316,7 @@ def main() -> None:
           + (f"server at nice {SERVER_NICE}, load at nice {LOAD_NICE}" if raised
              else "no right to raise priority: load at nice 10, server at 0"), flush=True)
     print(f"{'server':6} {'N':>5} {'Hz':>4} {'sent':>7} {'sent%':>6} {'deliv%':>7} {'msg/s':>7} {'p50ms':>7} "
-          f"{'p99ms':>7} {'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7} {'genlag':>7} {'other':>6}")
+          f"{'p99ms':>7} {'srvCPU':>7} {'us/msg':>7} {'loadCPU':>7} {'genlag':>7} {'other':>6} {'in99ms':>7}")
     rows = {}
     for n in args.students:
         for kind in ("relay", "hub"):
@@ -318,7 +325,7 @@ def main() -> None:
             print(f"{kind:6} {n:5d} {args.rate:4g} {r['sent']:7d} {100 * r['offered_ratio']:5.0f}% "
                   f"{100 * r['delivered_ratio']:6.1f}% "
                   f"{r['msg_s']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['server_cpu']:6.0%} "
-                  f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%} {r['gen_lag_p99_ms']:7.1f} {r['other_cpu']:6.2f}",
+                  f"{r['cpu_us_per_msg']:7.1f} {r['load_cpu']:6.0%} {r['gen_lag_p99_ms']:7.1f} {r['other_cpu']:6.2f} {r['in_p99_ms']:7.1f}",
                   flush=True)
             if r["dead_closed"]:
                 print(f"  ! the hub closed {r['dead_closed']} clients that stopped answering pings for 6 s: "

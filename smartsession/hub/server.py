@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -76,31 +74,12 @@ class HubConfig(Configurable):
         return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
 
 
-class _AckQueue:
-    """Acks produced by the store's writer thread, handed to the event loop in one callback per batch."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.items: deque = deque()
-        self.lock = threading.Lock()
-        self.scheduled = False
-
-    def put(self, handler: "StudentHandler", seq: int) -> None:
-        with self.lock:
-            self.items.append((handler, seq))
-            if self.scheduled:
-                return
-            self.scheduled = True
-        self.loop.call_soon_threadsafe(self.drain)
-
-    def drain(self) -> None:
-        with self.lock:
-            items, self.items, self.scheduled = self.items, deque(), False
-        highest: dict[StudentHandler, int] = {}
-        for handler, seq in items:
-            highest[handler] = max(seq, highest.get(handler, -1))
-        for handler, seq in highest.items():
-            handler.send('{"type":"ack","seq":%d}' % seq)
+def _send_acks(acks: list[tuple["StudentHandler", int]]) -> None:
+    """Ack each student's highest committed seq (one frame per student per commit)."""
+    # A student's states are committed in seq order (stale ones never reach the store), so the last
+    # (handler, seq) pair per handler, which dict() keeps, is its highest.
+    for handler, seq in dict(acks).items():
+        handler.send('{"type":"ack","seq":%d}' % seq)
 
 
 class Hub:
@@ -139,8 +118,9 @@ class Hub:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.secret = self.config.secret or auth.load_secret(data_dir)
         self.admin_token = auth.load_admin_token(data_dir, self.secret)
-        self.store = Store(data_dir, batch_seconds=self.config.commit_interval)
-        self._acks = _AckQueue(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.store = Store(data_dir, batch_seconds=self.config.commit_interval,
+                           on_acks=lambda acks: loop.call_soon_threadsafe(_send_acks, acks))
         try:
             await self.backplane.start(self._on_remote_event)
         except Exception:
@@ -303,8 +283,7 @@ class Hub:
         for teacher in self.teachers.get(msg.class_id, ()):
             teacher.enqueue(text)
         self.backplane.publish(msg.class_id, event)
-        seq = msg.seq
-        self.store.add_state(room.session_id, event, lambda: self._acks.put(handler, seq))
+        self.store.add_state(room.session_id, event, ack=(handler, msg.seq))
 
     def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
         now = time.time()

@@ -1,6 +1,6 @@
 """The embedded store: every accepted state and teacher command in SQLite (WAL), read back as DataFrames.
 
-Writes are queued to one writer thread that commits in batches; ``on_commit`` callbacks run after the commit.
+Writes are queued to one writer thread that commits in batches; ``on_commit`` callbacks and ``on_acks`` run after.
 """
 
 from __future__ import annotations
@@ -59,16 +59,20 @@ def _connect(path: Path) -> sqlite3.Connection:
 class Store:
     """SQLite store at ``path`` (a file, or a data directory holding ``smartsession.sqlite3``).
 
-    A context manager; ``close()`` flushes what is queued and may be called twice.
+    A context manager; ``close()`` flushes what is queued and may be called twice. ``on_acks(acks)`` is called
+    from the writer thread once per commit with the ``ack`` objects of the states it committed, in order: one
+    call per batch instead of one callback per row, which the hub's thousands of states per second notice.
     """
 
-    def __init__(self, path: str | Path, batch_seconds: float = 0.05):
+    def __init__(self, path: str | Path, batch_seconds: float = 0.05,
+                 on_acks: Callable[[list], None] | None = None):
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
             path = path / FILENAME
         self.path = path
         self.batch_seconds = batch_seconds
+        self.on_acks = on_acks
         # Rows wait in a plain list; the writer thread swaps it out every batch_seconds. Appending takes an
         # uncontended lock and wakes nobody, so the event loop pays next to nothing per row.
         self._pending: list = []
@@ -98,11 +102,12 @@ class Store:
 
     # --- writes (queued, batched, committed by the writer thread) ---
 
-    def _submit(self, sql: str | None, params: tuple, on_commit: Callable[[], None] | None = None) -> None:
+    def _submit(self, sql: str | None, params: tuple, on_commit: Callable[[], None] | None = None,
+                ack: Any = None) -> None:
         if self._closed:
             raise RuntimeError("store is closed")
         with self._lock:
-            self._pending.append((sql, params, on_commit))
+            self._pending.append((sql, params, on_commit, ack))
 
     def _write_loop(self) -> None:
         db = _connect(self.path)
@@ -118,8 +123,7 @@ class Store:
                 break
         db.close()
 
-    @staticmethod
-    def _write(db: sqlite3.Connection, batch: list) -> None:
+    def _write(self, db: sqlite3.Connection, batch: list) -> None:
         # Consecutive rows of the same statement go in one executemany; order is kept.
         i = 0
         try:
@@ -136,9 +140,13 @@ class Store:
             log.exception("could not store %d rows", len(batch))
             db.rollback()
             return
-        for _, _, on_commit in batch:
+        for _, _, on_commit, _ in batch:
             if on_commit is not None:
                 on_commit()
+        if self.on_acks is not None:
+            acks = [b[3] for b in batch if b[3] is not None]
+            if acks:
+                self.on_acks(acks)
 
     def flush(self, timeout: float = 30) -> None:
         """Block until everything queued so far is committed."""
@@ -193,15 +201,16 @@ class Store:
             (session_id, segment_id, title, start),
         )
 
-    def add_state(self, session_id: str, state: dict[str, Any], on_commit: Callable[[], None] | None = None) -> None:
-        """Store one accepted state (a StateMessage dict with ``received``)."""
+    def add_state(self, session_id: str, state: dict[str, Any], on_commit: Callable[[], None] | None = None,
+                  ack: Any = None) -> None:
+        """Store one accepted state (a StateMessage dict with ``received``); ``ack`` goes to ``on_acks``."""
         feats = state.get("features") or {}
         row = (
             session_id, state["class_id"], state["student_id"], state["seq"], state["t"], state["received"],
             state["state"], state["engagement"], state["confidence"], state.get("segment"),
             int(bool(state.get("paused"))), *map(feats.get, SHARED_FEATURES),
         )
-        self._submit(_INSERT_STATE, row, on_commit)
+        self._submit(_INSERT_STATE, row, on_commit, ack)
 
     def add_command(
         self, session_id: str | None, class_id: str, received: float, command: str, args: dict[str, Any]
