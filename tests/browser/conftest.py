@@ -62,6 +62,12 @@ def chromium_args(camera: Path | None, *, allow_camera: bool = True) -> list[str
     return args
 
 
+@pytest.fixture(scope="session")
+def chromium_flags():
+    """``chromium_flags(camera, allow_camera=True)``: the flags for a browser a test launches itself."""
+    return chromium_args
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
@@ -80,15 +86,17 @@ def chromium() -> str:
     return chromium_or_skip()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_sync(chromium):
+    # Module scope, not session: while Playwright's sync API is open, the main thread has a running event
+    # loop, and every later test that calls asyncio.run() would fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_sync, chromium, fake_camera):
     """Headless Chromium whose camera is the fake face video and whose camera permission is granted."""
     b = playwright_sync.chromium.launch(executable_path=chromium, headless=True, args=chromium_args(fake_camera))
@@ -96,7 +104,7 @@ def browser(playwright_sync, chromium, fake_camera):
     b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def camera_denied_browser(playwright_sync, chromium, fake_camera):
     """Headless Chromium with a camera, where the student refuses camera access."""
     args = chromium_args(fake_camera, allow_camera=False)

@@ -158,17 +158,15 @@ def test_unplugged_camera_and_hidden_tab_are_explained_and_recover(browser, prob
         page.close()
 
 
-def test_insecure_origin_explains_https_or_localhost(playwright_sync, chromium, fake_camera, voila_app, tmp_path,
-                                                      screenshot):
+def test_insecure_origin_explains_https_or_localhost(playwright_sync, chromium, chromium_flags, fake_camera, voila_app,
+                                                      tmp_path, screenshot):
     # A name other than localhost over plain http is what a student on another machine would open
     # without --self-signed; the name is mapped to 127.0.0.1, so nothing leaves the machine.
-    from conftest import chromium_args
-
     path = tmp_path / "camera.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from smartsession.widgets import Camera\nCamera()")]), path)
     url = voila_app(path).replace("127.0.0.1", "classroom.test")
-    args = chromium_args(fake_camera) + ["--host-resolver-rules=MAP classroom.test 127.0.0.1"]
+    args = chromium_flags(fake_camera) + ["--host-resolver-rules=MAP classroom.test 127.0.0.1"]
     browser = playwright_sync.chromium.launch(executable_path=chromium, headless=True, args=args)
     try:
         page = browser.new_page()
