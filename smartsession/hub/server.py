@@ -385,6 +385,9 @@ class _Handler(websocket.WebSocketHandler):
             self.close(1013, "hub not running: try again shortly")
             return
         self.set_nodelay(True)
+        # Tornado allocates a zeroed buffer of this size for every socket read, including the one that finds
+        # nothing left: 64 KB each time, for messages of a few hundred bytes (larger ones take more reads).
+        self.ws_connection.stream.read_chunk_size = 4096
         now = time.monotonic()
         self.opened = self.last_alive = now
         self.last_ping = 0.0

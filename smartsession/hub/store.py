@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,7 +47,19 @@ STATE_COLUMNS = (
     "segment", "paused", *SHARED_FEATURES,
 )
 _INSERT_STATE = f"INSERT INTO states ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))})"
+_STATE_ROW = f"({', '.join('?' * len(STATE_COLUMNS))})"
+_STATES_PER_INSERT = 500  # 9,000 parameters: under SQLite's oldest default limit of 32,766
 _FORMATS = ("csv", "parquet", "json")
+
+
+def _insert_states(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    # Multi-row INSERTs, not executemany: sqlite3 lets go of the GIL around every row's step and must win
+    # it back from the busy event loop thread before binding the next row, thousands of hand-offs a commit
+    # that slow the hub's loop. One statement per chunk binds in C and steps once.
+    for k in range(0, len(rows), _STATES_PER_INSERT):
+        part = rows[k : k + _STATES_PER_INSERT]
+        db.execute(_INSERT_STATE.rsplit(" VALUES ", 1)[0] + " VALUES " + ", ".join([_STATE_ROW] * len(part)),
+                   list(chain.from_iterable(part)))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -131,7 +144,9 @@ class Store:
                 j = i
                 while j < len(batch) and batch[j][0] == batch[i][0]:
                     j += 1
-                if batch[i][0] is not None:
+                if batch[i][0] is _INSERT_STATE:
+                    _insert_states(db, [b[1] for b in batch[i:j]])
+                elif batch[i][0] is not None:
                     db.executemany(batch[i][0], [b[1] for b in batch[i:j]])
                 i = j
             db.commit()
