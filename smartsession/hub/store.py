@@ -46,8 +46,9 @@ STATE_COLUMNS = (
     "session_id", "class_id", "student_id", "seq", "t", "received", "state", "engagement", "confidence",
     "segment", "paused", *SHARED_FEATURES,
 )
-_INSERT_STATE = f"INSERT INTO states ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))})"
 _STATE_ROW = f"({', '.join('?' * len(STATE_COLUMNS))})"
+_INSERT_STATES = f"INSERT INTO states ({', '.join(STATE_COLUMNS)}) VALUES "
+_INSERT_STATE = _INSERT_STATES + _STATE_ROW
 _STATES_PER_INSERT = 500  # 9,000 parameters: under SQLite's oldest default limit of 32,766
 _FORMATS = ("csv", "parquet", "json")
 
@@ -58,8 +59,7 @@ def _insert_states(db: sqlite3.Connection, rows: list[tuple]) -> None:
     # that slow the hub's loop. One statement per chunk binds in C and steps once.
     for k in range(0, len(rows), _STATES_PER_INSERT):
         part = rows[k : k + _STATES_PER_INSERT]
-        db.execute(_INSERT_STATE.rsplit(" VALUES ", 1)[0] + " VALUES " + ", ".join([_STATE_ROW] * len(part)),
-                   list(chain.from_iterable(part)))
+        db.execute(_INSERT_STATES + ", ".join([_STATE_ROW] * len(part)), list(chain.from_iterable(part)))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
