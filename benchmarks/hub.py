@@ -33,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -296,6 +297,9 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     finally:
         server.terminate()
         server.wait(20)
+        # Clients the hub closed for not answering pings: a load process too starved to keep up.
+        dead_closed = log.read_text().count("closing a dead")
+        shutil.rmtree(tmp, ignore_errors=True)  # the store and the log: nothing to keep between runs
     sent = sum(r["sent"] for r in results)
     lat = sorted(x for r in results for x in r["latencies"])
     delivered = len(lat)
@@ -314,8 +318,7 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
         "in_p99_ms": inbound[int(0.99 * (len(inbound) - 1))] * 1000 if inbound else float("nan"),
         "gen_lag_p99_ms": lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else float("nan"),
         "other_cpu": max(0.0, all_cpu - cpu - load_cpu) / MEASURE,
-        # Clients the hub closed for not answering pings: a load process too starved to keep up.
-        "dead_closed": log.read_text().count("closing a dead"),
+        "dead_closed": dead_closed,
     }
 
 
