@@ -1,6 +1,6 @@
 """Hub throughput and latency next to a minimal websocket relay, under the same simulated classroom load.
 
-Run: ``python benchmarks/hub.py`` (loopback only, about 2-3 minutes). Last line: ``BENCH {...}`` for N=1000.
+Run: ``python benchmarks/hub.py`` (loopback only, one to two minutes). Last line: ``BENCH {...}`` for N=1000.
 
 N students publish at R Hz (30 per class, one teacher per class). Students and teachers live in several load
 processes; latency is capture time (``t`` in the message) to the teacher's receipt, on one machine's clock.
