@@ -190,6 +190,9 @@ def main() -> None:
             with running_server(tmp / "serve", pool_size=args.students + 1, timeout=300, refill_quiet=3600) as server:
                 wait_warm(server, timeout=900)
                 print(f"  pool warm after {time.monotonic() - start:.0f} s")
+                # A lesson runs on a server that finished preheating; the last kernels' imports can still be
+                # winding down when health first says warm.
+                print(f"  machine settled after {settle(max_wait=90):.0f} s more (CPU mostly idle)")
                 with TeacherWatch(server) as teacher:
                     sim = subprocess.Popen(
                         [sys.executable, "-m", "smartsession", "simulate", "--url", server.url.rstrip("/"),
@@ -238,6 +241,29 @@ def main() -> None:
         webrtc_kb_per_frame=round(widgets["WebRTCCamera"]["bytes_per_frame"] / 1024, 1),
     )
     print("BENCH " + json.dumps(result))
+
+
+def cpu_busy(interval: float = 1.0) -> float:
+    """Share of the machine's CPU time spent busy over ``interval`` seconds, from /proc/stat."""
+
+    def sample():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return idle, sum(fields)
+
+    idle0, total0 = sample()
+    time.sleep(interval)
+    idle1, total1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(max_wait: float, busy_below: float = 0.2) -> float:
+    """Wait (at most ``max_wait`` s) until two consecutive seconds are mostly idle; the seconds waited."""
+    start = time.monotonic()
+    quiet = 0
+    while time.monotonic() - start < max_wait and quiet < 2:
+        quiet = quiet + 1 if cpu_busy() < busy_below else 0
+    return time.monotonic() - start
 
 
 def wait_warm(server, timeout: float) -> None:
