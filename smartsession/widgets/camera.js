@@ -27,6 +27,8 @@ function percentile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
+const round1 = (x) => Math.round(x * 10) / 10;
+
 function render({ model, el }) {
   el.classList.add("smartsession-camera");
   const video = document.createElement("video");
@@ -48,9 +50,13 @@ function render({ model, el }) {
   let timer = null;
   let seq = 0;
   let starting = false;
-  const inFlight = new Map(); // seq -> capture time (ms)
+  const inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
   const counts = { sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0 };
   let rtts = []; // round trips (ms) of processed frames, newest last
+  // Where each round trip went (ms), same frames as rtts: capture -> send (draw + JPEG encode), the kernel's
+  // own durations from the ack (slot wait, decode, callbacks), and the rest: both trips through the server.
+  const PARTS = ["encode", "wait", "decode", "callbacks", "transit"];
+  let parts = [];
   let processedTimes = []; // when acks of processed frames arrived (ms)
 
   const now = () => performance.timeOrigin + performance.now();
@@ -123,7 +129,7 @@ function render({ model, el }) {
   function tick() {
     if (!stream || document.hidden || video.readyState < 2) return;
     const t = now();
-    for (const [s, sentAt] of inFlight) if (t - sentAt > STALE_MS) inFlight.delete(s);
+    for (const [s, frame] of inFlight) if (t - frame.t > STALE_MS) inFlight.delete(s);
     if (inFlight.size >= model.get("max_in_flight")) {
       counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
       return;
@@ -134,12 +140,14 @@ function render({ model, el }) {
     if (canvas.height !== height) canvas.height = height;
     ctx.drawImage(video, 0, 0, width, height);
     const frameSeq = ++seq;
-    inFlight.set(frameSeq, t);
+    const frame = { t, sent: null };
+    inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
     canvas.toBlob(
       async (blob) => {
         if (!blob || !stream) return inFlight.delete(frameSeq);
         const buffer = await blob.arrayBuffer();
+        frame.sent = now();
         model.send({ type: "frame", seq: frameSeq, t: t / 1000, width, height }, {}, [buffer]);
         counts.sent += 1;
         counts.bytes_sent += buffer.byteLength;
@@ -151,15 +159,23 @@ function render({ model, el }) {
 
   function onMessage(msg) {
     if (!msg || msg.type !== "ack") return;
-    const sentAt = inFlight.get(msg.seq);
+    const frame = inFlight.get(msg.seq);
     inFlight.delete(msg.seq);
-    if (sentAt === undefined) return;
+    if (frame === undefined) return;
     if (msg.processed) {
       counts.processed += 1;
       const t = now();
-      rtts.push(t - sentAt);
+      const rtt = t - frame.t;
+      rtts.push(rtt);
       processedTimes.push(t);
-      if (rtts.length > 200) rtts = rtts.slice(-100);
+      const k = msg.kernel_ms || {};
+      const kernel = (k.wait || 0) + (k.decode || 0) + (k.callbacks || 0);
+      const encode = frame.sent === null ? 0 : frame.sent - frame.t;
+      parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+      if (rtts.length > 200) {
+        rtts = rtts.slice(-100);
+        parts = parts.slice(-100);
+      }
     } else {
       counts.dropped_by_kernel += 1;
     }
@@ -169,6 +185,11 @@ function render({ model, el }) {
     const t = now();
     processedTimes = processedTimes.filter((x) => t - x <= 5000);
     const sorted = [...rtts].sort((a, b) => a - b);
+    const breakdown = {};
+    for (const name of PARTS) {
+      const values = parts.map((p) => p[name]).filter((x) => typeof x === "number").sort((a, b) => a - b);
+      if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
+    }
     const span = processedTimes.length > 1 ? (t - processedTimes[0]) / 1000 : 0;
     const stats = {
       ...counts,
@@ -176,6 +197,7 @@ function render({ model, el }) {
       fps: span > 0 ? Number(((processedTimes.length - 1) / span).toFixed(2)) : 0,
       rtt_ms_median: percentile(sorted, 0.5),
       rtt_ms_p90: percentile(sorted, 0.9),
+      breakdown_ms: breakdown, // part -> [median, p90] over the same frames as the round trip
     };
     // Also on the element, so benchmarks and browser tests can read them without the kernel.
     el.dataset.stats = JSON.stringify(stats);

@@ -12,7 +12,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from smartsession.widgets.frames import FrameCallback, FrameDispatcher, PendingFrame
+from smartsession.widgets.frames import FrameCallback, FrameDispatcher, FrameTiming, PendingFrame
 
 #: What each camera status means for the student, in plain words and with what to do.
 STATUS_MESSAGES = {
@@ -66,7 +66,7 @@ class CameraBase:
     def last_error(self) -> str:
         return self._frames.last_error
 
-    def _frame_done(self, frame: PendingFrame, processed: bool) -> None:
+    def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         """Hook for implementations that acknowledge frames."""
 
     def __enter__(self):
@@ -133,9 +133,14 @@ class Camera(CameraBase, anywidget.AnyWidget):
             return
         self._frames.submit(frame)
 
-    def _frame_done(self, frame: PendingFrame, processed: bool) -> None:
-        if self.comm is not None:
-            self.send({"type": "ack", "seq": frame.seq, "processed": processed})
+    def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
+        if self.comm is None:
+            return
+        ack = {"type": "ack", "seq": frame.seq, "processed": processed}
+        if timing is not None:
+            # Durations on the kernel's clock, so the browser can split its round trip without clock skew.
+            ack["kernel_ms"] = {k: round(v * 1000, 2) for k, v in vars(timing).items()}
+        self.send(ack)
 
     def close(self) -> None:
         """Stop the frame worker and close the widget; closing twice is harmless."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -29,6 +30,15 @@ class PendingFrame:
     t: float  # capture time, unix seconds (browser clock)
     data: bytes  # encoded JPEG/PNG, decoded only by the worker
     received: float  # kernel time when it arrived, unix seconds
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """Where a processed frame spent its time in the kernel, in seconds (one clock, so no skew)."""
+
+    wait: float  # from arrival to the worker taking it from the slot
+    decode: float  # JPEG -> RGB
+    callbacks: float  # the on_frame callbacks
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -84,11 +94,12 @@ class LatestFrame:
 class FrameDispatcher:
     """Runs frame callbacks on one worker thread so a slow callback never blocks the comm handler.
 
-    ``done(frame, processed)`` is called once per submitted frame: after its callbacks ran
-    (``processed=True``) or when it was dropped for a newer one or could not be decoded (``False``).
+    ``done(frame, processed, timing)`` is called once per submitted frame: after its callbacks ran
+    (``processed=True``, with a ``FrameTiming``) or when it was dropped for a newer one or could not be
+    decoded (``False``, ``None``).
     """
 
-    def __init__(self, done: Callable[[PendingFrame, bool], None]) -> None:
+    def __init__(self, done: Callable[[PendingFrame, bool, FrameTiming | None], None]) -> None:
         self._done = done
         self._slot = LatestFrame()
         self._callbacks: list[FrameCallback] = []
@@ -118,7 +129,7 @@ class FrameDispatcher:
         dropped = self._slot.offer(frame)
         if dropped is not None:
             self.counts["dropped"] += 1
-            self._done(dropped, False)
+            self._done(dropped, False, None)
 
     def _ensure_worker(self) -> None:
         with self._lock:
@@ -128,13 +139,15 @@ class FrameDispatcher:
 
     def _run(self) -> None:
         while (frame := self._slot.take()) is not None:
+            taken = time.time()
             try:
                 rgb = decode_image(frame.data)
             except FrameDecodeError as err:
                 self.counts["bad"] += 1
                 self.last_error = str(err)
-                self._done(frame, False)
+                self._done(frame, False, None)
                 continue
+            decoded = time.time()
             with self._lock:
                 callbacks = list(self._callbacks)
             for callback in callbacks:
@@ -145,7 +158,8 @@ class FrameDispatcher:
                     self.last_error = traceback.format_exc(limit=3)
                     log.exception("frame callback %r failed", callback)
             self.counts["processed"] += 1
-            self._done(frame, True)
+            done = time.time()
+            self._done(frame, True, FrameTiming(taken - frame.received, decoded - taken, done - decoded))
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the worker (waits up to ``timeout`` s for the running callback); closing twice is harmless."""

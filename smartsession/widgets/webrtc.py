@@ -14,7 +14,7 @@ import traitlets
 from ipywebrtc import CameraStream, ImageRecorder
 
 from smartsession.widgets.camera import CameraBase
-from smartsession.widgets.frames import PendingFrame
+from smartsession.widgets.frames import FrameTiming, PendingFrame
 
 #: Seconds without an image before the snapshot is asked for again (page not connected yet, or a lost reply).
 RETRY_AFTER = 2.0
@@ -84,7 +84,7 @@ class WebRTCCamera(CameraBase, w.VBox):
         self._seq += 1
         self._frames.submit(PendingFrame(seq=self._seq, t=self._asked_at, data=data, received=time.time()))
 
-    def _frame_done(self, frame: PendingFrame, processed: bool) -> None:
+    def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         # Pace snapshots to ``fps``, counting the time the last one took.
         self._schedule(max(0.0, 1.0 / self.fps - (time.time() - frame.t)))
 

@@ -78,6 +78,10 @@ def test_frames_reach_the_kernel_as_rgb_arrays(browser, probe_page, screenshot):
         assert data["shapes"] == [[480, 640, 3]]
         assert data["counts"]["bad"] == 0 and data["counts"]["errors"] == 0
         assert data["stats"]["rtt_ms_p90"] < 500
+        # The round trip split into its parts: the browser's encode, the kernel's own durations, the transit.
+        parts = data["stats"]["breakdown_ms"]
+        assert set(parts) == {"encode", "wait", "decode", "callbacks", "transit"}, parts
+        assert all(0 <= median <= p90 for median, p90 in parts.values()), parts
         assert page.locator(".smartsession-camera-note").inner_text().startswith("Camera on.")
     finally:
         page.close()

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from smartsession.dataset.media import astronaut
-from smartsession.widgets.frames import FrameDecodeError, FrameDispatcher, LatestFrame, PendingFrame, decode_image
+from smartsession.widgets.frames import (
+    FrameDecodeError,
+    FrameDispatcher,
+    FrameTiming,
+    LatestFrame,
+    PendingFrame,
+    decode_image,
+)
 
 
 def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -84,9 +91,12 @@ def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
     seen: list[int] = []
     lock = threading.Lock()
 
-    def record(f: PendingFrame, processed: bool) -> None:
+    timings: list[FrameTiming | None] = []
+
+    def record(f: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         with lock:
             done.append((f.seq, processed))
+            timings.append(timing)
 
     def slow(rgb: np.ndarray, t: float) -> None:
         assert rgb.shape == (64, 64, 3)
@@ -112,12 +122,17 @@ def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
     assert seen == [float(s) for s in processed]  # callbacks got each frame's capture time
     assert dispatcher.counts == {"received": 100, "processed": len(processed), "dropped": 100 - len(processed),
                                  "bad": 0, "errors": 0, "bytes": 100 * len(data)}
+    # Processed frames say where their kernel time went; dropped ones have none to tell.
+    for (_, ok), timing in zip(done, timings):
+        assert (timing is not None) == ok
+        if ok:
+            assert timing.wait >= 0 and timing.decode > 0 and 0.05 <= timing.callbacks < 1.0
 
 
 def test_bad_frames_and_failing_callbacks_do_not_stop_the_worker():
     done: list[tuple[int, bool]] = []
     good: list[int] = []
-    dispatcher = FrameDispatcher(lambda f, ok: done.append((f.seq, ok)))
+    dispatcher = FrameDispatcher(lambda f, ok, timing: done.append((f.seq, ok)))
 
     def failing(rgb, t):
         raise RuntimeError("boom")
@@ -138,6 +153,6 @@ def test_bad_frames_and_failing_callbacks_do_not_stop_the_worker():
 
 
 def test_on_frame_needs_a_function():
-    dispatcher = FrameDispatcher(lambda f, ok: None)
+    dispatcher = FrameDispatcher(lambda f, ok, timing: None)
     with pytest.raises(TypeError, match="f\\(frame, t\\)"):
         dispatcher.add("not callable")
