@@ -29,6 +29,7 @@ from voila.tornado.treehandler import TornadoVoilaTreeHandler
 from smartsession import __version__
 from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
 from smartsession.serve import lockdown
+from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
@@ -106,6 +107,10 @@ class SmartSessionApp(Voila):
     @default("dashboards")
     def _default_dashboards(self) -> str:
         return str(default_dashboards())
+
+    @default("kernel_websocket_connection_class")
+    def _default_kernel_websocket_connection_class(self):
+        return LiveKernelConnection
 
     @validate("pool_size")
     def _valid_pool_size(self, proposal):
