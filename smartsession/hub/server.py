@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from tornado import web, websocket
+from tornado import web
 from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import Configurable
@@ -35,6 +35,7 @@ from smartsession.hub.protocol import (
     dumps,
 )
 from smartsession.hub.store import Store
+from smartsession.hub.wire import WebSocket, WebSocketRoute
 from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
 
 log = logging.getLogger("smartsession.hub")
@@ -74,7 +75,7 @@ class HubConfig(Configurable):
         return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
 
 
-def _send_acks(acks: list[tuple["StudentHandler", int]]) -> None:
+def _send_acks(acks: list[tuple["StudentSocket", int]]) -> None:
     """Ack each student's highest committed seq (one frame per student per commit)."""
     # A student's states are committed in seq order (stale ones never reach the store), so the last
     # (handler, seq) pair per handler, which dict() keeps, is its highest.
@@ -93,9 +94,9 @@ class Hub:
         self.config = config if config is not None else HubConfig(**settings)
         self.health_extras: dict[str, Callable[[], Any]] = {}
         self.rooms: dict[str, ClassRoom] = {}
-        self.students: dict[tuple[str, str], StudentHandler] = {}
-        self.teachers: dict[str, set[TeacherHandler]] = {}
-        self.pending: set[_Handler] = set()
+        self.students: dict[tuple[str, str], StudentSocket] = {}
+        self.teachers: dict[str, set[TeacherSocket]] = {}
+        self.pending: set[_Socket] = set()
         self.store: Store | None = None
         self.secret = ""
         self.admin_token = ""
@@ -237,7 +238,7 @@ class Hub:
 
     # --- connections ---
 
-    def attach_student(self, handler: "StudentHandler", room: ClassRoom, claims: auth.Claims) -> dict[str, Any]:
+    def attach_student(self, handler: "StudentSocket", room: ClassRoom, claims: auth.Claims) -> dict[str, Any]:
         now = time.time()
         self.ensure_session(room, now)
         key = (room.class_id, handler.conn.student_id)
@@ -255,7 +256,7 @@ class Hub:
         return {**room.status_event(), "type": "welcome", "student_id": s.student_id, "name": s.name,
                 "last_seq": last_seq}
 
-    def detach_student(self, handler: "StudentHandler") -> None:
+    def detach_student(self, handler: "StudentSocket") -> None:
         key = (handler.conn.class_id, handler.conn.student_id)
         if self.students.get(key) is not handler:
             return  # replaced, or never authenticated
@@ -264,7 +265,7 @@ class Hub:
         if room is not None:
             self._broadcast(key[0], room.presence_event(key[1], "disconnected", time.time()))
 
-    def accept_state(self, handler: "StudentHandler", msg: StateMessage, raw: str | None) -> None:
+    def accept_state(self, handler: "StudentSocket", msg: StateMessage, raw: str | None) -> None:
         """Route a validated state: teachers first, then the backplane and the store (ack after commit)."""
         room = self.rooms[msg.class_id]
         now = time.time()
@@ -328,10 +329,7 @@ class Hub:
                 # Only silent clients are pinged: a student publishing a few times a second is visibly
                 # alive, which spares a thousand pings and pongs every couple of seconds.
                 handler.last_ping = now
-                try:
-                    handler.ping()
-                except websocket.WebSocketClosedError:
-                    pass
+                handler.ping()
 
 
 def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:
@@ -347,71 +345,40 @@ def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:
     }
 
 
-# --- tornado handlers: bytes in, bytes out ---
+# --- websockets: bytes in, bytes out ---
 
 
-def _retrieve(future: asyncio.Future) -> None:
-    # A write still pending when its client vanishes fails; that is expected, not worth a log entry.
-    if not future.cancelled():
-        future.exception()
-
-
-class _Handler(websocket.WebSocketHandler):
+class _Socket(WebSocket):
     role = ""
 
-    def initialize(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, class_id: str, student_id: str | None = None) -> None:
+        # The transport's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
+        super().__init__(max_size=max(65536, 4 * hub.config.max_message_bytes))
         self.hub = hub
+        self.class_id, self.student_id = class_id, student_id
         self.conn: Connection | None = None
         self.closed = False
+        self.waiting: list[str | bytes] | None = None  # messages that arrive while the class loads
 
-    @property
-    def ping_interval(self) -> float:
-        return 0  # the hub's sweeper pings silent clients and decides when one is dead
-
-    @property
-    def max_message_size(self) -> int:
-        # Tornado's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
-        return max(65536, 4 * self.hub.config.max_message_bytes)
-
-    def check_origin(self, origin: str) -> bool:
-        allowed = self.hub.config.allowed_origins
-        return "*" in allowed or origin in allowed or urlparse(origin).netloc == self.request.host
-
-    def check_xsrf_cookie(self) -> None:
-        pass  # tokens travel in messages, not cookies
-
-    def _open(self, class_id: str, student_id: str | None) -> None:
+    def on_open(self) -> None:
         if not self.hub.started:
             self.close(1013, "hub not running: try again shortly")
             return
-        self.set_nodelay(True)
-        # Tornado allocates a zeroed buffer of this size for every socket read, including the one that finds
-        # nothing left: 64 KB each time, for messages of a few hundred bytes (larger ones take more reads).
-        self.ws_connection.stream.read_chunk_size = 4096
         now = time.monotonic()
         self.opened = self.last_alive = now
         self.last_ping = 0.0
-        self.conn = Connection(self.role, class_id, student_id, self.hub.secret, self.hub.limits, now)
+        self.conn = Connection(self.role, self.class_id, self.student_id, self.hub.secret, self.hub.limits, now)
         self.hub.pending.add(self)
 
     def on_pong(self, data: bytes) -> None:
         self.last_alive = time.monotonic()
 
-    def send(self, text: str) -> None:
-        if self.closed or self.ws_connection is None:
-            return
-        try:
-            self.write_message(text).add_done_callback(_retrieve)
-        except websocket.WebSocketClosedError:
-            pass
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if self.ws_connection is not None and not self.closed:
-            super().close(code, reason)
-
-    def on_message(self, message: str | bytes):
+    def on_message(self, message: str | bytes) -> None:
         if self.conn is None or self.closed or not self.hub.started:
-            return None
+            return
+        if self.waiting is not None:
+            self.waiting.append(message)
+            return
         now = time.monotonic()
         self.last_alive = now
         try:
@@ -419,21 +386,35 @@ class _Handler(websocket.WebSocketHandler):
         except Refusal as refusal:
             log.info("refused %s connection: %d %s", self.role, refusal.code, refusal.reason)
             self.close(refusal.code, refusal.reason)
-            return None
-        if isinstance(event, Hello):
-            self.hub.pending.discard(self)
-            return self._hello(event)
-        return self.handle(event, message)
-
-    async def _hello(self, hello: Hello) -> None:
+            return
         try:
-            room = await self.hub.room(self.conn.class_id)
+            if isinstance(event, Hello):
+                self.hub.pending.discard(self)
+                room = self.hub.rooms.get(self.class_id)
+                if room is None:
+                    self.waiting = []
+                    asyncio.ensure_future(self._load_then_welcome(event))
+                else:
+                    self.welcome(room, event)
+            else:
+                self.handle(event, message)
+        except Exception:  # a bug must cost one connection, never the hub
+            log.exception("error handling a %s message", self.role)
+            self.close(1011, "hub error: reconnect")
+
+    async def _load_then_welcome(self, hello: Hello) -> None:
+        try:
+            room = await self.hub.room(self.class_id)
         except Exception:
-            log.exception("could not load class %s", self.conn.class_id)
+            log.exception("could not load class %s", self.class_id)
             self.close(1011, "hub error loading the class: try again")
             return
-        if not self.closed:
-            self.welcome(room, hello)
+        if self.closed:
+            return
+        self.welcome(room, hello)
+        waiting, self.waiting = self.waiting, None
+        for message in waiting:
+            self.on_message(message)
 
     def on_close(self) -> None:
         if self.closed:
@@ -444,11 +425,8 @@ class _Handler(websocket.WebSocketHandler):
             self.leave()
 
 
-class StudentHandler(_Handler):
+class StudentSocket(_Socket):
     role = "student"
-
-    def open(self, class_id: str, student_id: str) -> None:
-        self._open(class_id, student_id)
 
     def welcome(self, room: ClassRoom, hello: Hello) -> None:
         self.send(dumps(self.hub.attach_student(self, room, hello.claims)))
@@ -464,12 +442,12 @@ class StudentHandler(_Handler):
         self.hub.detach_student(self)
 
 
-class TeacherHandler(_Handler):
+class TeacherSocket(_Socket):
     role = "teacher"
 
-    def open(self, class_id: str) -> None:
+    def __init__(self, hub: Hub, class_id: str) -> None:
+        super().__init__(hub, class_id)
         self.outgoing: list[str] = []
-        self._open(class_id, None)
 
     def welcome(self, room: ClassRoom, hello: Hello) -> None:
         self.room = room
@@ -501,6 +479,19 @@ class TeacherHandler(_Handler):
 
     def leave(self) -> None:
         self.hub.teachers.get(self.conn.class_id, set()).discard(self)
+
+
+class _Route(WebSocketRoute):
+    def initialize(self, hub: Hub, socket: type[_Socket]) -> None:
+        self.hub = hub
+        self.socket = socket
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.hub.config.allowed_origins
+        return "*" in allowed or origin in allowed or urlparse(origin).netloc == self.request.host
+
+    def connection(self, *path_args: str) -> _Socket:
+        return self.socket(self.hub, *path_args)
 
 
 class _Api(web.RequestHandler):
@@ -611,6 +602,6 @@ def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
         (f"{root}/api/join", JoinHandler, kw),
         (f"{root}/api/classes/({IDENT})/sessions", SessionsHandler, kw),
         (f"{root}/api/sessions/({IDENT})/export\\.(csv|json)", ExportHandler, kw),
-        (f"{root}/ws/student/({IDENT})/({IDENT})", StudentHandler, kw),
-        (f"{root}/ws/teacher/({IDENT})", TeacherHandler, kw),
+        (f"{root}/ws/student/({IDENT})/({IDENT})", _Route, {**kw, "socket": StudentSocket}),
+        (f"{root}/ws/teacher/({IDENT})", _Route, {**kw, "socket": TeacherSocket}),
     ]
