@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 PUBLISH_EVERY = 0.2
 #: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
 OVERLAY_EVERY = 0.15
+#: Seconds (of capture time) between redraws of the score and its bars while the state and tip stay the same.
+#: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
+#: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
+FEEDBACK_EVERY = 0.25
 #: Frames per second the page captures.
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
@@ -187,6 +191,8 @@ class StudentPage:
         self.last_observation: Any = None
         self._last_publish = 0.0
         self._last_overlay = 0.0
+        self._feedback_shown: tuple[str, bool] | None = None  # (state, face) on screen; None: other text is
+        self._feedback_at = 0.0  # capture time of the frame last drawn in the feedback
         self._calibrating = False
         self._t0: float | None = None  # capture time of the first frame; the analysis runs on time since then
         # Held while a frame is analysed, so a pause never races a state message out after it.
@@ -320,6 +326,7 @@ class StudentPage:
         self.camera.active = not paused
         if paused:
             self.overlay.clear()
+            self._feedback_shown = None
             self.feedback.value = (
                 '<div class="ss-feedback"><div class="ss-tip">Paused: nothing is measured or shared. '
                 "Press Resume to continue.</div></div>"
@@ -336,6 +343,7 @@ class StudentPage:
         if status in ERROR_STATUSES or status == "hidden":
             # No frames will come: the teacher should see a pause, not a frozen last state.
             if status in ERROR_STATUSES:
+                self._feedback_shown = None
                 self.feedback.value = f'<div class="ss-error">{html.escape(self.camera.message)}</div>'
                 self.calibration.value = ""
             self._publish_paused()
@@ -352,7 +360,10 @@ class StudentPage:
         obs = self.analyzer.process(frame, t=t - self._t0, source="camera")
         obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
         self.last_observation = obs
-        self.feedback.value = feedback_html(obs)
+        shown = (obs.state, obs.face)
+        if shown != self._feedback_shown or not 0 <= t - self._feedback_at < FEEDBACK_EVERY:
+            self._feedback_shown, self._feedback_at = shown, t
+            self.feedback.value = feedback_html(obs)
         if self._calibrating and not self.analyzer.calibrating:
             self._calibrating = False
             error = self.analyzer.calibration_error

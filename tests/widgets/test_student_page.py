@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from smartsession.analysis import Analyzer, Observation
 from smartsession.dataset.media import astronaut
 from smartsession.pages.student import (
+    FEEDBACK_EVERY,
     TIPS,
     JoinRequest,
     StudentPage,
@@ -100,6 +102,35 @@ def test_real_frames_give_live_feedback_and_pause_stops_the_analysis(page):
     assert "Paused" in page.feedback.value
     page.set_paused(False)
     assert page.camera.active is True
+
+
+def test_feedback_shows_a_new_state_at_once_and_moving_numbers_a_few_times_a_second(page):
+    face, blank = astronaut(), np.zeros((480, 640, 3), np.uint8)
+    redraws: list[str] = []
+    page.feedback.observe(lambda change: redraws.append(change["new"]), names="value")
+    try:
+        frames = []  # (capture time, (state, face), redrawn, the screen shows this frame)
+        start = time.time()
+        for i in range(36):  # 3 s of capture at ~11 frames a second, then the student leaves the picture
+            t = start + i * 0.09  # off FEEDBACK_EVERY's multiples, so no frame sits on the boundary
+            before = len(redraws)
+            page._on_frame(face if i < 30 else blank, t)
+            obs = page.last_observation
+            frames.append((t, (obs.state, obs.face), len(redraws) > before, page.feedback.value == feedback_html(obs)))
+    finally:
+        page.feedback.unobserve_all("value")
+    shown, shown_at = None, None
+    for t, key, redrawn, current in frames:
+        if key != shown:
+            assert current, "a new state or tip must show with the frame that brought it"
+        elif t - shown_at >= FEEDBACK_EVERY:
+            assert current, "the numbers must still move a few times a second"
+        else:
+            assert not redrawn, "the same state redrawn faster than FEEDBACK_EVERY"
+        if key != shown or t - shown_at >= FEEDBACK_EVERY:
+            shown, shown_at = key, t
+    assert len(redraws) < len(frames) / 2  # far fewer widget messages than frames
+    assert frames[-1][1][1] is False and TIPS["away"] in page.feedback.value
 
 
 def test_calibration_completes_on_a_relaxed_face(page):
