@@ -211,6 +211,8 @@ def main() -> None:
                 print(f"  kernel receives {live['kernel_fps']:.1f} fps from the browser student")
                 print(f"  capture -> student feedback: median {live['rtt_median_ms']:.1f} ms, "
                       f"p90 {live['rtt_p90_ms']:.1f} ms")
+                print("    its parts, median / p90 ms (the camera's stats.breakdown_ms): " + ", ".join(
+                    f"{part} {m} / {p90}" for part, (m, p90) in live["rtt_breakdown_ms"].items()))
                 print(f"  capture -> teacher (hub subscription), {len(teacher_all)} states from "
                       f"{len(set(s for s, _ in teacher.samples))} students: median {pct(teacher_all, 50):.1f} ms, "
                       f"p95 {pct(teacher_all, 95):.1f} ms; browser student alone: median {pct(real, 50):.1f} ms, "
@@ -235,6 +237,7 @@ def main() -> None:
         print(f"  {key}: {value} (target {'>=' if key == 'kernel_fps' else '<='} {target}) {'ok' if ok else 'MISSED'}")
     result.update(
         roundtrip_median_ms=round(live["rtt_median_ms"], 1),
+        roundtrip_breakdown_ms=live["rtt_breakdown_ms"],
         teacher_median_ms=round(pct(teacher_all, 50), 1),
         webrtc_fps=round(widgets["WebRTCCamera"]["fps"], 2),
         camera_kb_per_frame=round(widgets["Camera"]["bytes_per_frame"] / 1024, 1),
@@ -305,6 +308,7 @@ def measure_student(browser, server, teacher: TeacherWatch, seconds: float) -> d
         "kernel_fps": (last["processed"] - first["processed"]) / (t2 - t1),
         "rtt_median_ms": last["rtt_ms_median"],
         "rtt_p90_ms": last["rtt_ms_p90"],
+        "rtt_breakdown_ms": last.get("breakdown_ms", {}),
         "skipped": last["skipped"] - first["skipped"],
     }
 
