@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -75,12 +76,37 @@ class HubConfig(Configurable):
         return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
 
 
-def _send_acks(acks: list[tuple["StudentSocket", int]]) -> None:
-    """Ack each student's highest committed seq (one frame per student per commit)."""
-    # A student's states are committed in seq order (stale ones never reach the store), so the last
-    # (handler, seq) pair per handler, which dict() keeps, is its highest.
-    for handler, seq in dict(acks).items():
-        handler.send('{"type":"ack","seq":%d}' % seq)
+class AckPacer:
+    """Sends each commit's acks a few dozen per loop turn, so states arriving meanwhile are not held up.
+
+    One commit acknowledges every publishing student at once: a thousand frames in one callback held the
+    hub's loop for 20-30 ms twice a second, and landed on the clients as one burst.
+    """
+
+    per_turn = 50
+    pause = 0.002  # seconds between turns: 1000 acks spread over ~40 ms
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple["StudentSocket", int]] = deque()
+        self.running = False
+
+    def add(self, acks: list[tuple["StudentSocket", int]]) -> None:
+        # A student's states are committed in seq order (stale ones never reach the store), so the last
+        # (socket, seq) pair per socket, which dict() keeps, is its highest: one ack per student per commit.
+        self.queue.extend(dict(acks).items())
+        if not self.running:
+            self.running = True
+            self._turn()
+
+    def _turn(self) -> None:
+        queue = self.queue
+        for _ in range(min(self.per_turn, len(queue))):
+            socket, seq = queue.popleft()
+            socket.send('{"type":"ack","seq":%d}' % seq)
+        if queue:
+            asyncio.get_running_loop().call_later(self.pause, self._turn)
+        else:
+            self.running = False
 
 
 class Hub:
@@ -104,6 +130,7 @@ class Hub:
         c = self.config
         self.limits = Limits(c.max_message_bytes, c.rate, c.burst)
         self.backplane = make_backplane(c.redis_url)
+        self.acks = AckPacer()
 
     async def __aenter__(self) -> "Hub":
         await self.start()
@@ -121,7 +148,7 @@ class Hub:
         self.admin_token = auth.load_admin_token(data_dir, self.secret)
         loop = asyncio.get_running_loop()
         self.store = Store(data_dir, batch_seconds=self.config.commit_interval,
-                           on_acks=lambda acks: loop.call_soon_threadsafe(_send_acks, acks))
+                           on_acks=lambda acks: loop.call_soon_threadsafe(self.acks.add, acks))
         try:
             await self.backplane.start(self._on_remote_event)
         except Exception:

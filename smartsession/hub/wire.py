@@ -30,6 +30,21 @@ def accept_value(key: str) -> str:
 _READ_BUFFER = memoryview(bytearray(65536))
 
 
+def text_frame(text: str) -> bytes:
+    """A server's unfragmented text frame: a 2-10 byte header, then the payload, unmasked (RFC 6455, 5.2).
+
+    The hub writes thousands a second; websockets' general serializer (masks, extensions, checks) cost more
+    than the write itself. Only data frames take this path; control frames go through the protocol.
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
 def _retrieve(future: asyncio.Future) -> None:
     # A write still pending when its client vanishes fails; that is expected, not worth a log entry.
     if not future.cancelled():
@@ -74,9 +89,8 @@ class WebSocket(asyncio.BufferedProtocol):
         return self.ws.state is OPEN and not self._ended
 
     def send(self, text: str) -> None:
-        if self.open:
-            self.ws.send_text(text.encode())
-            self._flush()
+        if self.ws.state is OPEN and not self._ended and not self.transport.is_closing():
+            self.transport.write(text_frame(text))
 
     def ping(self, data: bytes = b"") -> None:
         if self.open:
