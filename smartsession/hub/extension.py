@@ -6,21 +6,33 @@ settings come from ``c.HubConfig`` in the server's config; routes live under the
 
 from __future__ import annotations
 
+from jupyter_server.extension.application import ExtensionApp
+
 from smartsession.hub.server import Hub, HubConfig, hub_handlers
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "smartsession.hub.extension"}]
+class HubExtension(ExtensionApp):
+    """Starts the hub with the server and stops it at shutdown, so the store commits what it holds."""
+
+    name = "smartsession.hub.extension"
+    load_other_extensions = True
+
+    def initialize_settings(self) -> None:
+        self.hub = Hub(HubConfig(parent=self.serverapp))
+
+    def initialize_handlers(self) -> None:
+        # ExtensionApp puts the server's base URL in front of every pattern.
+        self.handlers.extend(hub_handlers(self.hub))
+        self.log.info("smartsession hub at %ssmartsession/ (data in %s)",
+                      self.serverapp.web_app.settings.get("base_url", "/"), self.hub.config.data_dir)
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        await self.hub.start()
+
+    async def stop_extension(self) -> None:
+        await self.hub.stop()
+        self.log.info("smartsession hub stopped; its store is committed")
 
 
-def _load_jupyter_server_extension(serverapp) -> None:
-    hub = Hub(HubConfig(parent=serverapp))
-    web_app = serverapp.web_app
-    web_app.add_handlers(".*$", hub_handlers(hub, web_app.settings.get("base_url", "/")))
-    web_app.settings["smartsession_hub"] = hub
-    serverapp.log.info("smartsession hub at %ssmartsession/ (data in %s)", web_app.settings.get("base_url", "/"),
-                       hub.config.data_dir)
-
-
-async def _start_jupyter_server_extension(serverapp) -> None:
-    await serverapp.web_app.settings["smartsession_hub"].start()
+def _jupyter_server_extension_points() -> list[dict]:
+    return [{"module": "smartsession.hub.extension", "app": HubExtension}]

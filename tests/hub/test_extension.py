@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}", "--ServerApp.base_url=/research/", f"--ServerApp.root_dir={tmp_path}",
-         "--ServerApp.jpserver_extensions={'smartsession.hub.extension': True}", f"--HubConfig.data_dir={data_dir}"],
+         "--ServerApp.jpserver_extensions={'smartsession.hub.extension': True}", f"--HubConfig.data_dir={data_dir}",
+         "--HubConfig.commit_interval=5"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")},
     )
     try:
@@ -57,9 +59,24 @@ def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.05)
                 assert teacher.room.students[joined["student_id"]].state["engagement"] == 88.0
+                # One more state, seen by the teacher but not yet committed (commits come every 5 s here)...
+                async with StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=url) as pub:
+                    await pub.wait_connected(30)
+                    pub.publish(StateMessage("", "", 0, time.time(), "distracted", 42.0, 0.9))
+                    while teacher.room.students[joined["student_id"]].state["engagement"] != 42.0:
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.01)
 
         asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
+        # ...is in the store once the server has shut down: the extension stops the hub, which commits.
         proc.terminate()
-        proc.wait(20)
+        assert proc.wait(30) == 0
+        with sqlite3.connect(data_dir / "smartsession.sqlite3") as db:
+            stored = [row[0] for row in db.execute("SELECT engagement FROM states ORDER BY received")]
+        assert stored == [88.0, 42.0], (stored, (tmp_path / "jupyter.log").read_text()[-3000:])
+        assert "smartsession hub stopped" in (tmp_path / "jupyter.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
         log.close()
