@@ -619,6 +619,26 @@ class ExportHandler(_Api):
         self.finish(self.hub.store.states(session_id).to_csv(index=False))
 
 
+class HistoryHandler(_Api):
+    async def get(self, session_id: str) -> None:
+        class_id = self.hub.store.session_class(session_id)
+        self.teacher_of(class_id)
+        try:
+            every = float(self.get_argument("every", "1"))
+        except ValueError:
+            self.fail(400, "every must be a number of seconds")
+        if not 0.5 <= every <= 3600:
+            self.fail(400, "every must be between 0.5 and 3600 seconds")
+        store = self.hub.store
+
+        def binned() -> dict[str, Any]:
+            store.flush()  # what the teacher's page has already seen live must be in the history too
+            return store.history(session_id, every)
+
+        # A long session is hundreds of thousands of rows: binned off the loop, which keeps relaying meanwhile.
+        self.finish(json.dumps(await asyncio.get_running_loop().run_in_executor(None, binned)))
+
+
 def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
     """Every route of the hub under ``{base_url}smartsession/``, for any tornado application."""
     root = base_url.rstrip("/") + "/smartsession"
@@ -629,6 +649,7 @@ def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
         (f"{root}/api/join", JoinHandler, kw),
         (f"{root}/api/classes/({IDENT})/sessions", SessionsHandler, kw),
         (f"{root}/api/sessions/({IDENT})/export\\.(csv|json)", ExportHandler, kw),
+        (f"{root}/api/sessions/({IDENT})/history", HistoryHandler, kw),
         (f"{root}/ws/student/({IDENT})/({IDENT})", _Route, {**kw, "socket": StudentSocket}),
         (f"{root}/ws/teacher/({IDENT})", _Route, {**kw, "socket": TeacherSocket}),
     ]

@@ -324,6 +324,40 @@ class Store:
             (session_id,),
         ).astype({"start": float, "end": float})
 
+    def history(self, session_id: str, every: float = 1.0) -> dict[str, Any]:
+        """A session so far, binned by hub receive time: what a teacher page opened late needs for its chart.
+
+        ``students``: each student's latest (t, engagement, state) per ``every`` seconds, paused ones left out;
+        ``class``: per bin, the mean engagement of the students who published in it, at the bin's latest receive
+        time (as the live page samples the class mean "as of now"); ``segments``: all of them.
+        """
+        every = float(every)
+        if not every > 0:
+            raise ValueError("every must be a positive number of seconds")
+        # SQLite takes the bare columns of a MAX() aggregate from the row holding the maximum: the bin's latest.
+        rows = self._query(
+            "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
+            "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin",
+            (every, session_id),
+        )
+        students: dict[str, list] = {}
+        bins: dict[int, list] = {}  # bin -> [latest receive time, engagements]
+        for student_id, b, engagement, state, received in rows:
+            students.setdefault(student_id, []).append([received, engagement, state])
+            entry = bins.setdefault(b, [received, []])
+            entry[0] = max(entry[0], received)
+            entry[1].append(engagement)
+        segments = self._query(
+            'SELECT segment_id, title, start, "end" FROM segments WHERE session_id = ? ORDER BY start', (session_id,)
+        )
+        return {
+            "session_id": session_id,
+            "every": every,
+            "class": [[t, sum(v) / len(v)] for t, v in bins.values()],
+            "students": students,
+            "segments": [dict(zip(("segment_id", "title", "start", "end"), seg)) for seg in segments],
+        }
+
     def commands(self, session_id: str):
         df = self._frame(
             "SELECT session_id, class_id, received, command, args FROM commands WHERE session_id = ? "

@@ -201,6 +201,37 @@ class ClassView:
         if card.engagement is not None and card.state is not None and not msg.get("paused"):
             card.record(card.received, float(card.engagement), card.state)
 
+    def load_history(self, doc: Mapping[str, Any]) -> set[str]:
+        """Fill in what happened before this page opened, from the hub's history of the session.
+
+        Only points older than what the page already holds are added, so nothing seen live is overwritten;
+        returns the students whose cards changed. A history of another session (the teacher started a new
+        one meanwhile) is ignored.
+        """
+        if doc.get("session_id") != self.session_id:
+            return set()
+        first = self.series[0][0] if self.series else math.inf
+        self.series[:0] = [(float(t), float(v)) for t, v in doc.get("class") or () if t < first]
+        del self.series[: max(0, len(self.series) - HISTORY_SECONDS)]
+        known = {s.segment_id for s in self.segments}
+        earlier = [
+            Segment(s["segment_id"], s.get("title") or "", float(s["start"]),
+                    None if s.get("end") is None else float(s["end"]))
+            for s in doc.get("segments") or () if s["segment_id"] not in known
+        ]
+        self.segments = sorted(earlier + self.segments, key=lambda s: s.start)
+        changed = set()
+        for student_id, points in (doc.get("students") or {}).items():
+            card = self.students.get(student_id)
+            if card is None:
+                continue  # not in this class's snapshot: nothing to draw it on
+            first = card.history[0][0] if card.history else math.inf
+            older = [(float(t), float(e), str(state)) for t, e, state in points if t < first]
+            if older:
+                card.history = deque([*older, *card.history], maxlen=HISTORY_SECONDS)
+                changed.add(student_id)
+        return changed
+
     # -- what the page draws ------------------------------------------------------------------
 
     def presence(self, card: StudentState, now: float) -> str:

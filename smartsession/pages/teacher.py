@@ -160,19 +160,28 @@ def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, heig
     )
 
 
-def fetch_session(hub: str, session_id: str, token: str) -> dict[str, Any]:
-    """The hub's JSON export of one session (states, segments, students), with the teacher token."""
+def _get_session_json(hub: str, session_id: str, token: str, what: str, name: str) -> dict[str, Any]:
     from smartsession.hub.client import HubError, ssl_context
 
-    url = f"{hub}/smartsession/api/sessions/{quote(session_id)}/export.json"
+    url = f"{hub}/smartsession/api/sessions/{quote(session_id)}/{what}"
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=60, context=ssl_context(hub)) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise HubError(f"the hub refused the session export ({exc.code}): reload the page with the teacher link") from None
+        raise HubError(f"the hub refused the {name} ({exc.code}): reload the page with the teacher link") from None
     except urllib.error.URLError as exc:
         raise HubError(f"cannot reach the hub at {hub} ({exc.reason}): is `smartsession serve` running?") from None
+
+
+def fetch_session(hub: str, session_id: str, token: str) -> dict[str, Any]:
+    """The hub's JSON export of one session (states, segments, students), with the teacher token."""
+    return _get_session_json(hub, session_id, token, "export.json", "session export")
+
+
+def fetch_history(hub: str, session_id: str, token: str) -> dict[str, Any]:
+    """The session so far at one point per second (class series, each student's, segments), for a late page."""
+    return _get_session_json(hub, session_id, token, "history", "session history")
 
 
 def session_report_html(doc: dict[str, Any]) -> str:
@@ -255,6 +264,7 @@ class TeacherPage:
         self._flush_at: asyncio.TimerHandle | None = None
         self._last_flush = 0.0  # time.monotonic() of the last card redraw
         self._last = {"chart": 0.0, "alerts": 0.0}
+        self._history_for: str | None = None  # the session whose earlier history was asked for
         self._chart_points = 0
         self._syncing = False  # set while the page itself moves the emotions switch
         self._build()
@@ -382,6 +392,7 @@ class TeacherPage:
             return
         self.class_id, self.token = claims["c"], token.strip()
         self.view = ClassView(self.class_id)
+        self._history_for: str | None = None
         self.alerts = []
         self.header.value = _header(f"Class {self.class_id}")
         self.form.layout.display = "none"
@@ -436,6 +447,26 @@ class TeacherPage:
         if event.get("type") == "snapshot":
             self.join_code = event.get("join_code") or self.join_code
         self._changed |= self.view.apply(event, now)
+        session_id = self.view.session_id
+        if event.get("type") == "snapshot" and session_id and session_id != self._history_for:
+            # Opened (or reopened) mid-session: the chart, sparklines and bands start at the session's start.
+            self._history_for = session_id
+            self._tasks.append(asyncio.get_event_loop().create_task(self._load_history(session_id)))
+        self._mark_dirty()
+
+    async def _load_history(self, session_id: str) -> None:
+        from smartsession.hub.client import hub_url
+
+        try:
+            doc = await asyncio.get_running_loop().run_in_executor(
+                None, fetch_history, hub_url(self.hub_url), session_id, self.token)
+        except Exception as exc:  # the live page works without its past
+            self._notify(f"Earlier history of this session could not be loaded: {exc}")
+            return
+        if self.view is None:
+            return
+        self._changed |= self.view.load_history(doc)
+        self._last["chart"] = 0.0  # draw the filled-in chart at the next tick
         self._mark_dirty()
 
     def _schedule(self) -> None:

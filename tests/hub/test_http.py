@@ -51,6 +51,7 @@ def test_anonymous_client_learns_nothing(tmp_path, kit):
                 ("GET", f"/smartsession/api/sessions/{session_id}/export.csv", None, 401),
                 ("GET", f"/smartsession/api/sessions/{session_id}/export.json", None, 401),
                 ("GET", "/smartsession/api/sessions/nope/export.csv", None, 401),
+                ("GET", f"/smartsession/api/sessions/{session_id}/history", None, 401),
                 ("GET", "/smartsession/", None, 404),
                 ("GET", "/smartsession/api", None, 404),
                 ("GET", "/", None, 404),
@@ -131,8 +132,19 @@ def test_class_creation_join_and_export_permissions(tmp_path):
             status, text = await call(base + ".json", token=info["teacher_token"])
             doc = json.loads(text)
             assert status == 200 and len(doc["states"]) == 3 and doc["students"][0]["name"] == "Ada Lovelace"
+            history = url + f"/smartsession/api/sessions/{session_id}/history"
+            status, text = await call(history, token=info["teacher_token"])
+            doc = json.loads(text)
+            assert status == 200 and doc["session_id"] == session_id and doc["every"] == 1.0
+            assert [p[1:] for p in doc["students"][joined["student_id"]]] == [[60.0, "focused"]]  # 3 states, 1 s
+            assert len(doc["class"]) == 1 and doc["class"][0][1] == 60.0
+            for bad in ("0", "x", "1e9"):
+                status, text = await call(history + f"?every={bad}", token=info["teacher_token"])
+                assert status == 400 and "every must be" in json.loads(text)["error"]
             for token in (second["teacher_token"], joined["token"], hub.admin_token):
                 status, _ = await call(base + ".csv", token=token)
+                assert status == 403
+                status, _ = await call(history, token=token)
                 assert status == 403
             status, _ = await call(url + f"/smartsession/api/classes/{info['class_id']}/sessions",
                                    token=second["teacher_token"])

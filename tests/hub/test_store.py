@@ -85,3 +85,30 @@ def test_writes_are_batched_off_the_caller_thread(tmp_path):
         assert len(store.states("S")) == 5000
     with Store(tmp_path) as again:  # survives reopening
         assert len(again.states("S")) == 5000
+
+
+def test_history_bins_a_session_by_receive_time(tmp_path):
+    with Store(tmp_path) as store:
+        store.start_session("c1", "S1", 100.0)
+        store.start_segment("S1", "seg1", "Intro", 100.0)
+        for i, (student, received, engagement, kind, paused) in enumerate([
+            ("s1", 100.2, 40.0, "focused", False),
+            ("s1", 100.7, 50.0, "distracted", False),  # same second: the later one counts
+            ("s2", 100.9, 90.0, "focused", False),
+            ("s2", 101.3, 10.0, "away", True),  # paused: left out
+            ("s1", 102.1, 70.0, "focused", False),
+        ]):
+            store.add_state("S1", state(student, i + 1, received=received, engagement=engagement, state=kind,
+                                        paused=paused))
+        store.start_segment("S1", "seg2", "Waves", 102.0)
+        store.flush()
+        doc = store.history("S1")
+        assert doc["students"] == {"s1": [[100.7, 50.0, "distracted"], [102.1, 70.0, "focused"]],
+                                   "s2": [[100.9, 90.0, "focused"]]}
+        assert doc["class"] == [[100.9, 70.0], [102.1, 70.0]]  # each bin's mean, at its latest receive time
+        assert [(s["segment_id"], s["end"]) for s in doc["segments"]] == [("seg1", 102.0), ("seg2", None)]
+        assert store.history("S1", every=5)["class"] == [[102.1, 80.0]]  # s1 at 70 and s2 at 90
+        assert store.history("nope") == {"session_id": "nope", "every": 1.0, "class": [], "students": {},
+                                         "segments": []}
+        with pytest.raises(ValueError, match="every"):
+            store.history("S1", every=0)

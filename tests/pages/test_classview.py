@@ -130,3 +130,25 @@ def test_segment_bands_follow_class_events(view):
     assert view.segment_bands(60.0)[-1] == (30.0, 50.0, "Exercise")
     view.apply(klass(session="S2", segment={"segment_id": "seg1", "title": "New", "start": 70.0}), 70.0)
     assert view.segment_bands(80.0) == [(70.0, 80.0, "New")]
+
+
+def test_a_late_page_fills_in_the_session_so_far_without_touching_live_points():
+    view = ClassView("c1")
+    view.apply(snapshot([{"student_id": "a", "name": "Ada", "presence": "connected"}],
+                        segment={"segment_id": "seg2", "title": "Waves", "start": 150.0}), 200.0)
+    view.apply(state("a", 200.0, engagement=90), 200.0)
+    view.sample(200.0)
+    history = {
+        "session_id": "S1",
+        "class": [[101.0, 40.0], [102.0, 45.0], [200.0, 10.0]],  # the last one overlaps what the page saw live
+        "students": {"a": [[100.5, 40.0, "distracted"], [101.5, 45.0, "focused"], [200.0, 10.0, "away"]],
+                     "gone": [[100.5, 70.0, "focused"]]},
+        "segments": [{"segment_id": "seg1", "title": "Intro", "start": 100.0, "end": 150.0},
+                     {"segment_id": "seg2", "title": "Waves", "start": 150.0, "end": None}],
+    }
+    assert view.load_history(history) == {"a"}
+    assert view.series == [(101.0, 40.0), (102.0, 45.0), (200.0, 90.0)]
+    assert view.timeline("a") == [(100.5, 40.0, "distracted"), (101.5, 45.0, "focused"), (200.0, 90.0, "focused")]
+    assert view.segment_bands(210.0) == [(100.0, 150.0, "Intro"), (150.0, 210.0, "Waves")]
+    assert "gone" not in view.students
+    assert view.load_history({**history, "session_id": "S0"}) == set()  # another session's past: ignored

@@ -220,3 +220,31 @@ def test_without_a_valid_teacher_token_the_page_shows_no_class_data(hub, kernel,
     message = kernel.json("page.status_line.value")
     assert ("not a teacher token" if which == "student" else "signature") in message
     hub.run(pub.stop())
+
+
+def test_a_page_opened_mid_session_shows_the_session_from_its_start(hub, kernel):
+    klass = hub.call(hub.hub.create_class, "Late teacher")
+
+    async def earlier_lesson():
+        pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], "Ana")
+        await pub.start()
+        await pub.wait_connected()
+        for i, score in enumerate((20.0, 40.0, 60.0)):
+            if i:
+                await asyncio.sleep(1.05)  # three different seconds
+            msg = pub.publish(StateMessage("x", "x", 0, time.time(), "focused", score, 0.9, {"yaw": 1.0}))
+        await pub.wait_acked(msg.seq)
+        return pub
+
+    pub = hub.run(earlier_lesson())
+    opened = time.time()
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.status", lambda s: s == "live")
+    # Points from before the page existed: the class series and Ana's timeline start with the lesson.
+    series = kernel.wait_for("page.view.series", lambda s: len(s) >= 3)
+    assert [v for t, v in series if t < opened] == [20.0, 40.0, 60.0]
+    timeline = kernel.json(f"page.view.timeline({pub.student_id!r})")
+    assert [e for t, e, _ in timeline if t < opened] == [20.0, 40.0, 60.0]
+    kernel.wait_for("page.chart.data[0].y if page.chart.data else []", lambda y: list(y)[:3] == [20.0, 40.0, 60.0])
+    hub.run(pub.stop())
+    kernel.run("page.close()")

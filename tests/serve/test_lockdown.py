@@ -71,6 +71,7 @@ HTTP_PROBES = [
     ("POST", "smartsession/api/classes"),
     ("GET", "smartsession/api/classes/{class_id}/sessions"),
     ("GET", "smartsession/api/sessions/x1/export.csv"),
+    ("GET", "smartsession/api/sessions/x1/history"),
     ("GET", "voila/render/student.ipynb"),
     ("GET", "voila/render/student.ipynb?class={class_id}"),
     ("GET", "voila/render/student.ipynb?class={class_id}&join=wrongcode"),
