@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -61,5 +62,8 @@ async def serve_forever(host: str, port: int, certfile: str | None, keyfile: str
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_hub(host, port, certfile, keyfile, **settings) as (hub, url):
+        # What exists now (modules, the app) lives as long as the process: frozen, it is left out of every
+        # full garbage collection, which took 25-40 ms of the loop at 1000 students (half of it these).
+        gc.freeze()
         print(f"smartsession hub listening on {url} (data in {hub.config.data_dir})", flush=True)
         await stop.wait()
