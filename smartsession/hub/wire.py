@@ -267,6 +267,9 @@ class WebSocketRoute(web.RequestHandler):
         except iostream.StreamClosedError:
             return
         if isinstance(stream, iostream.SSLIOStream):
+            # Small frames each way: Nagle would hold one back for the peer's delayed ack (up to 40 ms). Tornado
+            # only turns it off around its own responses; asyncio's transports (below) do it themselves.
+            stream.set_nodelay(True)
             transport = StreamTransport(stream)
             asyncio.ensure_future(transport.pump(ws))
             return

@@ -13,6 +13,6 @@ class LiveKernelConnection(ZMQChannelsWebsocketConnection):
     """Kernel channels that write each message at once instead of batching it behind an unacked one."""
 
     def connect(self):
-        # The hub's websockets do the same (hub/server.py); Jupyter's kernel websocket leaves Nagle on.
+        # The hub's websockets do the same (hub/wire.py); Jupyter's kernel websocket leaves Nagle on.
         self.websocket_handler.set_nodelay(True)
         return super().connect()

@@ -16,7 +16,7 @@ from websockets.frames import Frame, Opcode
 
 from smartsession.hub.server import AckPacer
 from smartsession.hub.standalone import running_hub
-from smartsession.hub.wire import accept_value, text_frame
+from smartsession.hub.wire import StreamTransport, accept_value, text_frame
 from smartsession.serve.tls import self_signed_certificate
 
 
@@ -32,6 +32,13 @@ def test_text_frames_are_the_bytes_websockets_itself_would_write(size):
 
 def test_accept_value_is_rfc_6455s_example():
     assert accept_value("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def nagle_off(connection) -> bool:
+    """TCP_NODELAY on the hub's side of a connection (asyncio's socket, or tornado's for TLS)."""
+    transport = connection.transport
+    sock = transport.stream.socket if isinstance(transport, StreamTransport) else transport.get_extra_info("socket")
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
 def raw_request(host: str, port: int, path: str, **headers: str) -> tuple[socket.socket, bytes]:
@@ -133,6 +140,8 @@ def test_fragments_pings_and_a_clean_close(tmp_path, kit, monkeypatch, tls):
             pong = await ws.ping(b"are you there")
             await asyncio.wait_for(pong, 10)
             assert hub.health()["students"] == 1
+            # Small frames must not wait for the peer's delayed ack (Nagle), whichever transport carries them.
+            assert all(nagle_off(c) for c in [*hub.students.values(), *hub.teachers[info["class_id"]]])
             await ws.close()
             assert ws.close_code == 1000
             left = await kit.until(tws, lambda m: m["type"] == "presence")
