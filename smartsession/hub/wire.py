@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+
 from tornado import iostream, web
 from websockets.frames import Opcode
 from websockets.protocol import OPEN, Protocol, Side
@@ -67,6 +68,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._fragments: list[bytes] = []
         self._opcode = Opcode.TEXT
         self._ended = False
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     # --- hooks ---
 
@@ -89,7 +91,7 @@ class WebSocket(asyncio.BufferedProtocol):
         return self.ws.state is OPEN and not self._ended
 
     def send(self, text: str) -> None:
-        if self.ws.state is OPEN and not self._ended and not self.transport.is_closing():
+        if self.open and not self.transport.is_closing():
             self.transport.write(text_frame(text))
 
     def ping(self, data: bytes = b"") -> None:
@@ -103,7 +105,12 @@ class WebSocket(asyncio.BufferedProtocol):
             return
         self.ws.send_close(code, reason.encode()[:123].decode(errors="ignore"))
         self._flush()
-        asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        """Drop the socket after ``close_timeout`` unless the closing handshake ends first (timer set once)."""
+        if self._abort_timer is None:
+            self._abort_timer = asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
 
     def _abort(self) -> None:
         if not self._ended and self.transport is not None:
@@ -141,7 +148,7 @@ class WebSocket(asyncio.BufferedProtocol):
             elif opcode is Opcode.PONG:
                 self.on_pong(frame.data)
         if self.ws.close_expected():
-            asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+            self._abort_later()
 
     def _data_frame(self, frame) -> None:
         if frame.opcode is not Opcode.CONT:
@@ -173,6 +180,8 @@ class WebSocket(asyncio.BufferedProtocol):
         if self._ended:
             return
         self._ended = True
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
         self.on_close()
 
 
