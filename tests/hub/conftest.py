@@ -85,6 +85,13 @@ async def closed_with(ws, timeout: float = 30) -> tuple[int, str]:
         return exc.rcvd.code, exc.rcvd.reason
 
 
+async def eventually(check, timeout: float = 30) -> None:
+    """Poll ``check()`` every 20 ms until it holds or ``timeout`` s have passed; the caller asserts after."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 _unread: dict[int, deque] = {}
 
 
@@ -105,5 +112,5 @@ async def until(ws, pred, timeout: float = 30) -> dict:
 def kit():
     return SimpleNamespace(
         connect=connect, join=join, hello=hello, student=student, teacher=teacher, state=state,
-        closed_with=closed_with, until=until, ws_url=ws_url,
+        closed_with=closed_with, until=until, ws_url=ws_url, eventually=eventually,
     )

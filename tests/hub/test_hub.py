@@ -199,7 +199,7 @@ def test_late_teacher_gets_a_full_snapshot_then_updates(tmp_path, kit):
     run(main())
 
 
-def test_teacher_commands_reach_students_and_the_store(tmp_path):
+def test_teacher_commands_reach_students_and_the_store(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path) as (hub, url):
             info = hub.create_class("Commands")
@@ -215,10 +215,7 @@ def test_teacher_commands_reach_students_and_the_store(tmp_path):
                     assert result["session_id"] != first_session
                     await teacher.send_command("start_segment", title="Optics")
                     await teacher.send_command("set_emotions", emotions=False)
-                    for _ in range(1500):
-                        if not pub.emotions and pub.segment:
-                            break
-                        await asyncio.sleep(0.02)
+                    await kit.eventually(lambda: not pub.emotions and pub.segment)
                     assert (pub.emotions, pub.status["segment"]["title"]) == (False, "Optics")
                     sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 77.0, 0.8))
                     assert sent.segment == pub.segment
@@ -227,10 +224,7 @@ def test_teacher_commands_reach_students_and_the_store(tmp_path):
                     await teacher.send_command("hide_student", student_id=pub.student_id, hidden=True)
                     with pytest.raises(Exception, match="no student"):
                         await teacher.send_command("hide_student", student_id="snobody", hidden=True)
-                    for _ in range(1500):
-                        if teacher.room.students[pub.student_id].hidden:
-                            break
-                        await asyncio.sleep(0.02)
+                    await kit.eventually(lambda: teacher.room.students[pub.student_id].hidden)
                     s = teacher.room.students[pub.student_id]
                     assert (s.name, s.hidden, s.state["seq"]) == ("Ada L.", True, sent.seq)
                     await teacher.send_command("end_session")
