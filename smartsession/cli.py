@@ -15,6 +15,7 @@ from smartsession import __version__
 #: Modules that define ``register(subparsers)``; each adds parsers with ``set_defaults(func=...)``.
 COMMAND_MODULES = (
     "smartsession.analysis.cli",  # analyze
+    "smartsession.vision.cli",  # models
     "smartsession.hub.cli",  # hub, class
     "smartsession.serve.cli",  # serve
     "smartsession.simulate",  # simulate

@@ -30,7 +30,7 @@ _EAR, _LIP_LIFT = FEATURE_NAMES.index("ear"), FEATURE_NAMES.index("lip_corner_li
 class Analyzer:
     """Frame -> :class:`Observation`. Use it as a context manager; closing twice is harmless.
 
-    ``mode="stream"`` is for consecutive frames of one person (webcam, video): FaceMesh tracking, time-based
+    ``mode="stream"`` is for consecutive frames of one person (webcam, video): the landmarker's tracking, time-based
     rules (drowsy) and smoothing. ``mode="image"`` treats every frame on its own: detection each time, no
     smoothing, no duration rules. ``emotions=False`` never reports ``happy`` or ``confused``: their probability
     goes to ``focused``, because both are expressions of a person attending (smiling at, or puzzling over, the
@@ -113,7 +113,7 @@ class Analyzer:
             rgb = to_rgb(item, "calibration frame")
             found = self._landmarker.detect(rgb)
             if found.face:
-                rows.append(face_vector(found.landmarks, found.image_size))
+                rows.append(face_vector(found))
         self.baseline = Baseline.from_samples(rows)
         self.calibration_error = None
         return self.baseline
@@ -135,17 +135,16 @@ class Analyzer:
 
     # -- the pipeline ----------------------------------------------------------------------------------------
     def _probabilities(self, vector: np.ndarray) -> dict[str, float]:
-        import sklearn
+        proba = self.model.predict_proba(vector[self._columns][None, :])[0]
+        return dict(zip(self._classes, (float(p) for p in proba)))
 
-        # The quality rule has already refused non-finite features; skipping scikit-learn's re-checks of one
-        # row halves the cost of the prediction.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            proba = self.model.predict_proba(vector[self._columns][None, :])[0]
-        probs = dict(zip(self._classes, (float(p) for p in proba)))
-        if not self.emotions:
-            moved = sum(probs.pop(s, 0.0) for s in EMOTION_STATES)
-            probs["focused"] = probs.get("focused", 0.0) + moved
-        return probs
+    def _shown(self, probs: dict[str, float]) -> dict[str, float]:
+        """The probabilities the state is chosen from: with emotions off, happy and confused count as focused."""
+        if self.emotions:
+            return probs
+        shown = {s: p for s, p in probs.items() if s not in EMOTION_STATES}
+        shown["focused"] = shown.get("focused", 0.0) + sum(probs.get(s, 0.0) for s in EMOTION_STATES)
+        return shown
 
     def process(self, frame, t: float | None = None, source: str = "camera",
                 frame_index: int | None = None) -> Observation:
@@ -182,7 +181,7 @@ class Analyzer:
             vector = None
             t3 = t2
         else:
-            vector = face_vector(found.landmarks, found.image_size)
+            vector = face_vector(found)
             t3 = time.perf_counter()
             features = dict(zip(FEATURE_NAMES, vector.tolist()))
             relative = vector - self.baseline.offsets() if self.baseline is not None else vector
@@ -191,23 +190,26 @@ class Analyzer:
             verdict = rules.quality_verdict(vector, found.score)
             drowsy = self._closure.update(t, closed) if stream else None
             if verdict is None:
-                verdict = drowsy or rules.attention_verdict(relative)
+                verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed)
             if verdict is None:
                 probs = self._probabilities(relative)
-                state = max(probs, key=probs.get)
-                if probs[state] < rules.MIN_MODEL_CONFIDENCE:
-                    verdict = rules.Verdict("uncertain", probs[state],
-                                            f"model unsure (best: {state} at {probs[state]:.2f})")
+                shown = self._shown(probs)
+                state = max(shown, key=shown.get)
+                if shown[state] < rules.MIN_MODEL_CONFIDENCE:
+                    verdict = rules.Verdict("uncertain", shown[state],
+                                            f"model unsure (best: {state} at {shown[state]:.2f})")
                 else:
-                    verdict = rules.Verdict(state, probs[state], "model")
+                    verdict = rules.Verdict(state, shown[state], "model")
             score = engagement_mod.score(relative, probs, base_ear)
         features["detection_score"] = found.score
         t4 = time.perf_counter()
 
         state, confidence, value, reason = verdict.state, verdict.confidence, score.value, verdict.reason
+        components = dict(score.components)
         if stream:
             self._calibration_step(t, vector)
-            state, share, value = self._smoother.update(t, verdict.state, verdict.confidence, score.value)
+            state, share, value = self._smoother.update(t, verdict.state, verdict.confidence, score.value, components)
+            components = dict(self._smoother.components)
             if state != verdict.state:
                 reason = f"held by smoothing ({share:.0%} of recent evidence); this frame: {verdict.state}, {verdict.reason}"
                 confidence = share
@@ -224,6 +226,6 @@ class Analyzer:
         return Observation(
             source=source, frame=index, t=float(t), wall_time=wall, face=found.face, faces=found.faces,
             state=state, engagement=float(value), confidence=float(confidence),
-            engagement_components=dict(score.components), features=features, reason=reason,
+            engagement_components=components, features=features, reason=reason,
             ms=(end - start) * 1e3, landmarks=found.landmarks,
         )

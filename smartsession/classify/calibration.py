@@ -14,11 +14,11 @@ import numpy as np
 
 from smartsession.features.geometry import FEATURE_NAMES
 
-#: Pose and gaze are re-centred on the baseline: a neutral face looking at the screen reads 0 by definition
-#: of these features, so "yaw - neutral yaw" is directly what the rules and the model were built for.
-#: Expression features (lip corners, brows, mouth) are not shifted: the classifier was trained on their raw
-#: values across many faces, and a student's calibration window may itself contain a smile.
-RECENTRED = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
+#: Pose and gaze are re-centred on the baseline: the camera usually sits above the screen, so a student who
+#: looks at the screen looks slightly down and aside of it; after re-centring that gaze reads 0, which is what
+#: the attention rules' thresholds mean. Expression features (blendshapes, lip corners, brows) are not shifted:
+#: the classifier was trained on their raw values across many faces, and a calibration window may hold a smile.
+RECENTRED = ("yaw", "pitch", "roll", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x", "iris_y")
 #: Fewest usable face frames for a baseline; fewer gives :class:`CalibrationError`.
 MIN_SAMPLES = 3
 

@@ -1,7 +1,8 @@
 """Engagement score 0-100 from documented components, returned with them so a person can see why.
 
-Components (each 0-1) and weights: head pose 0.35, gaze 0.25, eye openness 0.20, expression 0.20; presence
-multiplies the sum (no face, no engagement). See docs/ANALYSIS.md for each curve.
+Components (each 0-1) and weights: gaze 0.40, head pose 0.20, eye openness 0.20, expression 0.20; presence
+multiplies the sum (no face, no engagement). Gaze carries the most because attention is where the eyes point;
+head pose adds a little for facing the screen squarely. See docs/ANALYSIS.md for each curve.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import numpy as np
 from smartsession.classify.rules import EAR_CLOSED, EAR_CLOSED_RATIO
 from smartsession.features.geometry import FEATURE_NAMES
 
-WEIGHTS = {"head_pose": 0.35, "gaze": 0.25, "eyes": 0.20, "expression": 0.20}
-#: Head pose: full credit within these angles (degrees) of facing the screen, none beyond the second.
-HEAD_FULL, HEAD_ZERO = 10.0, 40.0
-#: Gaze: full credit while the iris stays within this share of half the eye width, none beyond the second.
-GAZE_FULL, GAZE_ZERO = 0.20, 0.60
+WEIGHTS = {"head_pose": 0.20, "gaze": 0.40, "eyes": 0.20, "expression": 0.20}
+#: Head pose: full credit within these angles (degrees) of facing the screen, none beyond the second; roll
+#: (a tilted head) costs nothing.
+HEAD_FULL, HEAD_ZERO = 15.0, 45.0
+#: Gaze: full credit while it stays within this many degrees of the screen, none beyond the second (a little
+#: past the attention rules' ``GAZE_ASIDE``).
+GAZE_FULL, GAZE_ZERO = 10.0, 30.0
 #: Eyes: none at the "closed" threshold, full credit from this EAR (or share of the neutral EAR) up.
 EAR_OPEN, EAR_OPEN_RATIO = 0.24, 0.9
 #: Expression: how much each classifier state counts as engaged (probability-weighted).
@@ -47,11 +50,12 @@ def score(relative, probabilities: Mapping[str, float] | None, baseline_ear: flo
     """Score a visible face from its baseline-relative feature vector and the classifier's probabilities.
 
     ``probabilities`` may be None when a rule decided without the classifier; expression then counts as neutral
-    (0.5), so the geometric components carry the score.
+    (0.5), so the geometric components carry the score. Pass the classifier's own probabilities, also when
+    emotions are switched off: the expression credit must not jump when the displayed states change.
     """
     yaw, pitch = abs(relative[_I["yaw"]]), abs(relative[_I["pitch"]])
     head = _ramp(max(yaw, pitch), HEAD_FULL, HEAD_ZERO)
-    gaze = _ramp(max(abs(relative[_I["gaze_x"]]), abs(relative[_I["gaze_y"]])), GAZE_FULL, GAZE_ZERO)
+    gaze = _ramp(float(np.hypot(relative[_I["gaze_x"]], relative[_I["gaze_y"]])), GAZE_FULL, GAZE_ZERO)
     ear = relative[_I["ear"]]
     if baseline_ear is None:
         closed, opened = EAR_CLOSED, EAR_OPEN

@@ -1,4 +1,4 @@
-"""The state classifier: a scikit-learn Pipeline from named landmark features to focused/happy/confused/distracted.
+"""The expression classifier: a scikit-learn Pipeline from named face features to focused/happy/confused.
 
 Trained in notebooks/03, exported by notebooks/04 with skops (no pickle) plus a JSON sidecar whose feature
 names, versions and checksum are checked when the analyser loads it.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,23 +18,24 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_NAME = "state_classifier.skops"
 DEFAULT_MODEL_PATH = MODEL_DIR / MODEL_NAME
 
-#: What the classifier predicts; the other states come from the analyser's explicit rules.
-CLASSIFIER_STATES = ("focused", "happy", "confused", "distracted")
+#: What the classifier predicts: the expression of a face that attends. Whether it attends at all (distracted,
+#: drowsy, away) is the explicit rules' job, decided on gaze and eye closure, never learnt.
+CLASSIFIER_STATES = ("focused", "happy", "confused")
 
 #: The classifier choices notebooks/03 compares; ``build_pipeline`` makes any of them.
 CLASSIFIERS = ("logistic", "random_forest", "nearest_neighbors")
-#: Head-pose features whose squares the pipeline adds.
-POSE_FEATURES = ("yaw", "pitch")
 
 #: Types skops does not trust by default that a model of ours may legitimately contain.
 #: Anything else in a model file is refused: it was not made by ``build_pipeline``.
 ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 
-#: Featurizer outputs the classifier leaves out. How large the face is in the frame and how the head leans
-#: in the image plane say nothing about the state, and with few sources they would identify the source
-#: (every video has its own framing). The mouth opens to talk, yawn or gasp as much as to laugh: with it, a
-#: surprised face read happy (a talking one would too); the smile is in the lip corners and mouth width. The rules use them.
-UNUSED_FEATURES = ("face_size", "roll", "mar")
+#: Featurizer outputs the classifier leaves out. Where the head and eyes point is attention, which the rules
+#: decide; and with few sources, pose, framing and face size would identify the source (every video has its own).
+#: The mouth opens to talk, yawn or gasp as much as to laugh: with it, a surprised face read happy; the smile is
+#: in the lip corners. ``_neutral`` is a constant of the blendshape model, not an expression.
+UNUSED_FEATURES = ("face_size", "roll", "mar", "yaw", "pitch", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x",
+                   "iris_y", "_neutral", "jawOpen", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+                   "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
 
 SIDECAR_FORMAT = 1
 RETRAIN = "retrain and export it with notebooks/03_train_evaluate.ipynb and notebooks/04_export_model.ipynb"
@@ -46,7 +46,7 @@ class ModelError(RuntimeError):
 
 
 def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", random_state: int = 0):
-    """A fresh, unfitted Pipeline: select the named features, add head-pose squares, standardise, classify.
+    """A fresh, unfitted Pipeline: select the named features, standardise, classify.
 
     The first step only selects columns by name, so the pipeline accepts any DataFrame that has the
     features; the live path skips it and feeds rows already in ``feature_names`` order.
@@ -56,7 +56,7 @@ def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", r
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+    from sklearn.preprocessing import StandardScaler
 
     feature_names = [str(f) for f in feature_names]
     if classifier == "logistic":
@@ -72,13 +72,7 @@ def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", r
     else:
         raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
     select = ColumnTransformer([("features", "passthrough", feature_names)], verbose_feature_names_out=False)
-    # A head turned either way is distracted: squares of yaw and pitch let a linear model see |angle|.
-    pose = [feature_names.index(f) for f in POSE_FEATURES if f in feature_names]
-    expand = ColumnTransformer([
-        ("features", "passthrough", list(range(len(feature_names)))),
-        ("pose_squares", PolynomialFeatures(degree=2, include_bias=False), pose),
-    ])
-    return Pipeline([("select", select), ("expand", expand), ("scale", StandardScaler()), ("classify", clf)])
+    return Pipeline([("select", select), ("scale", StandardScaler()), ("classify", clf)])
 
 
 def model_features(feature_names: Sequence[str]) -> list[str]:
@@ -90,55 +84,86 @@ def model_features(feature_names: Sequence[str]) -> list[str]:
 class CrossValidation:
     """Out-of-fold predictions for every row of a feature table and the figures that summarise them."""
 
-    predictions: Any  # DataFrame: person, label, augmented, predicted
+    predictions: Any  # DataFrame: source, frame, person, label, predicted, and p_<state> per class
     metrics: dict[str, Any]
 
-    def confusion(self, real_only: bool = True):
-        """Counts of true (rows) by predicted (columns) state, on the real faces by default."""
+    def confusion(self):
+        """Counts of true (rows) by predicted (columns) state."""
         import pandas as pd
 
-        rows = self.predictions[~self.predictions["augmented"]] if real_only else self.predictions
-        table = pd.crosstab(rows["label"], rows["predicted"])
+        table = pd.crosstab(self.predictions["label"], self.predictions["predicted"])
         return table.reindex(index=[s for s in CLASSIFIER_STATES if s in table.index],
                              columns=list(CLASSIFIER_STATES), fill_value=0)
+
+    def per_person(self):
+        """Rows and accuracy per held-out person: how the model does on someone it never saw."""
+        p = self.predictions.assign(correct=self.predictions["label"] == self.predictions["predicted"])
+        return p.groupby("person").agg(rows=("correct", "size"), accuracy=("correct", "mean")).sort_values("rows")
+
+
+def _balanced_accuracy(y, predicted) -> float:
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():
+        # A resample (or a small table) may lack a class the model still predicts: expected, not a problem.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y, predicted))
+
+
+def bootstrap_by_person(predictions, statistic=None, n: int = 1000, random_state: int = 0) -> tuple[float, float]:
+    """95% interval of ``statistic(labels, predicted)`` (default: balanced accuracy), resampling whole people.
+
+    Frames of one video are not independent evidence: resampling people, not rows, keeps the interval honest.
+    """
+    statistic = statistic or _balanced_accuracy
+    rng = np.random.default_rng(random_state)
+    people = predictions["person"].unique()
+    groups = {p: predictions[predictions["person"] == p] for p in people}
+    values = []
+    for _ in range(n):
+        pick = rng.choice(people, size=len(people), replace=True)
+        sample = [groups[p] for p in pick]
+        y = np.concatenate([g["label"].to_numpy(object) for g in sample])
+        if len(set(y)) < 2:
+            continue
+        values.append(statistic(y, np.concatenate([g["predicted"].to_numpy(object) for g in sample])))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def cross_validate(table, feature_names: Sequence[str], classifier: str = "logistic", random_state: int = 0) -> CrossValidation:
     """Leave-one-person-out cross-validation of ``build_pipeline(feature_names, classifier)`` on a feature table.
 
-    Each person (and every augmented copy of their faces) is predicted by a model that never saw them.
-    Figures on real faces are what to believe; ``distracted`` exists only as augmented rotations of real
-    faces, so its recall is measured on those.
+    Each person is predicted by a model that never saw them; intervals resample people (see
+    :func:`bootstrap_by_person`).
     """
-    from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
     from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 
     y = table["label"].to_numpy(dtype=object)
     groups = table["person"].to_numpy(dtype=object)
-    predicted = cross_val_predict(build_pipeline(feature_names, classifier, random_state), table, y,
-                                  groups=groups, cv=LeaveOneGroupOut())
-    predictions = table[["source", "frame", "person", "label", "augmented"]].copy()
+    proba = cross_val_predict(build_pipeline(feature_names, classifier, random_state), table, y,
+                              groups=groups, cv=LeaveOneGroupOut(), method="predict_proba")
+    classes = sorted(set(y))
+    predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    predictions = table[["source", "frame", "person", "label"]].copy()
     predictions["predicted"] = predicted
-    real = ~table["augmented"].to_numpy(dtype=bool)
-    labels = [s for s in CLASSIFIER_STATES if s in set(y[real])]
-    precision, recall, _, support = precision_recall_fscore_support(
-        y[real], predicted[real], labels=labels, zero_division=0)
-    distracted = y == "distracted"
-    with warnings.catch_warnings():
-        # Real faces are never labelled distracted but may be predicted so: expected, not a problem.
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        real_balanced = balanced_accuracy_score(y[real], predicted[real])
+    for i, c in enumerate(classes):
+        predictions[f"p_{c}"] = proba[:, i]
+    labels = [s for s in CLASSIFIER_STATES if s in set(y)]
+    precision, recall, _, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
+    lo, hi = bootstrap_by_person(predictions, random_state=random_state)
     metrics = {
         "classifier": classifier,
-        "cv": "leave one person out (augmented copies stay with their person)",
+        "cv": "leave one person out",
         "people": int(len(set(groups))),
         "rows": int(len(y)),
-        "real_rows": int(real.sum()),
-        "real_balanced_accuracy": round(float(real_balanced), 4),
-        "real_macro_f1": round(float(f1_score(y[real], predicted[real], labels=labels, average="macro", zero_division=0)), 4),
-        "all_balanced_accuracy": round(float(balanced_accuracy_score(y, predicted)), 4),
-        "augmented_distracted_recall": round(float((predicted[distracted] == "distracted").mean()), 4) if distracted.any() else None,
-        "real_per_class": {
+        "balanced_accuracy": round(_balanced_accuracy(y, predicted), 4),
+        "balanced_accuracy_95ci_by_person": [round(lo, 4), round(hi, 4)],
+        "macro_f1": round(float(f1_score(y, predicted, labels=labels, average="macro", zero_division=0)), 4),
+        "per_class": {
             label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(n)}
             for label, p, r, n in zip(labels, precision, recall, support)
         },
@@ -257,41 +282,25 @@ class StateModel:
 
 
 def _linear_form(core) -> Any:
-    """The fitted expand -> scale -> multinomial logistic steps as plain numpy, or None for other models.
+    """The fitted scale -> multinomial logistic steps as plain numpy, or None for other models.
 
-    scikit-learn's per-call validation costs about 2 ms of CPU for one row, more than FaceMesh itself;
-    the same arithmetic on the fitted arrays costs microseconds. The tests check both agree.
+    scikit-learn's per-call validation costs about 2 ms of CPU for one row, a quarter of the landmarker
+    itself; the same arithmetic on the fitted arrays costs microseconds. The tests check both agree.
     """
-    from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
+    from sklearn.preprocessing import StandardScaler
 
     steps = [step for _, step in core.steps]
-    if len(steps) != 3 or not isinstance(steps[0], ColumnTransformer) or not isinstance(steps[1], StandardScaler) \
-            or not isinstance(steps[2], LogisticRegression) or len(steps[2].classes_) < 3:
+    if len(steps) != 2 or not isinstance(steps[0], StandardScaler) or not isinstance(steps[1], LogisticRegression) \
+            or len(steps[1].classes_) < 3:
         return None
-    parts = []
-    for _, transformer, columns in steps[0].transformers_:
-        if transformer == "drop":
-            continue
-        if transformer == "passthrough" or (isinstance(transformer, FunctionTransformer) and transformer.func is None):
-            parts.append((np.asarray(columns, dtype=np.intp), None))
-        elif isinstance(transformer, PolynomialFeatures):
-            parts.append((np.asarray(columns, dtype=np.intp), np.asarray(transformer.powers_, dtype=float)))
-        else:
-            return None
-    scaler, clf = steps[1], steps[2]
+    scaler, clf = steps
     mean = scaler.mean_ if scaler.with_mean else 0.0
     scale = scaler.scale_ if scaler.with_std else 1.0
     coef, intercept = clf.coef_, clf.intercept_
 
     def predict_proba(X: np.ndarray) -> np.ndarray:
-        blocks = []
-        for columns, powers in parts:
-            x = X[:, columns]
-            blocks.append(x if powers is None else np.prod(x[:, None, :] ** powers[None, :, :], axis=2))
-        z = (np.concatenate(blocks, axis=1) - mean) / scale
-        scores = z @ coef.T + intercept
+        scores = ((X - mean) / scale) @ coef.T + intercept
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         return scores / scores.sum(axis=1, keepdims=True)
 

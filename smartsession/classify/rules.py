@@ -1,4 +1,4 @@
-"""Explicit rules that override the classifier where geometry is unambiguous: away, drowsy, distracted, uncertain.
+"""Explicit rules that decide attention before the classifier reads the expression: away, drowsy, distracted, uncertain.
 
 Thresholds are named constants, documented in docs/ANALYSIS.md; the order below is the order they are checked.
 """
@@ -14,36 +14,40 @@ from smartsession.features.geometry import FEATURE_NAMES
 
 # --- quality: below these the landmarks are not trustworthy enough to call any state -> "uncertain"
 #: Face smaller than this share of the frame (sqrt of area ratio): in a 640x480 webcam frame the eyes then
-#: span under ~12 pixels and EAR and gaze are noise. (The full-range detector rarely finds faces below ~0.07.)
+#: span under ~12 pixels and eye openness and gaze are noise.
 MIN_FACE_SIZE = 0.10
-#: Head turned further than this (degrees): FaceMesh fits half a face and its landmarks drift.
-EXTREME_YAW = 65.0
-EXTREME_PITCH = 50.0
-#: Full-range detector confidence below this (only set when the fallback found the face).
+#: Detector confidence below this (only set when the small-face search found the face).
 MIN_DETECTION_SCORE = 0.6
-#: Classifier's top probability below this: it cannot tell the states apart on this frame.
+#: Classifier's top probability below this: it cannot tell the expressions apart on this frame.
 MIN_MODEL_CONFIDENCE = 0.40
 
 # --- drowsy: eyes shut for a sustained time (a blink lasts 0.1-0.4 s)
-#: Eye aspect ratio below which an eye counts as closed (open eyes read ~0.25-0.35).
-EAR_CLOSED = 0.16
+#: Eye aspect ratio below which an eye counts as closed (open eyes read ~0.25-0.35). Eyes lowered to a desk or
+#: a phone narrow too, to ~0.10-0.12 as the lids follow the gaze, while shut lids leave ~0.05: the threshold
+#: sits between, so looking down is read as gaze (distracted), not as closing eyes (drowsy).
+EAR_CLOSED = 0.09
 #: With a calibrated baseline, closed means below this share of the person's own neutral EAR.
-EAR_CLOSED_RATIO = 0.6
+EAR_CLOSED_RATIO = 0.4
 #: Seconds of continuous closure before "drowsy".
 DROWSY_SECONDS = 1.5
 #: Lip corners raised beyond this (see ``lip_corner_lift``): a broad smile or a laugh squeezes the eyes
 #: nearly shut, which is not drowsiness, so low EAR does not count as closed then.
 SMILE_SQUINT_LIFT = 0.15
 
-# --- distracted: head or eyes turned away from the screen (after re-centring on the baseline)
-#: Absolute yaw beyond this (degrees): looking at a neighbour, the window, another screen.
-DISTRACTED_YAW = 30.0
-#: Head pitched down beyond this (degrees): looking at a phone or the desk.
-DISTRACTED_PITCH_DOWN = -25.0
-#: Head pitched up beyond this (degrees).
-DISTRACTED_PITCH_UP = 30.0
-#: Iris offset beyond this share of half the eye width: eyes turned hard to the side.
-DISTRACTED_GAZE_X = 0.55
+# --- distracted: the gaze (head pose plus the eyes' rotation in the head, after re-centring on the person's
+# baseline) points away from the screen. Roll, the head's tilt in the image plane, moves neither.
+#: Gaze further aside than this (degrees): a neighbour, the window, another screen. A laptop screen at arm's
+#: length spans about +-15 degrees; 25 leaves room for its edges and for the eyes' estimate.
+GAZE_ASIDE = 25.0
+#: Gaze lower than this (degrees): the desk, notes or a phone in the lap lie 30-60 degrees below the camera, a
+#: laptop screen's lower edge about 15-20 degrees below it.
+GAZE_DOWN = -20.0
+#: Gaze higher than this (degrees): the ceiling, a board above the screen.
+GAZE_UP = 25.0
+#: Head turned further than this (degrees): the eyes turn about 30 degrees at most, so no eye movement brings
+#: the gaze back within ``GAZE_ASIDE`` of the screen, whatever the eye estimate says (it is poor on a profile).
+HEAD_AWAY_YAW = GAZE_ASIDE + 30.0
+HEAD_AWAY_PITCH = 45.0
 
 _I = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -70,32 +74,40 @@ def eyes_closed(ear: float, baseline_ear: float | None = None, lip_corner_lift: 
 
 
 def quality_verdict(vector, detection_score: float = math.nan) -> Verdict | None:
-    """``uncertain`` when the face is too small, too turned or too faintly detected; else None."""
+    """``uncertain`` when the face is too small or too faintly detected to read; else None."""
     if not np.isfinite(vector).all():
         return Verdict("uncertain", 0.0, "degenerate landmarks (features not finite)")
     size = vector[_I["face_size"]]
     if size < MIN_FACE_SIZE:
         return Verdict("uncertain", 0.5, f"face too small ({size:.3f} of the frame < {MIN_FACE_SIZE})")
-    yaw, pitch = vector[_I["yaw"]], vector[_I["pitch"]]
-    if abs(yaw) > EXTREME_YAW or abs(pitch) > EXTREME_PITCH:
-        return Verdict("uncertain", 0.5, f"extreme head pose (yaw {yaw:.0f}°, pitch {pitch:.0f}°)")
     if math.isfinite(detection_score) and detection_score < MIN_DETECTION_SCORE:
         return Verdict("uncertain", detection_score, f"faint face (detector score {detection_score:.2f})")
     return None
 
 
-def attention_verdict(relative) -> Verdict | None:
-    """``distracted`` when head or gaze, relative to the person's neutral pose, is turned beyond thresholds."""
-    yaw, pitch, gaze_x = relative[_I["yaw"]], relative[_I["pitch"]], relative[_I["gaze_x"]]
-    if abs(yaw) > DISTRACTED_YAW:
-        return Verdict("distracted", min(1.0, 0.6 + (abs(yaw) - DISTRACTED_YAW) / 50), f"head turned (yaw {yaw:.0f}°)")
-    if pitch < DISTRACTED_PITCH_DOWN:
-        return Verdict("distracted", min(1.0, 0.6 + (DISTRACTED_PITCH_DOWN - pitch) / 50),
-                       f"head down (pitch {pitch:.0f}°)")
-    if pitch > DISTRACTED_PITCH_UP:
-        return Verdict("distracted", min(1.0, 0.6 + (pitch - DISTRACTED_PITCH_UP) / 50), f"head up (pitch {pitch:.0f}°)")
-    if abs(gaze_x) > DISTRACTED_GAZE_X:
-        return Verdict("distracted", min(1.0, 0.6 + (abs(gaze_x) - DISTRACTED_GAZE_X)), f"eyes turned aside (gaze {gaze_x:+.2f})")
+def _beyond(value: float, limit: float) -> float:
+    """Confidence of a rule that fired: 0.6 at its threshold, rising to 1 some 20 degrees past it."""
+    return min(1.0, 0.6 + abs(value - limit) / 50)
+
+
+def attention_verdict(relative, eyes_closed: bool = False) -> Verdict | None:
+    """``distracted`` when the gaze, relative to the person's neutral gaze, points away from the screen.
+
+    Shut eyes show no gaze (their eyeLook* blendshapes are guesses), so then the head alone counts.
+    """
+    yaw, pitch = relative[_I["yaw"]], relative[_I["pitch"]]
+    if abs(yaw) > HEAD_AWAY_YAW:
+        return Verdict("distracted", _beyond(abs(yaw), HEAD_AWAY_YAW), f"head turned away (yaw {yaw:+.0f}°)")
+    if abs(pitch) > HEAD_AWAY_PITCH:
+        return Verdict("distracted", _beyond(abs(pitch), HEAD_AWAY_PITCH), f"head turned away (pitch {pitch:+.0f}°)")
+    gx, gy = (yaw, pitch) if eyes_closed else (relative[_I["gaze_x"]], relative[_I["gaze_y"]])
+    what = "head" if eyes_closed else "gaze"
+    if abs(gx) > GAZE_ASIDE:
+        return Verdict("distracted", _beyond(abs(gx), GAZE_ASIDE), f"looking aside ({what} {gx:+.0f}°)")
+    if gy < GAZE_DOWN:
+        return Verdict("distracted", _beyond(gy, GAZE_DOWN), f"looking down ({what} {gy:+.0f}°: desk, notes or phone)")
+    if gy > GAZE_UP:
+        return Verdict("distracted", _beyond(gy, GAZE_UP), f"looking up ({what} {gy:+.0f}°)")
     return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Mapping
 
 #: Seconds of evidence considered for a state change.
 WINDOW = 1.0
@@ -35,10 +36,16 @@ class StateSmoother:
         self._evidence: deque[tuple[float, str, float]] = deque()
         self.state: str | None = None
         self.engagement: float | None = None
+        self.components: dict[str, float] = {}
         self._t: float | None = None
 
-    def update(self, t: float, state: str, confidence: float, engagement: float) -> tuple[str, float, float]:
-        """Add one frame; return (smoothed state, its share of the window's evidence, smoothed engagement)."""
+    def update(self, t: float, state: str, confidence: float, engagement: float,
+               components: Mapping[str, float] | None = None) -> tuple[str, float, float]:
+        """Add one frame; return (smoothed state, its share of the window's evidence, smoothed engagement).
+
+        ``components`` (the score's parts) are smoothed alike into :attr:`components`, so bars shown beside the
+        smoothed score add up to it.
+        """
         if self._t is not None and (t < self._t or t - self._t > RESET_GAP):
             self.reset()
         dt = 0.0 if self._t is None else t - self._t
@@ -57,9 +64,9 @@ class StateSmoother:
             self.state = state
         elif leader != self.state and totals[leader] / whole >= self.switch_share and span >= self.min_span:
             self.state = leader
-        if self.engagement is None:
-            self.engagement = engagement
-        else:
-            alpha = 1.0 - math.exp(-dt / self.engagement_tau)
-            self.engagement += alpha * (engagement - self.engagement)
+        alpha = 1.0 if self.engagement is None else 1.0 - math.exp(-dt / self.engagement_tau)
+        self.engagement = engagement if self.engagement is None else self.engagement + alpha * (engagement - self.engagement)
+        for name, value in (components or {}).items():
+            old = self.components.get(name)
+            self.components[name] = value if old is None else old + alpha * (value - old)
         return self.state, totals.get(self.state, 0.0) / whole, self.engagement

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from smartsession.classify import rules
 from smartsession.classify.model import CLASSIFIER_STATES
 from smartsession.dataset import media
 
@@ -25,43 +24,22 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 FEATURES_CSV = DATA_DIR / "features.csv"
 MANIFEST_PATH = DATA_DIR / "MANIFEST.md"
 
-META_COLUMNS = ("source", "frame", "person", "label", "augmented", "augmentation")
+META_COLUMNS = ("source", "frame", "person", "label")
 #: Decimals kept in the CSV: far below landmark noise, and small diffs when the table is rebuilt.
 DECIMALS = 5
-
-# Augmentation, documented in docs/DATA.md. Poses are in the featurizer's convention (degrees).
-#: Poses keep this many degrees away from the analyser's distracted and extreme-pose thresholds
-#: (``smartsession.classify.rules``), so the classifier learns the same boundary the rules apply.
-POSE_MARGIN = 5.0
-#: Attentive poses a jittered copy is turned to: anything the rules still call attentive.
-ATTENTIVE_YAW = (-(rules.DISTRACTED_YAW - POSE_MARGIN), rules.DISTRACTED_YAW - POSE_MARGIN)
-ATTENTIVE_PITCH = (rules.DISTRACTED_PITCH_DOWN + POSE_MARGIN, rules.DISTRACTED_PITCH_UP - POSE_MARGIN)
-#: |yaw| of a head turned aside; pitch of a head bowed (phone, desk) or raised.
-DISTRACTED_YAW = (rules.DISTRACTED_YAW + POSE_MARGIN, rules.EXTREME_YAW - POSE_MARGIN)
-DISTRACTED_PITCH_DOWN = (-rules.DISTRACTED_PITCH_DOWN + POSE_MARGIN, rules.EXTREME_PITCH - POSE_MARGIN)
-DISTRACTED_PITCH_UP = (rules.DISTRACTED_PITCH_UP + POSE_MARGIN, rules.EXTREME_PITCH - POSE_MARGIN)
-#: Landmark noise as a fraction of the inter-ocular distance (FaceMesh's own frame-to-frame jitter is of
-#: this order on a steady face).
-JITTER = 0.003
-#: Copies per real face: a photo is one sample of its person, a video frame has its neighbours.
-JITTER_COPIES = {"photo": 24, "video": 1}
-DISTRACTED_COPIES = {"photo": 6, "video": 2}
-#: Distracted copies are made from every n-th labelled video frame: neighbours are near-duplicates.
-VIDEO_DISTRACTED_STRIDE = 3
 
 
 @dataclass(frozen=True)
 class LabelledFace:
-    """Landmarks of one labelled face (kept in memory only), with where it came from."""
+    """One labelled face as FaceLandmarker saw it (kept in memory only), with where it came from."""
 
     source: str
     frame: int
     person: str
     label: str
     kind: str  # "photo" or "video"
-    landmarks: np.ndarray  # (478, 3), normalised as MediaPipe gives them
+    row: np.ndarray  # landmarks, blendshapes and pose matrix as one flat row (see features.face_row)
     image_size: tuple[int, int]
-    augmentation: str = ""
 
 
 def load_labels() -> dict:
@@ -88,7 +66,7 @@ def _video_labels(entry: dict) -> dict[int, str]:
 def labelled_faces() -> Iterator[LabelledFace]:
     """Every face the label file assigns a classifier state, as landmarks, in label-file order.
 
-    Videos run through FaceMesh in tracking mode, frame by frame as the live loop does; photos in image
+    Videos run through the landmarker in tracking (VIDEO) mode, frame by frame as the live loop does; photos in image
     mode; a photo's ``faces`` entries name crops (one person each) of a group photo.
     """
     from smartsession.vision.frames import read_video
@@ -106,7 +84,7 @@ def labelled_faces() -> Iterator[LabelledFace]:
                     found = landmarker.detect(vf.rgb, t=vf.t)
                     if vf.index in wanted and found.face:
                         yield LabelledFace(entry["name"], vf.index, entry["person"], wanted[vf.index],
-                                           "video", found.landmarks, found.image_size)
+                                           "video", _row(found), found.image_size)
             continue
         crops = entry.get("faces") or [{"box": None, "person": entry["person"], "label": entry.get("label")}]
         if not any(c["label"] in CLASSIFIER_STATES for c in crops):
@@ -124,93 +102,13 @@ def labelled_faces() -> Iterator[LabelledFace]:
                 if not found.face:
                     raise RuntimeError(f"no face found in {entry['name']} (face {index}); check labels.json")
                 yield LabelledFace(entry["name"], index, crop["person"], crop["label"], "photo",
-                                   found.landmarks, found.image_size)
+                                   _row(found), found.image_size)
 
 
-def rotate(landmarks: np.ndarray, image_size: tuple[int, int], yaw: float = 0.0, pitch: float = 0.0,
-           roll: float = 0.0) -> np.ndarray:
-    """Landmarks turned rigidly by ``yaw``, ``pitch`` and ``roll`` degrees (featurizer convention) about their centre.
+def _row(found) -> np.ndarray:
+    from smartsession.features.featurizer import face_row
 
-    An orthographic rotation of the 3-D mesh: expression distances stay as they were, only the head pose
-    changes (perspective and self-occlusion of a really turned head are not modelled).
-    """
-    w, h = image_size
-    scale = np.array([w, h, w], dtype=np.float64)  # MediaPipe scales z like x
-    p = landmarks * scale
-    centre = p.mean(axis=0)
-    a, b, c = np.radians(-yaw), np.radians(-pitch), np.radians(roll)
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return ((p - centre) @ (rz @ ry @ rx).T + centre) / scale
-
-
-def _pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    from smartsession.features import face_features
-
-    f = face_features(landmarks, image_size)
-    return np.array([f["yaw"], f["pitch"]])
-
-
-def repose(landmarks: np.ndarray, image_size: tuple[int, int], yaw: float, pitch: float) -> np.ndarray:
-    """Landmarks turned so the featurizer reads the given yaw and pitch (degrees).
-
-    Large turns do not add up angle by angle, so the remaining difference is rotated away a few times.
-    Roll is left to follow (the classifier does not use it).
-    """
-    target = np.array([yaw, pitch])
-    for _ in range(8):
-        error = target - _pose(landmarks, image_size)
-        if np.abs(error).max() < 0.05:
-            break
-        landmarks = rotate(landmarks, image_size, *error)
-    return landmarks
-
-
-def jitter(landmarks: np.ndarray, image_size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise of :data:`JITTER` inter-ocular distances on every landmark coordinate."""
-    w, h = image_size
-    scale = np.array([w, h, w], dtype=np.float64)
-    p = landmarks * scale
-    iod = np.linalg.norm((p[33] + p[133]) / 2 - (p[263] + p[362]) / 2)
-    return (p + rng.normal(0.0, JITTER * iod, p.shape)) / scale
-
-
-def augment(faces: list[LabelledFace], random_state: int = 0) -> list[LabelledFace]:
-    """Documented augmentations of real landmark sets (never of images), reproducible from ``random_state``.
-
-    * ``pose+jitter``: the face turned to a random pose the rules still call attentive (|yaw| <= 25, pitch
-      -20..25 degrees) plus landmark noise; keeps its label. Teaches the classifier that expression, not pose, defines it.
-    * ``distracted``: the face turned aside, down or up beyond the rules' distracted thresholds (but short
-      of their extreme-pose limit) plus noise; labelled ``distracted`` whatever its expression, as the
-      analyser's rules would.
-    """
-    rng = np.random.default_rng(random_state)
-    out: list[LabelledFace] = []
-    video_index: dict[str, int] = {}
-    for face in faces:
-        for _ in range(JITTER_COPIES[face.kind]):
-            yaw, pitch = rng.uniform(*ATTENTIVE_YAW), rng.uniform(*ATTENTIVE_PITCH)
-            lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)
-            out.append(replace(face, landmarks=lm, augmentation=f"pose+jitter yaw={yaw:+.0f} pitch={pitch:+.0f}"))
-        if face.kind == "video":
-            n = video_index.get(face.source, 0)
-            video_index[face.source] = n + 1
-            if n % VIDEO_DISTRACTED_STRIDE:
-                continue
-        for _ in range(DISTRACTED_COPIES[face.kind]):
-            direction = rng.choice(["aside", "down", "up"], p=[0.5, 0.3, 0.2])
-            if direction == "aside":
-                yaw = rng.choice([-1, 1]) * rng.uniform(*DISTRACTED_YAW)
-                pitch = rng.uniform(*ATTENTIVE_PITCH)
-            else:
-                yaw = rng.uniform(*ATTENTIVE_YAW)
-                span = DISTRACTED_PITCH_DOWN if direction == "down" else DISTRACTED_PITCH_UP
-                pitch = (-1 if direction == "down" else 1) * rng.uniform(*span)
-            lm = jitter(repose(face.landmarks, face.image_size, yaw, pitch), face.image_size, rng)
-            out.append(replace(face, landmarks=lm, label="distracted",
-                               augmentation=f"distracted {direction} yaw={yaw:+.0f} pitch={pitch:+.0f}"))
-    return out
+    return face_row(found.landmarks, found.blendshapes, found.matrix)
 
 
 def feature_rows(faces: list[LabelledFace]) -> pd.DataFrame:
@@ -220,7 +118,7 @@ def feature_rows(faces: list[LabelledFace]) -> pd.DataFrame:
     featurizer = LandmarkFeaturizer()
     names = list(featurizer.get_feature_names_out())
     if faces:
-        X = featurizer.transform(np.stack([f.landmarks for f in faces]),
+        X = featurizer.transform(np.stack([f.row for f in faces]),
                                  image_size=np.array([f.image_size for f in faces], dtype=np.float64))
     else:
         X = np.empty((0, len(names)))
@@ -229,16 +127,13 @@ def feature_rows(faces: list[LabelledFace]) -> pd.DataFrame:
         "frame": [f.frame for f in faces],
         "person": [f.person for f in faces],
         "label": [f.label for f in faces],
-        "augmented": [bool(f.augmentation) for f in faces],
-        "augmentation": [f.augmentation for f in faces],
     })
     return pd.concat([meta, pd.DataFrame(X, columns=names).round(DECIMALS)], axis=1)
 
 
-def build_feature_table(random_state: int = 0) -> pd.DataFrame:
-    """The whole labelled table: real faces first, then their augmentations."""
-    real = list(labelled_faces())
-    return feature_rows(real + augment(real, random_state=random_state))
+def build_feature_table() -> pd.DataFrame:
+    """The whole labelled table: every labelled real face, in label-file order. Nothing is synthesised."""
+    return feature_rows(list(labelled_faces()))
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
@@ -258,9 +153,7 @@ def read_feature_table(path: str | Path = FEATURES_CSV) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no feature table at {path}: build it with notebooks/01_build_dataset.ipynb")
-    table = pd.read_csv(path)
-    table["augmentation"] = table["augmentation"].fillna("")
-    return table
+    return pd.read_csv(path)
 
 
 def table_sha256(path: str | Path = FEATURES_CSV) -> str:
@@ -268,21 +161,18 @@ def table_sha256(path: str | Path = FEATURES_CSV) -> str:
 
 
 def counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows per class: real faces, augmented copies, and how many people stand behind the real ones."""
-    real = table[~table["augmented"]]
+    """Rows per class and how many people stand behind them."""
     out = pd.DataFrame({
-        "real": real.groupby("label").size(),
-        "augmented": table[table["augmented"]].groupby("label").size(),
-        "people": real.groupby("label")["person"].nunique(),
+        "rows": table.groupby("label").size(),
+        "people": table.groupby("label")["person"].nunique(),
     }).reindex(list(CLASSIFIER_STATES)).fillna(0).astype(int)
-    out["total"] = out["real"] + out["augmented"]
     out.index.name = "label"
     return out
 
 
 def source_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Real rows per source and label."""
-    real = table[~table["augmented"]]
+    """Rows per source and label."""
+    real = table
     return real.groupby(["source", "label"]).size().unstack(fill_value=0).reindex(
         columns=[c for c in CLASSIFIER_STATES if c in set(real["label"])])
 
@@ -302,13 +192,13 @@ def _origin(name: str) -> tuple[str, str, str]:
 def manifest_markdown(table: pd.DataFrame) -> str:
     """``data/MANIFEST.md``: every source, where it came from, how it was labelled, and the row counts."""
     labels = load_labels()
-    real = table[~table["augmented"]]
+    real = table
     lines = [
         "# Feature-table manifest",
         "",
         "Generated by `smartsession.dataset.build` (notebooks/01_build_dataset.ipynb); do not edit by hand.",
-        "`features.csv` holds one row per labelled face: landmark-distance features only, never images, frames",
-        "or landmark arrays. Labels come from `smartsession/dataset/labels.json`; docs/DATA.md tells the story.",
+        "`features.csv` holds one row per labelled face: named features only (geometry, head pose, gaze and the",
+        "52 blendshapes), never images, frames or landmark arrays. Labels come from `smartsession/dataset/labels.json`; docs/DATA.md tells the story.",
         "",
         f"Labelling: {labels['method']}",
         "",
@@ -344,17 +234,15 @@ def manifest_markdown(table: pd.DataFrame) -> str:
     lines += [
         "## Rows per class",
         "",
-        "`real` rows are faces as FaceMesh saw them; `augmented` rows are rotations and landmark jitter of those",
-        "real faces (see `augment` in `smartsession/dataset/build.py`); `people` is how many different people",
-        "stand behind the real rows.",
+        "Every row is a real face as FaceLandmarker saw it; `people` is how many different people stand behind",
+        "the rows. Nothing is augmented: attention (distracted) is decided by rules on gaze, not learnt.",
         "",
-        "| label | real | augmented | people | total |",
-        "|---|---|---|---|---|",
+        "| label | rows | people |",
+        "|---|---|---|",
     ]
     for label, row in per_class.iterrows():
-        lines.append(f"| {label} | {row['real']} | {row['augmented']} | {row['people']} | {row['total']} |")
-    lines += ["", f"Total: {len(table)} rows ({len(real)} real, {len(table) - len(real)} augmented), "
-              f"{real['person'].nunique()} people.", ""]
+        lines.append(f"| {label} | {row['rows']} | {row['people']} |")
+    lines += ["", f"Total: {len(table)} rows, {table['person'].nunique()} people.", ""]
     return "\n".join(lines)
 
 

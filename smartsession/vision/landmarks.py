@@ -1,6 +1,8 @@
-"""Landmarks: MediaPipe FaceMesh (478 points with irises) on an RGB frame, with a full-range detector fallback.
+"""Landmarks: MediaPipe FaceLandmarker (478 points, 52 blendshapes, head pose matrix) on an RGB frame.
 
 Second arrow of the pipeline: frame -> :class:`FaceLandmarks` of the largest face plus how many faces are in view.
+Small or far faces, which the landmarker's short-range detector misses, are found by running that same detector
+on overlapping tiles of the frame and the landmarker on an enlarged crop around what it finds.
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,96 +23,143 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 N_LANDMARKS = 478
-#: The detector box is enlarged by this factor before running the mesh on the crop, so the whole head
-#: (forehead to chin, both ears) is inside it and the mesh's own detector sees a face of usual size.
+#: The 52 blendshapes in the order FaceLandmarker returns them (ARKit names; "Left" is the person's left).
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
+    "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
+    "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
+    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
+)
+N_BLENDSHAPES = len(BLENDSHAPE_NAMES)
+
+#: Images may hold several faces; the largest is analysed, the others are counted.
+MAX_FACES = 5
+#: A detector box is enlarged by this factor before the landmarker runs on the crop, so the whole head is in it.
 CROP_SCALE = 2.2
-#: Crops smaller than this are upscaled before the mesh runs; FaceMesh's detector misses tiny faces.
-CROP_MIN_SIDE = 320
-#: In stream mode the full-range detector counts faces at most this often (seconds); counting on every
-#: frame would double the cost of the live loop for a number that changes rarely.
+#: Crops smaller than this are upscaled first: the landmarker's detector wants a face of usual size.
+CROP_MIN_SIDE = 256
+#: Tiles for the small-face search, as a share of the frame's shorter side; neighbours overlap by half a tile,
+#: so a face up to a quarter of the shorter side lies whole inside one tile and counts as twice as large there.
+TILE_SHARE = 0.5
+#: In stream mode the frame is searched tile by tile at most this often (seconds) while no face is tracked,
+#: and faces are counted on the whole frame at most this often: both change rarely, and each costs a detector run.
+SEARCH_INTERVAL = 0.5
 COUNT_INTERVAL = 1.0
+#: Detector boxes that overlap more than this (intersection over union) are the same face seen in two tiles.
+SAME_FACE_IOU = 0.3
 
 
 @dataclass
 class FaceLandmarks:
-    """The largest face in a frame, as normalised landmarks, and how many faces were seen."""
+    """The largest face in a frame: landmarks, blendshapes and pose matrix, and how many faces were seen."""
 
     landmarks: np.ndarray | None  # (478, 3): x / width, y / height, z / width; None when no face
     faces: int
     image_size: tuple[int, int]  # (width, height) in pixels
-    score: float = math.nan  # detector confidence when the full-range detector found the face
-    via: str = "none"  # "mesh", "detector" (mesh on an enlarged detector crop) or "none"
+    blendshapes: np.ndarray | None = None  # (52,) in BLENDSHAPE_NAMES order, each 0-1
+    matrix: np.ndarray | None = None  # (4, 4) facial transformation matrix (canonical face -> camera, cm)
+    score: float = math.nan  # detector confidence when the small-face search found the face
+    via: str = "none"  # "landmarker", "search" (landmarker on an enlarged detector crop) or "none"
 
     @property
     def face(self) -> bool:
         return self.landmarks is not None
 
 
-# A NormalizedLandmark holding only x, y, z serialises as 17 bytes: field tag, length, then three
-# (tag, float32) pairs. Reading the serialised list with this dtype is ~100x faster than a Python loop over
-# 478 protobuf objects, which matters on every live frame.
-_WIRE = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
-                  ("tz", "u1"), ("z", "<f4")])
-_WIRE_TAGS = (0x0A, 15, 0x0D, 0x15, 0x1D)
-
-
-def _to_array(landmark_list) -> np.ndarray:
-    """(n, 3) float array from a MediaPipe NormalizedLandmarkList."""
-    data = landmark_list.SerializeToString()
-    if len(data) % _WIRE.itemsize == 0:
-        rec = np.frombuffer(data, dtype=_WIRE)
-        if all((rec[f] == v).all() for f, v in zip(("tag", "len", "tx", "ty", "tz"), _WIRE_TAGS)):
-            out = np.empty((len(rec), 3))
-            out[:, 0], out[:, 1], out[:, 2] = rec["x"], rec["y"], rec["z"]
-            return out
-    # Visibility/presence fields or a future layout: the slow, always-correct path.
-    return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float64)
+def _landmarks_array(points) -> np.ndarray:
+    out = np.empty((len(points), 3))
+    for i, p in enumerate(points):
+        out[i, 0], out[i, 1], out[i, 2] = p.x, p.y, p.z
+    return out
 
 
 def _bbox_area(lm: np.ndarray) -> float:
     return float(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1]))
 
 
-class FaceLandmarker:
-    """Owns FaceMesh and the full-range face detector; ``detect(rgb)`` -> :class:`FaceLandmarks`.
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = max(0.0, min(ax1, bx1) - max(a[0], b[0])), max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
-    ``static_image_mode=False`` (streams) uses FaceMesh tracking, which is several times cheaper per frame than
-    detection; ``True`` (independent images) detects every time and counts faces on every image.
-    ``fallback`` runs ``face_detection`` (``model_selection=1``, full range) where FaceMesh finds no face and
-    meshes an enlarged crop around the detected box, so small or distant faces are still found.
+
+def tiles(width: int, height: int, share: float = TILE_SHARE) -> list[tuple[int, int, int]]:
+    """Square tiles (x0, y0, side) covering the frame, neighbours overlapping by half a tile."""
+    side = max(16, int(min(width, height) * share))
+    step = side // 2
+
+    def starts(extent: int) -> list[int]:
+        if extent <= side:
+            return [0]
+        out = list(range(0, extent - side, step))
+        return out + [extent - side]
+
+    return [(x, y, side) for y in starts(height) for x in starts(width)]
+
+
+class FaceLandmarker:
+    """Owns MediaPipe's FaceLandmarker (and its face detector); ``detect(rgb)`` -> :class:`FaceLandmarks`.
+
+    ``static_image_mode=False`` (streams) runs the landmarker in VIDEO mode, which tracks the face from frame to
+    frame instead of detecting it every time; ``True`` (independent images) runs IMAGE mode and counts faces on
+    every image. ``search`` finds faces too small for the landmarker's detector (see the module docstring).
+    ``model_path`` defaults to the cached, checksummed model (fetched on first use).
     """
 
-    def __init__(self, static_image_mode: bool = False, fallback: bool = True,
+    def __init__(self, static_image_mode: bool = False, search: bool = True, model_path: str | Path | None = None,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         import mediapipe as mp
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
 
+        from smartsession.vision import model_file
+
+        path = Path(model_path) if model_path is not None else model_file.ensure()
+        model = path.read_bytes()
+        try:
+            detector_model = zipfile.ZipFile(path).read("face_detector.tflite")
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise model_file.ModelMissingError(f"{path} is not a FaceLandmarker task bundle: {err}") from err
+        self._mp = mp
         self.static_image_mode = static_image_mode
-        self.fallback = fallback
-        with quiet_stderr():
-            # Streams track one face (the student); images may hold several, we keep the largest.
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=static_image_mode,
-                max_num_faces=1 if not static_image_mode else 5,
-                refine_landmarks=True,
-                min_detection_confidence=min_detection_confidence,
+        self.search = search
+        mode = vision.RunningMode.IMAGE if static_image_mode else vision.RunningMode.VIDEO
+
+        def landmarker(running_mode, faces):
+            return vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_buffer=model), running_mode=running_mode, num_faces=faces,
+                min_face_detection_confidence=min_detection_confidence,
+                min_face_presence_confidence=min_detection_confidence,
                 min_tracking_confidence=min_tracking_confidence,
-            )
-            self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                output_face_blendshapes=True, output_facial_transformation_matrixes=True,
+            ))
+
+        with quiet_stderr():
+            # Streams follow one face (the student); images may hold several, the largest is kept.
+            self._main = landmarker(mode, 1 if not static_image_mode else MAX_FACES)
+            self._crop = landmarker(vision.RunningMode.IMAGE, 1)
+            self._detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=detector_model), running_mode=vision.RunningMode.IMAGE,
                 min_detection_confidence=min_detection_confidence,
-            )
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=min_detection_confidence
-            )
-            # Their worker threads log start-up warnings shortly after construction; one blank frame through
-            # each graph waits for that while stderr is still silenced.
-            blank = np.zeros((64, 64, 3), np.uint8)
-            for graph in (self._mesh, self._crop_mesh, self._detector):
-                graph.process(blank)
+            ))
+            # Their threads log set-up lines on the first frames; a blank frame through each, while stderr is quiet.
+            blank = self._image(np.zeros((64, 64, 3), np.uint8))
+            self._main.detect(blank) if static_image_mode else self._main.detect_for_video(blank, 0)
+            self._crop.detect(blank)
+            self._detector.detect(blank)
+        self._last_ms = 0
         self._closed = False
-        self._warm: set[int] = set()
         self._last_count_t: float | None = None
+        self._last_search_t: float | None = None
         self._count = 0
+        self._roi: tuple[float, float, float, float, float] | None = None  # last small face found by the search
 
     def __enter__(self) -> "FaceLandmarker":
         return self
@@ -117,94 +168,132 @@ class FaceLandmarker:
         self.close()
 
     def close(self) -> None:
-        """Release the MediaPipe graphs; calling it again is harmless."""
+        """Release the MediaPipe tasks; calling it again is harmless."""
         if self._closed:
             return
         self._closed = True
-        for graph in (self._mesh, self._crop_mesh, self._detector):
-            graph.close()
+        with quiet_stderr():  # the runtime logs each accelerator it tears down
+            for task in (self._main, self._crop, self._detector):
+                task.close()
 
-    def _run(self, graph, rgb: np.ndarray):
-        # Some warnings only come with the first face a graph finds (landmark projection set-up), so stderr
-        # stays quiet around a graph's calls until it has found one.
-        if id(graph) in self._warm:
-            return graph.process(rgb)
-        with quiet_stderr():
-            result = graph.process(rgb)
-        if getattr(result, "multi_face_landmarks", None) or getattr(result, "detections", None):
-            self._warm.add(id(graph))
-        return result
+    def _image(self, rgb: np.ndarray):
+        return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
-    def _detections(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """Full-range detector boxes as (xmin, ymin, width, height, score), normalised, largest first."""
-        result = self._run(self._detector, rgb)
+    def _detections(self, rgb: np.ndarray, x0: int = 0, y0: int = 0, w: int | None = None, h: int | None = None):
+        """Detector boxes as (xmin, ymin, width, height, score), normalised to the whole frame of size (w, h)."""
+        fh, fw = rgb.shape[:2]
+        w, h = w or fw, h or fh
         boxes = []
-        for det in result.detections or []:
-            b = det.location_data.relative_bounding_box
-            boxes.append((b.xmin, b.ymin, b.width, b.height, float(det.score[0])))
+        for det in self._detector.detect(self._image(rgb)).detections:
+            b = det.bounding_box
+            boxes.append(((b.origin_x + x0) / w, (b.origin_y + y0) / h, b.width / w, b.height / h,
+                          float(det.categories[0].score)))
+        return boxes
+
+    def _search(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """Faces anywhere in the frame, the small ones included: whole frame, then overlapping tiles; largest first."""
+        h, w = rgb.shape[:2]
+        boxes = self._detections(rgb)
+        for x, y, side in tiles(w, h):
+            for box in self._detections(rgb[y:y + side, x:x + side], x, y, w, h):
+                if all(_iou(box, b) < SAME_FACE_IOU for b in boxes):
+                    boxes.append(box)
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
         return boxes
 
-    def _mesh_on_crop(self, rgb: np.ndarray, box: tuple[float, float, float, float, float]) -> np.ndarray | None:
+    def _on_crop(self, rgb: np.ndarray, box: tuple[float, ...]):
+        """The landmarker on a square crop around ``box``; landmarks mapped back to the whole frame."""
         import cv2
 
         h, w = rgb.shape[:2]
         cx, cy = (box[0] + box[2] / 2) * w, (box[1] + box[3] / 2) * h
-        side = max(box[2] * w, box[3] * h) * CROP_SCALE
-        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-        s = max(2, int(round(side)))
-        # Pad where the square crop leaves the image, so the face stays centred and unstretched.
-        crop = np.zeros((s, s, 3), np.uint8)
+        s = max(2, int(round(max(box[2] * w, box[3] * h) * CROP_SCALE)))
+        x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
         if sx1 <= sx0 or sy1 <= sy0:
             return None
+        # Padded where the square leaves the frame, so the face stays centred and unstretched.
+        crop = np.zeros((s, s, 3), np.uint8)
         crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-        zoom = 1.0
         if s < CROP_MIN_SIDE:
-            zoom = CROP_MIN_SIDE / s
             crop = cv2.resize(crop, (CROP_MIN_SIDE, CROP_MIN_SIDE), interpolation=cv2.INTER_CUBIC)
-        result = self._run(self._crop_mesh, crop)
-        if not result.multi_face_landmarks:
+        result = self._crop.detect(self._image(crop))
+        if not result.face_landmarks:
             return None
-        lm = _to_array(result.multi_face_landmarks[0])
-        side_px = crop.shape[0] / zoom
+        lm = _landmarks_array(result.face_landmarks[0])
         out = np.empty_like(lm)
-        out[:, 0] = (lm[:, 0] * side_px + x0) / w
-        out[:, 1] = (lm[:, 1] * side_px + y0) / h
-        out[:, 2] = lm[:, 2] * side_px / w
-        return out
+        out[:, 0] = (lm[:, 0] * s + x0) / w
+        out[:, 1] = (lm[:, 1] * s + y0) / h
+        out[:, 2] = lm[:, 2] * s / w
+        return out, result, 0
+
+    def _timestamp(self, t: float) -> int:
+        # VIDEO mode needs strictly increasing integer milliseconds, whatever clock the caller uses.
+        ms = max(self._last_ms + 1, int(t * 1000))
+        self._last_ms = ms
+        return ms
 
     def detect(self, rgb: np.ndarray, t: float | None = None) -> FaceLandmarks:
         """Landmarks of the largest face in an RGB uint8 frame.
 
-        ``t`` (seconds, default: the clock) paces the once-a-second face count in stream mode.
+        ``t`` (seconds, default: the clock) is the frame's time in stream mode: it drives tracking and paces the
+        face count and the small-face search.
         """
         if self._closed:
             raise RuntimeError("this FaceLandmarker is closed; create a new one (use it in a `with` block)")
         h, w = rgb.shape[:2]
         t = time.monotonic() if t is None else t
-        result = self._run(self._mesh, rgb)
-        meshes = [_to_array(face) for face in (result.multi_face_landmarks or [])]
-        boxes = None
+        image = self._image(rgb)
         if self.static_image_mode:
-            boxes = self._detections(rgb)
-            count = max(len(meshes), len(boxes))
-        elif not meshes:
-            boxes = self._detections(rgb) if self.fallback else []
-            count = len(boxes)
-            self._last_count_t, self._count = t, count
-        elif self._last_count_t is None or not 0 <= t - self._last_count_t < COUNT_INTERVAL:
-            boxes = self._detections(rgb)
-            self._last_count_t, self._count = t, max(1, len(boxes))
-            count = self._count
+            result = self._main.detect(image)
         else:
+            result = self._main.detect_for_video(image, self._timestamp(t))
+        faces = [(_landmarks_array(points), result, i) for i, points in enumerate(result.face_landmarks)]
+        boxes: list = []
+        if self.static_image_mode:
+            boxes = self._search(rgb) if (self.search and not faces) else self._detections(rgb)
+            count = max(len(faces), len(boxes))
+        elif faces:
+            self._roi = None
+            if self._last_count_t is None or not 0 <= t - self._last_count_t < COUNT_INTERVAL:
+                self._last_count_t, self._count = t, len(self._detections(rgb))
             count = max(1, self._count)
-        if meshes:
-            lm = max(meshes, key=_bbox_area)
-            return FaceLandmarks(lm, count, (w, h), via="mesh")
-        if self.fallback and boxes:
-            for box in boxes:
-                lm = self._mesh_on_crop(rgb, box)
-                if lm is not None:
-                    return FaceLandmarks(lm, max(count, 1), (w, h), score=box[4], via="detector")
+        else:
+            count = 0
+            if self.search:
+                if self._roi is not None:
+                    found = self._on_crop(rgb, self._roi)
+                    if found is not None:
+                        return self._result(found, (w, h), max(1, self._count), self._roi[4], "search", True)
+                    self._roi = None
+                if self._last_search_t is None or not 0 <= t - self._last_search_t < SEARCH_INTERVAL:
+                    self._last_search_t = t
+                    boxes = self._search(rgb)
+                    self._count = count = len(boxes)
+        if faces:
+            best = max(faces, key=lambda f: _bbox_area(f[0]))
+            return self._result(best, (w, h), count, math.nan, "landmarker")
+        for box in boxes:
+            found = self._on_crop(rgb, box)
+            if found is not None:
+                if not self.static_image_mode:
+                    self._roi = box
+                return self._result(found, (w, h), max(count, 1), box[4], "search", not self.static_image_mode)
         return FaceLandmarks(None, count, (w, h))
+
+    def _result(self, found, size, count, score, via, track: bool = False) -> FaceLandmarks:
+        lm, result, i = found
+        if track:
+            # Follow the small face: the next frame's crop is centred on where its landmarks are now.
+            (w, h), (bw, bh) = size, np.ptp(lm[:, :2], axis=0)
+            cx, cy = lm[:, 0].min() + bw / 2, lm[:, 1].min() + bh / 2
+            side = max(bw * w, bh * h)  # pixels, like a detector box around the face
+            self._roi = (cx - side / w / 2, cy - side / h / 2, side / w, side / h, score)
+        # Both are asked for; should a model ever leave them out, NaN features make the quality rule say so.
+        shapes = np.full(N_BLENDSHAPES, np.nan)
+        if result.face_blendshapes and len(result.face_blendshapes[i]) == N_BLENDSHAPES:
+            shapes = np.array([c.score for c in result.face_blendshapes[i]])
+        matrix = np.full((4, 4), np.nan)
+        if result.facial_transformation_matrixes:
+            matrix = np.asarray(result.facial_transformation_matrixes[i], dtype=np.float64).reshape(4, 4)
+        return FaceLandmarks(lm, count, size, blendshapes=shapes, matrix=matrix, score=score, via=via)
