@@ -43,9 +43,11 @@ MAX_FACES = 5
 CROP_SCALE = 2.2
 #: Crops smaller than this are upscaled first: the landmarker's detector wants a face of usual size.
 CROP_MIN_SIDE = 256
-#: Tiles for the small-face search, as a share of the frame's shorter side; neighbours overlap by half a tile,
-#: so a face up to a quarter of the shorter side lies whole inside one tile and counts as twice as large there.
-TILE_SHARE = 0.5
+#: Tiles for the small-face search, as shares of the frame's shorter side; neighbours overlap by half a tile,
+#: so a face up to a quarter of the tile lies whole inside one. The detector finds faces down to about a fifth
+#: of its input, so half-side tiles reach faces about a tenth of the shorter side, quarter-side tiles a
+#: twentieth. Images try both; streams only the first, since a student that far away is too small to read anyway.
+TILE_SHARES = (0.5, 0.25)
 #: In stream mode the frame is searched tile by tile at most this often (seconds) while no face is tracked,
 #: and faces are counted on the whole frame at most this often: both change rarely, and each costs a detector run.
 SEARCH_INTERVAL = 0.5
@@ -90,7 +92,7 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def tiles(width: int, height: int, share: float = TILE_SHARE) -> list[tuple[int, int, int]]:
+def tiles(width: int, height: int, share: float = TILE_SHARES[0]) -> list[tuple[int, int, int]]:
     """Square tiles (x0, y0, side) covering the frame, neighbours overlapping by half a tile."""
     side = max(16, int(min(width, height) * share))
     step = side // 2
@@ -194,10 +196,13 @@ class FaceLandmarker:
         """Faces anywhere in the frame, the small ones included: whole frame, then overlapping tiles; largest first."""
         h, w = rgb.shape[:2]
         boxes = self._detections(rgb)
-        for x, y, side in tiles(w, h):
-            for box in self._detections(rgb[y:y + side, x:x + side], x, y, w, h):
-                if all(_iou(box, b) < SAME_FACE_IOU for b in boxes):
-                    boxes.append(box)
+        for share in TILE_SHARES if self.static_image_mode else TILE_SHARES[:1]:
+            if boxes and share != TILE_SHARES[0]:
+                break  # the finer tiles only look for faces when the coarser ones found none
+            for x, y, side in tiles(w, h, share):
+                for box in self._detections(rgb[y:y + side, x:x + side], x, y, w, h):
+                    if all(_iou(box, b) < SAME_FACE_IOU for b in boxes):
+                        boxes.append(box)
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
         return boxes
 
@@ -251,7 +256,8 @@ class FaceLandmarker:
         faces = [(_landmarks_array(points), result, i) for i, points in enumerate(result.face_landmarks)]
         boxes: list = []
         if self.static_image_mode:
-            boxes = self._search(rgb) if (self.search and not faces) else self._detections(rgb)
+            # An image is analysed once: worth the whole search, which also counts faces too small to mesh.
+            boxes = self._search(rgb) if self.search else self._detections(rgb)
             count = max(len(faces), len(boxes))
         elif faces:
             self._roi = None

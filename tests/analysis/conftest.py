@@ -32,9 +32,9 @@ def image_landmarker():
 
 @pytest.fixture(scope="session")
 def small_face_canvas():
-    """The astronaut shrunk into a large grey canvas: too small for FaceMesh's own short-range detector."""
+    """The astronaut shrunk into a large grey canvas: found by the small-face search, too small to read (< 0.1)."""
     canvas = np.full((720, 960, 3), 200, np.uint8)
-    canvas[100:484, 300:684] = cv2.resize(astronaut(), (384, 384), interpolation=cv2.INTER_AREA)
+    canvas[300:480, 600:780] = cv2.resize(astronaut(), (180, 180), interpolation=cv2.INTER_AREA)
     return canvas
 
 
