@@ -24,7 +24,6 @@ PROMPTS = {
     "focused": "Look at the screen as if following a lecture, face relaxed.",
     "happy": "Smile or laugh at the screen.",
     "confused": "Frown as if the last slide made no sense to you.",
-    "distracted": "Look away: at your phone, down at the desk or out of the window.",
 }
 
 
@@ -99,12 +98,12 @@ class FeatureRecorder:
             if not found.face:
                 self._no_face += 1
                 return False
-            values = face_vector(found.landmarks, found.image_size)
+            values = face_vector(found)
             if not np.isfinite(values).all():
                 self._no_face += 1
                 return False
             self._frames += 1
-            row = ["webcam", self._frames, person, label, False, ""] + [round(float(v), DECIMALS) for v in values]
+            row = ["webcam", self._frames, person, label] + [round(float(v), DECIMALS) for v in values]
             new = not self.path.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", newline="") as f:
@@ -129,7 +128,7 @@ class FeatureRecorder:
         return pd.Series({label: self._counts.get(label, 0) for label in CLASSIFIER_STATES}, name="rows")
 
     def close(self) -> None:
-        """Stop recording and release FaceMesh; closing twice is harmless."""
+        """Stop recording and release the landmarker; closing twice is harmless."""
         with self._lock:
             if self._closed:
                 return

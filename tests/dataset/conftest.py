@@ -18,7 +18,7 @@ def committed_table():
 
 @pytest.fixture(scope="session")
 def rebuilt_table():
-    return build.build_feature_table(random_state=0)
+    return build.build_feature_table()
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def assert_same_table():
 def _assert_same_table(actual, expected):
     """Same rows, labels and provenance; features equal up to float noise.
 
-    FaceMesh's arithmetic differs slightly between CPU instruction sets, so another machine may give
+    MediaPipe's arithmetic differs slightly between CPU instruction sets, so another machine may give
     landmarks a few 1e-4 apart: tolerances are 1% (ratios) and 0.01 absolute, far below any label change.
     """
     assert list(actual.columns) == list(expected.columns)

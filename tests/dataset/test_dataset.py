@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smartsession.classify import rules
 from smartsession.classify.model import CLASSIFIER_STATES
 from smartsession.dataset import build, media
-from smartsession.features import face_features
 from smartsession.vision.frames import read_video, video_info
 from smartsession.vision.landmarks import FaceLandmarker
 
@@ -45,7 +43,7 @@ def test_video_segments_cover_every_decoded_frame_once(entry):
 
 
 def test_away_ranges_really_have_no_face():
-    """The no-face ranges hold no face for FaceMesh or the full-range detector (checked on a sample of frames)."""
+    """The no-face ranges hold no face for the landmarker or the small-face search (checked on a sample of frames)."""
     for entry in LABELS["sources"]:
         if entry["kind"] != "video":
             continue
@@ -66,13 +64,10 @@ def test_rebuild_from_real_media_matches_the_committed_table(rebuilt_table, comm
 def test_classes_counts_and_people(committed_table):
     counts = build.counts(committed_table)
     assert list(counts.index) == list(CLASSIFIER_STATES)
-    assert counts.loc["focused", "real"] == 18 and counts.loc["focused", "people"] == 2
-    assert counts.loc["happy", "real"] == 240 and counts.loc["happy", "people"] == 8
-    assert counts.loc["confused", "real"] == 2 and counts.loc["confused", "people"] == 2
-    # distracted exists only as rotations of real faces: said plainly in docs/DATA.md
-    assert counts.loc["distracted", "real"] == 0 and counts.loc["distracted", "augmented"] > 100
-    real = committed_table[~committed_table["augmented"]]
-    assert real.groupby("source").size().to_dict() == {
+    assert counts.loc["focused", "rows"] == 18 and counts.loc["focused", "people"] == 2
+    assert counts.loc["happy", "rows"] == 240 and counts.loc["happy", "people"] == 8
+    assert counts.loc["confused", "rows"] == 2 and counts.loc["confused", "people"] == 2
+    assert committed_table.groupby("source").size().to_dict() == {
         "single_face.mp4": 62, "WolfgangLanger_Pexels.mp4": 189, "multi_face.jpg": 4, "0-f15-hao-ph.jpg": 1,
         "15-f13-anc-ph.jpg": 1, "45-m7-di-ph.jpg": 1, "single_face.jpg": 1, "astronaut": 1,
     }
@@ -81,44 +76,23 @@ def test_classes_counts_and_people(committed_table):
 def test_features_are_finite_and_move_the_right_way(committed_table):
     features = build.feature_columns(committed_table)
     assert np.isfinite(committed_table[features].to_numpy(dtype=float)).all()
-    real = committed_table[~committed_table["augmented"]]
-    means = real.groupby("label")[["lip_corner_lift", "mouth_width", "brow_eye"]].mean()
+    means = committed_table.groupby("label")[["lip_corner_lift", "mouthSmileLeft", "browDownLeft", "brow_eye"]].mean()
     assert means.loc["happy", "lip_corner_lift"] > means.loc["focused", "lip_corner_lift"] + 0.05
-    assert means.loc["happy", "mouth_width"] > means.loc["focused", "mouth_width"]
+    assert means.loc["happy", "mouthSmileLeft"] > means.loc["focused", "mouthSmileLeft"] + 0.3
+    assert means.loc["confused", "browDownLeft"] > means.loc["focused", "browDownLeft"]
     assert means.loc["confused", "brow_eye"] < means.loc["focused", "brow_eye"]
 
 
-def test_augmentation_is_labelled_and_within_its_documented_poses(committed_table):
-    aug = committed_table[committed_table["augmented"]]
-    assert (aug["augmentation"] != "").all()
-    assert (committed_table.loc[~committed_table["augmented"], "augmentation"] == "").all()
-    distracted = aug[aug["label"] == "distracted"]
-    # poses are exact up to the landmark jitter (about a degree)
-    aside = distracted["augmentation"].str.contains("aside")
-    assert (distracted.loc[aside, "yaw"].abs() >= rules.DISTRACTED_YAW + 3).all()
-    down = distracted["augmentation"].str.contains("down")
-    assert (distracted.loc[down, "pitch"] <= rules.DISTRACTED_PITCH_DOWN - 3).all()
-    assert (distracted.loc[~aside & ~down, "pitch"] >= rules.DISTRACTED_PITCH_UP + 3).all()
-    assert (distracted["yaw"].abs() < rules.EXTREME_YAW).all() and (distracted["pitch"].abs() < rules.EXTREME_PITCH).all()
-    kept = aug[aug["label"] != "distracted"]
-    assert kept["yaw"].between(rules.DISTRACTED_YAW * -1 + 3, rules.DISTRACTED_YAW - 3).all()
-    assert kept["pitch"].between(rules.DISTRACTED_PITCH_DOWN + 3, rules.DISTRACTED_PITCH_UP - 3).all()
-    # augmented copies stay with their person, so cross-validation never sees a person's copy in training
-    assert set(aug["person"]) <= set(committed_table.loc[~committed_table["augmented"], "person"])
-
-
-def test_rotation_turns_the_head_and_keeps_the_expression():
-    with FaceLandmarker(static_image_mode=True) as landmarker:
-        found = landmarker.detect(media.astronaut())
-    before = face_features(found.landmarks, found.image_size)
-    after = face_features(build.rotate(found.landmarks, found.image_size, yaw=30, pitch=-20), found.image_size)
-    assert after["yaw"] - before["yaw"] == pytest.approx(30, abs=3)
-    assert after["pitch"] - before["pitch"] == pytest.approx(-20, abs=3)
-    turned = face_features(build.repose(found.landmarks, found.image_size, yaw=-50, pitch=30), found.image_size)
-    assert (turned["yaw"], turned["pitch"]) == pytest.approx((-50, 30), abs=0.1)
-    for name in ("ear", "mar", "lip_corner_lift", "brow_eye", "brow_furrow", "mouth_width"):
-        assert after[name] == pytest.approx(before[name], abs=1e-6), name
-        assert turned[name] == pytest.approx(before[name], abs=1e-6), name
+def test_attention_labels_are_well_formed():
+    for entry in LABELS["sources"]:
+        attention = entry.get("attention")
+        if entry["kind"] == "video":
+            for span in attention or []:
+                assert span["attention"] in ("screen", "away") and span["note"] and span["start"] <= span["end"] < entry["frames"]
+        else:
+            assert attention in (None, "screen", "away")
+            for face in entry.get("faces", []):
+                assert face.get("attention") in (None, "screen", "away")
 
 
 def test_committed_manifest_is_generated_from_the_committed_table(committed_table):
@@ -136,8 +110,8 @@ def test_missing_table_says_how_to_build_it(tmp_path):
 
 
 def test_docs_quote_the_committed_counts(committed_table):
-    """docs/DATA.md's table of real faces and people per class agrees with the committed table."""
+    """docs/DATA.md's table of faces and people per class agrees with the committed table."""
     text = (Path(build.__file__).resolve().parents[2] / "docs" / "DATA.md").read_text()
     for label, row in build.counts(committed_table).iterrows():
-        pattern = rf"^\| {label} \| {row['real']} \| {row['people']}\b.*\| {row['augmented']} \| {row['total']} \|$"
+        pattern = rf"^\| {label} \| {row['rows']} \| {row['people']} \|"
         assert re.search(pattern, text, flags=re.M), f"docs/DATA.md: update the {label} row to {dict(row)}"
