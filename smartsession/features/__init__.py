@@ -1,4 +1,4 @@
-"""Named, scale-invariant features of a face computed from its FaceMesh landmarks.
+"""Named features of a face from MediaPipe FaceLandmarker's output: geometry, head pose, gaze, blendshapes.
 
 ``LandmarkFeaturizer`` (scikit-learn transformer) for tables, ``face_features`` for one live frame.
 """

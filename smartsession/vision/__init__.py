@@ -1,4 +1,4 @@
-"""Pixels to landmarks: decoding frames, images, videos and webcams, then MediaPipe FaceMesh.
+"""Pixels to landmarks: decoding frames, images, videos and webcams, then MediaPipe FaceLandmarker.
 
 The input end of the pipeline; nothing here keeps or writes a frame.
 """

@@ -20,7 +20,7 @@ from smartsession.vision.native_stderr import quiet_stderr
 #: Images with more pixels than this are refused before decoding (a 100-megapixel frame is not a webcam frame
 #: and would cost gigabytes to decode).
 MAX_PIXELS = 100_000_000
-#: Frames whose longer side exceeds this are downscaled; FaceMesh and the detector work on far smaller inputs.
+#: Frames whose longer side exceeds this are downscaled; the landmarker and its detector work on far smaller inputs.
 MAX_SIDE = 1920
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
