@@ -54,7 +54,7 @@ def test_tiles_cover_the_frame_with_overlap():
 
 @pytest.mark.parametrize("side", [192, 160])
 def test_small_face_search_finds_a_far_face(photo, side):
-    """The astronaut pasted small into a 640x480 frame: her face about 65 and 55 pixels wide (face_size ~0.12 and 0.1)."""
+    """The astronaut pasted small into a 640x480 frame: her face about 34 and 28 pixels wide (face_size ~0.07 and 0.06)."""
     canvas = np.full((480, 640, 3), 200, np.uint8)
     canvas[250:250 + side, 420:420 + side] = cv2.resize(photo("astronaut"), (side, side), interpolation=cv2.INTER_AREA)
     with FaceLandmarker(static_image_mode=True, search=False) as bare:
