@@ -6,6 +6,7 @@ as a local file (``smartsession models fetch --from FILE``) on a machine with no
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -167,10 +168,14 @@ def ensure(model: ModelFile = FACE_LANDMARKER, fetch: bool = True) -> Path:
         return path
     if not fetch:
         raise ModelMissingError(f"{model.name} is not in {path.parent}: run `smartsession models fetch`")
-    log.info("fetching the face model %s (%.1f MB) into %s", model.name, model.size / 1e6, path.parent)
-    if path.exists():
-        path.unlink()
-    return download(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A class's kernels start together: one of them downloads, the others wait and find the file.
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _verified(path, model):
+            return path
+        log.info("fetching the face model %s (%.1f MB) into %s", model.name, model.size / 1e6, path.parent)
+        return download(model)
 
 
 def remove(model: ModelFile = FACE_LANDMARKER) -> bool:
