@@ -127,7 +127,6 @@ class FaceLandmarker:
         from smartsession.vision import model_file
 
         path = Path(model_path) if model_path is not None else model_file.ensure()
-        model = path.read_bytes()
         try:
             detector_model = zipfile.ZipFile(path).read("face_detector.tflite")
         except (zipfile.BadZipFile, KeyError) as err:
@@ -139,7 +138,7 @@ class FaceLandmarker:
 
         def landmarker(running_mode, faces):
             return vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
-                base_options=BaseOptions(model_asset_buffer=model), running_mode=running_mode, num_faces=faces,
+                base_options=BaseOptions(model_asset_path=str(path)), running_mode=running_mode, num_faces=faces,
                 min_face_detection_confidence=min_detection_confidence,
                 min_face_presence_confidence=min_detection_confidence,
                 min_tracking_confidence=min_tracking_confidence,
@@ -149,7 +148,6 @@ class FaceLandmarker:
         with quiet_stderr():
             # Streams follow one face (the student); images may hold several, the largest is kept.
             self._main = landmarker(mode, 1 if not static_image_mode else MAX_FACES)
-            self._crop = landmarker(vision.RunningMode.IMAGE, 1)
             self._detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
                 base_options=BaseOptions(model_asset_buffer=detector_model), running_mode=vision.RunningMode.IMAGE,
                 min_detection_confidence=min_detection_confidence,
@@ -157,8 +155,10 @@ class FaceLandmarker:
             # Their threads log set-up lines on the first frames; a blank frame through each, while stderr is quiet.
             blank = self._image(np.zeros((64, 64, 3), np.uint8))
             self._main.detect(blank) if static_image_mode else self._main.detect_for_video(blank, 0)
-            self._crop.detect(blank)
             self._detector.detect(blank)
+        # The landmarker for crops of small faces costs ~20 MB: made on the first small face, not before.
+        self._crop = None
+        self._new_crop_landmarker = lambda: landmarker(vision.RunningMode.IMAGE, 1)
         self._last_ms = 0
         self._closed = False
         self._last_count_t: float | None = None
@@ -179,7 +179,8 @@ class FaceLandmarker:
         self._closed = True
         with quiet_stderr():  # the runtime logs each accelerator it tears down
             for task in (self._main, self._crop, self._detector):
-                task.close()
+                if task is not None:
+                    task.close()
 
     def _image(self, rgb: np.ndarray):
         return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
@@ -225,6 +226,9 @@ class FaceLandmarker:
         crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         if s < CROP_MIN_SIDE:
             crop = cv2.resize(crop, (CROP_MIN_SIDE, CROP_MIN_SIDE), interpolation=cv2.INTER_CUBIC)
+        if self._crop is None:
+            with quiet_stderr():
+                self._crop = self._new_crop_landmarker()
         result = self._crop.detect(self._image(crop))
         if not result.face_landmarks:
             return None
