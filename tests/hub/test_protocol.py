@@ -11,6 +11,7 @@ from smartsession.hub.protocol import ClassRoom, CloseCode, Connection, Hello, L
 from smartsession.schema import SchemaError, StateMessage, TeacherCommand
 
 SECRET = "s" * 64
+WALL = 1.7e9  # the hub's clock in these tests: states carry t=1.7e9
 
 
 def conn(role="student", class_id="c1", student_id="s1", limits=Limits(), now=0.0):
@@ -30,7 +31,7 @@ def state(seq=1, **kw):
 
 def refused(c, data, now=1.0) -> CloseCode:
     with pytest.raises(Refusal) as err:
-        c.receive(data, now)
+        c.receive(data, now, WALL)
     assert err.value.reason and len(err.value.reason.encode()) <= 123
     return err.value.code
 
@@ -38,7 +39,7 @@ def refused(c, data, now=1.0) -> CloseCode:
 def authed(role="student", **kw):
     c = conn(role, **kw)
     token = auth.student_token(SECRET, "c1", "s1") if role == "student" else auth.teacher_token(SECRET, "c1")
-    assert isinstance(c.receive(hello(token), 0.0), Hello)
+    assert isinstance(c.receive(hello(token), 0.0, WALL), Hello)
     return c
 
 
@@ -136,25 +137,26 @@ def test_bad_student_input_is_refused_with_its_code(data, code):
 
 def test_replayed_and_out_of_order_seq_are_dropped_not_fatal():
     c = authed()
-    assert isinstance(c.receive(state(5), 1.0), StateMessage)
-    assert c.receive(state(5), 1.1) == Stale(5, 5)
-    assert c.receive(state(3), 1.2) == Stale(3, 5)
-    assert c.receive(state(6), 1.3).seq == 6
+    assert isinstance(c.receive(state(5), 1.0, WALL), StateMessage)
+    assert c.receive(state(5), 1.1, WALL) == Stale(5, 5)
+    assert c.receive(state(3), 1.2, WALL) == Stale(3, 5)
+    assert c.receive(state(6), 1.3, WALL).seq == 6
 
 
 def test_a_flood_is_cut_off_by_the_token_bucket():
     c = authed(limits=Limits(rate=10, burst=5))
     for seq in range(5):
-        c.receive(state(seq + 1), 1.0)
+        c.receive(state(seq + 1), 1.0, WALL)
     assert refused(c, state(99), 1.0) == CloseCode.RATE_LIMITED
     c = authed(limits=Limits(rate=10, burst=5))
     for seq in range(50):  # 10 Hz sustained is fine
-        c.receive(state(seq + 1), 1.0 + seq * 0.1)
+        c.receive(state(seq + 1), 1.0 + seq * 0.1, WALL)
 
 
 def test_teacher_commands_are_validated():
     t = authed("teacher")
-    cmd = t.receive(json.dumps({"type": "command", "v": 1, "command": "start_segment", "title": " Intro ", "id": 3}), 1)
+    cmd = t.receive(json.dumps({"type": "command", "v": 1, "command": "start_segment", "title": " Intro ", "id": 3}),
+                    1, WALL)
     assert (cmd.command, cmd.title, cmd.id) == ("start_segment", "Intro", 3)
     assert refused(t, state()) == CloseCode.FORBIDDEN
     for bad in ({"command": "start_segment"}, {"command": "reboot"}, {"command": "set_emotions", "emotions": "no"},
