@@ -107,6 +107,9 @@ class HubConfig(Configurable):
     max_write_buffer = Int(
         2 << 20, help="Bytes a client may leave unread before it is closed as too slow (4013)."
     ).tag(config=True)
+    socket_send_buffer = Int(
+        256 << 10, help="Kernel send buffer per websocket (SO_SNDBUF; 0: the system's autotuning, up to 4 MB)."
+    ).tag(config=True)
     header_timeout = Float(
         10.0, help="Seconds for a request header to arrive (from connecting, or from the previous response)."
     ).tag(config=True)
@@ -566,6 +569,7 @@ class _Socket(WebSocket):
         # The transport's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
         super().__init__(max_size=max(65536, 4 * hub.config.max_message_bytes))
         self.write_limit = hub.config.max_write_buffer
+        self.send_buffer = hub.config.socket_send_buffer
         self.hub = hub
         self.address = address  # its slot in hub.connections is given back in on_close
         self.class_id, self.student_id = class_id, student_id
@@ -907,13 +911,15 @@ class ExportHandler(_Api):
         store = self.hub.store
         loop = asyncio.get_running_loop()
         async with self.hub._exports:
-            await loop.run_in_executor(None, store.flush)
-            if fmt == "json":
-                pieces = store.iter_session_json(session_id)
-            else:
+            if fmt == "csv":
                 self.set_header("Content-Type", "text/csv; charset=utf-8")
                 self.set_header("Content-Disposition", f'attachment; filename="{session_id}.csv"')
-                pieces = store.iter_states_csv(session_id)
+
+            def start():
+                store.flush()
+                return store.iter_session_json(session_id) if fmt == "json" else store.iter_states_csv(session_id)
+
+            pieces = await loop.run_in_executor(None, start)
             try:
                 while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
                     self.write(piece)

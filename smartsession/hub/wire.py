@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import socket
 
 from tornado import iostream, web
 from websockets.frames import Opcode
@@ -77,6 +78,7 @@ class WebSocket(asyncio.BufferedProtocol):
 
     close_timeout = 5.0  # seconds the peer has to answer our close frame before the socket is dropped
     write_limit = 0  # 0: no limit
+    send_buffer = 0  # the kernel's send buffer for this socket (SO_SNDBUF); 0: the system's, autotuned to MBs
 
     def __init__(self, max_size: int = 65536) -> None:
         self.ws = Protocol(Side.SERVER, max_size=max_size)
@@ -320,6 +322,13 @@ class WebSocketRoute(web.RequestHandler):
         except iostream.StreamClosedError:
             ws.connection_lost(None)
             return
+        if ws.send_buffer:
+            # Without it Linux lets a reader that never reads tie up megabytes of kernel memory before the
+            # first byte waits in ours (where write_limit applies).
+            try:
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws.send_buffer)
+            except OSError:
+                pass
         if isinstance(stream, iostream.SSLIOStream):
             # Small frames each way: Nagle would hold one back for the peer's delayed ack (up to 40 ms). Tornado
             # only turns it off around its own responses; asyncio's transports (below) do it themselves.
