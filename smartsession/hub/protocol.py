@@ -37,7 +37,7 @@ class CloseCode(IntEnum):
     UNKNOWN_TYPE = 4002  # a ``type`` the hub does not know
     AUTH_FAILED = 4003  # missing, malformed, forged, expired or other-server token
     FORBIDDEN = 4004  # a valid token, but not for this endpoint, class or student
-    RATE_LIMITED = 4008  # more messages than the per-connection budget
+    RATE_LIMITED = 4008  # more messages than the student's, class's or connection's budget
     TOO_BIG = 4009  # a message above ``max_message_bytes``
     HELLO_TIMEOUT = 4010  # no ``hello`` in time after connecting
     PROTOCOL = 4011  # messages out of order (e.g. anything before ``hello``, or two hellos)
@@ -66,8 +66,10 @@ class HttpRefusal(Exception):
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int = 4096
-    rate: float = 20.0  # messages per second, sustained: per student (kept across reconnects), per connection
-    burst: float = 40.0  # messages allowed at once   # before hello, and per class for its teachers' commands
+    # Messages per second, sustained, and at once: per student (kept across reconnects), per connection before
+    # hello, and per class for its teachers' commands.
+    rate: float = 20.0
+    burst: float = 40.0
     class_rate: float = 600.0  # messages per second from all the students of one class together
     class_burst: float = 1200.0
     max_json_depth: int = 16  # nesting of arrays and objects (a state needs 2)
