@@ -61,6 +61,12 @@ def _refusal(reason: str) -> bytes:
     )
 
 
+def _close_after(stream: iostream.IOStream, written) -> None:
+    if not written.cancelled():
+        written.exception()  # a peer already gone: nothing to report
+    stream.close()
+
+
 class _HeaderSeen(httputil.HTTPMessageDelegate):
     """Passes everything to the application's delegate; tells the server when the request header is in."""
 
@@ -167,7 +173,7 @@ class HubHTTPServer(HTTPServer):
             if isinstance(stream, iostream.SSLIOStream):
                 stream.close()  # no TLS handshake for a connection we will not serve
             else:
-                stream.write(_refusal(why)).add_done_callback(lambda _: stream.close())
+                stream.write(_refusal(why)).add_done_callback(lambda f: _close_after(stream, f))
             return
         super().handle_stream(stream, address)
 
