@@ -1,6 +1,6 @@
 """Hub throughput and latency next to a minimal websocket relay, under the same simulated classroom load.
 
-Run: ``python benchmarks/hub.py`` (loopback only, one to two minutes). Last line: ``BENCH {...}`` for N=1000.
+Run: ``python benchmarks/hub.py`` (loopback only, two to three minutes). Last line: ``BENCH {...}`` for N=1000.
 
 N students publish at R Hz (30 per class, one teacher per class). Students and teachers live in several load
 processes; latency is capture time (``t`` in the message) to the teacher's receipt, on one machine's clock.
@@ -22,6 +22,13 @@ whole-process CPU per delivered message over the hub's: the conservative figure,
 SQLite writer thread too. Both servers do all per-message work on one event loop, so a server also saturates
 when its loop thread reaches one core; the writer steps outside the GIL on the other core, so
 ``relay_ratio_loop`` (loop-thread CPU per message) is printed beside it.
+
+Export during a class (``export_loop_lag_p99_ms``, target < 20 ms): a store holding a 60-minute, 30-student lesson
+at 5 Hz (about 540,000 states, written as ``benchmarks/report.py`` does) is served by a fresh hub while a full
+class of 30 publishes at 5 Hz to it; a teacher downloads that lesson's ``export.json`` (what the teacher page's
+"Session report" button fetches) and the hub's own loop-lag probe (a callback due every 10 ms, read from
+``/smartsession/health?lag_window=``) gives the p99 of how late the loop ran while the download lasted, beside
+the same figure for the seconds before it. ``--no-export`` skips it.
 """
 
 from __future__ import annotations
@@ -85,7 +92,7 @@ def state_text(class_id: str, student_id: str, seq: int, t: float) -> str:
                        "paused": False, "consent": True}, separators=(",", ":"))
 
 
-async def load_main(url, classes, rate, ready, go, out) -> None:
+async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None:
     """Connect this process' share of the class, report ready, then publish until the window closes."""
     import websockets
 
@@ -139,7 +146,7 @@ async def load_main(url, classes, rate, ready, go, out) -> None:
     while go.value == 0:
         await asyncio.sleep(0.01)
     start_at = go.value
-    window[:] = [start_at + WARM, start_at + WARM + MEASURE]
+    window[:] = [start_at + WARM, start_at + WARM + measure]
     # Each student owns one tick slot within the period: a tick sends only the students due then, so the
     # generator's work grows with the messages it sends, not with students x wake-ups.
     slots = max(1, round(1.0 / (rate * TICK)))
@@ -321,12 +328,87 @@ def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
     }
 
 
+def fill_lesson(data_dir: str, rate: float) -> tuple[str, str, int]:
+    """A 60-minute, 30-student lesson at ``rate`` Hz in a store at ``data_dir``: (class_id, session_id, rows)."""
+    import importlib.util
+
+    from smartsession.hub.store import Store
+
+    spec = importlib.util.spec_from_file_location("bench_report", Path(__file__).with_name("report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    with Store(Path(data_dir)) as store:
+        session_id, rows = report.fill_store(store, PER_CLASS, 60, rate)
+    return "bench-class", session_id, rows
+
+
+def health(port: int, lag_window: float) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/smartsession/health?lag_window={lag_window:.2f}",
+                                timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def run_export_case(rate: float) -> dict:
+    """A teacher downloads a 60-minute, 30-student lesson while a full class publishes: the hub's loop lag."""
+    import urllib.request
+
+    from smartsession.hub import auth
+    from smartsession.hub.testing import free_port
+
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="smartsession-bench-")
+    tic = time.perf_counter()
+    class_id, session_id, rows = fill_lesson(tmp, rate)
+    fill_s = time.perf_counter() - tic
+    secret = auth.load_secret(tmp)
+    log = Path(tmp) / "server.log"
+    cmd = [sys.executable, "-m", "smartsession.hub.cli", "hub", "--port", str(port), "--data-dir", tmp]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = []
+    try:
+        prioritise(server.pid, SERVER_NICE)
+        wait_for_line(server, log, "listening")
+        live = layout("hub", PER_CLASS, secret)  # a full class of its own, publishing throughout
+        ctx = mp.get_context("fork")
+        ready, out_q, go = ctx.Queue(), ctx.Queue(), ctx.Value("d", 0.0)
+        procs = [ctx.Process(target=load_process, daemon=True,
+                             args=(f"ws://127.0.0.1:{port}", live, rate, ready, go, out_q, 120.0))]
+        for p in procs:
+            p.start()
+        assert ready.get(timeout=300) == PER_CLASS
+        go.value = time.time() + 0.5
+        time.sleep(0.5 + WARM + 3.0)
+        before = health(port, 3.0)["loop_lag_ms"]
+        token = auth.teacher_token(secret, class_id)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/smartsession/api/sessions/{session_id}/export.json",
+                                     headers={"Authorization": f"Bearer {token}"})
+        tic = time.perf_counter()
+        size = 0
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            while chunk := resp.read(1 << 20):
+                size += len(chunk)
+        export_s = time.perf_counter() - tic
+        during = health(port, min(60.0, export_s))["loop_lag_ms"]
+    finally:
+        for p in procs:
+            p.kill()
+        server.terminate()
+        server.wait(20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": rows, "fill_s": fill_s, "export_s": export_s, "export_mb": size / 1e6,
+            "lag_before": before, "lag_during": during}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relay", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--students", type=int, nargs="+", default=[30, 300, 1000])
     parser.add_argument("--rate", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=3, help="load processes")
+    parser.add_argument("--no-export", action="store_true", help="skip the export-during-a-class case")
     args = parser.parse_args()
     if args.relay:
         asyncio.run(relay_main(args.relay))
@@ -357,6 +439,15 @@ def main() -> None:
               f"hub {hub['loop_us_per_msg']:.0f} us/msg "
               f"incl. validation, auth'd routing, storing, acks); "
               f"{relay['cpu_us_per_msg'] / hub['cpu_us_per_msg']:.2f} by whole-process CPU", flush=True)
+    export = None
+    if not args.no_export:
+        export = run_export_case(args.rate)
+        lag, base = export["lag_during"], export["lag_before"]
+        print(f"export: {export['rows']:,} states ({export['export_mb']:.0f} MB of JSON, stored in "
+              f"{export['fill_s']:.0f} s beforehand) downloaded in {export['export_s']:.1f} s while a class of "
+              f"{PER_CLASS} published at {args.rate:g} Hz; hub loop lag p50 {lag['p50']} ms, p99 {lag['p99']} ms, "
+              f"max {lag['max']} ms over {lag['samples']} samples (before: p99 {base['p99']} ms, "
+              f"max {base['max']} ms)", flush=True)
     n = max(args.students)
     hub, relay = rows[("hub", n)], rows[("relay", n)]
 
@@ -374,6 +465,10 @@ def main() -> None:
         "relay_cpu_us_per_msg": num(relay["cpu_us_per_msg"], 1),
         "relay_p99_ms": num(relay["p99_ms"], 2), "gen_lag_p99_ms": num(hub["gen_lag_p99_ms"], 1),
         "other_cpu_cores": num(hub["other_cpu"], 2), "load_average": round(os.getloadavg()[0], 1),
+        "export_loop_lag_p99_ms": export["lag_during"]["p99"] if export else None,
+        "export_loop_lag_max_ms": export["lag_during"]["max"] if export else None,
+        "export_s": round(export["export_s"], 2) if export else None,
+        "export_states": export["rows"] if export else None,
     }))
 
 

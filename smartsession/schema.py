@@ -57,6 +57,11 @@ def _ident(value: Any, name: str) -> str:
     raise SchemaError(f"{name} may only contain letters, digits, '-', '_' and '.'")
 
 
+def _version(value: Any) -> None:
+    # A JSON integer: ``true`` and ``1.0`` compare equal to 1 in Python, and are refused.
+    _require(value.__class__ is int and value == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
+
+
 def _number(value: Any, name: str, lo: float, hi: float) -> float:
     # The happy path first: this runs for every field of every state message the hub receives.
     if value.__class__ is float or value.__class__ is int:
@@ -108,7 +113,7 @@ class StateMessage:
         """Validate a decoded JSON object; raise :class:`SchemaError` naming the first problem."""
         _require(d.__class__ is dict or isinstance(d, Mapping), "message must be a JSON object")
         _require(d.get("type") == "state", "type must be 'state'")
-        _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
+        _version(d.get("v"))
         if not STATE_FIELDS.issuperset(d):
             extra = set(d) - STATE_FIELDS
             raise SchemaError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
@@ -224,7 +229,7 @@ class TeacherCommand:
     def from_dict(cls, d: Mapping[str, Any]) -> "TeacherCommand":
         _require(isinstance(d, Mapping), "message must be a JSON object")
         _require(d.get("type") == "command", "type must be 'command'")
-        _require(d.get("v") == PROTOCOL_VERSION, f"v must be {PROTOCOL_VERSION}")
+        _version(d.get("v"))
         command = d.get("command")
         _require(command in TEACHER_COMMANDS, f"command must be one of {', '.join(TEACHER_COMMANDS)}")
         needs = cls.NEEDS[command]

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,8 +38,18 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded base64url, canonically: any other character, padding or a non-zero trailing bit is refused
+    (``urlsafe_b64decode`` silently drops stray characters, so two spellings would carry one token)."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _mac(secret: str, purpose: str, payload: str) -> bytes:
@@ -86,7 +97,10 @@ def verify_token(secret: str, token: object, now: float | None = None) -> Claims
         raise AuthError("malformed token: use the token the server issued") from None
     if not hmac.compare_digest(given, _mac(secret, "token", payload)):
         raise AuthError("invalid token signature: get a new token from this server")
-    body = json.loads(_unb64(payload))
+    try:
+        body = json.loads(_unb64(payload))
+    except ValueError:  # a signed payload we did not write: only with a leaked secret
+        raise AuthError("malformed token: use the token the server issued") from None
     expires = body.get("e")
     if expires is not None and (time.time() if now is None else now) > expires:
         raise AuthError("token expired: join the class again or ask the teacher for a new link")

@@ -50,6 +50,7 @@ class RedisBackplane:
         self._task: asyncio.Task | None = None
         self._pending: list[tuple[str, str, str, str]] = []
         self._flush_scheduled = False
+        self._flushing: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
 
     async def start(self, on_event: OnEvent) -> None:
         import redis.asyncio as aioredis
@@ -88,7 +89,12 @@ class RedisBackplane:
         self._pending.append((class_id, self._field(event), body, f"{self.origin} {body}"))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
         pending, self._pending, self._flush_scheduled = self._pending, [], False

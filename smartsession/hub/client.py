@@ -205,6 +205,7 @@ class StudentPublisher(_Client):
         self.status: dict[str, Any] = {}
         self.acked_seq = -1
         self.seq = -1
+        self._sending: set[asyncio.Task] = set()
 
     @classmethod
     async def join(cls, url: str | None, class_id: str, join_code: str, name: str, **kwargs) -> "StudentPublisher":
@@ -238,7 +239,10 @@ class StudentPublisher(_Client):
     def _send(self, msg: StateMessage) -> None:
         ws = self._ws
         if ws is not None and self.connected.is_set():
-            asyncio.ensure_future(self._send_safely(ws, json.dumps(msg.to_dict(), separators=(",", ":"))))
+            # The loop holds tasks weakly: keep each until it is done, or it may vanish mid-send.
+            task = asyncio.ensure_future(self._send_safely(ws, json.dumps(msg.to_dict(), separators=(",", ":"))))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     @staticmethod
     async def _send_safely(ws, text: str) -> None:

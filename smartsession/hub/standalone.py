@@ -14,16 +14,16 @@ import ssl
 from typing import AsyncIterator
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from smartsession.hub.server import Hub, HubConfig, hub_handlers
+from smartsession.hub.httpserver import hub_http_server
+from smartsession.hub.server import Hub, HubConfig, hub_handlers, log_request
 
 log = logging.getLogger("smartsession.hub")
 
 
 def make_app(hub: Hub) -> web.Application:
-    return web.Application(hub_handlers(hub), websocket_max_message_size=65536)
+    return web.Application(hub_handlers(hub), websocket_max_message_size=65536, log_function=log_request)
 
 
 def ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
@@ -43,7 +43,8 @@ async def running_hub(
         settings["data_dir"] = str(settings["data_dir"])
     hub = Hub(HubConfig(**settings))
     await hub.start()
-    server = HTTPServer(make_app(hub), ssl_options=ssl_context(certfile, keyfile), xheaders=False)
+    server = hub_http_server(make_app(hub), hub.config, hub.connections, ssl_context(certfile, keyfile), hub.quiet,
+                             xheaders=False)
     sockets = bind_sockets(port, host)
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]

@@ -1,18 +1,24 @@
 """The embedded store: every accepted state and teacher command in SQLite (WAL), read back as DataFrames.
 
 Writes are queued to one writer thread that commits in batches; ``on_commit`` callbacks and ``on_acks`` run after.
+The data directory is created 0700 and the database 0600 (its WAL and shared-memory files take the database's
+mode): it holds names and engagement series. ``private_warnings`` says when someone widened them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from smartsession.schema import SHARED_FEATURES
 
@@ -65,7 +71,37 @@ def _insert_states(db: sqlite3.Connection, rows: list[tuple]) -> None:
         db.execute(_INSERT_STATES + ", ".join([_STATE_ROW] * len(part)), list(chain.from_iterable(part)))
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory, created (with its parents) mode 0700 if missing."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+    return path
+
+
+def private_warnings(data_dir: Path) -> list[str]:
+    """What in ``data_dir`` other local users could read or change: the directory itself, the store (with its
+    WAL and shared-memory files), the secret and the admin token. Empty when all is private."""
+    out = []
+    names = [FILENAME, FILENAME + "-wal", FILENAME + "-shm", "secret", "admin_token"]
+    for path in [data_dir, *(data_dir / n for n in names)]:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            want = 0o700 if path.is_dir() else 0o600
+            out.append(f"{path} is mode {mode:04o}: other users of this machine can read it; chmod {want:04o} {path}")
+    return out
+
+
 def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
     db = sqlite3.connect(path, timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -84,8 +120,7 @@ class Store:
                  on_acks: Callable[[list], None] | None = None):
         path = Path(path)
         if path.is_dir() or not path.suffix:
-            path.mkdir(parents=True, exist_ok=True)
-            path = path / FILENAME
+            path = private_dir(path) / FILENAME
         self.path = path
         self.batch_seconds = batch_seconds
         self.on_acks = on_acks
@@ -280,6 +315,9 @@ class Store:
         rows = self._query("SELECT student_id, name, hidden FROM students WHERE class_id = ?", (class_id,))
         return [(sid, name, bool(hidden)) for sid, name, hidden in rows]
 
+    def count_students(self, class_id: str) -> int:
+        return self._query("SELECT COUNT(*) FROM students WHERE class_id = ?", (class_id,))[0][0]
+
     def latest_states(self, class_id: str) -> dict[str, dict[str, Any]]:
         """Each student's highest-seq state in this class, as state event dicts."""
         cols = ", ".join(f"s.{c}" for c in STATE_COLUMNS)
@@ -372,13 +410,7 @@ class Store:
 
     def students(self, session_id: str):
         """Students who published in this session: student_id, name, hidden."""
-        df = self._frame(
-            "SELECT st.student_id, COALESCE(st.name, s.student_id) AS name, COALESCE(st.hidden, 0) AS hidden "
-            "FROM (SELECT DISTINCT class_id, student_id FROM states WHERE session_id = ?) s "
-            "LEFT JOIN students st ON st.class_id = s.class_id AND st.student_id = s.student_id "
-            "ORDER BY name",
-            (session_id,),
-        )
+        df = self._frame(_STUDENTS_SQL, (session_id,))
         df["hidden"] = df["hidden"].astype(bool)
         return df
 
@@ -399,12 +431,98 @@ class Store:
         return path
 
     def session_json(self, session_id: str) -> str:
-        sessions = self.sessions()
-        doc = {
-            "session": json.loads(sessions[sessions.session_id == session_id].to_json(orient="records"))[0],
-            "segments": json.loads(self.segments(session_id).to_json(orient="records")),
-            "students": json.loads(self.students(session_id).to_json(orient="records")),
-            "commands": json.loads(self.commands(session_id).to_json(orient="records")),
-            "states": json.loads(self.states(session_id).to_json(orient="records")),
-        }
-        return json.dumps(doc)
+        """Everything about a session as one JSON document (see :meth:`iter_session_json`)."""
+        return "".join(self.iter_session_json(session_id))
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection of its own, for a long read that must not hold up the other readers."""
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA query_only = 1")
+        return db
+
+    def iter_session_json(self, session_id: str, rows_per_chunk: int = 2000) -> Iterator[str]:
+        """``{"session", "segments", "students", "commands", "states"}`` of a session, in pieces of about
+        ``rows_per_chunk`` states, for a response that streams.
+
+        SQLite writes each state's JSON itself (``json_object``, while the GIL is released), so a long session
+        costs the calling process little more than joining strings: a thread serving an export leaves the
+        event loop alone. One read transaction, so the pieces are one consistent snapshot. The generator may
+        be resumed from different threads (one at a time), as an executor does.
+        """
+        db = self._reader()
+        try:
+            db.execute("BEGIN")
+            session = db.execute(
+                "SELECT session_id, class_id, title, started, ended FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if session is None:
+                raise KeyError(f"no session {session_id!r}")
+            segments = db.execute(
+                'SELECT segment_id, title, start, "end" FROM segments WHERE session_id = ? ORDER BY start',
+                (session_id,),
+            ).fetchall()
+            students = db.execute(_STUDENTS_SQL, (session_id,)).fetchall()
+            commands = db.execute(
+                "SELECT session_id, class_id, received, command, args FROM commands WHERE session_id = ? "
+                "ORDER BY received, rowid",
+                (session_id,),
+            ).fetchall()
+            head = {
+                "session": dict(zip(("session_id", "class_id", "title", "started", "ended"), session)),
+                "segments": [dict(zip(("segment_id", "title", "start", "end"), r)) for r in segments],
+                "students": [{"student_id": r[0], "name": r[1], "hidden": bool(r[2])} for r in students],
+                "commands": [dict(zip(("session_id", "class_id", "received", "command"), r[:4]),
+                                  args=json.loads(r[4])) for r in commands],
+            }
+            yield json.dumps(head)[:-1] + ', "states": ['
+            cursor = db.execute(_STATES_JSON_SQL, (session_id,))
+            first = True
+            while rows := cursor.fetchmany(rows_per_chunk):
+                text = ",".join([r[0] for r in rows])
+                yield text if first else "," + text
+                first = False
+            yield "]}"
+        finally:
+            db.close()
+
+    def iter_states_csv(self, session_id: str, rows_per_chunk: int = 2000) -> Iterator[str]:
+        """The session's states as CSV (the columns of :meth:`states`, as ``DataFrame.to_csv`` writes them), in
+        pieces, from a connection and read transaction of its own (see :meth:`iter_session_json`)."""
+        db = self._reader()
+        try:
+            db.execute("BEGIN")
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(STATE_COLUMNS)
+            cursor = db.execute(_STATES_CSV_SQL, (session_id,))
+            while True:
+                rows = cursor.fetchmany(rows_per_chunk)
+                writer.writerows(rows)
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+                if not rows:
+                    return
+        finally:
+            db.close()
+
+
+_STUDENTS_SQL = (
+    "SELECT st.student_id, COALESCE(st.name, s.student_id) AS name, COALESCE(st.hidden, 0) AS hidden "
+    "FROM (SELECT DISTINCT class_id, student_id FROM states WHERE session_id = ?) s "
+    "LEFT JOIN students st ON st.class_id = s.class_id AND st.student_id = s.student_id "
+    "ORDER BY name"
+)
+_STATES_JSON_SQL = (
+    "SELECT json_object("
+    + ", ".join(
+        f"'{c}', json(CASE WHEN paused THEN 'true' ELSE 'false' END)" if c == "paused" else f"'{c}', {c}"
+        for c in STATE_COLUMNS
+    )
+    + ") FROM states WHERE session_id = ? ORDER BY received, rowid"
+)
+_STATES_CSV_SQL = (
+    "SELECT "
+    + ", ".join("CASE WHEN paused THEN 'True' ELSE 'False' END" if c == "paused" else c for c in STATE_COLUMNS)
+    + " FROM states WHERE session_id = ? ORDER BY received, rowid"
+)

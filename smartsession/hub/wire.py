@@ -12,12 +12,25 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
+import socket
 
 from tornado import iostream, web
 from websockets.frames import Opcode
 from websockets.protocol import OPEN, Protocol, Side
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
+log = logging.getLogger("smartsession.hub")
+
+# Tasks the loop only holds weakly: kept here until they finish, so none is collected mid-flight.
+_tasks: set[asyncio.Future] = set()
+
+
+def keep(future: asyncio.Future) -> asyncio.Future:
+    """Hold a reference to ``future`` (an ``ensure_future`` result) until it is done."""
+    _tasks.add(future)
+    future.add_done_callback(_tasks.discard)
+    return future
 
 
 def accept_value(key: str) -> str:
@@ -58,9 +71,14 @@ class WebSocket(asyncio.BufferedProtocol):
     ``send(text)``, ``ping()`` and ``close(code, reason)`` never raise: on a connection that is closing or
     gone they do nothing, so callers fanning out to many clients need no error handling per client.
     ``on_close`` runs exactly once, when the connection is gone, however it ended.
+
+    ``write_limit``: bytes written but not yet taken by the peer above which ``on_backlog`` runs (once): a
+    client that stops reading must not make the server hold an ever-growing backlog for it.
     """
 
     close_timeout = 5.0  # seconds the peer has to answer our close frame before the socket is dropped
+    write_limit = 0  # 0: no limit
+    send_buffer = 0  # the kernel's send buffer for this socket (SO_SNDBUF); 0: the system's, autotuned to MBs
 
     def __init__(self, max_size: int = 65536) -> None:
         self.ws = Protocol(Side.SERVER, max_size=max_size)
@@ -84,6 +102,10 @@ class WebSocket(asyncio.BufferedProtocol):
     def on_close(self) -> None:
         """The connection is gone."""
 
+    def on_backlog(self, pending: int) -> None:
+        """More than ``write_limit`` bytes are waiting for the peer to read them."""
+        self.close(1008, "not reading what the server sends")
+
     # --- sending ---
 
     @property
@@ -92,7 +114,12 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def send(self, text: str) -> None:
         if self.open and not self.transport.is_closing():
-            self.transport.write(text_frame(text))
+            transport = self.transport
+            transport.write(text_frame(text))
+            if self.write_limit:
+                pending = transport.get_write_buffer_size()
+                if pending > self.write_limit:
+                    self.on_backlog(pending)
 
     def ping(self, data: bytes = b"") -> None:
         if self.open:
@@ -138,6 +165,16 @@ class WebSocket(asyncio.BufferedProtocol):
         self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception:  # a bug must cost this connection, with a close frame, never the loop's callback
+            log.exception("websocket error: closing the connection")
+            if self.open:
+                self.close(1011, "server error: reconnect")
+            else:
+                self._abort()
+
+    def _receive(self, data: bytes) -> None:
         self.ws.receive_data(data)
         events = self.ws.events_received()
         self._flush()  # pongs and the answer to a close go out before any message is handled
@@ -204,6 +241,10 @@ class StreamTransport:
     def is_closing(self) -> bool:
         return self.stream.closed()
 
+    def get_write_buffer_size(self) -> int:
+        # IOStream keeps what the socket has not taken yet in its write buffer (tornado has no public accessor).
+        return self.stream._total_write_index - self.stream._total_write_done_index
+
     def close(self) -> None:
         """Close once what was written has gone out (a close frame, say)."""
         pending = self._last_write
@@ -216,13 +257,16 @@ class StreamTransport:
         self.stream.close()
 
     async def pump(self, ws: WebSocket) -> None:
-        ws.connection_made(self)
         try:
+            ws.connection_made(self)
             while True:
                 ws.data_received(await self.stream.read_bytes(65536, partial=True))
         except iostream.StreamClosedError:
             pass
+        except Exception:  # never leave the stream open with nobody reading it
+            log.exception("error on a TLS websocket: dropping it")
         finally:
+            self.stream.close()
             ws.connection_lost(None)
 
 
@@ -266,6 +310,8 @@ class WebSocketRoute(web.RequestHandler):
         if origin is not None and not self.check_origin(origin):
             return self.refuse(403, "Cross origin websockets not allowed")
         ws = self.connection(*path_args)
+        if ws is None:
+            return  # connection() answered the request itself (a refusal)
         stream = self.detach()
         response = (
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -274,16 +320,28 @@ class WebSocketRoute(web.RequestHandler):
         try:
             await stream.write(response)
         except iostream.StreamClosedError:
+            ws.connection_lost(None)
             return
+        if ws.send_buffer:
+            # Without it Linux lets a reader that never reads tie up megabytes of kernel memory before the
+            # first byte waits in ours (where write_limit applies).
+            try:
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws.send_buffer)
+            except OSError:
+                pass
         if isinstance(stream, iostream.SSLIOStream):
             # Small frames each way: Nagle would hold one back for the peer's delayed ack (up to 40 ms). Tornado
             # only turns it off around its own responses; asyncio's transports (below) do it themselves.
             stream.set_nodelay(True)
             transport = StreamTransport(stream)
-            asyncio.ensure_future(transport.pump(ws))
+            keep(asyncio.ensure_future(transport.pump(ws)))
             return
         # A plain socket moves to asyncio: a duplicate of the descriptor goes to the loop's own transport and
         # tornado closes its copy. Nothing can be buffered in the stream: a client sends no frame before our 101.
         sock = stream.socket.dup()
         stream.close()
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: ws, sock)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: ws, sock)
+        except OSError:
+            sock.close()
+            ws.connection_lost(None)

@@ -25,11 +25,37 @@ EXPORT_FORMATS = ("html", "csv", "parquet")
 
 #: The report's one query: :func:`analysis.state_counts` done by SQLite, so 540,000 rows never become Python objects.
 COUNTS_SQL = """
-SELECT student_id, CAST((t - :t0) / :bin_s AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state,
-       MIN(t) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum
+SELECT student_id, CAST((t{shift} - :t0) / :bin_s AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state,
+       MIN(t{shift}) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum
 FROM states WHERE session_id = :session_id AND paused = 0
 GROUP BY student_id, bin_, segment_, state
 """
+
+#: A student's clock counts as off when its capture times sit this many seconds from the hub's receive times...
+CLOCK_OFF_S = 2.0
+#: ...steadily: the middle half of its offsets within this many seconds of each other. A time-compressed
+#: simulation (capture times running ahead of the hub's clock) drifts far more, and is left as it is.
+CLOCK_STEADY_S = 2.0
+#: Offsets looked at per session at most (a 540,000-row lesson is sampled, by seq).
+CLOCK_SAMPLE = 20000
+
+
+def clock_offsets(offsets: pd.DataFrame) -> dict[str, float]:
+    """Per student, what to add to its capture times ``t`` to put them on the hub's clock.
+
+    ``offsets``: columns ``student_id`` and ``offset`` (``received - t``). A student's offset is the hub's
+    clock minus its own plus the network delay; a student whose offset is large and steady has a wrong clock
+    (a laptop set an hour off), and its times move by the median offset, so its states land in the bins and
+    segments they happened in. Everyone else keeps their capture times (their delay is not a clock error).
+    """
+    out: dict[str, float] = {}
+    if offsets.empty:
+        return out
+    for student_id, values in offsets.groupby("student_id")["offset"]:
+        q1, median, q3 = values.quantile([0.25, 0.5, 0.75])
+        if abs(median) > CLOCK_OFF_S and q3 - q1 <= CLOCK_STEADY_S:
+            out[str(student_id)] = float(median)
+    return out
 
 
 @dataclass
@@ -43,6 +69,7 @@ class SessionData:
     session_id: str = ""
     title: str = ""
     db: Path | None = None
+    _clock_fix: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_export(cls, doc: dict[str, Any]) -> "SessionData":
@@ -58,6 +85,47 @@ class SessionData:
             title=session.get("title") or "",
         )
 
+    @property
+    def clock_fix(self) -> dict[str, float]:
+        """Seconds to add to each wrong-clocked student's capture times (see :func:`clock_offsets`)."""
+        if self._clock_fix is None:
+            if self.states is not None:
+                st = self.states
+                if len(st) and "received" in st.columns:
+                    frame = pd.DataFrame({"student_id": st["student_id"].astype(str),
+                                          "offset": pd.to_numeric(st["received"]) - pd.to_numeric(st["t"])})
+                    self._clock_fix = clock_offsets(frame.dropna())
+                else:
+                    self._clock_fix = {}
+            else:
+                with self._connect() as db:
+                    (n,) = db.execute("SELECT COUNT(*) FROM states WHERE session_id = ?",
+                                      (self.session_id,)).fetchone()
+                    every = max(1, n // CLOCK_SAMPLE)
+                    frame = pd.read_sql_query(
+                        "SELECT student_id, received - t AS offset FROM states WHERE session_id = ? AND seq % ? = 0",
+                        db, params=(self.session_id, every))
+                self._clock_fix = clock_offsets(frame)
+        return self._clock_fix
+
+    def _shift_sql(self) -> tuple[str, dict[str, Any]]:
+        """SQL added to ``t`` for the wrong-clocked students, and its parameters."""
+        if not self.clock_fix:
+            return "", {}
+        params, whens = {}, []
+        for i, (student_id, offset) in enumerate(self.clock_fix.items()):
+            params[f"sid{i}"], params[f"off{i}"] = student_id, offset
+            whens.append(f"WHEN :sid{i} THEN :off{i}")
+        return f" + CASE student_id {' '.join(whens)} ELSE 0 END", params
+
+    def aligned_states(self) -> pd.DataFrame | None:
+        """``states`` with the wrong-clocked students' capture times on the hub's clock."""
+        if self.states is None or not self.clock_fix or not len(self.states):
+            return self.states
+        st = self.states.copy()
+        st["t"] = pd.to_numeric(st["t"]) + st["student_id"].astype(str).map(self.clock_fix).fillna(0.0)
+        return st
+
     def lesson_start(self) -> float:
         """Where bin 0 starts: the first state, or the first segment if the teacher started it earlier."""
         seg = analysis.segment_frame(self.segments)
@@ -67,19 +135,24 @@ class SessionData:
     def first_t(self) -> float | None:
         """The first capture time, or None when the session has no states."""
         if self.states is not None:
-            t = pd.to_numeric(self.states["t"]) if len(self.states) else pd.Series(dtype=float)
+            states = self.aligned_states()
+            t = pd.to_numeric(states["t"]) if len(states) else pd.Series(dtype=float)
             return float(t.min()) if len(t) else None
+        shift, params = self._shift_sql()
         with self._connect() as db:
-            (t,) = db.execute("SELECT MIN(t) FROM states WHERE session_id = ?", (self.session_id,)).fetchone()
+            (t,) = db.execute(f"SELECT MIN(t{shift}) FROM states WHERE session_id = :session_id",
+                              {"session_id": self.session_id, **params}).fetchone()
         return t
 
     def counts(self, t0: float, settings: ReportSettings) -> pd.DataFrame:
         """States collapsed per (student, bin, segment, state) from ``t0`` (see :func:`analysis.state_counts`)."""
         if self.states is not None:
-            return analysis.state_counts(self.states, t0, settings)
+            return analysis.state_counts(self.aligned_states(), t0, settings)
+        shift, params = self._shift_sql()
         with self._connect() as db:
             df = pd.read_sql_query(
-                COUNTS_SQL, db, params={"t0": t0, "bin_s": settings.bin_s, "session_id": self.session_id}
+                COUNTS_SQL.format(shift=shift), db,
+                params={"t0": t0, "bin_s": settings.bin_s, "session_id": self.session_id, **params},
             )
         df = df.rename(columns={"bin_": "bin", "segment_": "segment"})
         df["segment"] = df["segment"].where(df["segment"] != "", None)

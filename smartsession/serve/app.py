@@ -28,6 +28,7 @@ from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 from smartsession import __version__
+from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
 from smartsession.serve import lockdown
 from smartsession.serve.channels import LiveKernelConnection
@@ -256,7 +257,11 @@ class SmartSessionApp(Voila):
             ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
         try:
-            self.app.listen(self.port, self.ip, ssl_options=ssl_options)
+            # The hub's HTTP server: its header/body timeouts, body and header sizes and connection caps
+            # apply to every route here (pages, kernels, hub), not only to the hub's own.
+            self.http_server = hub_http_server(self.app, self.hub_config, self.hub.connections, ssl_options,
+                                               self.hub.quiet, xheaders=False)
+            self.http_server.listen(self.port, self.ip)
         except OSError as err:
             self.log.critical(
                 "smartsession serve: cannot listen on %s:%s (%s): pick another --port or stop the other server",

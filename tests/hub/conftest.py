@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+import weakref
 from collections import deque
 from types import SimpleNamespace
 
@@ -92,13 +93,22 @@ async def eventually(check, timeout: float = 30) -> None:
         await asyncio.sleep(0.02)
 
 
-_unread: dict[int, deque] = {}
+def eventually_sync(check, timeout: float = 30) -> None:
+    """``eventually`` outside a loop (tests that drive subprocess hubs); the caller asserts after."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# Events of a batch frame not yet looked at, per connection. Keyed by the connection itself (weakly), not by
+# id(ws): ids are reused once a connection is gone, and a new one must not inherit another's leftovers.
+_unread: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def until(ws, pred, timeout: float = 30) -> dict:
     """The next message for which ``pred(msg)`` is true (others are skipped; ``batch`` frames unpacked)."""
     deadline = time.monotonic() + timeout
-    unread = _unread.setdefault(id(ws), deque())
+    unread = _unread.setdefault(ws, deque())
     while True:
         if not unread:
             msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
@@ -113,4 +123,5 @@ def kit():
     return SimpleNamespace(
         connect=connect, join=join, hello=hello, student=student, teacher=teacher, state=state,
         closed_with=closed_with, until=until, ws_url=ws_url, eventually=eventually,
+        eventually_sync=eventually_sync,
     )

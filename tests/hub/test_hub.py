@@ -184,7 +184,8 @@ def test_late_teacher_gets_a_full_snapshot_then_updates(tmp_path, kit):
             for ws, last in ((ada_ws, 1), (bob_ws, 2)):
                 await kit.until(ws, lambda m: m["type"] == "ack" and m["seq"] == last)
             await ada_ws.close()
-            await asyncio.sleep(0.2)
+            room = hub.rooms[info["class_id"]]
+            await kit.eventually(lambda: room.students[ada["student_id"]].presence == "disconnected")
             late, snap = await kit.teacher(url, info)
             students = {s["name"]: s for s in snap["students"]}
             assert snap["segment"]["title"] == "Kinematics" and snap["session_id"]

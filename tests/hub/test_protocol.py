@@ -7,10 +7,29 @@ import json
 import pytest
 
 from smartsession.hub import auth
-from smartsession.hub.protocol import ClassRoom, CloseCode, Connection, Hello, Limits, Refusal, Stale
+from smartsession.hub.protocol import (
+    ClassRoom,
+    CloseCode,
+    Connection,
+    ConnectionLimiter,
+    Hello,
+    HttpRefusal,
+    JoinGate,
+    JoinLimits,
+    JsonError,
+    Limits,
+    QuietLog,
+    RateBuckets,
+    Refusal,
+    Stale,
+    TeacherSeats,
+    json_depth,
+    parse_json,
+)
 from smartsession.schema import SchemaError, StateMessage, TeacherCommand
 
 SECRET = "s" * 64
+WALL = 1.7e9  # the hub's clock in these tests: states carry t=1.7e9
 
 
 def conn(role="student", class_id="c1", student_id="s1", limits=Limits(), now=0.0):
@@ -30,7 +49,7 @@ def state(seq=1, **kw):
 
 def refused(c, data, now=1.0) -> CloseCode:
     with pytest.raises(Refusal) as err:
-        c.receive(data, now)
+        c.receive(data, now, WALL)
     assert err.value.reason and len(err.value.reason.encode()) <= 123
     return err.value.code
 
@@ -38,7 +57,7 @@ def refused(c, data, now=1.0) -> CloseCode:
 def authed(role="student", **kw):
     c = conn(role, **kw)
     token = auth.student_token(SECRET, "c1", "s1") if role == "student" else auth.teacher_token(SECRET, "c1")
-    assert isinstance(c.receive(hello(token), 0.0), Hello)
+    assert isinstance(c.receive(hello(token), 0.0, WALL), Hello)
     return c
 
 
@@ -136,25 +155,26 @@ def test_bad_student_input_is_refused_with_its_code(data, code):
 
 def test_replayed_and_out_of_order_seq_are_dropped_not_fatal():
     c = authed()
-    assert isinstance(c.receive(state(5), 1.0), StateMessage)
-    assert c.receive(state(5), 1.1) == Stale(5, 5)
-    assert c.receive(state(3), 1.2) == Stale(3, 5)
-    assert c.receive(state(6), 1.3).seq == 6
+    assert isinstance(c.receive(state(5), 1.0, WALL), StateMessage)
+    assert c.receive(state(5), 1.1, WALL) == Stale(5, 5)
+    assert c.receive(state(3), 1.2, WALL) == Stale(3, 5)
+    assert c.receive(state(6), 1.3, WALL).seq == 6
 
 
 def test_a_flood_is_cut_off_by_the_token_bucket():
     c = authed(limits=Limits(rate=10, burst=5))
     for seq in range(5):
-        c.receive(state(seq + 1), 1.0)
+        c.receive(state(seq + 1), 1.0, WALL)
     assert refused(c, state(99), 1.0) == CloseCode.RATE_LIMITED
     c = authed(limits=Limits(rate=10, burst=5))
     for seq in range(50):  # 10 Hz sustained is fine
-        c.receive(state(seq + 1), 1.0 + seq * 0.1)
+        c.receive(state(seq + 1), 1.0 + seq * 0.1, WALL)
 
 
 def test_teacher_commands_are_validated():
     t = authed("teacher")
-    cmd = t.receive(json.dumps({"type": "command", "v": 1, "command": "start_segment", "title": " Intro ", "id": 3}), 1)
+    cmd = t.receive(json.dumps({"type": "command", "v": 1, "command": "start_segment", "title": " Intro ", "id": 3}),
+                    1, WALL)
     assert (cmd.command, cmd.title, cmd.id) == ("start_segment", "Intro", 3)
     assert refused(t, state()) == CloseCode.FORBIDDEN
     for bad in ({"command": "start_segment"}, {"command": "reboot"}, {"command": "set_emotions", "emotions": "no"},
@@ -193,3 +213,165 @@ def test_room_routes_states_commands_and_snapshots():
         mirror.apply(e)
     assert mirror.students["s1"].presence == "paused" and mirror.session_id == "B"
 
+
+
+# --- issue 10: what hostile clients tried, refused without a network ---
+
+
+@pytest.mark.parametrize("text", ["[" * 2000, "{\"a\":" * 2000, '[{"a":' * 600, "[" * 17 + "]" * 17])
+def test_deep_json_is_refused_before_decoding(text):
+    with pytest.raises(JsonError, match="nested deeper than 16"):
+        parse_json(text, 16)
+    for c in (conn(), authed()):  # before hello and after: a clean refusal, never a RecursionError
+        assert refused(c, text[:4000]) == CloseCode.BAD_JSON
+
+
+def test_json_depth_ignores_brackets_in_strings_and_is_linear():
+    assert json_depth('{"title": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "x": [1, [2]]}') == 3
+    assert json_depth(r'["a\"[[[[", "\\", [[]]]') == 3
+    assert parse_json('{"t": "' + "[" * 100 + '"}', 4) == {"t": "[" * 100}
+    import time as _time
+
+    hostile = '"' + '\\"' * 2000  # an unterminated string full of escaped quotes: no quadratic scan
+    started = _time.perf_counter()
+    json_depth(hostile * 1)
+    assert _time.perf_counter() - started < 0.05
+
+
+def test_duplicate_keys_are_refused():
+    with pytest.raises(JsonError, match="duplicate key 'engagement'"):
+        parse_json('{"engagement": "<img src=x>", "engagement": 50}')
+    dup = state(1)[:-1] + ', "features": {"yaw": 1.0}, "features": {"yaw": 2.0}}'
+    assert refused(authed(), dup) == CloseCode.BAD_JSON
+
+
+@pytest.mark.parametrize("t, words", [(0, "days behind"), (9.9e10, "days ahead"), (WALL + 7200, "hours ahead"),
+                                      (WALL - 3700, "minutes behind")])
+def test_capture_time_far_from_the_hub_clock_is_refused(t, words):
+    c = authed()
+    with pytest.raises(Refusal, match=words) as err:
+        c.receive(state(1, t=t), 1.0, WALL)
+    assert err.value.code == CloseCode.BAD_MESSAGE
+    assert isinstance(c.receive(state(2, t=WALL - 3500), 1.0, WALL), StateMessage)  # within the window
+
+
+@pytest.mark.parametrize("v", [True, 1.0, "1"])
+def test_version_must_be_the_integer_1(v):
+    assert refused(authed(), state(1, v=v)) == CloseCode.BAD_MESSAGE
+    assert refused(conn(), json.dumps({"type": "hello", "v": v, "token": auth.student_token(SECRET, "c1", "s1")})) \
+        == CloseCode.BAD_MESSAGE
+    with pytest.raises(SchemaError, match="v must be 1"):
+        TeacherCommand.from_dict({"type": "command", "v": v, "command": "end_session"})
+
+
+def test_only_segments_of_this_session_are_known():
+    room = ClassRoom("c1")
+    room.ensure_session(lambda: "S")
+    assert room.known_segment(None) and not room.known_segment("seg1")
+    room.command(TeacherCommand("start_segment", title="A"), 1.0, None)
+    room.command(TeacherCommand("start_segment", title="B"), 2.0, None)
+    assert room.known_segment("seg1") and room.known_segment("seg2")
+    for bad in ("seg3", "seg0", "segx", "nope", "seg-1"):
+        assert not room.known_segment(bad), bad
+
+
+def test_tokens_decode_canonically():
+    token = auth.student_token(SECRET, "c1", "s1")
+    payload, sig = token.split(".")
+    for forged in (payload + "." + sig[:5] + "!" + sig[5:], payload + "." + sig + "=", payload + "." + sig + "\n",
+                   payload + "." + sig[:-1] + chr(ord(sig[-1]) + 1 if sig[-1] not in "z_-9" else 65)):
+        with pytest.raises(auth.AuthError):
+            auth.verify_token(SECRET, forged)
+    assert auth.verify_token(SECRET, token).student_id == "s1"
+
+
+def test_a_students_budget_survives_reconnecting():
+    buckets = RateBuckets()
+    limits = Limits(rate=10, burst=5)
+    sent = 0
+    for k in range(20):  # twenty connections of the same student, one after another at the same instant
+        c = conn(limits=limits)
+        c.buckets = buckets
+        c.receive(hello(auth.student_token(SECRET, "c1", "s1")), 1.0, WALL)
+        try:
+            for seq in range(10):
+                c.receive(state(k * 10 + seq + 1), 1.0, WALL)
+                sent += 1
+        except Refusal as exc:
+            assert exc.code == CloseCode.RATE_LIMITED and "this student" in exc.reason
+    assert sent == 5
+    buckets.sweep(100.0)  # refilled: forgotten
+    assert len(buckets) == 0
+
+
+def test_a_class_has_a_budget_of_its_own():
+    buckets = RateBuckets()
+    limits = Limits(rate=100, burst=100, class_rate=10, class_burst=12)
+    taken = 0
+    with pytest.raises(Refusal, match="this class sends more than 10 messages/s"):
+        for s in range(1, 5):
+            c = Connection("student", "c1", f"s{s}", SECRET, limits, 0.0, buckets)
+            c.receive(hello(auth.student_token(SECRET, "c1", f"s{s}")), 0.0, WALL)
+            for seq in range(5):
+                c.receive(state(seq + 1, student_id=f"s{s}"), 0.0, WALL)
+                taken += 1
+    assert taken == 12
+
+
+def test_join_gate_limits_addresses_classes_and_class_size():
+    gate = JoinGate(JoinLimits(per_address_rate=1, per_address_burst=3, per_class_rate=1, per_class_burst=4,
+                               max_students=6))
+    for _ in range(3):
+        gate.attempt("10.0.0.1", 0.0)
+    with pytest.raises(HttpRefusal) as err:
+        gate.attempt("10.0.0.1", 0.0)
+    assert err.value.status == 429 and 0 < err.value.retry_after <= 1
+    for _ in range(10):
+        gate.attempt("127.0.0.1", 0.0, trusted=True)  # this machine's kernels
+    for size in range(4):
+        gate.admit("c1", size, 0.0)
+    with pytest.raises(HttpRefusal, match="too many students joining") as err:
+        gate.admit("c1", 4, 0.0)
+    assert err.value.status == 429
+    gate.admit("c1", 4, 1.0)  # a second later, one more
+    with pytest.raises(HttpRefusal, match="class is full") as err:
+        gate.admit("c1", 6, 100.0)
+    assert err.value.status == 503
+
+
+def test_teacher_seats_replace_per_token_and_cap_per_class():
+    seats = TeacherSeats(per_token=2, per_class=3)
+    assert seats.admit("c1", "A", "a1") == [] and seats.admit("c1", "A", "a2") == []
+    assert seats.admit("c1", "A", "a3") == ["a1"]  # the token's oldest page makes room
+    assert seats.admit("c1", "B", "b1") == []
+    with pytest.raises(Refusal) as err:
+        seats.admit("c1", "C", "c1")
+    assert err.value.code == CloseCode.TOO_MANY
+    seats.leave("c1", "b1")
+    assert seats.admit("c1", "C", "c1") == [] and seats.count("c1") == 3
+    assert seats.admit("c2", "C", "x") == []  # another class has its own seats
+
+
+def test_connection_limiter_per_address_total_and_transfer():
+    lim = ConnectionLimiter(max_total=4, per_address=2, trusted={"127.0.0.1"})
+    assert lim.acquire("a", "10.0.0.1") is None and lim.acquire("b", "10.0.0.1") is None
+    assert "from your address" in lim.acquire("c", "10.0.0.1")
+    assert lim.acquire("k1", "127.0.0.1") is None and lim.acquire("k2", "127.0.0.1") is None
+    assert "open connections" in lim.acquire("k3", "127.0.0.1")
+    assert lim.transfer("a", "ws-a") and not lim.transfer("nobody", "x")
+    lim.release("a")  # already handed over: nothing
+    assert lim.total == 4
+    lim.release("ws-a")
+    lim.release("ws-a")  # twice is harmless
+    assert lim.total == 3 and lim.by_address["10.0.0.1"] == 1
+
+
+def test_quiet_log_caps_lines_and_counts_the_rest():
+    lines, clock = [], [0.0]
+    quiet = QuietLog(lambda msg, *a: lines.append(msg % a), per_period=3, period=10, clock=lambda: clock[0])
+    for i in range(50):
+        quiet("refused %d", i)
+    assert lines == ["refused 0", "refused 1", "refused 2"]
+    clock[0] = 11.0
+    quiet("refused %d", 99)
+    assert lines[3:] == ["... 47 more like these in the last 10 s were not logged", "refused 99"]

@@ -6,10 +6,12 @@ A student publishes to hub A; a teacher on hub B gets the snapshot and every upd
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 
 import pytest
+import redis as redis_py
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
 from smartsession.hub.testing import HubProcess, RedisServer
@@ -18,13 +20,14 @@ from smartsession.schema import StateMessage
 pytestmark = pytest.mark.redis
 
 
-def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
+def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary, kit):
     secret = secrets.token_hex(32)
     with RedisServer(redis_binary) as redis, \
             HubProcess(tmp_path / "a", redis_url=redis.url, secret=secret) as hub_a, \
             HubProcess(tmp_path / "b", redis_url=redis.url, secret=secret) as hub_b:
         info = hub_a.create_class("Scaled")
         joined = join_class(hub_a.url, info["class_id"], info["join_code"], "Ada")
+        redis_client = redis_py.Redis.from_url(redis.url)
 
         async def main():
             pub = StudentPublisher(info["class_id"], joined["student_id"], joined["token"], url=hub_a.url)
@@ -32,7 +35,11 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
                 await pub.wait_connected(30)
                 first = pub.publish(StateMessage("", "", 0, time.time(), "distracted", 35.0, 0.6))
                 await pub.wait_acked(first.seq, 30)
-                await asyncio.sleep(0.3)  # the backplane pipeline flushes within a loop iteration
+                # Hub A's backplane pipeline has put the state in the room's hash, where hub B will read it.
+                room_key = f"smartsession:room:{info['class_id']}"
+                stored = lambda: redis_client.hget(room_key, f"state:{joined['student_id']}")  # noqa: E731
+                await kit.eventually(lambda: json.loads(stored() or "{}").get("seq") == first.seq)
+                assert json.loads(stored())["seq"] == first.seq
                 # A teacher arriving late on hub B sees the class as hub A knows it.
                 events = []
                 async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url,
@@ -44,16 +51,12 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
                     # Live fan-out A -> B.
                     sent = [pub.publish(StateMessage("", "", 0, time.time(), "focused", 60.0 + i, 0.9))
                             for i in range(5)]
-                    deadline = time.monotonic() + 30
-                    while [e["seq"] for e in events if e["type"] == "state"] != [m.seq for m in sent]:
-                        assert time.monotonic() < deadline, events
-                        await asyncio.sleep(0.02)
+                    relayed = lambda: [e["seq"] for e in events if e["type"] == "state"]  # noqa: E731
+                    await kit.eventually(lambda: relayed() == [m.seq for m in sent])
+                    assert relayed() == [m.seq for m in sent], events
                     # Commands B -> students on A.
                     await teacher.send_command("start_segment", title="Scaling out")
-                    deadline = time.monotonic() + 30
-                    while pub.status.get("segment") is None:
-                        assert time.monotonic() < deadline, "segment never reached hub A's student"
-                        await asyncio.sleep(0.02)
+                    await kit.eventually(lambda: pub.status.get("segment") is not None)
                     assert pub.status["segment"]["title"] == "Scaling out"
             # The student leaving hub A shows up on hub B as disconnected.
             async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=hub_b.url) as teacher:
@@ -62,4 +65,5 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary):
                 assert snap.segment.title == "Scaling out"
 
         asyncio.run(asyncio.wait_for(main(), 60))
+        kit.eventually_sync(lambda: hub_a.health()["students"] == 0)
         assert hub_a.health()["students"] == 0 and hub_b.health()["ok"]

@@ -16,6 +16,7 @@ from websockets.frames import Frame, Opcode
 
 from smartsession.hub.server import AckPacer
 from smartsession.hub.standalone import running_hub
+from smartsession.hub import wire
 from smartsession.hub.wire import StreamTransport, accept_value, text_frame
 from smartsession.serve.tls import self_signed_certificate
 
@@ -142,6 +143,10 @@ def test_fragments_pings_and_a_clean_close(tmp_path, kit, monkeypatch, tls):
             assert hub.health()["students"] == 1
             # Small frames must not wait for the peer's delayed ack (Nagle), whichever transport carries them.
             assert all(nagle_off(c) for c in [*hub.students.values(), *hub.teachers[info["class_id"]]])
+            if tls:
+                # The loop holds tasks weakly: each TLS connection's reading task is kept until it ends.
+                pumps = [t for t in wire._tasks if t.get_coro().__qualname__ == "StreamTransport.pump"]
+                assert len(pumps) == 2
             await ws.close()
             assert ws.close_code == 1000
             left = await kit.until(tws, lambda m: m["type"] == "presence")
