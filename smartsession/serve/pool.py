@@ -26,6 +26,8 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     """
 
     students: StudentKernels | None = None
+    #: Kernels this machine holds (0: no limit); pool refills wait while that many run (pages, pool, teacher).
+    kernel_budget: int = 0
 
     refill_quiet = Float(
         5.0,
@@ -53,14 +55,18 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
 
     async def start_kernel(self, *args, **kwargs):
         if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
-            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
+            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full():
+                await asyncio.sleep(wait if wait > 0 else 1.0)
             return await super().start_kernel(*args, **kwargs)
         kernel_id = await super().start_kernel(*args, **kwargs)
         ticket = page_ticket.get()
         if ticket is not None and ticket.kernel_id is None:
             ticket.kernel_id = kernel_id  # a cold kernel for the admitted student page being rendered
         return kernel_id
+
+    def _full(self) -> bool:
+        # A refill beyond memory would push pages' kernels into swap; it starts once a kernel has gone.
+        return bool(self.kernel_budget) and len(self) >= self.kernel_budget
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)

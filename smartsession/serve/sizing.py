@@ -35,8 +35,8 @@ class Machine:
 
     @property
     def kernels_fit(self) -> int:
-        """Student kernels (pool and pages together) that fit in memory, at least 2."""
-        return max(2, (self.memory - RESERVE_BYTES) // KERNEL_BYTES)
+        """Student kernels (pool and pages together) that fit in memory, at least 1."""
+        return max(1, (self.memory - RESERVE_BYTES) // KERNEL_BYTES)
 
 
 def _available_memory() -> int:
@@ -51,14 +51,14 @@ def _available_memory() -> int:
 
 
 def default_pool_size(machine: Machine, class_size: int) -> int:
-    """Preheated kernels: the class plus reloads, no more than warm in about two minutes, half the memory."""
+    """Preheated kernels: the class plus reloads, no more than warm in about two minutes or memory holds."""
     warmable = int(machine.cores * WARM_TARGET_SECONDS / WARM_CORE_SECONDS)
-    return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit // 2))
+    return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit))
 
 
-def default_max_students(machine: Machine, pool_size: int) -> int:
-    """Student pages served at once: what memory holds besides a refilled pool."""
-    return max(1, machine.kernels_fit - pool_size)
+def default_max_students(machine: Machine) -> int:
+    """Student pages served at once: what memory holds (pool refills wait while it is full, see pool.py)."""
+    return machine.kernels_fit
 
 
 def warm_seconds(pool_size: int, cores: int) -> float:

@@ -185,3 +185,24 @@ def test_connect_timeout_above_a_minute_is_refused(tmp_path, dashboards):
     )
     assert result.returncode != 0
     assert "--connect-timeout must be more than 0 and at most 60 seconds" in result.stderr + result.stdout
+
+
+def test_pool_refills_wait_while_memory_holds_no_more_kernels():
+    import asyncio
+
+    from smartsession.serve.pool import QuietRefillKernelManager
+
+    async def scenario():
+        manager = QuietRefillKernelManager(refill_quiet=0)
+        manager.kernel_budget = 1
+        page = await manager.start_kernel(kernel_name="python3")
+        preheat = {**os.environ, "VOILA_PREHEAT": "True"}
+        refill = asyncio.ensure_future(manager.start_kernel(kernel_name="python3", env=preheat))
+        await asyncio.sleep(3)
+        assert not refill.done() and len(manager) == 1, "a refill started beyond the machine's memory"
+        await manager.shutdown_kernel(page)
+        pooled = await asyncio.wait_for(refill, 60)
+        assert manager.list_kernel_ids() == [pooled]
+        await manager.shutdown_kernel(pooled)
+
+    asyncio.run(scenario())
