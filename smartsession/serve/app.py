@@ -111,8 +111,8 @@ class SmartSessionApp(Voila):
     )
     max_students = Int(
         config=True,
-        help="Student pages served at once; more get a 'class is full' page (default: what memory holds "
-        "besides the pool).",
+        help="Student pages served at once; more get a 'class is full' page (default: the student kernels "
+        "this machine's memory holds).",
     )
     max_per_address = Int(
         4,
@@ -141,7 +141,7 @@ class SmartSessionApp(Voila):
 
     @default("max_students")
     def _default_max_students(self) -> int:
-        return default_max_students(self.machine, self.pool_size)
+        return default_max_students(self.machine)
 
     @validate("pool_size", "max_per_address")
     def _valid_count(self, proposal):
@@ -197,6 +197,9 @@ class SmartSessionApp(Voila):
         vc.multi_kernel_manager_class = QuietRefillKernelManager
         # A link must not pick the jinja template (Voila looks it up by name on disk); the notebook may.
         vc.allow_template_override = "NOTEBOOK"
+        # ipywebrtc's front end (for WebRTCCamera in JupyterLab) is built for ipywidgets 7: no page here uses
+        # it, and loaded it only warned that it wants an older @jupyter-widgets/base (docs/SERVE.md).
+        vc.extension_denylist = [*(vc.extension_denylist or []), "jupyter-webrtc"]
         # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
         self.config.VoilaKernelManager.fill_delay = 0.0
         self.config.VoilaKernelManager.kernel_pools_config = {
@@ -248,6 +251,8 @@ class SmartSessionApp(Voila):
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
         self.kernel_manager.students = self.students
+        # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
+        self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         return settings
 
     def init_handlers(self) -> list:
