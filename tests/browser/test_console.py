@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 PAGE_TIMEOUT_MS = 180_000
 
 #: Voila 0.5 ships JupyterLab 4.2.5's packages; the widget extensions were built against a later 4.x and webpack
@@ -60,6 +62,7 @@ def unexpected(messages: list[str]) -> list[str]:
     return [m for m in messages if not harmless(m.split(": ", 1)[1])]
 
 
+@pytest.mark.slow
 def test_student_and_teacher_pages_log_no_unexpected_warning_or_error(browser, server):
     server.wait_warm(300)
     context = browser.new_context(viewport={"width": 1100, "height": 800})

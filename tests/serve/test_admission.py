@@ -124,6 +124,7 @@ def capped(tmp_path_factory, dashboards):
         yield srv
 
 
+@pytest.mark.slow
 def test_join_link_beyond_the_caps_gets_the_class_full_page_and_kernels_stay_bounded(capped):
     assert capped.health()["student_kernels"] == {"running": 0, "max": 2}
     running = lambda: capped.health()["student_kernels"]["running"]  # noqa: E731
@@ -206,3 +207,18 @@ def test_pool_refills_wait_while_memory_holds_no_more_kernels():
         await manager.shutdown_kernel(pooled)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_pool_kernel_whose_page_never_connects_is_shut_down_too(tmp_path, dashboards):
+    with running_server(tmp_path, pool_size=1, dashboards=dashboards, connect_timeout=2, refill_quiet=60) as srv:
+        srv.wait_warm(180)
+        page = srv.request(srv.join_url)
+        assert page.status == 200
+        kid = kernel_id(page.text)
+        assert f"Using pre-heated kernel: {kid}" in srv.log_text()
+        assert srv.health()["student_kernels"]["running"] == 1
+        eventually(lambda: f"Closing kernel {kid}: its page did not connect" in srv.log_text(), 30,
+                   "the pool kernel handed to a page that never connected was kept")
+        eventually(lambda: srv.request(f"api/kernels/{kid}").status == 404, 30, "the kernel is still running")
+        assert srv.health()["student_kernels"]["running"] == 0

@@ -7,7 +7,8 @@
   box.id = "ss-pool-status";
   box.setAttribute("role", "status");
   box.style.cssText =
-    "position:fixed;right:1em;bottom:1em;z-index:1000;padding:.5em .8em;border-radius:4px;" +
+    // pointer-events:none: a note, never in the way of the buttons under it.
+    "position:fixed;right:1em;bottom:1em;z-index:1000;padding:.5em .8em;border-radius:4px;pointer-events:none;" +
     "background:#263238;color:#fff;font:14px system-ui,sans-serif;box-shadow:0 1px 4px rgba(0,0,0,.3)";
   box.textContent = "Student pages: checking the kernel pool…";
 
