@@ -35,12 +35,13 @@ def class_full() -> Refused:
     )
 
 
-def too_many_from_address() -> Refused:
+def too_many_from_address(limit: int) -> Refused:
+    pages = "one class page" if limit == 1 else f"{limit} class pages"
     return Refused(
         429,
         "Too many pages open from this device, try again in a minute",
-        "This device already has several class pages open. Close the other SmartSession tabs, then try "
-        "again in a minute.",
+        f"This server serves {pages} at once to one device, and this one has that many open. Close the "
+        "other SmartSession tabs, then try again in a minute.",
     )
 
 
@@ -90,7 +91,7 @@ class StudentKernels:
         if self.max_total and len(self._tickets) >= self.max_total:
             raise class_full()
         if self.max_per_address and self.from_address(address) >= self.max_per_address:
-            raise too_many_from_address()
+            raise too_many_from_address(self.max_per_address)
         ticket = Ticket(address=address)
         self._tickets.append(ticket)
         return ticket

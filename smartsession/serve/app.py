@@ -106,8 +106,8 @@ class SmartSessionApp(Voila):
     class_size = Int(30, config=True, help="Students expected at once; sizes the default pool.")
     pool_size = Int(
         config=True,
-        help="Preheated kernels for the student page (default: the class plus reloads, as many as this machine "
-        "warms in about two minutes and half its memory holds).",
+        help="Preheated kernels for the student page (default: the class plus reloads, at most what this machine "
+        "warms in about two minutes and what its memory holds).",
     )
     max_students = Int(
         config=True,

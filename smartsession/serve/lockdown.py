@@ -198,7 +198,6 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
         if path != STUDENT_PAGE:
             await self._render(path)
             return
-        self.kernel_manager.note_demand()
         students = self.kernel_manager.students
         try:
             ticket = students.admit(self.request.remote_ip)
@@ -208,6 +207,8 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page(refused.title, refused.text))
             return
+        # After admission: a flood of refused requests must not hold pool refills back.
+        self.kernel_manager.note_demand()
         reset = page_ticket.set(ticket)
         try:
             await self._render(path)

@@ -145,3 +145,18 @@ def test_closing_twice_is_harmless():
     camera = Camera()
     camera.close()
     camera.close()
+
+
+def test_webrtc_snapshots_are_not_decoded_while_paused():
+    from smartsession.widgets.webrtc import WebRTCCamera
+
+    data = cv2.imencode(".jpg", cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    with WebRTCCamera(active=False) as camera:
+        camera.on_frame(lambda frame, t: got.append(frame.shape))
+        camera.recorder.image.value = data  # what the browser's snapshot does
+        assert camera.counts["refused"] == 1 and camera.counts["received"] == 0
+        camera.active = True
+        camera.recorder.image.value = data + b"\x00"  # a new value, so the trait changes
+        wait_for(lambda: got)
+    assert got == [astronaut().shape]
