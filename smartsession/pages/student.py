@@ -187,6 +187,7 @@ class StudentPage:
         self.student_id = ""
         self.segment: str | None = None
         self.paused = False
+        self.consented = False  # frames are decoded only once the student agreed
         self.last_message: StateMessage | None = None
         self.last_observation: Any = None
         self._last_publish = 0.0
@@ -233,7 +234,7 @@ class StudentPage:
         self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
         # Live view.
         # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
-        self.camera = Camera(active=False, fps=CAMERA_FPS)
+        self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS)
         self.overlay = LandmarkOverlay(layout=w.Layout(display="none"))
         self.overlay.add_class("ss-overlay-box")
         stack = w.Box([self.camera, self.overlay])
@@ -269,7 +270,7 @@ class StudentPage:
 
     def open(self, query: str | None) -> "StudentPage":
         """Start from the join link's query string (read after the request arrived, see the notebook)."""
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()  # the kernel runs the notebook's cells on its event loop
         self.request = JoinRequest.from_query(query)
         self.class_input.value, self.code_input.value = self.request.class_id, self.request.join_code
         self.name_input.value = self.request.name
@@ -303,7 +304,8 @@ class StudentPage:
         self._show(self.live)
         self.connection.value = "<span class='ss-muted'>Connecting to your class...</span>"
         self._hub_task = self._loop.create_task(self._run_hub())
-        self.camera.active = True
+        self.consented = True
+        self._camera_on(True)
         self.calibrate()
 
     # --- live ---
@@ -323,7 +325,7 @@ class StudentPage:
             self.paused = paused
         self.pause_button.value = paused
         self.pause_button.description = "Resume" if paused else "Pause"
-        self.camera.active = not paused
+        self._camera_on(not paused and self.consented)
         if paused:
             self.overlay.clear()
             self._feedback_shown = None
@@ -332,6 +334,11 @@ class StudentPage:
                 "Press Resume to continue.</div></div>"
             )
             self._publish_paused()
+
+    def _camera_on(self, on: bool) -> None:
+        # accept_frames is the kernel's own switch: a page can flip ``active`` (or press Resume) before consent.
+        self.camera.accept_frames = on
+        self.camera.active = on
 
     def _toggle_overlay(self, change: dict) -> None:
         self.overlay.layout.display = None if change["new"] else "none"
@@ -430,7 +437,8 @@ class StudentPage:
             await publisher.start()
         except Exception as err:  # back to the form with the reason; the page and the kernel stay usable
             log.warning("joining class %s failed: %s", req.class_id, err)
-            self.camera.active = False
+            self.consented = False  # back to the form: the student agrees again
+            self._camera_on(False)
             self.agree_button.disabled = False
             self.title.value = ""
             reason = re.sub(r"^/\S+: \d{3} ", "", str(err))  # the hub's own words, without the HTTP plumbing

@@ -397,7 +397,7 @@ class TeacherPage:
         self.header.value = _header(f"Class {self.class_id}")
         self.form.layout.display = "none"
         self._set_status("connecting", "Connecting to the hub…")
-        loop = asyncio.get_event_loop()
+        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._redraw_loop())]
 
     def __enter__(self) -> "TeacherPage":
@@ -451,7 +451,7 @@ class TeacherPage:
         if event.get("type") == "snapshot" and session_id and session_id != self._history_for:
             # Opened (or reopened) mid-session: the chart, sparklines and bands start at the session's start.
             self._history_for = session_id
-            self._tasks.append(asyncio.get_event_loop().create_task(self._load_history(session_id)))
+            self._tasks.append(asyncio.get_running_loop().create_task(self._load_history(session_id)))
         self._mark_dirty()
 
     async def _load_history(self, session_id: str) -> None:
@@ -473,7 +473,7 @@ class TeacherPage:
         if self._flush_at is not None or not self._tasks:
             return
         delay = max(0.0, self._last_flush + CARDS_EVERY - time.monotonic())
-        self._flush_at = asyncio.get_event_loop().call_later(delay, self._flush)
+        self._flush_at = asyncio.get_running_loop().call_later(delay, self._flush)
 
     def _flush(self) -> None:
         self._flush_at = None
@@ -611,7 +611,7 @@ class TeacherPage:
         if sub is None:
             self._notify("Not connected to the hub yet: wait a moment and try again")
             return
-        task = asyncio.get_event_loop().create_task(sub.send_command(command, **args))
+        task = asyncio.get_running_loop().create_task(sub.send_command(command, **args))
         task.add_done_callback(lambda t: self._command_done(command, t))
 
     def _command_done(self, command: str, task: asyncio.Task) -> None:
@@ -634,7 +634,7 @@ class TeacherPage:
             return
         self._notify("Building the session report…")
         self.report_button.disabled = True
-        asyncio.get_event_loop().create_task(self._build_report(session_id))
+        asyncio.get_running_loop().create_task(self._build_report(session_id))
 
     async def _build_report(self, session_id: str) -> None:
         from smartsession.hub.client import hub_url

@@ -19,7 +19,7 @@ from pathlib import Path
 import tornado.ioloop
 import tornado.web
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Int, Unicode, default, validate
+from traitlets import Bool, Float, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
@@ -31,8 +31,10 @@ from smartsession import __version__
 from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
 from smartsession.serve import lockdown
+from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
+from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
@@ -69,7 +71,7 @@ class SmartSessionApp(Voila):
     description = Unicode(
         "smartsession serve [OPTIONS]\n\nRuns a classroom: the student and teacher pages and the hub, in one process."
     )
-    examples = "smartsession serve --host 0.0.0.0 --self-signed --pool-size 40"
+    examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
     aliases = {
         "host": "SmartSessionApp.ip",
@@ -79,7 +81,11 @@ class SmartSessionApp(Voila):
         "redis-url": "HubConfig.redis_url",
         "certfile": "SmartSessionApp.certfile",
         "keyfile": "SmartSessionApp.keyfile",
+        "class-size": "SmartSessionApp.class_size",
         "pool-size": "SmartSessionApp.pool_size",
+        "max-students": "SmartSessionApp.max_students",
+        "max-per-address": "SmartSessionApp.max_per_address",
+        "connect-timeout": "SmartSessionApp.connect_timeout",
         "refill-quiet": "QuietRefillKernelManager.refill_quiet",
         "dashboards": "SmartSessionApp.dashboards",
         "class-title": "SmartSessionApp.class_title",
@@ -98,10 +104,26 @@ class SmartSessionApp(Voila):
     certfile = Unicode("", config=True, help="TLS certificate (PEM) to serve https.")
     keyfile = Unicode("", config=True, help="Private key of --certfile (PEM), if not inside it.")
     self_signed = Bool(False, config=True, help="Create (or reuse) a self-signed certificate in the data dir.")
+    class_size = Int(30, config=True, help="Students expected at once; sizes the default pool.")
     pool_size = Int(
-        36,
         config=True,
-        help="Preheated kernels for the student page; size it above the class, since every reload takes one.",
+        help="Preheated kernels for the student page (default: the class plus reloads, at most what this machine "
+        "warms in about two minutes and what its memory holds).",
+    )
+    max_students = Int(
+        config=True,
+        help="Student pages served at once; more get a 'class is full' page (default: the student kernels "
+        "this machine's memory holds).",
+    )
+    max_per_address = Int(
+        4,
+        config=True,
+        help="Student pages served at once to one address (0: no limit; behind a proxy every page has its address).",
+    )
+    connect_timeout = Float(
+        30.0,
+        config=True,
+        help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
     )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
@@ -114,11 +136,38 @@ class SmartSessionApp(Voila):
     def _default_kernel_websocket_connection_class(self):
         return LiveKernelConnection
 
-    @validate("pool_size")
-    def _valid_pool_size(self, proposal):
+    @default("pool_size")
+    def _default_pool_size(self) -> int:
+        return default_pool_size(self.machine, self.class_size)
+
+    @default("max_students")
+    def _default_max_students(self) -> int:
+        return default_max_students(self.machine)
+
+    @validate("pool_size", "max_per_address")
+    def _valid_count(self, proposal):
         if proposal["value"] < 0:
-            raise ValueError("--pool-size must be 0 or more")
+            raise ValueError(f"--{proposal['trait'].name.replace('_', '-')} must be 0 or more")
         return proposal["value"]
+
+    @validate("class_size", "max_students")
+    def _valid_students(self, proposal):
+        if proposal["value"] < 1:
+            raise ValueError(f"--{proposal['trait'].name.replace('_', '-')} must be 1 or more")
+        return proposal["value"]
+
+    @validate("connect_timeout")
+    def _valid_connect_timeout(self, proposal):
+        # A page that never connects holds ~400 MB: it must be gone within a minute.
+        if not 0 < proposal["value"] <= 60:
+            raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
+        return proposal["value"]
+
+    @property
+    def machine(self) -> Machine:
+        if not hasattr(self, "_machine"):
+            self._machine = Machine.here()
+        return self._machine
 
     # --- setup ---
 
@@ -149,6 +198,9 @@ class SmartSessionApp(Voila):
         vc.multi_kernel_manager_class = QuietRefillKernelManager
         # A link must not pick the jinja template (Voila looks it up by name on disk); the notebook may.
         vc.allow_template_override = "NOTEBOOK"
+        # ipywebrtc's front end (for WebRTCCamera in JupyterLab) is built for ipywidgets 7: no page here uses
+        # it, and loaded it only warned that it wants an older @jupyter-widgets/base (docs/SERVE.md).
+        vc.extension_denylist = [*(vc.extension_denylist or []), "jupyter-webrtc"]
         # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
         self.config.VoilaKernelManager.fill_delay = 0.0
         self.config.VoilaKernelManager.kernel_pools_config = {
@@ -198,6 +250,10 @@ class SmartSessionApp(Voila):
         settings = super().init_settings()
         settings["log_function"] = lockdown.log_request
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
+        self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
+        self.kernel_manager.students = self.students
+        # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
+        self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         return settings
 
     def init_handlers(self) -> list:
@@ -214,6 +270,7 @@ class SmartSessionApp(Voila):
         local = frozenset({"127.0.0.1", "::1", self.kernel_host})
         ours = [
             (base, lockdown.LandingHandler),
+            (url_path_join(base, r"/logout"), lockdown.LogoutHandler),
             (url_path_join(base, r"/voila/tree(.*)"), lockdown.GoneHandler),
             (url_path_join(base, r"/voila/api/contents(.*)"), lockdown.GoneHandler),
             (url_path_join(base, r"/voila/files/(.*)"), lockdown.GoneHandler),
@@ -241,11 +298,14 @@ class SmartSessionApp(Voila):
 
     def start(self):
         self.hub = Hub(self.hub_config)
-        self.loop = asyncio.get_event_loop()
+        # The loop tornado's IOLoop.current() picks up later; asyncio.get_event_loop() would make one implicitly.
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         # The hub must be up (secret, store) before the routes that check tokens are built.
         self.loop.run_until_complete(self.hub.start())
         self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
         self.hub.health_extras["warm"] = lambda: self.pool().warm
+        self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
         super().start()
 
     def pool(self):
@@ -273,6 +333,8 @@ class SmartSessionApp(Voila):
             self.exit(1)
         self.links = self.default_class()
         self.announce()
+        # Checked three times per timeout, so a page that never connects loses its kernel within 4/3 of it.
+        tornado.ioloop.PeriodicCallback(self.close_unconnected, self.connect_timeout * 1000 / 3).start()
         # Voila, Jupyter server and their imports are ~200,000 objects that live as long as the process. Each
         # full garbage collection walked them all, stalling the hub and every page for ~100 ms here; frozen,
         # collections see only what the classroom creates.
@@ -284,6 +346,17 @@ class SmartSessionApp(Voila):
             self.log.info("Stopping...")
         finally:
             self.stop()
+
+    async def close_unconnected(self) -> None:
+        """Shut down the kernels of student pages that were sent but never connected (a GET without a browser)."""
+        self.students.keep_only(self.kernel_manager.list_kernel_ids())
+        for kernel_id in self.students.unconnected():
+            self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id, self.connect_timeout)
+            try:
+                await self.kernel_manager.shutdown_kernel(kernel_id)
+            except (KeyError, tornado.web.HTTPError):
+                pass  # its page closed it meanwhile
+            self.students.keep_only(self.kernel_manager.list_kernel_ids())
 
     def default_class(self) -> dict:
         """Reopen the class created on the first start (its id is kept in the data dir), or create it."""
@@ -305,7 +378,13 @@ class SmartSessionApp(Voila):
 
     def announce(self) -> None:
         links = self.links
-        record = {**links, "pid": os.getpid(), "pool_size": self.pool_size, "certfile": self.certfile}
+        record = {
+            **links,
+            "pid": os.getpid(),
+            "pool_size": self.pool_size,
+            "max_students": self.max_students,
+            "certfile": self.certfile,
+        }
         path = self.state_dir / SERVER_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -320,10 +399,13 @@ class SmartSessionApp(Voila):
             "  Student join link (share it with the class):",
             f"    {links['join_url']}",
             "",
-            f"  {self.pool_size} student kernels are preheating; {links['url']}smartsession/health says "
-            '"warm": true when they are ready.'
+            f"  {self.pool_size} student kernel{'s' if self.pool_size != 1 else ''} preheating, ready in "
+            f"{about(warm_seconds(self.pool_size, self.machine.cores))} on {self.machine.cores} cores; "
+            "the teacher page shows them filling."
             if self.pool_size
             else "  No student pool (--pool-size 0): each student page starts its own kernel.",
+            f"  Up to {self.max_students} student pages at once (--max-students); more see a "
+            "'class is full' page.",
         ]
         if self.self_signed:
             lines.append(

@@ -18,7 +18,12 @@ OPTIONS = (
     ("redis-url", "URL", "redis://host:port to share classes between hub processes"),
     ("certfile", "PEM", "TLS certificate to serve https"),
     ("keyfile", "PEM", "private key of --certfile"),
-    ("pool-size", "N", "preheated student kernels, above the class size (default 36)"),
+    ("class-size", "N", "students expected at once; sizes the default pool (default 30)"),
+    ("pool-size", "N", "preheated student kernels (default: from the class size, this machine's cores and memory)"),
+    ("max-students", "N", "student pages served at once; more see a 'class is full' page (default: from memory)"),
+    ("max-per-address", "N", "student pages served at once to one address (default 4; 0: no limit)"),
+    ("connect-timeout", "SECONDS", "shut down a student page's kernel if the page has not connected by then "
+     "(default 30, at most 60)"),
     ("refill-quiet", "SECONDS", "refill the pool only after this long without page requests (default 5)"),
     ("dashboards", "DIR", "folder with student.ipynb and teacher.ipynb (default: the repository's dashboards/)"),
     ("class-title", "TITLE", "title of the class created on first start"),

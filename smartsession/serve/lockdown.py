@@ -17,7 +17,8 @@ from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
 from smartsession.hub.auth import AuthError, check_join_code, verify_token
-from smartsession.serve.pool import next_kernel_started
+from smartsession.serve.admission import RETRY_AFTER, Refused, page_ticket
+from smartsession.serve.pool import next_kernel
 
 STUDENT_PAGE = "student.ipynb"
 TEACHER_PAGE = "teacher.ipynb"
@@ -100,13 +101,22 @@ def offline_html(snippet: str, base_url: str) -> str:
 def message_page(title: str, text: str) -> str:
     """A small self-contained HTML page (no external resources) for refusals and the landing page."""
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}"
         "h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .2em}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1><p>{text}</p></body></html>"
+        f"<body><main><h1>{html.escape(title)}</h1><p>{text}</p></main></body></html>"
     )
+
+
+def with_pool_status(snippet: str, base_url: str) -> str:
+    """Add the student pool's progress note to the teacher page (at its end, so the page renders first)."""
+    script = (
+        f'<script src="{html.escape(base_url)}smartsession/static/pool-status.js" '
+        f'data-health="{html.escape(base_url)}smartsession/health"></script>\n'
+    )
+    return snippet.replace("</body>", script + "</body>", 1)
 
 
 class PageRefused(Exception):
@@ -185,20 +195,49 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page("This link does not open this page", str(refused)))
             return
-        if path == STUDENT_PAGE:
-            self.kernel_manager.note_demand()
+        if path != STUDENT_PAGE:
+            await self._render(path)
+            return
+        students = self.kernel_manager.students
+        try:
+            ticket = students.admit(self.request.remote_ip)
+        except Refused as refused:
+            self.set_status(refused.status)
+            self.set_header("Retry-After", str(RETRY_AFTER))
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(message_page(refused.title, refused.text))
+            return
+        # After admission: a flood of refused requests must not hold pool refills back.
+        self.kernel_manager.note_demand()
+        reset = page_ticket.set(ticket)
+        try:
+            await self._render(path)
+        finally:
+            page_ticket.reset(reset)
+            students.served(ticket)
+
+    async def _render(self, path: str) -> None:
         # Sets the _xsrf cookie that the page echoes when its tab closes (Voila's beforeunload beacon to
         # /voila/api/shutdown); without it that request is refused and the kernel outlives its page.
         self.xsrf_token
         async for snippet in self.get_generator(path=path):
-            self.write(offline_html(snippet, self.base_url))
+            snippet = offline_html(snippet, self.base_url)
+            if path == TEACHER_PAGE:
+                snippet = with_pool_status(snippet, self.base_url)
+            self.write(snippet)
             self.flush()
 
     def should_use_rendered_notebook(self, notebook_data, pool_size, template_name, theme, request_args):
         # Voila would wait for a pool kernel that has not even started (222 s once, here); a cold one is quicker.
-        return super().should_use_rendered_notebook(
+        kernel_id = next_kernel(self.kernel_manager, self.page)
+        use_pool = kernel_id is not None and super().should_use_rendered_notebook(
             notebook_data, pool_size, template_name, theme, request_args
-        ) and next_kernel_started(self.kernel_manager, self.page)
+        )
+        ticket = page_ticket.get()
+        if use_pool and ticket is not None:
+            # Voila takes exactly this kernel next, with no await in between: the page's kernel is known here.
+            ticket.kernel_id = kernel_id
+        return use_pool
 
 
 class LandingHandler(MessagePageMixin, tornado.web.RequestHandler):
@@ -212,6 +251,16 @@ class LandingHandler(MessagePageMixin, tornado.web.RequestHandler):
                 "by <code>smartsession serve</code>.",
             )
         )
+
+
+class LogoutHandler(MessagePageMixin, tornado.web.RequestHandler):
+    """``/logout``: pages here open with their links, there is no session to end; back to the root.
+
+    Jupyter's own handler renders a template that needs a static path standalone Voila lacks (a 500).
+    """
+
+    def get(self):
+        self.redirect(self.settings.get("base_url", "/"))
 
 
 class GoneHandler(MessagePageMixin, tornado.web.RequestHandler):

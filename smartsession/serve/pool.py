@@ -14,13 +14,20 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
 
+from smartsession.serve.admission import StudentKernels, page_ticket
+
 
 class QuietRefillKernelManager(AsyncMappingKernelManager):
     """Kernel manager whose pool refills start only once page requests have been quiet for ``refill_quiet`` s.
 
     Voila builds its pooling ``VoilaKernelManager`` on top of this class, so pool kernels reach
     :meth:`start_kernel` here; cold kernels (the teacher page, an exhausted pool) start at once.
+    ``students`` (set by the app) learns which kernel each admitted page got and when a page connects.
     """
+
+    students: StudentKernels | None = None
+    #: Kernels this machine holds (0: no limit); pool refills wait while that many run (pages, pool, teacher).
+    kernel_budget: int = 0
 
     refill_quiet = Float(
         5.0,
@@ -48,9 +55,23 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
 
     async def start_kernel(self, *args, **kwargs):
         if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
-            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-        return await super().start_kernel(*args, **kwargs)
+            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full():
+                await asyncio.sleep(wait if wait > 0 else 1.0)
+            return await super().start_kernel(*args, **kwargs)
+        kernel_id = await super().start_kernel(*args, **kwargs)
+        ticket = page_ticket.get()
+        if ticket is not None and ticket.kernel_id is None:
+            ticket.kernel_id = kernel_id  # a cold kernel for the admitted student page being rendered
+        return kernel_id
+
+    def _full(self) -> bool:
+        # A refill beyond memory would push pages' kernels into swap; it starts once a kernel has gone.
+        return bool(self.kernel_budget) and len(self) >= self.kernel_budget
+
+    def notify_connect(self, kernel_id: str) -> None:
+        super().notify_connect(kernel_id)
+        if self.students is not None:
+            self.students.connected(kernel_id)
 
 
 @dataclass(frozen=True)
@@ -88,7 +109,9 @@ def pool_status(kernel_manager, notebook: str, size: int) -> PoolStatus:
     return PoolStatus(size=size, started=started, warm_count=warm)
 
 
-def next_kernel_started(kernel_manager, notebook: str) -> bool:
-    """Whether the kernel a page would take next is already running (else a cold kernel is quicker)."""
+def next_kernel(kernel_manager, notebook: str) -> str | None:
+    """The running kernel a page would take next from the pool, or None (then a cold kernel is quicker)."""
     pool = _pool(kernel_manager, notebook)
-    return bool(pool) and pool[0].done() and not pool[0].cancelled() and pool[0].exception() is None
+    if pool and pool[0].done() and not pool[0].cancelled() and pool[0].exception() is None:
+        return pool[0].result()["kernel_id"]
+    return None

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Iterator
 
 SERVER_FILE = "serve.json"  # written by smartsession.serve.app once it listens
+#: Student pages a test server serves at once unless told: fixed, because the default follows the machine's
+#: memory and a test must not pass on one machine and fail on another.
+TEST_MAX_STUDENTS = 64
 _KERNEL_ID = re.compile(r'"kernelId":\s*"([0-9a-f-]{36})"')
 
 
@@ -125,7 +128,7 @@ def _options_argv(options: dict) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
-        elif value not in (None, False):
+        elif value is not None and value is not False:  # 0 is a value (0 == False)
             argv += [flag, str(value)]
     return argv
 
@@ -156,6 +159,8 @@ def running_server(
     """Start ``smartsession serve`` on a free 127.0.0.1 port; yield a :class:`RunningServer`; stop it on exit.
 
     ``options`` are further ``serve`` options (``self_signed=True``, ``refill_quiet=1``, ``class_title=...``).
+    Every test client comes from 127.0.0.1, so there is no limit per address unless ``max_per_address`` is given,
+    and ``max_students`` is :data:`TEST_MAX_STUDENTS` unless given.
     ``data_dir`` defaults to ``tmp_path/data``; pass the same one again to restart on the same store.
     The server's output goes to ``tmp_path/serve-<port>.log`` and is printed when the block fails.
     """
@@ -167,6 +172,8 @@ def running_server(
     argv += ["--data-dir", str(data_dir), "--pool-size", str(pool_size)]
     if dashboards is not None:
         argv += ["--dashboards", str(dashboards)]
+    options.setdefault("max_per_address", 0)
+    options.setdefault("max_students", TEST_MAX_STUDENTS)
     argv += _options_argv(options)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTSESSION_HUB_", "VOILA_"))}
     env["PYTHONUNBUFFERED"] = "1"

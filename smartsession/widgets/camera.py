@@ -59,7 +59,8 @@ class CameraBase:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Frames received, processed, dropped (for a newer one), bad (not an image), errors (callback); bytes received."""
+        """Frames received, processed, dropped (for a newer one), bad (not an image or too large), refused (camera
+        off), errors (callback); bytes received."""
         return dict(self._frames.counts)
 
     @property
@@ -92,6 +93,8 @@ class Camera(CameraBase, anywidget.AnyWidget):
     quality = traitlets.Float(0.8, help="JPEG quality, 0-1.").tag(sync=True)
     max_in_flight = traitlets.Int(2, help="Frames that may await the kernel's ack at once.").tag(sync=True)
     active = traitlets.Bool(True, help="Capturing; False releases the camera.").tag(sync=True)
+    #: Not synced, so only kernel code changes it: a page can set ``active`` over its comm, never this.
+    accept_frames = traitlets.Bool(True, help="Frames are decoded only while this and active are True.")
     mirror = traitlets.Bool(True, help="Show the preview mirrored, as people expect of a selfie view.").tag(sync=True)
     status = traitlets.Unicode("off", help="Set by the browser: one of STATUS_MESSAGES.").tag(sync=True)
     detail = traitlets.Unicode("", help="Set by the browser: the underlying error, for the log.").tag(sync=True)
@@ -130,6 +133,12 @@ class Camera(CameraBase, anywidget.AnyWidget):
             )
         except (KeyError, IndexError, TypeError, ValueError):
             self._frames.counts["bad"] += 1
+            return
+        if not (self.active and self.accept_frames):
+            # The camera is off (before the student consents, or paused): the page sends nothing then, and
+            # whatever a client sends anyway is never decoded.
+            self._frames.counts["refused"] += 1
+            self._frame_done(frame, False, None)
             return
         self._frames.submit(frame)
 

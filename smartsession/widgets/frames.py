@@ -12,10 +12,19 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
+# The header check of the offline pipeline, reused so both paths refuse the same files the same way; it reads
+# the size from a PNG's IHDR or a JPEG's start-of-frame without decoding a pixel.
+from smartsession.vision.frames import MAX_SIDE, FrameError, _header_size, decode
+
 log = logging.getLogger(__name__)
+
+#: Largest width or height of a live frame. Webcams send 640x480 here; a larger frame is not from the page's
+#: camera, and decoding one is what costs memory (a 0.75 MB PNG of 16000x16000 took a kernel to 1.9 GB).
+MAX_FRAME_SIDE = MAX_SIDE
+#: Largest encoded frame: a 1920x1080 JPEG is a few hundred KB, a PNG of that size a few MB.
+MAX_FRAME_BYTES = 4 * 2**20
 
 FrameCallback = Callable[[np.ndarray, float], object]
 
@@ -41,14 +50,34 @@ class FrameTiming:
     callbacks: float  # the on_frame callbacks
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB uint8 array (H, W, 3)."""
+def frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a live frame from its header, or :class:`FrameDecodeError` before any decoding.
+
+    Only JPEG and PNG frames whose header names their size, within :data:`MAX_FRAME_SIDE` and
+    :data:`MAX_FRAME_BYTES`, pass: anything else would make the decoder allocate what the sender chose.
+    """
     if not data:
         raise FrameDecodeError("empty frame: the browser sent no image data")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FrameDecodeError(f"frame of {len(data)} bytes is not a JPEG or PNG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameDecodeError(f"frame of {len(data)} bytes is larger than a webcam frame ({MAX_FRAME_BYTES} at most)")
+    size = _header_size(data)
+    if size is None:
+        raise FrameDecodeError(f"frame of {len(data)} bytes is not a JPEG or PNG image with its size in its header")
+    width, height = size
+    if not (0 < width <= MAX_FRAME_SIDE and 0 < height <= MAX_FRAME_SIDE):
+        raise FrameDecodeError(
+            f"frame of {width}x{height} pixels is not a webcam frame (at most {MAX_FRAME_SIDE} pixels a side)"
+        )
+    return size
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode a live JPEG/PNG frame to an RGB uint8 array (H, W, 3), after :func:`frame_size` accepted it."""
+    frame_size(data)
+    try:
+        return decode(data, "camera frame")
+    except FrameError as err:
+        raise FrameDecodeError(str(err)) from None
 
 
 class LatestFrame:
@@ -105,7 +134,7 @@ class FrameDispatcher:
         self._callbacks: list[FrameCallback] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "errors": 0, "bytes": 0}
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "refused": 0, "errors": 0, "bytes": 0}
         self.last_error = ""
 
     def add(self, callback: FrameCallback) -> None:

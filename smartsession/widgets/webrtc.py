@@ -78,6 +78,9 @@ class WebRTCCamera(CameraBase, w.VBox):
         data = bytes(change["new"] or b"")
         if not data:
             return
+        if not self.active:  # a snapshot that arrives after pausing is not decoded
+            self._frames.counts["refused"] += 1
+            return
         if self._timer is not None:
             self._timer.cancel()
         self.status = "live"

@@ -7,6 +7,7 @@ their output folder from ``SMARTSESSION_NOTEBOOK_OUT``, and notebook 03 its docs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -103,7 +104,30 @@ def test_04_exports_the_shipped_model(tmp_path, monkeypatch):
     assert exported.info["training_data_sha256"] == shipped.info["training_data_sha256"] == build.table_sha256()
 
 
-def test_00_collection_runs_headless_and_records_nothing(tmp_path, monkeypatch):
-    nb = run_notebook("00_collect_webcam_data.ipynb", tmp_path, monkeypatch)
-    assert "Press a state button" in _text(nb)
+def test_00_collection_runs_headless_records_nothing_and_keeps_its_camera_open_until_stop(tmp_path, monkeypatch):
+    # "Run All" in JupyterLab executes every cell in one kernel; the camera must still be open afterwards
+    # (a last cell that closed it left researchers with no camera). Stop closes everything.
+    monkeypatch.setenv("SMARTSESSION_NOTEBOOK_OUT", str(tmp_path))
+    nb = nbformat.read(NOTEBOOKS / "00_collect_webcam_data.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    probe = (
+        "import json\n"
+        "print(json.dumps({'camera_open': camera.comm is not None, 'recorder_open': not recorder._closed,\n"
+        "                  'stop_enabled': not stop.disabled}))"
+    )
+
+    def run(source: str) -> str:
+        # The test's own cells go after the notebook's, in the same kernel, as if typed below them.
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
+        return "".join(output.get("text", "") for output in nb.cells[-1].outputs)
+
+    cells = list(nb.cells)
+    with client.setup_kernel():
+        for index, cell in enumerate(cells):
+            client.execute_cell(cell, index)
+        assert "Press a state button" in _text(nb)
+        assert json.loads(run(probe)) == {"camera_open": True, "recorder_open": True, "stop_enabled": True}
+        run("stop.click()")
+        assert json.loads(run(probe)) == {"camera_open": False, "recorder_open": False, "stop_enabled": False}
     assert list(tmp_path.iterdir()) == [], "no camera, so no rows and no file"

@@ -269,3 +269,20 @@ def test_a_link_cannot_pick_the_page_template(server):
     kid = kernel_id(r.text)
     if kid:
         server.shutdown_kernel(kid)
+
+
+def test_logout_leads_back_to_the_landing_page(server):
+    # Jupyter's own handler answered 500 here (a template that needs a static path standalone Voila lacks).
+    import http.client
+    from urllib.parse import urlsplit
+
+    before = len(server.log_text())
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", "/logout")
+    answer = conn.getresponse()
+    assert answer.status == 302 and answer.getheader("Location") == "/"
+    conn.close()
+    landing = server.request("logout")  # followed
+    assert landing.status == 200 and "open the join link your teacher shared" in landing.text
+    assert "Traceback" not in server.log_text()[before:]

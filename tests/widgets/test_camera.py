@@ -14,6 +14,8 @@ import traitlets
 from smartsession.dataset.media import astronaut
 from smartsession.widgets.camera import ERROR_STATUSES, STATUS_MESSAGES, Camera, status_message
 
+from framekit import huge_png
+
 
 class Recorder:
     """Collects what the widget sends to the browser (the kernel's comm is not running in a unit test)."""
@@ -58,6 +60,43 @@ def test_malformed_frame_messages_are_counted_not_raised():
         camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 2.0}, [b"not a jpeg"])
         wait_for(lambda: camera.counts["bad"] == 3)
         assert camera.send.sent == [{"type": "ack", "seq": 2, "processed": False}]
+
+
+@pytest.mark.parametrize("switch", ["active", "accept_frames"])
+def test_frames_are_not_decoded_while_the_camera_is_off(switch):
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    with Camera(**{switch: False}) as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(lambda frame, t: got.append(t))
+        camera._on_custom(camera, {"type": "frame", "seq": 1, "t": 3.0}, [data])
+        time.sleep(0.2)
+        assert camera.counts["refused"] == 1 and camera.counts["received"] == 0
+        assert sent.sent == [{"type": "ack", "seq": 1, "processed": False}]
+        setattr(camera, switch, True)
+        camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 4.0}, [data])
+        wait_for(lambda: got)
+    assert got == [4.0]
+
+
+def test_the_page_cannot_switch_on_frame_decoding():
+    # accept_frames is the kernel's switch: a comm update from the page carries only synced traits.
+    with Camera(active=False, accept_frames=False) as camera:
+        assert "accept_frames" not in camera.get_state()
+        camera.set_state({"active": True})  # what a page's comm_msg "update" does
+        camera.send = Recorder()
+        camera._on_custom(camera, {"type": "frame", "seq": 1, "t": 3.0}, [b"\xff\xd8 anything"])
+        assert camera.counts["refused"] == 1 and camera.counts["received"] == 0
+
+
+def test_an_oversized_frame_is_bad_not_decoded_and_acked():
+    with Camera() as camera:
+        camera.send = sent = Recorder()
+        camera._on_custom(camera, {"type": "frame", "seq": 9, "t": 1.0}, [huge_png()])
+        wait_for(lambda: sent.sent)
+        assert camera.counts["bad"] == 1 and "16000x16000" in camera.last_error
+    assert sent.sent == [{"type": "ack", "seq": 9, "processed": False}]
 
 
 def test_removed_callbacks_stop_receiving():
@@ -106,3 +145,18 @@ def test_closing_twice_is_harmless():
     camera = Camera()
     camera.close()
     camera.close()
+
+
+def test_webrtc_snapshots_are_not_decoded_while_paused():
+    from smartsession.widgets.webrtc import WebRTCCamera
+
+    data = cv2.imencode(".jpg", cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    with WebRTCCamera(active=False) as camera:
+        camera.on_frame(lambda frame, t: got.append(frame.shape))
+        camera.recorder.image.value = data  # what the browser's snapshot does
+        assert camera.counts["refused"] == 1 and camera.counts["received"] == 0
+        camera.active = True
+        camera.recorder.image.value = data + b"\x00"  # a new value, so the trait changes
+        wait_for(lambda: got)
+    assert got == [astronaut().shape]

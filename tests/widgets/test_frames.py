@@ -5,6 +5,9 @@ Real JPEG/PNG bytes of a real face go through the same code the kernel runs.
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,9 +21,12 @@ from smartsession.widgets.frames import (
     FrameDispatcher,
     FrameTiming,
     LatestFrame,
+    MAX_FRAME_BYTES,
     PendingFrame,
     decode_image,
 )
+
+from framekit import huge_png
 
 
 def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -86,6 +92,56 @@ def test_decode_refuses_bad_bytes_with_a_clear_message(data, words):
         decode_image(data)
 
 
+def test_a_16000_pixel_png_is_refused_from_its_header_without_decoding():
+    data = huge_png()
+    assert len(data) < MAX_FRAME_BYTES
+    # It is a real image: OpenCV reads it at an eighth of its size (2000x2000).
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8).shape == (2000, 2000)
+    with pytest.raises(FrameDecodeError, match="16000x16000 pixels is not a webcam frame"):
+        decode_image(data)
+
+
+def test_refusing_the_huge_png_allocates_nothing_big():
+    # Peak memory of a fresh process, which decoding even once would raise by ~0.8 GB.
+    code = (
+        "import resource, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from framekit import huge_png\n"
+        "from smartsession.widgets.frames import FrameDecodeError, decode_image\n"
+        "data = huge_png()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for _ in range(5):\n"
+        "    try:\n"
+        "        decode_image(data)\n"
+        "    except FrameDecodeError:\n"
+        "        pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    ) % str(__import__("pathlib").Path(__file__).parent)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grown_kb = int(result.stdout.split()[-1])
+    assert grown_kb < 20_000, f"peak memory grew by {grown_kb} kB while refusing the frame"
+
+
+def with_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its start-of-frame claiming another size."""
+    sof = next(i for i in range(2, len(data) - 9) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def test_oversized_or_sizeless_frames_are_refused_before_decoding():
+    small = jpeg(astronaut())
+    assert decode_image(small).shape == astronaut().shape
+    with pytest.raises(FrameDecodeError, match="16000x12000 pixels is not a webcam frame"):
+        decode_image(with_jpeg_size(small, 16000, 12000))
+    with pytest.raises(FrameDecodeError, match="larger than a webcam frame"):
+        decode_image(small + b"\x00" * MAX_FRAME_BYTES)
+    # OpenCV reads BMP too, but a BMP says nothing we check: only JPEG and PNG are frames.
+    bmp = cv2.imencode(".bmp", astronaut())[1].tobytes()
+    with pytest.raises(FrameDecodeError, match="not a JPEG or PNG"):
+        decode_image(bmp)
+
+
 def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
     done: list[tuple[int, bool]] = []
     seen: list[int] = []
@@ -121,7 +177,7 @@ def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
     assert processed[-1] == 100  # the newest frame always gets processed
     assert seen == [float(s) for s in processed]  # callbacks got each frame's capture time
     assert dispatcher.counts == {"received": 100, "processed": len(processed), "dropped": 100 - len(processed),
-                                 "bad": 0, "errors": 0, "bytes": 100 * len(data)}
+                                 "bad": 0, "refused": 0, "errors": 0, "bytes": 100 * len(data)}
     # Processed frames say where their kernel time went; dropped ones have none to tell.
     for (_, ok), timing in zip(done, timings):
         assert (timing is not None) == ok

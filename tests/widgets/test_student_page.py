@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -101,9 +102,29 @@ def test_real_frames_give_live_feedback_and_pause_stops_the_analysis(page):
     assert page.last_observation is obs  # nothing analysed while paused
     assert "Paused" in page.feedback.value
     page.set_paused(False)
-    assert page.camera.active is True
+    assert page.camera.active is False  # Resume before the student agreed (a page can press it) starts nothing
+    page.consented = True
+    page.set_paused(False)
+    assert page.camera.active is True and page.camera.accept_frames is True
+    page.consented = False
+    page.set_paused(False)
 
 
+def test_frames_sent_before_consent_are_not_decoded():
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    with StudentPage(Analyzer(mode="stream")) as page:
+        page.camera.send = lambda content, buffers=None: None
+        # A hostile page: switch the camera on and press Pause/Resume over the comms, then send real frames.
+        page.camera.set_state({"active": True})
+        page.pause_button.set_state({"value": True})
+        page.pause_button.set_state({"value": False})
+        for seq in range(3):
+            page.camera._on_custom(page.camera, {"type": "frame", "seq": seq, "t": time.time()}, [data])
+        time.sleep(0.3)
+        counts = page.camera.counts
+        assert counts["refused"] == 3 and counts["received"] == counts["processed"] == 0
+        assert page.last_observation is None
 def test_feedback_shows_a_new_state_at_once_and_moving_numbers_a_few_times_a_second(page):
     face, blank = astronaut(), np.zeros((480, 640, 3), np.uint8)
     redraws: list[str] = []

@@ -1,0 +1,130 @@
+"""Which student page requests get a kernel: a cap in total and per address, and pages that never connect.
+
+Each student page costs a kernel of ~400 MB (MediaPipe and the model), so a loop of GETs on the join link would
+exhaust the machine. Pure bookkeeping, no I/O: the server asks :meth:`StudentKernels.admit` before rendering and
+shuts down what :meth:`StudentKernels.unconnected` names.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+
+class Refused(Exception):
+    """A student page that gets no kernel now; ``status``, ``title`` and ``text`` make the page that says so."""
+
+    def __init__(self, status: int, title: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.title, self.text = status, title, text
+
+
+#: Seconds a refused page asks the browser (and the student) to wait: about one cull of unconnected pages.
+RETRY_AFTER = 60
+
+
+def class_full() -> Refused:
+    return Refused(
+        503,
+        "This class is full, try again in a minute",
+        "Every place on this server is taken right now. Pages that were opened but never used are closed "
+        "within a minute, so try again in a minute. If this keeps happening, tell your teacher: the server "
+        "may need a higher <code>--max-students</code>.",
+    )
+
+
+def too_many_from_address(limit: int) -> Refused:
+    pages = "one class page" if limit == 1 else f"{limit} class pages"
+    return Refused(
+        429,
+        "Too many pages open from this device, try again in a minute",
+        f"This server serves {pages} at once to one device, and this one has that many open. Close the "
+        "other SmartSession tabs, then try again in a minute.",
+    )
+
+
+#: The ticket of the page request being rendered in this task, so the kernel manager can tell which request a
+#: cold kernel starts for (Voila starts it deep inside its handler, without saying so).
+page_ticket: ContextVar["Ticket | None"] = ContextVar("page_ticket", default=None)
+
+
+@dataclass
+class Ticket:
+    """One admitted page request: reserved before its kernel exists, bound to it once Voila picked one."""
+
+    address: str
+    kernel_id: str | None = None
+    served_at: float | None = None  # when its page was sent; None while rendering
+    connected: bool = False  # its page opened the kernel's websocket at least once
+
+
+class StudentKernels:
+    """Counts student kernels per address and in total, and finds those whose page never connected.
+
+    ``max_total`` and ``max_per_address`` of 0 mean no limit. A page counts from :meth:`admit` (so a burst
+    of requests cannot all slip past the check while kernels start) until its kernel is gone.
+    """
+
+    def __init__(
+        self,
+        max_total: int,
+        max_per_address: int,
+        connect_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.connect_timeout = connect_timeout
+        self._clock = clock
+        self._tickets: list[Ticket] = []
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def from_address(self, address: str) -> int:
+        return sum(1 for t in self._tickets if t.address == address)
+
+    def admit(self, address: str) -> Ticket:
+        """Reserve a place for a page from ``address``, or raise :class:`Refused`."""
+        if self.max_total and len(self._tickets) >= self.max_total:
+            raise class_full()
+        if self.max_per_address and self.from_address(address) >= self.max_per_address:
+            raise too_many_from_address(self.max_per_address)
+        ticket = Ticket(address=address)
+        self._tickets.append(ticket)
+        return ticket
+
+    def served(self, ticket: Ticket) -> None:
+        """The page was sent: from now on its kernel has ``connect_timeout`` seconds to see the page connect."""
+        if ticket.kernel_id is None:
+            self.release(ticket)  # rendering failed before a kernel was picked: nothing holds the place
+        else:
+            ticket.served_at = self._clock()
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket in self._tickets:
+            self._tickets.remove(ticket)
+
+    def connected(self, kernel_id: str) -> None:
+        for ticket in self._tickets:
+            if ticket.kernel_id == kernel_id:
+                ticket.connected = True
+
+    def unconnected(self) -> list[str]:
+        """Kernels whose page was sent more than ``connect_timeout`` seconds ago and never connected."""
+        now = self._clock()
+        return [
+            t.kernel_id
+            for t in self._tickets
+            if t.kernel_id and not t.connected and t.served_at is not None and now - t.served_at > self.connect_timeout
+        ]
+
+    def keep_only(self, running: Iterable[str]) -> None:
+        """Forget the kernels that are gone (shut down, culled, closed tab); pages still rendering stay."""
+        alive = set(running)
+        self._tickets = [t for t in self._tickets if t.kernel_id is None or t.kernel_id in alive]
+
+    def counts(self) -> dict[str, int]:
+        return {"running": len(self._tickets), "max": self.max_total}

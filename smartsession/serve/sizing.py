@@ -1,0 +1,73 @@
+"""How many student kernels a machine can hold and preheat for a class, and how long preheating takes.
+
+Pure arithmetic on a :class:`Machine` (cores, memory), so the defaults of ``smartsession serve`` are testable
+for any machine; only :meth:`Machine.here` reads this one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+#: Memory of one student kernel once it has imported MediaPipe and the model (about 413 MB measured).
+KERNEL_BYTES = 450 * 2**20
+#: Memory left for the server, the hub, the teacher's kernel and the rest of the machine.
+RESERVE_BYTES = 2**30
+#: CPU seconds one student kernel needs to warm (36 kernels took about 3 minutes on 2 cores).
+WARM_CORE_SECONDS = 10.0
+#: A default pool warms within about this many seconds: beyond, the teacher waits and late kernels help no one.
+WARM_TARGET_SECONDS = 120.0
+#: Pool kernels per expected student: every reload takes a kernel too.
+RELOAD_MARGIN = 1.2
+
+
+@dataclass(frozen=True)
+class Machine:
+    cores: int
+    memory: int  # bytes available for kernels when the server starts
+
+    @classmethod
+    def here(cls) -> "Machine":
+        """This machine: the cores this process may use and the memory the kernel reports as available."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(cores=max(1, cores), memory=_available_memory())
+
+    @property
+    def kernels_fit(self) -> int:
+        """Student kernels (pool and pages together) that fit in memory, at least 1."""
+        return max(1, (self.memory - RESERVE_BYTES) // KERNEL_BYTES)
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_pool_size(machine: Machine, class_size: int) -> int:
+    """Preheated kernels: the class plus reloads, no more than warm in about two minutes or memory holds."""
+    warmable = int(machine.cores * WARM_TARGET_SECONDS / WARM_CORE_SECONDS)
+    return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit))
+
+
+def default_max_students(machine: Machine) -> int:
+    """Student pages served at once: what memory holds (pool refills wait while it is full, see pool.py)."""
+    return machine.kernels_fit
+
+
+def warm_seconds(pool_size: int, cores: int) -> float:
+    """About how long ``pool_size`` kernels take to warm on ``cores`` cores."""
+    return pool_size * WARM_CORE_SECONDS / max(1, cores)
+
+
+def about(seconds: float) -> str:
+    """A duration as a person says it: "about 40 seconds", "about 2 minutes"."""
+    if seconds < 90:
+        return f"about {max(10, round(seconds / 10) * 10):.0f} seconds"
+    return f"about {round(seconds / 60):.0f} minutes"

@@ -1,0 +1,224 @@
+"""Student kernels are capped and pages that never connect lose their kernel: GETs of the join link cannot
+exhaust the machine (each page's kernel holds ~400 MB with the real page).
+
+The bookkeeping is pure and tested with a clock of our own; then a real `smartsession serve` on 127.0.0.1
+refuses pages beyond its caps with a "class is full" page, and shuts down kernels whose page never connects.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from websockets.sync.client import connect
+
+from smartsession.serve.admission import Refused, StudentKernels
+from smartsession.serve.testing import kernel_id, running_server
+
+from servekit import kernel_message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_admission_caps_pages_in_total_and_per_address():
+    kernels = StudentKernels(max_total=3, max_per_address=2, connect_timeout=30)
+    a1, a2 = kernels.admit("10.0.0.1"), kernels.admit("10.0.0.1")
+    with pytest.raises(Refused) as per_address:
+        kernels.admit("10.0.0.1")
+    assert per_address.value.status == 429 and "try again in a minute" in per_address.value.title
+    kernels.admit("10.0.0.2")
+    with pytest.raises(Refused) as full:
+        kernels.admit("10.0.0.3")
+    assert full.value.status == 503 and full.value.title == "This class is full, try again in a minute"
+    # A page whose rendering failed before it had a kernel frees its place at once.
+    kernels.served(a1)
+    assert len(kernels) == 2 and kernels.admit("10.0.0.3")
+    # A page whose kernel is gone (closed tab, culled) frees its place once the server notices.
+    a2.kernel_id = "k2"
+    kernels.served(a2)
+    kernels.keep_only(["other"])
+    assert kernels.from_address("10.0.0.1") == 0 and kernels.admit("10.0.0.1")
+
+
+def test_limits_of_zero_mean_no_limit():
+    kernels = StudentKernels(max_total=0, max_per_address=0, connect_timeout=30)
+    for _ in range(100):
+        kernels.admit("10.0.0.1")
+    assert kernels.counts() == {"running": 100, "max": 0}
+
+
+def test_only_served_pages_that_never_connected_are_named_after_the_timeout():
+    clock = Clock()
+    kernels = StudentKernels(max_total=10, max_per_address=10, connect_timeout=30, clock=clock)
+    rendering, silent, live = (kernels.admit("10.0.0.1") for _ in range(3))
+    rendering.kernel_id, silent.kernel_id, live.kernel_id = "k-rendering", "k-silent", "k-live"
+    kernels.served(silent)
+    kernels.served(live)
+    kernels.connected("k-live")
+    clock.now += 30
+    assert kernels.unconnected() == []
+    clock.now += 0.5
+    # Still rendering (a cold kernel importing MediaPipe) is not "never connected"; a live page is kept
+    # even after it disconnects (the idle cull handles closed tabs).
+    assert kernels.unconnected() == ["k-silent"]
+
+
+# --- a real server ---
+
+
+def kernel_processes(server) -> int:
+    """Kernel processes the server started (its children running ipykernel)."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server.process.pid and b"ipykernel" in cmdline:
+            count += 1
+    return count
+
+
+def get_from(server, address: str, url: str, timeout: float = 180.0):
+    """GET ``url`` from a given loopback source address (students on different laptops)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout, source_address=(address, 0))
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        conn.close()
+
+
+def eventually(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory, dashboards):
+    """No pool, two student pages at once, one per address, three seconds to connect."""
+    with running_server(
+        tmp_path_factory.mktemp("capped"), pool_size=0, dashboards=dashboards,
+        max_students=2, max_per_address=1, connect_timeout=3,
+    ) as srv:
+        yield srv
+
+
+@pytest.mark.slow
+def test_join_link_beyond_the_caps_gets_the_class_full_page_and_kernels_stay_bounded(capped):
+    assert capped.health()["student_kernels"] == {"running": 0, "max": 2}
+    running = lambda: capped.health()["student_kernels"]["running"]  # noqa: E731
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(get_from, capped, "127.0.0.1", capped.join_url)
+        eventually(lambda: running() == 1, 30, "the first page was not admitted")
+        # Four more from the same address while its page renders: one device, one place.
+        again = list(pool.map(lambda _: get_from(capped, "127.0.0.1", capped.join_url), range(4)))
+        second = pool.submit(get_from, capped, "127.0.0.2", capped.join_url)
+        eventually(lambda: running() == 2, 30, "the second address was not admitted")
+        # A third address while both pages still render: the class is full.
+        status, headers, body = get_from(capped, "127.0.0.3", capped.join_url)
+        assert first.result()[0] == 200 and second.result()[0] == 200
+    assert [r[0] for r in again] == [429] * 4
+    assert again[0][1]["Retry-After"] == "60" and "Close the other SmartSession tabs" in again[0][2]
+    assert status == 503 and headers["Retry-After"] == "60"
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<html lang='en'>" in body and "<h1>This class is full, try again in a minute</h1>" in body
+    assert "<title>This class is full, try again in a minute</title>" in body
+    assert "http://" not in body and "https://" not in body  # self-contained
+    assert kernel_processes(capped) <= 2
+    # Neither page ever connects: their kernels go within the timeout (3 s, checked every second).
+    served = time.monotonic()
+    eventually(lambda: kernel_processes(capped) == 0, 30, "unconnected kernels were not shut down")
+    assert time.monotonic() - served < 20
+    assert capped.health()["student_kernels"]["running"] == 0
+    assert "its page did not connect within 3 s" in capped.log_text()
+    # Their places are free again.
+    page = get_from(capped, "127.0.0.3", capped.join_url)
+    assert page[0] == 200
+    eventually(lambda: kernel_processes(capped) == 0, 30, "the last page's kernel stayed")
+
+
+def test_a_page_that_connects_keeps_its_kernel(capped):
+    eventually(lambda: capped.health()["student_kernels"]["running"] == 0, 30, "earlier pages still hold places")
+    status, _, body = get_from(capped, "127.0.0.4", capped.join_url)
+    assert status == 200
+    kid = kernel_id(body)
+    url = capped.url.replace("http", "ws", 1) + f"api/kernels/{kid}/channels"
+    with connect(url, open_timeout=30, max_size=None) as ws:
+        ws.send(json.dumps(kernel_message("kernel_info_request", {})))
+        while json.loads(ws.recv(timeout=30))["msg_type"] != "kernel_info_reply":
+            pass
+        time.sleep(6)  # twice the connect timeout
+        assert capped.request(f"api/kernels/{kid}").status == 200
+    assert capped.health()["student_kernels"]["running"] == 1
+    assert capped.shutdown_kernel(kid) == 204
+    eventually(lambda: capped.health()["student_kernels"]["running"] == 0, 30, "a closed page still holds its place")
+
+
+def test_connect_timeout_above_a_minute_is_refused(tmp_path, dashboards):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "smartsession", "serve", "--connect-timeout", "300", "--dashboards", str(dashboards),
+         "--data-dir", str(tmp_path / "data"), "--port", "1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode != 0
+    assert "--connect-timeout must be more than 0 and at most 60 seconds" in result.stderr + result.stdout
+
+
+def test_pool_refills_wait_while_memory_holds_no_more_kernels():
+    import asyncio
+
+    from smartsession.serve.pool import QuietRefillKernelManager
+
+    async def scenario():
+        manager = QuietRefillKernelManager(refill_quiet=0)
+        manager.kernel_budget = 1
+        page = await manager.start_kernel(kernel_name="python3")
+        preheat = {**os.environ, "VOILA_PREHEAT": "True"}
+        refill = asyncio.ensure_future(manager.start_kernel(kernel_name="python3", env=preheat))
+        await asyncio.sleep(3)
+        assert not refill.done() and len(manager) == 1, "a refill started beyond the machine's memory"
+        await manager.shutdown_kernel(page)
+        pooled = await asyncio.wait_for(refill, 60)
+        assert manager.list_kernel_ids() == [pooled]
+        await manager.shutdown_kernel(pooled)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_pool_kernel_whose_page_never_connects_is_shut_down_too(tmp_path, dashboards):
+    with running_server(tmp_path, pool_size=1, dashboards=dashboards, connect_timeout=2, refill_quiet=60) as srv:
+        srv.wait_warm(180)
+        page = srv.request(srv.join_url)
+        assert page.status == 200
+        kid = kernel_id(page.text)
+        assert f"Using pre-heated kernel: {kid}" in srv.log_text()
+        assert srv.health()["student_kernels"]["running"] == 1
+        eventually(lambda: f"Closing kernel {kid}: its page did not connect" in srv.log_text(), 30,
+                   "the pool kernel handed to a page that never connected was kept")
+        eventually(lambda: srv.request(f"api/kernels/{kid}").status == 404, 30, "the kernel is still running")
+        assert srv.health()["student_kernels"]["running"] == 0
