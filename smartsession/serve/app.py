@@ -35,6 +35,7 @@ from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
+from smartsession.vision import model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
@@ -180,6 +181,12 @@ class SmartSessionApp(Voila):
                 "pass --dashboards DIR (the folder holding the pages)"
             )
         self.root_dir = str(dashboards)
+        # Every student kernel loads the face model: fetch it once, here, rather than from a pool of kernels
+        # starting together, and stop with what to do if it cannot be had.
+        try:
+            model_file.ensure()
+        except model_file.ModelMissingError as err:
+            raise SystemExit(f"smartsession serve: {err}") from None
         self.hub_config = HubConfig(parent=self)
         self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)

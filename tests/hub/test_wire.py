@@ -11,7 +11,6 @@ import socket
 import ssl
 
 import pytest
-import websockets
 from websockets.frames import Frame, Opcode
 
 from smartsession.hub.server import AckPacer

@@ -23,7 +23,7 @@ from smartsession.serve.testing import class_arrival, kernel_id, running_server
 def test_server_prints_both_links_and_writes_them_for_scripts(server):
     log = server.log_text()
     assert server.teacher_url in log and server.join_url in log
-    assert server.teacher_url.startswith(f"http://127.0.0.1:") and f"class={server.class_id}" in server.teacher_url
+    assert server.teacher_url.startswith("http://127.0.0.1:") and f"class={server.class_id}" in server.teacher_url
     assert f"token={server.teacher_token}" in server.teacher_url
     assert server.join_url.endswith(f"/voila/render/student.ipynb?class={server.class_id}&join={server.join_code}")
     record = json.loads((server.data_dir / "serve.json").read_text())
