@@ -17,10 +17,12 @@ import pandas as pd
 
 from smartsession.classify.model import CLASSIFIER_STATES
 from smartsession.dataset import media
+from smartsession.shipped import shipped
 
 LABELS_PATH = Path(__file__).with_name("labels.json")
-#: The feature tables live in the source checkout's ``data/`` folder, next to the notebooks that use them.
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+#: The feature table lives in the checkout's top-level ``data/`` folder, next to the notebooks that use it
+#: (a wheel ships a copy inside the package).
+DATA_DIR = shipped("data")
 FEATURES_CSV = DATA_DIR / "features.csv"
 MANIFEST_PATH = DATA_DIR / "MANIFEST.md"
 

@@ -35,6 +35,7 @@ from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
+from smartsession.shipped import shipped
 from smartsession.vision import model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
@@ -46,8 +47,8 @@ _ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 def default_dashboards() -> Path:
-    """The repository's top-level ``dashboards/`` next to the package (an editable install)."""
-    return Path(__file__).resolve().parents[2] / "dashboards"
+    """The pages shipped with the package (or a checkout's top-level ``dashboards/``)."""
+    return shipped("dashboards")
 
 
 def lan_address() -> str:

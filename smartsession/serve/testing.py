@@ -154,6 +154,7 @@ def running_server(
     *,
     timeout: float = 120.0,
     data_dir: str | os.PathLike | None = None,
+    python: str = sys.executable,
     **options,
 ) -> Iterator[RunningServer]:
     """Start ``smartsession serve`` on a free 127.0.0.1 port; yield a :class:`RunningServer`; stop it on exit.
@@ -162,13 +163,14 @@ def running_server(
     Every test client comes from 127.0.0.1, so there is no limit per address unless ``max_per_address`` is given,
     and ``max_students`` is :data:`TEST_MAX_STUDENTS` unless given.
     ``data_dir`` defaults to ``tmp_path/data``; pass the same one again to restart on the same store.
+    ``python`` is the interpreter that runs ``-m smartsession`` (another environment's, to test an install).
     The server's output goes to ``tmp_path/serve-<port>.log`` and is printed when the block fails.
     """
     tmp_path = Path(tmp_path)
     port = free_port()
     data_dir = Path(data_dir) if data_dir is not None else tmp_path / "data"
     log_path = tmp_path / f"serve-{port}.log"
-    argv = [sys.executable, "-m", "smartsession", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [python, "-m", "smartsession", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--pool-size", str(pool_size)]
     if dashboards is not None:
         argv += ["--dashboards", str(dashboards)]
