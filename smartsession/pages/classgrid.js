@@ -24,6 +24,8 @@ function build(model, id) {
   head.className = "ss-card-head";
   const dot = document.createElement("span");
   dot.className = "ss-dot";
+  // The symbol repeats the state's shape for sighted users; the card's aria-label says it in words.
+  dot.setAttribute("aria-hidden", "true");
   const label = document.createElement("span");
   label.className = "ss-label";
   head.append(dot, label);
@@ -35,6 +37,7 @@ function build(model, id) {
   svg.setAttribute("class", "ss-spark");
   svg.setAttribute("viewBox", "0 0 96 24");
   svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("aria-hidden", "true");
   const line = document.createElementNS(SVG, "polyline");
   svg.appendChild(line);
   const seen = document.createElement("div");
@@ -53,8 +56,13 @@ function fill(node, c) {
   // textContent, never innerHTML: names are typed by students.
   node.querySelector(".ss-label").textContent = c.label;
   node.title = c.label;
+  const shown = c.presence === "connected" ? c.state : c.presence;
+  const score = c.engagement === null ? "no score yet" : `engagement ${c.engagement}`;
+  node.setAttribute("aria-label", `${c.label}: ${shown}, ${score}`);
+  node.setAttribute("aria-pressed", "false");
+  node.querySelector(".ss-dot").textContent = c.symbol;
   node.querySelector(".ss-score").textContent = c.engagement === null ? "–" : String(c.engagement);
-  node.querySelector(".ss-state").textContent = c.presence === "connected" ? c.state : c.presence;
+  node.querySelector(".ss-state").textContent = shown;
   node.querySelector("polyline").setAttribute("points", c.spark);
   const seen = node.querySelector(".ss-seen");
   seen.textContent =
@@ -89,6 +97,7 @@ function render({ model, el }) {
         drawn.set(c.id, json);
       }
       node.classList.toggle("ss-selected", c.id === selected);
+      node.setAttribute("aria-pressed", c.id === selected ? "true" : "false");
     });
     for (const [id, node] of nodes) {
       if (!keep.has(id)) {
