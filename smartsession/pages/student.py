@@ -177,8 +177,9 @@ _STYLE = """<style>
 .ss-teacher { margin-top: 12px; padding: 8px 10px; background: #f5f7f8; border-radius: 6px; }
 .ss-consent p { max-width: 640px; line-height: 1.45; }
 .ss-error { color: #7a2e00; background: #fff4e5; border-left: 4px solid #e07b00; padding: 6px 8px; }
-/* A focus ring every control shows, over the widgets' own (some of which remove the outline). */
-.ss-page :focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
+/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
+   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
+.ss-page :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
 .ss-stack { display: grid !important; }
 .ss-stack > * { grid-area: 1 / 1; }
 .ss-stack > .ss-overlay-box { z-index: 1; pointer-events: none; }
@@ -231,14 +232,17 @@ class StudentPage:
         self.title = w.HTML()
         self.notice = w.HTML()
         # Join form, shown when the link lacks the class or the join code.
-        self.class_input = w.Text(description="Class", placeholder="class id from your teacher")
-        self.code_input = w.Text(description="Join code", placeholder="join code")
+        # Synced when the field is left, not per keystroke: keystrokes queue behind each other, and a button
+        # pressed right after typing (Tab, Enter) would reach the kernel before the text does.
+        self.class_input = w.Text(description="Class", placeholder="class id from your teacher", continuous_update=False)
+        self.code_input = w.Text(description="Join code", placeholder="join code", continuous_update=False)
         self.join_button = w.Button(description="Continue", button_style="primary")
         self.join_button.on_click(lambda _: self._submit_form())
         self.form = w.VBox([w.HTML("<h3>Join your class</h3>"), self.class_input, self.code_input, self.join_button])
         # Consent.
         self.consent_text = w.HTML(consent_html(emotions=True))
-        self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it")
+        self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it",
+                                 continuous_update=False)
         self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
                                      layout=w.Layout(width="auto"))
         self.agree_button.on_click(lambda _: self._agree())
@@ -346,7 +350,8 @@ class StudentPage:
                 '<div class="ss-feedback"><div class="ss-tip">Paused: nothing is measured or shared. '
                 "Press Resume to continue.</div></div>"
             )
-            self.announce.text = self.announcer.say_now("Paused: nothing is measured or shared.", time.time())
+            said = "Measuring paused. Nothing is measured or shared until you resume."
+            self.announce.text = self.announcer.say_now(said, time.time())
             self._publish_paused()
 
     def _toggle_overlay(self, change: dict) -> None:

@@ -279,8 +279,9 @@ _STYLE = """<style>
 .ss-notice { color: #c62828; font-size: 13px; }
 .ss-why { color: #455a64; font-size: 11px; }
 .ss-chart-text, .ss-timeline-text { color: #455a64; font-size: 12px; }
-/* A focus ring every control shows, over the widgets' own (some of which remove the outline). */
-.ss-teacher :focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
+/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
+   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
+.ss-teacher :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
 .ss-status { color: #546e7a; font-size: 13px; }
 .ss-status[data-status="error"] { color: #c62828; }
 .ss-join { display: flex; gap: 16px; align-items: center; line-height: 1.5; font-size: 13px; }
@@ -354,7 +355,9 @@ class TeacherPage:
         self.join = w.HTML()
         self.session_button = w.Button(description="Start session")
         self.session_button.on_click(lambda _: self._toggle_session())
-        self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"))
+        # Synced when the field is left: a button pressed right after typing must not overtake the text.
+        self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"),
+                                    continuous_update=False)
         self.segment_button = w.Button(description="Start segment")
         self.segment_button.on_click(lambda _: self._start_segment())
         self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
@@ -394,7 +397,8 @@ class TeacherPage:
 
         self.detail_title = w.HTML()
         self.detail_timeline = w.HTML()
-        self.rename_input = w.Text(placeholder="new display name", layout=w.Layout(width="200px"))
+        self.rename_input = w.Text(placeholder="new display name", layout=w.Layout(width="200px"),
+                                   continuous_update=False)
         rename = w.Button(description="Rename")
         rename.on_click(lambda _: self._rename())
         self.hide_button = w.Button(description="Hide")
