@@ -206,7 +206,7 @@ def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
         assert_no_violations(page, "teacher: emotions off")
 
         # A student's card opens its timeline with Enter.
-        tab_to(page, lambda label: label.startswith("Student"))
+        tab_to(page, named("Sim student"))
         page.keyboard.press("Enter")
         page.wait_for_selector(".ss-detail", timeout=STEP_TIMEOUT_MS)
         page.wait_for_selector(".ss-timeline", timeout=STEP_TIMEOUT_MS)

@@ -77,3 +77,14 @@ def test_the_class_chart_in_words_has_its_numbers():
     assert "now 52 out of 100" in text and "between 40 and 70, mean 56" in text
     assert "Intro from 10:00 to 10:02" in text and "Group work from 10:02 (running)" in text
     assert chart_text([], [], t0) == "Class engagement chart: no measurements yet."
+
+
+def test_a_card_carries_the_symbol_of_its_state_or_presence():
+    from smartsession.pages.classview import ClassView
+
+    view = ClassView("c1", stale_after=10)
+    view.apply({"type": "snapshot", "class_id": "c1", "session_id": "S1", "students": []}, 0.0)
+    event = StateMessage("c1", "a", 0, 0.95, "drowsy", 30.0, 0.9, {}).to_dict()
+    view.apply({**event, "type": "state", "received": 1.0}, 1.0)
+    assert view.card("a", 2.0)["symbol"] == "■"
+    assert view.card("a", 60.0)["symbol"] == "○"  # silent for a minute: shown as disconnected
