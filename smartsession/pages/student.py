@@ -394,6 +394,8 @@ class StudentPage:
                 "Face the camera in good light and press Calibrate again.</div>"
                 if error else "<div class='ss-muted'>Calibrated to your relaxed face.</div>"
             )
+            said = f"Calibration failed: {error} Press Calibrate again." if error else "Calibration finished."
+            self.announce.text = self.announcer.say_now(said, time.time())
         now = time.time()
         self.announcer.offer(announcement(obs.state, obs.face), now)
         said = self.announcer.poll(now)

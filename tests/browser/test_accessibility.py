@@ -23,6 +23,9 @@ from smartsession.hub.standalone import running_hub
 from smartsession.report import build_report
 from smartsession.simulate import run_simulation
 
+#: Every test here starts pages, a simulation or both: each takes well over 20 s.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 180_000
 LIVE = '.ss-status[data-status="live"]'
@@ -66,6 +69,100 @@ def tab_to(page, matches, *, shift: bool = False) -> list[str]:
 
 def named(text: str):
     return lambda label: text.lower() in label.lower()
+
+
+# --- the teacher page -------------------------------------------------------------------------------------
+
+#: A class where a third of the students look away all along (alerts after 30 s), the rest behave as usual.
+SCENARIO = {"name": "a11y", "drops": [{"at": 0.0, "until": 1.0, "share": 0.3, "mix": {"away": 1}}]}
+
+
+def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, server, tmp_path, screenshot):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(server.teacher_url, timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(LIVE, timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    # First in the module: no student has joined this class yet.
+    assert page.locator(".ss-card").count() == 0
+    page.get_by_text("No students yet").wait_for(timeout=STEP_TIMEOUT_MS)
+    assert_no_violations(page, "teacher: empty class")
+
+    scenario = tmp_path / "a11y.json"
+    scenario.write_text(json.dumps(SCENARIO))
+    sim = subprocess.Popen(
+        [
+            sys.executable, "-m", "smartsession", "simulate", "--url", server.url, "--class", server.class_id,
+            "--join", server.join_code, "--students", "20", "--rate", "2", "--duration", "240",
+            "--scenario", str(scenario), "--seed", "3",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        page.wait_for_function(
+            "() => document.querySelectorAll('.ss-card[data-presence=\"connected\"]').length >= 20", timeout=60_000
+        )
+        # The persistent "away" students raise alerts after 30 s; they are announced politely, once each batch.
+        page.wait_for_selector(".ss-alert", timeout=90_000)
+        page.wait_for_function(
+            "() => document.querySelector('.ss-announce').textContent.includes('has been away')", timeout=STEP_TIMEOUT_MS
+        )
+        assert_no_violations(page, "teacher: full class with alerts")
+        screenshot(page, "teacher-alerts")
+
+        # A segment, by keyboard: the title field, then its button.
+        tab_to(page, named("segment title"))
+        page.keyboard.type("Group work")
+        tab_to(page, named("Start segment"))
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "() => (document.querySelector('.js-plotly-plot').layout.annotations || []).some(a => a.text === 'Group work')",
+            timeout=STEP_TIMEOUT_MS,
+        )
+        page.wait_for_function(
+            "() => document.querySelector('.ss-chart-text').textContent.includes('Group work')", timeout=STEP_TIMEOUT_MS
+        )
+        assert_no_violations(page, "teacher: segment running")
+
+        # Emotions off with the space bar on the switch.
+        tab_to(page, named("Emotion states"), shift=True)
+        page.keyboard.press("Space")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.ss-count[data-state=\"happy\"]').length === 0", timeout=STEP_TIMEOUT_MS
+        )
+        assert_no_violations(page, "teacher: emotions off")
+
+        # A student's card opens its timeline with Enter.
+        tab_to(page, named("Sim student"))
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".ss-detail", timeout=STEP_TIMEOUT_MS)
+        page.wait_for_selector(".ss-timeline", timeout=STEP_TIMEOUT_MS)
+        assert_no_violations(page, "teacher: student detail open")
+
+        # The report, by keyboard, checked inside its frame as well.
+        tab_to(page, named("Session report"), shift=True)
+        page.keyboard.press("Enter")
+        frame_el = page.wait_for_selector("iframe.ss-report", timeout=90_000)
+        frame = frame_el.content_frame()
+        frame.wait_for_selector("#engagement-figure .main-svg", timeout=60_000)
+        assert_no_violations(page, "teacher: report open")
+        assert_no_violations(frame, "teacher: the report in its frame")
+        screenshot(page, "teacher-report")
+
+        # End the session with the keyboard, then start a new one with the same key on the same button.
+        tab_to(page, named("End session"), shift=True)
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="Start session").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="End session").wait_for(timeout=STEP_TIMEOUT_MS)
+    finally:
+        sim.terminate()
+        try:
+            sim.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.communicate()
+        context.close()
 
 
 # --- the student page -------------------------------------------------------------------------------------
@@ -146,96 +243,6 @@ def test_camera_error_has_no_axe_violation(camera_denied_context, server, screen
     screenshot(page, "camera-denied")
 
 
-# --- the teacher page -------------------------------------------------------------------------------------
-
-#: A class where a third of the students look away all along (alerts after 30 s), the rest behave as usual.
-SCENARIO = {"name": "a11y", "drops": [{"at": 0.0, "until": 1.0, "share": 0.3, "mix": {"away": 1}}]}
-
-
-@pytest.mark.slow
-def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, server, tmp_path, screenshot):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.goto(server.teacher_url, timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_selector(LIVE, timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
-    assert_no_violations(page, "teacher: empty class")
-
-    scenario = tmp_path / "a11y.json"
-    scenario.write_text(json.dumps(SCENARIO))
-    sim = subprocess.Popen(
-        [
-            sys.executable, "-m", "smartsession", "simulate", "--url", server.url, "--class", server.class_id,
-            "--join", server.join_code, "--students", "20", "--rate", "2", "--duration", "240",
-            "--scenario", str(scenario), "--seed", "3",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        page.wait_for_function(
-            "() => document.querySelectorAll('.ss-card[data-presence=\"connected\"]').length >= 20", timeout=60_000
-        )
-        # The persistent "away" students raise alerts after 30 s; they are announced politely, once each batch.
-        page.wait_for_selector(".ss-alert", timeout=90_000)
-        page.wait_for_function(
-            "() => document.querySelector('.ss-announce').textContent.includes('has been away')", timeout=STEP_TIMEOUT_MS
-        )
-        assert_no_violations(page, "teacher: full class with alerts")
-        screenshot(page, "teacher-alerts")
-
-        # A segment, by keyboard: the title field, then its button.
-        tab_to(page, named("segment title"))
-        page.keyboard.type("Group work")
-        tab_to(page, named("Start segment"))
-        page.keyboard.press("Enter")
-        page.wait_for_function(
-            "() => (document.querySelector('.js-plotly-plot').layout.annotations || []).some(a => a.text === 'Group work')",
-            timeout=STEP_TIMEOUT_MS,
-        )
-        page.wait_for_function(
-            "() => document.querySelector('.ss-chart-text').textContent.includes('Group work')", timeout=STEP_TIMEOUT_MS
-        )
-        assert_no_violations(page, "teacher: segment running")
-
-        # Emotions off with the space bar on the switch.
-        tab_to(page, named("Emotion states"), shift=True)
-        page.keyboard.press("Space")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.ss-count[data-state=\"happy\"]').length === 0", timeout=STEP_TIMEOUT_MS
-        )
-        assert_no_violations(page, "teacher: emotions off")
-
-        # A student's card opens its timeline with Enter.
-        tab_to(page, named("Sim student"))
-        page.keyboard.press("Enter")
-        page.wait_for_selector(".ss-detail", timeout=STEP_TIMEOUT_MS)
-        page.wait_for_selector(".ss-timeline", timeout=STEP_TIMEOUT_MS)
-        assert_no_violations(page, "teacher: student detail open")
-
-        # The report, by keyboard, checked inside its frame as well.
-        tab_to(page, named("Session report"), shift=True)
-        page.keyboard.press("Enter")
-        frame_el = page.wait_for_selector("iframe.ss-report", timeout=90_000)
-        frame = frame_el.content_frame()
-        frame.wait_for_selector("#engagement-figure .main-svg", timeout=60_000)
-        assert_no_violations(page, "teacher: report open")
-        assert_no_violations(frame, "teacher: the report in its frame")
-        screenshot(page, "teacher-report")
-
-        # End the session with the keyboard; the button comes back as "Start session".
-        tab_to(page, named("End session"), shift=True)
-        page.keyboard.press("Enter")
-        page.get_by_role("button", name="Start session").wait_for(timeout=STEP_TIMEOUT_MS)
-    finally:
-        sim.terminate()
-        try:
-            sim.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.communicate()
-        context.close()
-
-
 # --- the report file --------------------------------------------------------------------------------------
 
 
@@ -270,7 +277,8 @@ def test_report_html_has_no_axe_violation(browser, report_file):
         # Every chart has a text alternative carrying its numbers.
         for figure in ("engagement-figure", "states-figure", "students-figure"):
             assert page.locator(f"#{figure}-text").count() == 1, figure
-        page.locator("#students > summary").focus()
+        # Every control of the report is reached with Tab and shows its focus; Enter opens the timelines.
+        tab_to(page, named("Per-student timelines"))
         page.keyboard.press("Enter")
         page.wait_for_selector("#students-figure .heatmaplayer", timeout=STEP_TIMEOUT_MS)
         assert_no_violations(page, "report with the per-student timelines open")
