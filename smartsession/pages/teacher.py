@@ -159,9 +159,10 @@ def chart_text(series: list[tuple[float, float]], bands: list[tuple[float, float
     if not series:
         return "Class engagement chart: no measurements yet."
     values = [e for _, e in series]
-    minutes = max(1, round((series[-1][0] - series[0][0]) / 60))
+    span = series[-1][0] - series[0][0]
+    shown = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min"
     parts = [
-        f"Class engagement chart: now {values[-1]:.0f} out of 100; over the last {minutes} min "
+        f"Class engagement chart: now {values[-1]:.0f} out of 100; over the last {shown} "
         f"between {min(values):.0f} and {max(values):.0f}, mean {sum(values) / len(values):.0f}."
     ]
     if bands:

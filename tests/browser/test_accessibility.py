@@ -113,7 +113,8 @@ def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
         # A segment, by keyboard: the title field, then its button.
         tab_to(page, named("segment title"))
         page.keyboard.type("Group work")
-        tab_to(page, named("Start segment"))
+        # One Tab from a field to the button it belongs to: the order follows the layout.
+        assert len(tab_to(page, named("Start segment"))) == 1
         page.keyboard.press("Enter")
         page.wait_for_function(
             "() => (document.querySelector('.js-plotly-plot').layout.annotations || []).some(a => a.text === 'Group work')",
@@ -125,7 +126,7 @@ def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
         assert_no_violations(page, "teacher: segment running")
 
         # Emotions off with the space bar on the switch.
-        tab_to(page, named("Emotion states"), shift=True)
+        assert len(tab_to(page, named("Emotion states"))) == 1
         page.keyboard.press("Space")
         page.wait_for_function(
             "() => document.querySelectorAll('.ss-count[data-state=\"happy\"]').length === 0", timeout=STEP_TIMEOUT_MS
@@ -177,18 +178,19 @@ def test_student_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
     page.get_by_text("Join your class").wait_for(timeout=PAGE_TIMEOUT_MS)
     assert_no_violations(page, "student: join form")
 
-    order = tab_to(page, named("class id from your teacher"))
+    # Class, code, Continue: one Tab each, in the order they are read.
+    tab_to(page, named("class id from your teacher"))
     page.keyboard.type(server.class_id)
-    order += tab_to(page, named("join code"))
+    assert len(tab_to(page, named("join code"))) == 1
     page.keyboard.type(server.join_code)
-    order += tab_to(page, named("Continue"))
+    assert len(tab_to(page, named("Continue"))) == 1
     page.keyboard.press("Enter")
 
     page.get_by_text("What is measured").wait_for(timeout=STEP_TIMEOUT_MS)
     assert_no_violations(page, "student: consent")
-    order = tab_to(page, named("as your teacher will see it"))
+    tab_to(page, named("as your teacher will see it"))
     page.keyboard.type("Katherine Johnson")
-    order = tab_to(page, named("I agree"))
+    assert len(tab_to(page, named("I agree"))) == 1
     page.keyboard.press("Enter")
 
     page.get_by_text("Calibrating: look at the screen").wait_for(timeout=STEP_TIMEOUT_MS)
@@ -207,8 +209,8 @@ def test_student_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
     assert live.count() == 1
     screenshot(page, "student-live")
 
-    # Pause, the overlay switch and calibrate again come in that order, after the live view.
-    order = tab_to(page, named("Pause"))
+    # Pause, Calibrate again and the face-points switch: one Tab each, in the order they are shown.
+    tab_to(page, named("Pause"))
     page.keyboard.press("Space")
     page.get_by_text("Paused: nothing is measured or shared.").wait_for(timeout=STEP_TIMEOUT_MS)
     page.wait_for_function(
@@ -220,10 +222,10 @@ def test_student_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
     assert focused and "Resume" in focused["label"], focused
     page.keyboard.press("Space")
     page.wait_for_selector(".ss-feedback[data-state]", timeout=STEP_TIMEOUT_MS)
-    order = tab_to(page, named("Calibrate again"))
+    assert len(tab_to(page, named("Calibrate again"))) == 1
     page.keyboard.press("Enter")
     page.get_by_text("Calibrating: look at the screen").wait_for(timeout=STEP_TIMEOUT_MS)
-    order = tab_to(page, named("Show face points"))
+    assert len(tab_to(page, named("Show face points"))) == 1
     page.keyboard.press("Space")
     assert page.get_by_label("Show face points").is_checked()
     page.get_by_text("Calibrated to your relaxed face").wait_for(timeout=STEP_TIMEOUT_MS)

@@ -74,7 +74,7 @@ def test_the_class_chart_in_words_has_its_numbers():
     t0 = time.mktime((2026, 1, 5, 10, 0, 0, 0, 0, -1))
     series = [(t0 + 60 * i, v) for i, v in enumerate([70, 64, 40, 52])]
     text = chart_text(series, [(t0, t0 + 120, "Intro"), (t0 + 120, t0 + 180, "Group work")], t0 + 180)
-    assert "now 52 out of 100" in text and "between 40 and 70, mean 56" in text
+    assert "now 52 out of 100; over the last 3 min between 40 and 70, mean 56." in text
     assert "Intro from 10:00 to 10:02" in text and "Group work from 10:02 (running)" in text
     assert chart_text([], [], t0) == "Class engagement chart: no measurements yet."
 
