@@ -374,11 +374,12 @@ class TeacherPage:
         self.gauge = w.HTML(gauge_html(None))
         self.counts = w.HTML()
         self.alerts_box = w.HTML(alerts_html([]))
-        # The trace must exist at construction: FigureWidget syncs its data to the browser only then.
-        self.chart_text = w.HTML(f'<div class="ss-chart-text">{chart_text([], [], 0.0)}</div>')
+        # The class chart in words, and the polite live region that reads out new alerts.
+        self.chart_text = w.HTML(f'<div class="ss-chart-text">{html.escape(chart_text([], [], 0.0))}</div>')
         self.announce = LiveRegion()
         self.announcer = Announcer(settle=0.0, min_gap=ANNOUNCE_EVERY)
         self._unannounced: list[Alert] = []
+        # The trace must exist at construction: FigureWidget syncs its data to the browser only then.
         self.chart = go.FigureWidget(
             data=[go.Scatter(x=[], y=[], mode="lines", line=dict(color="#1565c0", width=2), name="class")],
             layout=go.Layout(
@@ -680,7 +681,9 @@ class TeacherPage:
         )
         history = view.timeline(sid)
         self.detail_timeline.value = (
-            timeline_svg(history) + f'<div class="ss-timeline-text">{html.escape(timeline_text(history))}</div>'
+            # The same words are the svg's label: shown for sighted readers, hidden from screen readers.
+            timeline_svg(history)
+            + f'<div class="ss-timeline-text" aria-hidden="true">{html.escape(timeline_text(history))}</div>'
         )
         self.hide_button.description = "Show" if card.hidden else "Hide"
 
