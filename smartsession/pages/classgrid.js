@@ -9,6 +9,7 @@ function build(model, id) {
   node.dataset.student = id;
   node.tabIndex = 0;
   node.setAttribute("role", "button");
+  node.setAttribute("aria-pressed", "false");
   const select = () => {
     model.set("selected", model.get("selected") === id ? "" : id);
     model.save_changes();
@@ -24,9 +25,15 @@ function build(model, id) {
   head.className = "ss-card-head";
   const dot = document.createElement("span");
   dot.className = "ss-dot";
+  // The symbol repeats the state's shape for sighted users; the card's aria-label says it in words.
+  dot.setAttribute("aria-hidden", "true");
   const label = document.createElement("span");
   label.className = "ss-label";
   head.append(dot, label);
+  // The card's name for a screen reader is its text: "Ada engagement 76 focused seen 10:42:07".
+  const unit = document.createElement("span");
+  unit.className = "ss-sr";
+  unit.textContent = "engagement ";
   const score = document.createElement("div");
   score.className = "ss-score";
   const state = document.createElement("div");
@@ -35,11 +42,12 @@ function build(model, id) {
   svg.setAttribute("class", "ss-spark");
   svg.setAttribute("viewBox", "0 0 96 24");
   svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("aria-hidden", "true");
   const line = document.createElementNS(SVG, "polyline");
   svg.appendChild(line);
   const seen = document.createElement("div");
   seen.className = "ss-seen";
-  node.append(head, score, state, svg, seen);
+  node.append(head, unit, score, state, svg, seen);
   return node;
 }
 
@@ -53,8 +61,10 @@ function fill(node, c) {
   // textContent, never innerHTML: names are typed by students.
   node.querySelector(".ss-label").textContent = c.label;
   node.title = c.label;
+  const shown = c.presence === "connected" ? c.state : c.presence;
+  node.querySelector(".ss-dot").textContent = c.symbol;
   node.querySelector(".ss-score").textContent = c.engagement === null ? "–" : String(c.engagement);
-  node.querySelector(".ss-state").textContent = c.presence === "connected" ? c.state : c.presence;
+  node.querySelector(".ss-state").textContent = shown;
   node.querySelector("polyline").setAttribute("points", c.spark);
   const seen = node.querySelector(".ss-seen");
   seen.textContent =
@@ -89,6 +99,7 @@ function render({ model, el }) {
         drawn.set(c.id, json);
       }
       node.classList.toggle("ss-selected", c.id === selected);
+      node.setAttribute("aria-pressed", c.id === selected ? "true" : "false");
     });
     for (const [id, node] of nodes) {
       if (!keep.has(id)) {

@@ -11,22 +11,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+# STATE_COLOURS and PRESENCE_COLOURS are re-exported: pages import them from here.
+from smartsession.pages.palette import PRESENCE_COLOURS, STATE_COLOURS, symbol_of  # noqa: F401
 from smartsession.schema import STATES
 
 #: States that mean the student's attention is elsewhere; the card and the alerts treat them alike.
 LOW_ATTENTION = ("distracted", "drowsy", "away")
-
-#: Colours of the states on cards, counts and charts (colour-blind safe, calm rather than alarming).
-STATE_COLOURS = {
-    "focused": "#2e7d32",
-    "happy": "#00897b",
-    "confused": "#8e6bbf",
-    "distracted": "#ef8f00",
-    "drowsy": "#8d6e63",
-    "away": "#9e9e9e",
-    "uncertain": "#b0bec5",
-}
-PRESENCE_COLOURS = {"paused": "#90a4ae", "disconnected": "#cfd8dc"}
 
 #: One point per second is enough for a sparkline, a timeline and the class chart.
 HISTORY_SECONDS = 2 * 3600
@@ -304,6 +294,8 @@ class ClassView:
             "id": c.student_id,
             "label": c.label,
             "state": c.state or "uncertain",
+            # The shape of the state (or of the presence), so the card never relies on its colour alone.
+            "symbol": symbol_of(c.state or "uncertain" if presence == "connected" else presence),
             "colour": STATE_COLOURS.get(c.state or "uncertain") if presence == "connected" else PRESENCE_COLOURS[presence],
             "engagement": None if c.engagement is None else round(c.engagement),
             "presence": presence,

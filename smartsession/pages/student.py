@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 import ipywidgets as w
 import numpy as np
 
-from smartsession.pages.classview import STATE_COLOURS
+from smartsession.pages.announce import Announcer, LiveRegion
+from smartsession.pages.palette import colour_of, symbol_of, text_colour
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage
 from smartsession.widgets.camera import ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay
@@ -89,8 +90,17 @@ def tip_for(state: str, face: bool = True) -> str:
 
 
 def _chip(state: str) -> str:
-    colour = STATE_COLOURS.get(state, "#b0bec5")
-    return f'<span class="ss-chip" style="background:{colour}">{html.escape(state)}</span>'
+    """The state as a word with its symbol on its colour: colour is never the only carrier."""
+    colour = colour_of(state)
+    return (
+        f'<span class="ss-chip" data-state="{html.escape(state)}" style="background:{colour};color:{text_colour(colour)}">'
+        f'<span aria-hidden="true">{symbol_of(state)}</span> {html.escape(state)}</span>'
+    )
+
+
+def announcement(state: str, face: bool = True) -> str:
+    """What a screen reader says when the student's state has settled: the state and its tip."""
+    return f"{state}: {tip_for(state, face)}"
 
 
 def _bar(label: str, value: float) -> str:
@@ -124,7 +134,7 @@ def teacher_view_html(msg: StateMessage | None) -> str:
         return '<div class="ss-teacher"><b>What your teacher sees</b><div>Nothing sent yet.</div></div>'
     when = time.strftime("%H:%M:%S", time.localtime(msg.t))
     if msg.paused:
-        body = '<span class="ss-chip" style="background:#90a4ae">paused</span> nothing is measured or shared'
+        body = f"{_chip('paused')} nothing is measured or shared"
     else:
         body = f"{_chip(msg.state)} engagement <b>{msg.engagement:.0f}</b>"
     numbers = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in msg.features.items())
@@ -155,10 +165,10 @@ anywhere. The class server keeps the states and scores for your teacher's sessio
 _STYLE = """<style>
 .ss-page { font-family: system-ui, sans-serif; color: #263238; max-width: 980px; }
 .ss-page h2 { font-weight: 500; margin: 4px 0 8px; }
-.ss-chip { color: #fff; border-radius: 12px; padding: 2px 10px; font-weight: 600; }
+.ss-chip { border-radius: 12px; padding: 2px 10px; font-weight: 600; }
 .ss-state { display: flex; align-items: baseline; gap: 10px; font-size: 1.3em; }
 .ss-score { font-size: 2.2em; font-weight: 600; }
-.ss-score-unit, .ss-muted { color: #607d8b; font-size: 0.9em; }
+.ss-score-unit, .ss-muted { color: #455a64; font-size: 0.9em; }
 .ss-tip { margin-top: 8px; font-size: 1.1em; }
 .ss-bar { display: flex; align-items: center; gap: 6px; font-size: 0.9em; margin: 2px 0; }
 .ss-bar-label { width: 90px; }
@@ -167,6 +177,9 @@ _STYLE = """<style>
 .ss-teacher { margin-top: 12px; padding: 8px 10px; background: #f5f7f8; border-radius: 6px; }
 .ss-consent p { max-width: 640px; line-height: 1.45; }
 .ss-error { color: #7a2e00; background: #fff4e5; border-left: 4px solid #e07b00; padding: 6px 8px; }
+/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
+   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
+.ss-page :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
 .ss-stack { display: grid !important; }
 .ss-stack > * { grid-area: 1 / 1; }
 .ss-stack > .ss-overlay-box { z-index: 1; pointer-events: none; }
@@ -220,14 +233,17 @@ class StudentPage:
         self.title = w.HTML()
         self.notice = w.HTML()
         # Join form, shown when the link lacks the class or the join code.
-        self.class_input = w.Text(description="Class", placeholder="class id from your teacher")
-        self.code_input = w.Text(description="Join code", placeholder="join code")
+        # Synced when the field is left, not per keystroke: keystrokes queue behind each other, and a button
+        # pressed right after typing (Tab, Enter) would reach the kernel before the text does.
+        self.class_input = w.Text(description="Class", placeholder="class id from your teacher", continuous_update=False)
+        self.code_input = w.Text(description="Join code", placeholder="join code", continuous_update=False)
         self.join_button = w.Button(description="Continue", button_style="primary")
         self.join_button.on_click(lambda _: self._submit_form())
         self.form = w.VBox([w.HTML("<h3>Join your class</h3>"), self.class_input, self.code_input, self.join_button])
         # Consent.
         self.consent_text = w.HTML(consent_html(emotions=True))
-        self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it")
+        self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it",
+                                 continuous_update=False)
         self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
                                      layout=w.Layout(width="auto"))
         self.agree_button.on_click(lambda _: self._agree())
@@ -250,13 +266,16 @@ class StudentPage:
         self.feedback = w.HTML('<div class="ss-feedback">Waiting for the camera...</div>')
         self.teacher_view = w.HTML(teacher_view_html(None))
         self.connection = w.HTML()
+        # Polite and rate-limited: a state is read out once it has held for a moment, not at every frame.
+        self.announce = LiveRegion()
+        self.announcer = Announcer()
         controls = w.VBox([w.HBox([self.pause_button, self.calibrate_button]), self.overlay_toggle])
         left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
         right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
                        layout=w.Layout(flex="1", padding="0 0 0 16px"))
         self.live = w.HBox([left, right])
         self.body = w.VBox([])
-        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body])
+        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body, self.announce])
         self.root.add_class("ss-page")
         self.camera.on_frame(self._on_frame)
         self.camera.observe(self._on_camera_status, names="status")
@@ -333,6 +352,8 @@ class StudentPage:
                 '<div class="ss-feedback"><div class="ss-tip">Paused: nothing is measured or shared. '
                 "Press Resume to continue.</div></div>"
             )
+            said = "Measuring paused. Nothing is measured or shared until you resume."
+            self.announce.text = self.announcer.say_now(said, time.time())
             self._publish_paused()
 
     def _camera_on(self, on: bool) -> None:
@@ -352,6 +373,7 @@ class StudentPage:
             if status in ERROR_STATUSES:
                 self._feedback_shown = None
                 self.feedback.value = f'<div class="ss-error">{html.escape(self.camera.message)}</div>'
+                self.announce.text = self.announcer.say_now(self.camera.message, time.time())
                 self.calibration.value = ""
             self._publish_paused()
 
@@ -379,7 +401,13 @@ class StudentPage:
                 "Face the camera in good light and press Calibrate again.</div>"
                 if error else "<div class='ss-muted'>Calibrated to your relaxed face.</div>"
             )
+            said = f"Calibration failed: {error} Press Calibrate again." if error else "Calibration finished."
+            self.announce.text = self.announcer.say_now(said, time.time())
         now = time.time()
+        self.announcer.offer(announcement(obs.state, obs.face), now)
+        said = self.announcer.poll(now)
+        if said:
+            self.announce.text = said
         if self.overlay_toggle.value and now - self._last_overlay >= OVERLAY_EVERY:
             self._last_overlay = now
             self.overlay.show(obs.landmarks if obs.face else None)

@@ -27,8 +27,10 @@ import qrcode
 import qrcode.image.svg
 
 from smartsession.pages.alerts import Alert, AlertRules, StudentStatus
+from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
-from smartsession.pages.classview import PRESENCE_COLOURS, STATE_COLOURS, ClassView
+from smartsession.pages.classview import ClassView
+from smartsession.pages.palette import colour_of, symbol_of
 from smartsession.schema import EMOTION_STATES, STATES
 
 #: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
@@ -42,6 +44,8 @@ ALERTS_EVERY = 1.0
 CHART_WINDOW = 3600.0
 #: How many alerts stay on screen (newest first); older ones remain in ``TeacherPage.alerts``.
 ALERTS_SHOWN = 5
+#: Seconds between two alert announcements to a screen reader; alerts meanwhile are read out together.
+ANNOUNCE_EVERY = 10.0
 
 
 class TokenError(ValueError):
@@ -102,9 +106,10 @@ def gauge_html(engagement: float | None) -> str:
     filled = 0 if value is None else length * value / 100
     colour = "#b0bec5" if value is None else ("#2e7d32" if value >= 60 else "#ef8f00" if value >= 40 else "#c62828")
     label = "–" if value is None else f"{value:.0f}"
+    words = "no students measured yet" if value is None else f"{value:.0f} out of 100"
     return (
         f'<div class="ss-gauge" data-engagement="{"" if value is None else round(value)}">'
-        '<svg viewBox="0 0 100 60" width="160" height="96">'
+        f'<svg viewBox="0 0 100 60" width="160" height="96" role="img" aria-label="Class engagement: {words}">'
         '<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="#eceff1" stroke-width="10"/>'
         f'<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="{colour}" stroke-width="10" '
         f'stroke-dasharray="{filled:.1f} {length:.1f}"/>'
@@ -118,10 +123,10 @@ def counts_html(counts: dict[str, int], emotions: bool) -> str:
     for state in STATES + ("paused", "disconnected"):
         if state in EMOTION_STATES and not emotions:
             continue
-        colour = STATE_COLOURS.get(state) or PRESENCE_COLOURS[state]
         parts.append(
             f'<span class="ss-count" data-state="{state}" data-count="{counts.get(state, 0)}">'
-            f'<span style="background:{colour}"></span>{state} <b>{counts.get(state, 0)}</b></span>'
+            f'<span class="ss-symbol" aria-hidden="true" style="color:{colour_of(state)}">{symbol_of(state)}</span>'
+            f'{state} <b>{counts.get(state, 0)}</b></span>'
         )
     return '<div class="ss-counts">' + "".join(parts) + "</div>"
 
@@ -138,20 +143,72 @@ def alerts_html(alerts: list[Alert]) -> str:
     return f'<ul class="ss-alerts" data-count="{len(alerts)}">{items}</ul>'
 
 
+def alerts_announcement(alerts: list[Alert]) -> str:
+    """One sentence for a screen reader about alerts not read out yet (newest last)."""
+    # The time makes each announcement new, so a condition that fires again later is read out again.
+    at = datetime.fromtimestamp(alerts[-1].t).strftime("%H:%M")
+    if len(alerts) == 1:
+        return f"New alert at {at}: {alerts[0].message}"
+    shown = "; ".join(a.message for a in alerts[-3:])
+    more = f" ({len(alerts) - 3} more in the list)" if len(alerts) > 3 else ""
+    return f"{len(alerts)} new alerts at {at}: {shown}{more}"
+
+
+def chart_text(series: list[tuple[float, float]], bands: list[tuple[float, float, str]], now: float) -> str:
+    """The class chart in words, with the numbers it draws: where engagement is, its range, the segments."""
+    if not series:
+        return "Class engagement chart: no measurements yet."
+    values = [e for _, e in series]
+    span = series[-1][0] - series[0][0]
+    shown = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min"
+    parts = [
+        f"Class engagement chart: now {values[-1]:.0f} out of 100; over the last {shown} "
+        f"between {min(values):.0f} and {max(values):.0f}, mean {sum(values) / len(values):.0f}."
+    ]
+    if bands:
+        segs = ", ".join(
+            f"{title or 'untitled'} from {datetime.fromtimestamp(start).strftime('%H:%M')}"
+            + (" (running)" if end >= now else f" to {datetime.fromtimestamp(end).strftime('%H:%M')}")
+            for start, end, title in bands
+        )
+        parts.append(f"Segments: {segs}.")
+    return " ".join(parts)
+
+
+def timeline_text(history: list[tuple[float, float, str]]) -> str:
+    """One student's timeline in words: its span, engagement range and the share of time in each state."""
+    if not history:
+        return "No states yet."
+    values = [e for _, e, _ in history]
+    shares: dict[str, int] = {}
+    for _, _, state in history:
+        shares[state] = shares.get(state, 0) + 1
+    states = ", ".join(f"{s} {n * 100 / len(history):.0f}%" for s, n in sorted(shares.items(), key=lambda kv: -kv[1]))
+    start, end = (datetime.fromtimestamp(v).strftime("%H:%M:%S") for v in (history[0][0], history[-1][0]))
+    return (
+        f"From {start} to {end}: engagement now {values[-1]:.0f}, between {min(values):.0f} and {max(values):.0f}; "
+        f"time in each state: {states}."
+    )
+
+
 def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, height: int = 120) -> str:
-    """One student's engagement over time, each point coloured by its state."""
+    """One student's engagement over time, each point drawn with its state's symbol and colour."""
     if not history:
         return "<i>No states yet.</i>"
     t0, t1 = history[0][0], max(history[-1][0], history[0][0] + 1)
     x = lambda t: 30 + (t - t0) / (t1 - t0) * (width - 40)  # noqa: E731
     y = lambda e: 10 + (100 - e) / 100 * (height - 30)  # noqa: E731
     line = " ".join(f"{x(t):.1f},{y(e):.1f}" for t, e, _ in history)
+    # Symbols, not plain dots: the shape tells the state without its colour.
     dots = "".join(
-        f'<circle cx="{x(t):.1f}" cy="{y(e):.1f}" r="2.5" fill="{STATE_COLOURS.get(s, "#b0bec5")}"/>' for t, e, s in history
+        f'<text x="{x(t):.1f}" y="{y(e) + 3:.1f}" font-size="8" text-anchor="middle" fill="{colour_of(s)}" '
+        f'stroke="#263238" stroke-width="0.3">{symbol_of(s)}</text>'
+        for t, e, s in history
     )
     start, end = (datetime.fromtimestamp(v).strftime("%H:%M:%S") for v in (t0, t1))
     return (
-        f'<svg class="ss-timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
+        f'<svg class="ss-timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(timeline_text(history))}">'
         f'<line x1="30" y1="{y(50):.1f}" x2="{width - 10}" y2="{y(50):.1f}" stroke="#eceff1"/>'
         f'<text x="2" y="{y(100) + 4:.1f}" font-size="10">100</text><text x="8" y="{y(0):.1f}" font-size="10">0</text>'
         f'<polyline points="{line}" fill="none" stroke="#90a4ae" stroke-width="1"/>{dots}'
@@ -216,12 +273,16 @@ _STYLE = """<style>
 .ss-header { font-size: 22px; font-weight: 600; line-height: 1.6; }
 .ss-teacher { font-family: system-ui, sans-serif; }
 .ss-counts { display: flex; flex-wrap: wrap; gap: 2px 10px; font-size: 13px; line-height: 1.5; }
-.ss-count > span { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; }
+.ss-symbol { margin-right: 4px; -webkit-text-stroke: 0.6px #263238; }
 .ss-gauge { text-align: center; font-size: 12px; color: #546e7a; }
 .ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; max-height: 190px; overflow-y: auto; }
 .ss-alert { padding: 2px 8px; margin-bottom: 4px; line-height: 1.4; background: #fff8e1; border-left: 4px solid #ffb300; border-radius: 4px; }
 .ss-notice { color: #c62828; font-size: 13px; }
-.ss-why { color: #78909c; font-size: 11px; }
+.ss-why { color: #455a64; font-size: 11px; }
+.ss-chart-text, .ss-timeline-text { color: #455a64; font-size: 12px; }
+/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
+   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
+.ss-teacher :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
 .ss-status { color: #546e7a; font-size: 13px; }
 .ss-status[data-status="error"] { color: #c62828; }
 .ss-join { display: flex; gap: 16px; align-items: center; line-height: 1.5; font-size: 13px; }
@@ -295,7 +356,9 @@ class TeacherPage:
         self.join = w.HTML()
         self.session_button = w.Button(description="Start session")
         self.session_button.on_click(lambda _: self._toggle_session())
-        self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"))
+        # Synced when the field is left: a button pressed right after typing must not overtake the text.
+        self.segment_title = w.Text(placeholder="segment title, e.g. Exercise 2", layout=w.Layout(width="240px"),
+                                    continuous_update=False)
         self.segment_button = w.Button(description="Start segment")
         self.segment_button.on_click(lambda _: self._start_segment())
         self.emotions_box = w.Checkbox(value=True, description="Emotion states (happy, confused)", indent=False)
@@ -311,6 +374,11 @@ class TeacherPage:
         self.gauge = w.HTML(gauge_html(None))
         self.counts = w.HTML()
         self.alerts_box = w.HTML(alerts_html([]))
+        # The class chart in words, and the polite live region that reads out new alerts.
+        self.chart_text = w.HTML(f'<div class="ss-chart-text">{html.escape(chart_text([], [], 0.0))}</div>')
+        self.announce = LiveRegion()
+        self.announcer = Announcer(settle=0.0, min_gap=ANNOUNCE_EVERY)
+        self._unannounced: list[Alert] = []
         # The trace must exist at construction: FigureWidget syncs its data to the browser only then.
         self.chart = go.FigureWidget(
             data=[go.Scatter(x=[], y=[], mode="lines", line=dict(color="#1565c0", width=2), name="class")],
@@ -331,7 +399,8 @@ class TeacherPage:
 
         self.detail_title = w.HTML()
         self.detail_timeline = w.HTML()
-        self.rename_input = w.Text(placeholder="new display name", layout=w.Layout(width="200px"))
+        self.rename_input = w.Text(placeholder="new display name", layout=w.Layout(width="200px"),
+                                   continuous_update=False)
         rename = w.Button(description="Rename")
         rename.on_click(lambda _: self._rename())
         self.hide_button = w.Button(description="Hide")
@@ -349,6 +418,7 @@ class TeacherPage:
                 self.notice,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
                 self.chart,
+                self.chart_text,
                 self.show_hidden,
                 self.grid,
                 self.detail,
@@ -356,7 +426,7 @@ class TeacherPage:
             ],
             layout=w.Layout(display="none"),
         )
-        self.root = w.VBox([w.HTML(_STYLE), self.header, self.status_line, self.form, self.dashboard])
+        self.root = w.VBox([w.HTML(_STYLE), self.header, self.status_line, self.form, self.dashboard, self.announce])
         self.root.add_class("ss-teacher")
 
     def _ipython_display_(self) -> None:
@@ -565,6 +635,7 @@ class TeacherPage:
         if len(series) == self._chart_points and not bands:
             return
         self._chart_points = len(series)
+        self.chart_text.value = f'<div class="ss-chart-text">{html.escape(chart_text(series, bands, now))}</div>'
         shapes, notes = [], []
         for i, (start, end, title) in enumerate(bands):
             x0, x1 = datetime.fromtimestamp(start), datetime.fromtimestamp(end)
@@ -588,6 +659,13 @@ class TeacherPage:
         if fired:
             self.alerts.extend(fired)
             self.alerts_box.value = alerts_html(self.alerts[::-1][:ALERTS_SHOWN])
+            self._unannounced.extend(fired)
+        if self._unannounced:
+            self.announcer.offer(alerts_announcement(self._unannounced), now)
+            said = self.announcer.poll(now)
+            if said:
+                self.announce.text = said
+                self._unannounced = []
 
     def _draw_detail(self) -> None:
         sid = self.grid.selected
@@ -601,7 +679,12 @@ class TeacherPage:
             f'<div class="ss-detail" data-student="{html.escape(sid)}"><b>{html.escape(card.label)}</b> '
             f"— {html.escape(view.presence(card, time.time()))}, {html.escape(card.state or 'no state yet')}</div>"
         )
-        self.detail_timeline.value = timeline_svg(view.timeline(sid))
+        history = view.timeline(sid)
+        self.detail_timeline.value = (
+            # The same words are the svg's label: shown for sighted readers, hidden from screen readers.
+            timeline_svg(history)
+            + f'<div class="ss-timeline-text" aria-hidden="true">{html.escape(timeline_text(history))}</div>'
+        )
         self.hide_button.description = "Show" if card.hidden else "Hide"
 
     # -- teacher commands ----------------------------------------------------------------------
@@ -650,7 +733,7 @@ class TeacherPage:
         finally:
             self.report_button.disabled = False
         # srcdoc keeps the report's own scripts (plotly, inlined) apart from the dashboard's.
-        self.report.value = f'<iframe class="ss-report" data-session="{html.escape(session_id)}" srcdoc="{html.escape(page)}"></iframe>'
+        self.report.value = f'<iframe class="ss-report" title="Session report" data-session="{html.escape(session_id)}" srcdoc="{html.escape(page)}"></iframe>'
         self.report_button.description = "Hide report"
         self._notify("")
 

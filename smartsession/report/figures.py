@@ -7,18 +7,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from smartsession.pages.palette import STATE_COLOURS, STATE_PATTERNS
 from smartsession.schema import STATES
 
-#: One colour per state, the same in every figure (calm for attention, warm for trouble).
-STATE_COLORS = {
-    "focused": "#2a9d8f",
-    "happy": "#8ab17d",
-    "confused": "#e9c46a",
-    "distracted": "#f4a261",
-    "drowsy": "#9c89b8",
-    "away": "#bdbdbd",
-    "uncertain": "#e0e0e0",
-}
+#: One colour and one bar pattern per state, the same as on the live pages (colour-vision-deficiency safe).
+STATE_COLORS = STATE_COLOURS
 BAND_COLORS = ("rgba(42,157,143,0.08)", "rgba(38,70,83,0.08)")
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13)
 
@@ -111,7 +104,7 @@ def states_figure(report) -> go.Figure:
             fig.add_trace(
                 go.Bar(
                     y=seg["title"], x=seg[col] * 100, name=state, orientation="h",
-                    marker_color=STATE_COLORS[state],
+                    marker=dict(color=STATE_COLORS[state], pattern=dict(shape=STATE_PATTERNS[state], fgcolor="#263238")),
                     hovertemplate=f"{state}: %{{x:.0f}}%<extra>%{{y}}</extra>",
                 )
             )
@@ -137,7 +130,7 @@ def students_figure(report) -> go.Figure:
             go.Heatmap(
                 z=grid.to_numpy(), x=(grid.columns.to_numpy() * report.settings.bin_s) / 60,
                 y=[report.labels.get(sid, sid) for sid in grid.index],
-                zmin=0, zmax=100, colorscale="RdYlGn", colorbar=dict(title="engagement"),
+                zmin=0, zmax=100, colorscale="Cividis", colorbar=dict(title="engagement"),
                 hovertemplate="%{y} at %{x:.1f} min: %{z:.0f}<extra></extra>",
             )
         )

@@ -22,9 +22,11 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;bord
 .fact{background:#f1f5f4;border-radius:8px;padding:8px 14px}.fact b{display:block;font-size:1.3rem}
 table{border-collapse:collapse;width:100%;font-size:.92rem}th,td{padding:6px 8px;border-bottom:1px solid #e9ecef;
 text-align:left;vertical-align:top}th{background:#f8f9fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.thin td{color:#868e96;font-style:italic}.note{color:#b35c00}
+tr.thin td{color:#5c636a;font-style:italic}.note{color:#8a4500}
 details{margin-top:1rem;border:1px solid #dee2e6;border-radius:8px;padding:8px 12px}
 summary{cursor:pointer;font-weight:600}.method{font-size:.88rem;color:#495057}
+:focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}
+figure{margin:0}figcaption{font-size:.92rem;color:#343a40}figcaption details{margin-top:.4rem}
 """
 
 #: Re-lay out plots inside a <details> when it opens: plotly cannot measure a hidden container.
@@ -47,6 +49,71 @@ def _figure_html(fig, div_id: str) -> str:
         div_id=div_id,
         config={"displaylogo": False, "responsive": True},
     )
+
+
+def _chart(fig, div_id: str, words: str, table: str) -> str:
+    """A chart with its text alternative: the same numbers in a sentence and in a table behind a click."""
+    return (
+        f"<figure>{_figure_html(fig, div_id)}<figcaption id='{div_id}-text'>{escape(words)}"
+        f"<details><summary>The numbers of this chart</summary>{table}</details></figcaption></figure>"
+    )
+
+
+def _table(header: list[str], rows) -> str:
+    head = "".join(f"<th scope='col'>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _engagement_chart(report, fig) -> str:
+    s = report.class_series
+    smoothed = s["smoothed"].dropna() if len(s) else s
+    words = "Class engagement over time: no measurements."
+    if len(smoothed):
+        words = (
+            f"Class engagement over time: the smoothed class engagement went from {smoothed.iloc[0]:.0f} to "
+            f"{smoothed.iloc[-1]:.0f}, between {smoothed.min():.0f} and {smoothed.max():.0f} "
+            f"(session baseline {_fmt(report.baseline)}), with {int(s['students'].min())} to "
+            f"{int(s['students'].max())} students present; {len(report.drops)} drop(s) and "
+            f"{len(report.peaks)} peak(s), listed in the text of this report."
+        )
+    rows = (
+        (_mmss(r.t - report.t0), _fmt(r.engagement), _fmt(r.smoothed), int(r.students))
+        for r in s.itertuples()
+    )
+    header = ["time", "class mean", "smoothed", "students present"]
+    return _chart(fig, "engagement-figure", words, _table(header, rows))
+
+
+def _states_chart(report, fig) -> str:
+    seg = report.segments.sort_values("start")
+    seg = seg[seg["shown"].astype(bool)]
+    rows = [
+        [r.title] + [_fmt(getattr(r, f"share_{st}") * 100) + "%" for st in STATES] for r in seg.itertuples()
+    ]
+    words = "Share of students in each state, per segment (also in the segments table above): " + "; ".join(
+        f"{row[0]}: " + ", ".join(f"{st} {v}" for st, v in zip(STATES, row[1:]) if v not in ("-%", "0%"))
+        for row in rows
+    ) + "."
+    return _chart(fig, "states-figure", words, _table(["segment", *STATES], rows))
+
+
+def _students_chart(report, fig) -> str:
+    b = report.student_series
+    rows = []
+    if len(b):
+        stats = b.groupby("student_id")["engagement"].agg(["mean", "min", "max", "count"])
+        for sid in sorted(stats.index, key=lambda i: report.labels.get(i, i)):
+            st = stats.loc[sid]
+            minutes = st["count"] * report.settings.bin_s / 60
+            rows.append((report.labels.get(sid, sid), _fmt(st["mean"]), _fmt(st["min"]), _fmt(st["max"]),
+                         f"{minutes:.1f}"))
+    words = (
+        f"Each student's engagement over time, one row per student ({len(rows)} students); "
+        "the table gives each student's mean, lowest and highest engagement and minutes measured."
+    )
+    header = ["student", "mean", "lowest", "highest", "minutes measured"]
+    return _chart(fig, "students-figure", words, _table(header, rows))
 
 
 def _fmt(value, spec: str = ".0f", empty: str = "-") -> str:
@@ -86,14 +153,14 @@ def render(report) -> str:
         return "".join(parts)
 
     figs = report.figures()
-    parts += [_facts(report), _drops(report), _figure_html(figs["engagement"], "engagement-figure")]
+    parts += [_facts(report), _drops(report), _engagement_chart(report, figs["engagement"])]
     parts += [_segments(report), _peaks(report)]
     if report.segments["shown"].any():
-        parts.append(_figure_html(figs["states"], "states-figure"))
+        parts.append(_states_chart(report, figs["states"]))
     parts += [
         f"<details id='students'><summary>Per-student timelines ({report.n_students} students"
         f"{', anonymised' if report._anonymised else ''}) - click to show</summary>",
-        _figure_html(figs["students"], "students-figure"),
+        _students_chart(report, figs["students"]),
         "</details>",
         _method(report),
         f"<script>{RESIZE_JS}</script></body></html>",

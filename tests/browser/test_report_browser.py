@@ -67,7 +67,7 @@ def test_report_renders_offline_with_its_plots(browser, report_file, screenshot)
         # Per-student timelines stay behind a click; opened, the heatmap gets the page's width.
         assert not page.locator("#students").evaluate("d => d.open")
         screenshot(page, "report")
-        page.locator("#students summary").click()
+        page.locator("#students > summary").click()
         page.wait_for_selector("#students-figure .heatmaplayer", timeout=10_000)
         width = page.locator("#students-figure .main-svg").first.evaluate("s => s.getBoundingClientRect().width")
         assert width > 900

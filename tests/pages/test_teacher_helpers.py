@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from smartsession.hub import auth
+from smartsession.pages.palette import STATE_COLOURS
 from smartsession.pages.teacher import (
     TeacherPage,
     TokenError,
@@ -57,7 +58,9 @@ def test_gauge_and_timeline_draw_without_data():
     assert timeline_svg([]) == "<i>No states yet.</i>"
     now = time.time()
     svg = timeline_svg([(now, 80.0, "focused"), (now + 1, 10.0, "away")])
-    assert svg.count("<circle") == 2 and "#2e7d32" in svg
+    # Each point carries its state's symbol (shape) as well as its colour, and the svg its numbers in words.
+    assert ">●</text>" in svg and ">✕</text>" in svg and STATE_COLOURS["focused"] in svg
+    assert 'role="img"' in svg and "engagement now 10, between 10 and 80" in svg
 
 
 def test_cards_sort_naturally():
