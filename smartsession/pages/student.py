@@ -151,13 +151,15 @@ def consent_html(emotions: bool) -> str:
     return f"""
 <div class="ss-consent">
 <h3>Before you start</h3>
-<p><b>What is measured.</b> A few times a second, this page looks at your camera picture to find where your
-face points, where your eyes look, how open your eyes and mouth are. From that it estimates a state
-({", ".join(states)}) and an engagement score from 0 to 100.</p>
+<p><b>What is measured.</b> A few times a second, this page sends a picture from your camera to the class
+server, where a program running for you alone finds where your face points, where your eyes look, how open
+your eyes and mouth are. From that it estimates a state ({", ".join(states)}) and an engagement score from 0 to
+100.</p>
 <p><b>What your teacher sees.</b> Your name, that state, the score and those few numbers (head angles, gaze,
 eye and mouth openness). <b>Never video, pictures or face points.</b></p>
-<p><b>What is kept.</b> Camera frames are analysed in memory and dropped at once: never stored, never sent
-anywhere. The class server keeps the states and scores for your teacher's session report.</p>
+<p><b>What is kept.</b> The pictures are analysed in memory on the class server and dropped at once: never
+stored, and never passed on to your teacher or anyone else. The class server keeps the states and scores for
+your teacher's session report.</p>
 <p>You can pause at any time; pausing stops the camera and the measuring.</p>
 </div>"""
 
