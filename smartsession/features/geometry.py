@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smartsession.vision.landmarks import BLENDSHAPE_NAMES
+from smartsession.vision.landmarks import BLENDSHAPE_NAMES, head_pose
 
 #: Features computed from the landmarks' geometry.
 GEOMETRY_NAMES = (
@@ -91,20 +91,6 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _ear(p: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
     p1, p2, p3, p4, p5, p6 = (p[:, i] for i in eye)
     return (_dist(p2, p6) + _dist(p3, p5)) / np.maximum(2.0 * _dist(p1, p4), 1e-12)
-
-
-def head_pose(matrices: np.ndarray) -> np.ndarray:
-    """(n, 3) yaw, pitch, roll in degrees from (n, 4, 4) facial transformation matrices.
-
-    The matrix maps MediaPipe's canonical face (x towards the image's right on a frontal face, y up, z out of
-    the face) into camera space (x right, y up, z towards the viewer); its third column is where the face points.
-    """
-    r = np.asarray(matrices, dtype=np.float64)[:, :3, :3]
-    fwd, right = r[:, :, 2], r[:, :, 0]
-    yaw = np.degrees(np.arctan2(fwd[:, 0], fwd[:, 2]))
-    pitch = np.degrees(np.arctan2(fwd[:, 1], np.hypot(fwd[:, 0], fwd[:, 2])))
-    roll = np.degrees(np.arctan2(-right[:, 1], right[:, 0]))
-    return np.stack([yaw, pitch, roll], axis=1)
 
 
 def eye_rotation(blendshapes: np.ndarray) -> np.ndarray:

@@ -59,6 +59,21 @@ SEARCH_MIN_SCORE = 0.7
 SAME_FACE_IOU = 0.3
 
 
+def head_pose(matrices: np.ndarray) -> np.ndarray:
+    """(n, 3) yaw, pitch, roll in degrees from (n, 4, 4) facial transformation matrices.
+
+    The matrix maps MediaPipe's canonical face (x towards the image's right on a frontal face, y up, z out of
+    the face) into camera space (x right, y up, z towards the viewer); its third column is where the face points.
+    yaw > 0: the face turns towards the image's right; pitch > 0: up; roll > 0: clockwise in the image.
+    """
+    r = np.asarray(matrices, dtype=np.float64)[:, :3, :3]
+    fwd, right = r[:, :, 2], r[:, :, 0]
+    yaw = np.degrees(np.arctan2(fwd[:, 0], fwd[:, 2]))
+    pitch = np.degrees(np.arctan2(fwd[:, 1], np.hypot(fwd[:, 0], fwd[:, 2])))
+    roll = np.degrees(np.arctan2(-right[:, 1], right[:, 0]))
+    return np.stack([yaw, pitch, roll], axis=1)
+
+
 @dataclass
 class FaceLandmarks:
     """The largest face in a frame: landmarks, blendshapes and pose matrix, and how many faces were seen."""
@@ -74,6 +89,14 @@ class FaceLandmarks:
     @property
     def face(self) -> bool:
         return self.landmarks is not None
+
+    @property
+    def head_pose(self) -> tuple[float, float, float] | None:
+        """(yaw, pitch, roll) in degrees from the pose matrix; None without a face."""
+        if self.matrix is None:
+            return None
+        yaw, pitch, roll = head_pose(self.matrix[None])[0]
+        return float(yaw), float(pitch), float(roll)
 
 
 def _landmarks_array(points) -> np.ndarray:

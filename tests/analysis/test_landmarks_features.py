@@ -31,6 +31,7 @@ def test_finds_the_face_in_real_photos(image_landmarker, photo, name):
     assert 0 < found.landmarks[:, :2].min() and found.landmarks[:, :2].max() < 1
     assert found.blendshapes.shape == (len(BLENDSHAPE_NAMES),) and ((0 <= found.blendshapes) & (found.blendshapes <= 1)).all()
     assert found.matrix.shape == (4, 4) and np.allclose(found.matrix[3], [0, 0, 0, 1])
+    assert found.head_pose == pytest.approx(tuple(face_features(found)[k] for k in ("yaw", "pitch", "roll")))
 
 
 def test_no_face_in_a_landscape(image_landmarker, photo):
