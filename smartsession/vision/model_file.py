@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from smartsession.cache import cache_root, sha256_of
+
 log = logging.getLogger(__name__)
 
 #: Environment variable naming a local copy of the model, used instead of the cache (still checksummed).
@@ -50,25 +52,8 @@ class ModelMissingError(RuntimeError):
     """The model file is not cached and could not be fetched; ``str(err)`` says what to do."""
 
 
-def cache_root() -> Path:
-    """``$SMARTSESSION_CACHE``, else ``$XDG_CACHE_HOME/smartsession``, else ``~/.cache/smartsession``."""
-    root = os.environ.get("SMARTSESSION_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "smartsession"
-
-
 def cached_path(model: ModelFile = FACE_LANDMARKER) -> Path:
     return cache_root() / "models" / model.name
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verified(path: Path, model: ModelFile) -> bool:

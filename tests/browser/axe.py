@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from smartsession.cache import cache_dir
+
 AXE_VERSION = "4.14.1"
 AXE_TARBALL = f"axe-core-{AXE_VERSION}.tgz"
 AXE_TARBALL_SHA256 = "e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745"
@@ -29,10 +31,7 @@ class AxeError(RuntimeError):
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("SMARTSESSION_CACHE") or Path.home() / ".cache" / "smartsession"
-    path = Path(root) / "axe-core"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return cache_dir("axe-core")
 
 
 def _sha256(data: bytes) -> str:

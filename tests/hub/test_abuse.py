@@ -23,6 +23,7 @@ import pytest
 import websockets
 
 from smartsession.hub import auth
+from smartsession.hub.testing import closed_by_peer
 from smartsession.hub.protocol import CloseCode
 from smartsession.hub.standalone import running_hub
 from smartsession.hub.store import FILENAME, Store
@@ -87,21 +88,6 @@ def raw_websocket(url: str, path: str, rcvbuf: int | None = None, source: str = 
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
-
-
-def closed_by_peer(sock: socket.socket, within: float) -> bool:
-    """True once the server has closed ``sock`` (reads what is left), within ``within`` seconds."""
-    sock.settimeout(0.2)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if sock.recv(65536) == b"":
-                return True
-        except socket.timeout:
-            continue
-        except OSError:
-            return True
-    return False
 
 
 # --- 1: deeply nested JSON ---
