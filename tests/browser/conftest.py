@@ -7,6 +7,7 @@ Fixtures: ``chromium`` (its path), ``fake_camera`` (.y4m path), ``browser`` (cam
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,31 @@ def voila_app(tmp_path):
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def report_file(tmp_path_factory):
+    """report.html of a simulated 10-student lesson whose engagement drops in "Long derivation" (played 16x faster
+    through a real hub; about 30 s of wall time, once for every test that opens the report)."""
+    from smartsession.hub.standalone import running_hub
+    from smartsession.report import build_report
+    from smartsession.simulate import run_simulation
+
+    tmp = tmp_path_factory.mktemp("report")
+
+    async def play():
+        async with running_hub(data_dir=str(tmp / "hub")) as (hub, url):
+            info = hub.create_class("Biology 1A")
+            result = await run_simulation(
+                url, info["class_id"], info["join_code"], 10, rate_hz=1, duration_s=480, scenario="drop",
+                teacher_token=info["teacher_token"], seed=5, speed=16,
+            )
+            hub.store.flush()
+            return build_report(hub.store, result.session_id)
+
+    # Playwright's sync API runs an event loop in the test thread: play the lesson in another one.
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(asyncio.run, play()).result()
+    assert not report.drops.empty
+    (path,) = report.write(tmp / "out", ["html"])
+    return path

@@ -9,19 +9,14 @@ the Tab key lands on must show a visible focus indicator.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from axe import assert_no_violations
 
-from smartsession.hub.standalone import running_hub
-from smartsession.report import build_report
-from smartsession.simulate import run_simulation
 
 #: Every test here starts pages, a simulation or both: each takes well over 20 s.
 pytestmark = pytest.mark.slow
@@ -246,28 +241,6 @@ def test_camera_error_has_no_axe_violation(camera_denied_context, server, screen
 
 
 # --- the report file --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def report_file(tmp_path_factory):
-    """report.html of a simulated 10-student lesson with a drop (played 16x faster through a real hub)."""
-    tmp = tmp_path_factory.mktemp("report")
-
-    async def play():
-        async with running_hub(data_dir=str(tmp / "hub")) as (hub, url):
-            info = hub.create_class("Biology 1A")
-            result = await run_simulation(
-                url, info["class_id"], info["join_code"], 10, rate_hz=1, duration_s=480, scenario="drop",
-                teacher_token=info["teacher_token"], seed=5, speed=16,
-            )
-            hub.store.flush()
-            return build_report(hub.store, result.session_id)
-
-    # Playwright's sync API already runs an event loop in this thread: play the lesson in another one.
-    with ThreadPoolExecutor(1) as pool:
-        report = pool.submit(asyncio.run, play()).result()
-    (path,) = report.write(tmp / "out", ["html"])
-    return path
 
 
 def test_report_html_has_no_axe_violation(browser, report_file):

@@ -8,34 +8,8 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from smartsession.hub.standalone import running_hub
 from smartsession.report import build_report
 from smartsession.simulate import run_simulation
-
-
-@pytest.fixture(scope="module")
-def report_file(tmp_path_factory):
-    """report.html of a 10-student lesson where engagement drops in "Long derivation" (30 s of wall time)."""
-    tmp = tmp_path_factory.mktemp("report")
-
-    async def play():
-        async with running_hub(data_dir=str(tmp / "hub")) as (hub, url):
-            info = hub.create_class("Biology 1A")
-            result = await run_simulation(
-                url, info["class_id"], info["join_code"], 10, rate_hz=1, duration_s=480, scenario="drop",
-                teacher_token=info["teacher_token"], seed=5, speed=16,
-            )
-            hub.store.flush()
-            return build_report(hub.store, result.session_id)
-
-    # Playwright's sync API already runs an event loop in this thread: play the lesson in another one.
-    with ThreadPoolExecutor(1) as pool:
-        report = pool.submit(asyncio.run, play()).result()
-    assert not report.drops.empty
-    (path,) = report.write(tmp / "out", ["html"])
-    return path
 
 
 def test_report_renders_offline_with_its_plots(browser, report_file, screenshot):
