@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "smartsession.vision.cli",  # models
     "smartsession.hub.cli",  # hub, class
     "smartsession.serve.cli",  # serve
-    "smartsession.simulate",  # simulate
+    "smartsession.simulate.cli",  # simulate
     "smartsession.report.cli",  # report
 )
 

@@ -41,7 +41,7 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolved_data_dir(args) -> str:
-    from smartsession.hub.server import HubConfig
+    from smartsession.hub.config import HubConfig
 
     return args.data_dir or HubConfig().data_dir
 
@@ -68,7 +68,7 @@ def run_class_create(args) -> int:
 
     from smartsession.hub import auth
     from smartsession.hub.client import HubError, create_class
-    from smartsession.hub.server import class_links
+    from smartsession.hub.core import class_links
     from smartsession.hub.store import Store
     from smartsession.schema import clean_title
 

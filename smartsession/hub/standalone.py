@@ -17,7 +17,9 @@ from tornado import web
 from tornado.netutil import bind_sockets
 
 from smartsession.hub.httpserver import hub_http_server
-from smartsession.hub.server import Hub, HubConfig, hub_handlers, log_request
+from smartsession.hub.config import HubConfig
+from smartsession.hub.core import Hub
+from smartsession.hub.server import hub_handlers, log_request
 
 log = logging.getLogger("smartsession.hub")
 

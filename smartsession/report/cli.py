@@ -66,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_data_dir() -> Path:
-    from smartsession.hub.server import HubConfig
+    from smartsession.hub.config import HubConfig
 
     return Path(HubConfig().data_dir).expanduser()

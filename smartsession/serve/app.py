@@ -29,7 +29,9 @@ from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 from smartsession import __version__
 from smartsession.hub.httpserver import hub_http_server
-from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
+from smartsession.hub.config import HubConfig
+from smartsession.hub.core import Hub, class_links
+from smartsession.hub.server import hub_handlers
 from smartsession.serve import lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
