@@ -31,11 +31,10 @@ from smartsession.hub.protocol import (
     parse_json,
 )
 from smartsession.hub.wire import WebSocket, WebSocketRoute, keep
-from smartsession.schema import TeacherCommand
+from smartsession.schema import IDENT_PATTERN as IDENT, TeacherCommand
 
 log = logging.getLogger("smartsession.hub")
 
-IDENT = r"[A-Za-z0-9._-]{1,64}"
 
 
 #: Messages a connection may send while its class loads (they wait, then go through the usual checks).

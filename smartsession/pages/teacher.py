@@ -17,6 +17,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -26,7 +27,7 @@ import plotly.graph_objects as go
 import qrcode
 import qrcode.image.svg
 
-from smartsession.pages.alerts import Alert, AlertRules, StudentStatus
+from smartsession.pages.alerts import Alert, AlertRules
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import ClassView
@@ -653,7 +654,7 @@ class TeacherPage:
     def _check_alerts(self, now: float) -> None:
         view = self.view
         students = {
-            c.student_id: StudentStatus(c.state, view.presence(c, now), c.label) for c in view.visible()
+            c.student_id: replace(c, presence=view.presence(c, now)) for c in view.visible()
         }
         fired = self.rules.check(now, students, view.class_engagement(now))
         if fired:

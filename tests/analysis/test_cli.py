@@ -45,7 +45,7 @@ def test_jsonl_on_images_and_a_folder_with_bad_files(folder):
     assert set(by_name) == {"0-f15-hao-ph.jpg", "45-m7-di-ph.jpg", "mountain.jpg", "single_face.jpg"}
     for r in records:
         assert r["state"] in STATES and 0 <= r["engagement"] <= 100 and r["ms"] > 0 and r["frame"] == 0
-        assert {"source", "frame", "t", "face", "faces", "confidence", "yaw", "gaze_x", "ear", "mar"} <= set(r)
+        assert {"source", "frame", "media_time", "face", "faces", "confidence", "yaw", "gaze_x", "ear", "mar"} <= set(r)
     assert by_name["mountain.jpg"]["state"] == "away" and by_name["mountain.jpg"]["yaw"] is None
     assert by_name["45-m7-di-ph.jpg"]["state"] == "distracted"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -70,7 +70,7 @@ def test_csv_video_every_frame_and_with_fps(tmp_path):
     assert sampled.returncode == 0 and sampled.stdout == ""
     rows = list(csv.DictReader(out.open()))
     assert abs(len(rows) - count / native * 5) <= 1.5
-    assert float(rows[1]["t"]) - float(rows[0]["t"]) == pytest.approx(0.2, abs=1 / native + 1e-3)
+    assert float(rows[1]["media_time"]) - float(rows[0]["media_time"]) == pytest.approx(0.2, abs=1 / native + 1e-3)
 
 
 def test_no_emotions_and_missing_paths(tmp_path):

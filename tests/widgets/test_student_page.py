@@ -73,7 +73,7 @@ def test_teacher_view_shows_exactly_the_message():
 
 
 def test_feedback_escapes_and_shows_components():
-    obs = Observation(source="camera", frame=0, t=0, wall_time=time.time(), face=True, faces=1, state="focused",
+    obs = Observation(source="camera", frame=0, media_time=0, wall_time=time.time(), face=True, faces=1, state="focused",
                       engagement=77.4, confidence=0.9, engagement_components={"gaze<b>": 0.5, "eyes": 90.0})
     text = feedback_html(obs)
     assert 'data-state="focused"' in text and ">77<" in text
