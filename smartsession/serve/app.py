@@ -28,13 +28,15 @@ from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 from smartsession import __version__
-from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.config import HubConfig
 from smartsession.hub.core import Hub, class_links
+from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
+from smartsession.options import aliases as option_aliases
 from smartsession.serve import lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
+from smartsession.serve.cli import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.shipped import shipped
@@ -77,23 +79,7 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = {
-        "host": "SmartSessionApp.ip",
-        "port": "SmartSessionApp.port",
-        "data-dir": "HubConfig.data_dir",
-        "secret": "HubConfig.secret",
-        "redis-url": "HubConfig.redis_url",
-        "certfile": "SmartSessionApp.certfile",
-        "keyfile": "SmartSessionApp.keyfile",
-        "class-size": "SmartSessionApp.class_size",
-        "pool-size": "SmartSessionApp.pool_size",
-        "max-students": "SmartSessionApp.max_students",
-        "max-per-address": "SmartSessionApp.max_per_address",
-        "connect-timeout": "SmartSessionApp.connect_timeout",
-        "refill-quiet": "QuietRefillKernelManager.refill_quiet",
-        "dashboards": "SmartSessionApp.dashboards",
-        "class-title": "SmartSessionApp.class_title",
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
     flags = {
         "self-signed": (
             {"SmartSessionApp": {"self_signed": True}},
