@@ -13,23 +13,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import jinja2
 import qrcode
 import qrcode.image.svg
 from markupsafe import Markup
 
+from smartsession.markup import templates
 from smartsession.pages.alerts import Alert
 from smartsession.pages.palette import colour_of, symbol_of
 from smartsession.schema import EMOTION_STATES, STATES
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("smartsession.pages", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    undefined=jinja2.StrictUndefined,
-)
-_PAGE = _TEMPLATES.get_template("teacher.html").module
+_PAGE = templates("smartsession.pages").get_template("teacher.html").module
 
 
 def _clock(t: float, seconds: bool = False) -> str:
