@@ -17,9 +17,10 @@ class HubConfig(Configurable):
     """Hub settings, settable from the command line and Jupyter/Voila config files (``c.HubConfig.port``...)."""
 
     data_dir = Unicode(help="Directory for the SQLite store, the secret and the admin token.").tag(config=True)
-    secret = Unicode("", help="HMAC secret for tokens; default: <data_dir>/secret, created on first run.").tag(
-        config=True
-    )
+    secret = Unicode(
+        help="HMAC secret for tokens, shared by every hub of a deployment; default: $SMARTSESSION_SECRET, else "
+        "<data_dir>/secret, created on first run."
+    ).tag(config=True)
     redis_url = Unicode("", help="redis://host:port to share classes between hub processes; empty: one process.").tag(
         config=True
     )
@@ -88,4 +89,8 @@ class HubConfig(Configurable):
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
+
+    @default("secret")
+    def _default_secret(self) -> str:
+        return os.environ.get("SMARTSESSION_SECRET", "")
 

@@ -58,8 +58,9 @@ class HubProcess:
     """``smartsession hub`` in a subprocess on a fixed free port, so a restart keeps its URL."""
 
     def __init__(self, data_dir: str | os.PathLike, redis_url: str = "", secret: str = "", port: int | None = None,
-                 log_path: str | os.PathLike | None = None):
+                 log_path: str | os.PathLike | None = None, args: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir)
+        self.args = args  # more command-line settings, e.g. ("--HubConfig.rate=5",)
         self.redis_url, self.secret = redis_url, secret
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,6 +79,7 @@ class HubProcess:
         cmd = [sys.executable, "-m", "smartsession.hub.cli", "hub", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
+        cmd += self.args
         env = {**os.environ, "SMARTSESSION_SECRET": self.secret} if self.secret else None
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
