@@ -178,10 +178,10 @@ def consent_html(emotions: bool, mode: str = "server") -> str:
             "teacher's session report."
         )
     else:
-        return ('<div class="ss-consent"><h3>Before you start</h3>'
+        return ('<div class="ss-consent" data-mode=""><h3>Before you start</h3>'
                 "<p>Getting the face analysis ready in this browser...</p></div>")
     return f"""
-<div class="ss-consent">
+<div class="ss-consent" data-mode="{mode}">
 <h3>Before you start</h3>
 <p><b>What is measured.</b> {measured}</p>
 <p><b>What your teacher sees.</b> Your name, that state, the score and a few numbers (head angles, gaze,
