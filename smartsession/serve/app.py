@@ -22,7 +22,7 @@ import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Float, Int, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
@@ -36,7 +36,7 @@ from smartsession.hub.core import Hub, class_links
 from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.options import aliases as option_aliases
-from smartsession.serve import lockdown
+from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.cli import OPTIONS
@@ -44,7 +44,7 @@ from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.shipped import shipped
-from smartsession.vision import model_file
+from smartsession.vision import browser_assets, model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
@@ -121,6 +121,12 @@ class SmartSessionApp(Voila):
     )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+    analysis = Enum(
+        ("browser", "server"), "browser", config=True,
+        help="Where faces are analysed: 'browser' (the student's browser runs the face model; only numbers reach "
+        "the server) or 'server' (frames go to the student's kernel). A browser that cannot run the model falls "
+        "back to 'server'.",
+    )
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -186,6 +192,13 @@ class SmartSessionApp(Voila):
             model_file.ensure()
         except model_file.ModelMissingError as err:
             raise SystemExit(f"smartsession serve: {err}") from None
+        if self.analysis == "browser":
+            # The students' browsers load these from here; fetched once, like the model, before kernels start.
+            try:
+                browser_assets.ensure(progress=sys.stderr.isatty())
+            except browser_assets.AssetsMissingError as err:
+                self.log.warning("analysing in the students' kernels (--analysis server): %s", err)
+                self.analysis = "server"
         self.hub_config = HubConfig(parent=self)
         self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +256,8 @@ class SmartSessionApp(Voila):
         os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
         os.environ["VOILA_APP_IP"] = self.kernel_host
         os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
+        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
+        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
         if self.self_signed:
             os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
@@ -313,6 +328,7 @@ class SmartSessionApp(Voila):
             ),
             (url_path_join(base, r"/voila/templates/(.*)"), lockdown.TemplateAssetsHandler),
             (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
+            (url_path_join(base, assets.ROUTE), assets.AssetHandler),
         ]
         return ours + hub_handlers(self.hub, base) + voila
 

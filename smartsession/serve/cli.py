@@ -33,6 +33,9 @@ OPTIONS = (
     Option("dashboards", "SmartSessionApp.dashboards", "DIR",
            "folder with student.ipynb and teacher.ipynb (default: the repository's dashboards/)"),
     Option("class-title", "SmartSessionApp.class_title", "TITLE", "title of the class created on first start"),
+    Option("analysis", "SmartSessionApp.analysis", "browser|server",
+           "where faces are analysed: in the students' browsers, only numbers reach the server (default), "
+           "or in their kernels on this server, from the camera's pictures"),
 )
 
 
