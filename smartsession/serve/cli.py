@@ -44,6 +44,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="serve https with a certificate made for this host (browsers only allow the camera on https)",
     )
+    p.add_argument(
+        "--fork-kernels",
+        action="store_true",
+        help="fork student kernels from one preloaded process: they share what they import (Linux)",
+    )
     p.add_argument("--debug", action="store_true", help="debug logs, and tracebacks shown in the pages")
     p.add_argument("--config", metavar="FILE", help="a traitlets config file (.py or .json) for any other setting")
     p.set_defaults(func=run)
@@ -55,7 +60,7 @@ def traitlets_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name.replace("-", "_"))
         if value is not None:
             argv.append(f"--{name}={value}")
-    argv += [f"--{flag}" for flag in ("self-signed", "debug") if getattr(args, flag.replace("-", "_"))]
+    argv += [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
     return argv
 
 

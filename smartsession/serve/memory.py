@@ -88,10 +88,22 @@ def is_kernel(pid: int) -> bool:
     return any(arg.endswith(".json") and "kernel-" in arg for arg in cmdline(pid))
 
 
+def is_fork_server(pid: int) -> bool:
+    """The process ``smartsession serve --fork-kernels`` forks kernels from (they keep its command line)."""
+    return "smartsession.serve.forking" in cmdline(pid)
+
+
 def kernels_of(server_pid: int) -> dict[int, Footprint]:
-    """Each running kernel of the server ``server_pid`` and its memory."""
+    """Each running kernel of the server ``server_pid`` (its children, or its fork server's) and its memory."""
     found = {}
     for pid in children(server_pid):
-        if is_kernel(pid) and (fp := footprint(pid)) is not None:
-            found[pid] = fp
+        if is_fork_server(pid):
+            kernels = children(pid)
+        elif is_kernel(pid):
+            kernels = [pid]
+        else:
+            continue
+        for kernel in kernels:
+            if (fp := footprint(kernel)) is not None:
+                found[kernel] = fp
     return found
