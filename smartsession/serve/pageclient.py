@@ -267,11 +267,15 @@ class PageClient:
         self.widgets = PageWidgets.from_states({c: {"state": st} for c, st in zip(comms, states)})
         return self.widgets
 
+    async def update(self, comm_id: str, state: dict, timeout: float = 30.0) -> None:
+        """Set widget traits from the page (what ``model.set(...); model.save_changes()`` sends)."""
+        await self.handled(comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, self.session),
+                           timeout)
+
     async def consent(self, name: str, timeout: float = 60.0) -> None:
         """Type a name, press "I agree, start my camera", and wait for the kernel to switch the camera on."""
         widgets = self.widgets or await self.find_widgets()
-        update = {"method": "update", "state": {"value": name}, "buffer_paths": []}
-        await self.handled(comm_msg(widgets.name_field, update, self.session), timeout)
+        await self.update(widgets.name_field, {"value": name}, timeout)
         await self.send(comm_msg(widgets.agree_button, {"method": "custom", "content": {"event": "click"}},
                                  self.session))
         try:
