@@ -298,7 +298,7 @@ def search(browser, tmp: Path, frame_message, *, step: int, max_students: int, s
     start = time.monotonic()
     with running_server(tmp / "serve", pool_size=step, timeout=300, refill_quiet=1,
                         max_students=max_students + 2, fork_kernels=fork_kernels or None,
-                        analysis=analysis if analysis == "browser" else None) as server:
+                        analysis=analysis) as server:
         wait_warm(server, timeout=900)
         warm_s = time.monotonic() - start
         print(f"  {step} pool kernels warm {warm_s:.0f} s after the server started", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import tornado.ioloop
 import tornado.web
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Float, Int, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
@@ -30,13 +30,13 @@ from voila.tornado.treehandler import TornadoVoilaTreeHandler
 from smartsession import __version__
 from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
-from smartsession.serve import lockdown
+from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.shipped import shipped
-from smartsession.vision import model_file
+from smartsession.vision import browser_assets, model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
@@ -91,6 +91,7 @@ class SmartSessionApp(Voila):
         "refill-quiet": "QuietRefillKernelManager.refill_quiet",
         "dashboards": "SmartSessionApp.dashboards",
         "class-title": "SmartSessionApp.class_title",
+        "analysis": "SmartSessionApp.analysis",
     }
     flags = {
         "fork-kernels": (
@@ -137,6 +138,12 @@ class SmartSessionApp(Voila):
         False,
         config=True,
         help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+    )
+    analysis = Enum(
+        ("browser", "server"), "browser", config=True,
+        help="Where faces are analysed: 'browser' (the student's browser runs the face model; only numbers reach "
+        "the server) or 'server' (frames go to the student's kernel). A browser that cannot run the model falls "
+        "back to 'server'.",
     )
 
     @default("dashboards")
@@ -197,6 +204,13 @@ class SmartSessionApp(Voila):
             model_file.ensure()
         except model_file.ModelMissingError as err:
             raise SystemExit(f"smartsession serve: {err}") from None
+        if self.analysis == "browser":
+            # The students' browsers load these from here; fetched once, like the model, before kernels start.
+            try:
+                browser_assets.ensure(progress=sys.stderr.isatty())
+            except browser_assets.AssetsMissingError as err:
+                self.log.warning("analysing in the students' kernels (--analysis server): %s", err)
+                self.analysis = "server"
         self.hub_config = HubConfig(parent=self)
         self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +264,8 @@ class SmartSessionApp(Voila):
         os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
         os.environ["VOILA_APP_IP"] = self.kernel_host
         os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
+        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
+        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
         if self.self_signed:
             os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
@@ -310,6 +326,7 @@ class SmartSessionApp(Voila):
             ),
             (url_path_join(base, r"/voila/templates/(.*)"), lockdown.TemplateAssetsHandler),
             (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
+            (url_path_join(base, assets.ROUTE), assets.AssetHandler),
         ]
         return ours + hub_handlers(self.hub, base) + voila
 

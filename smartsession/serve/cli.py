@@ -27,6 +27,8 @@ OPTIONS = (
     ("refill-quiet", "SECONDS", "refill the pool only after this long without page requests (default 5)"),
     ("dashboards", "DIR", "folder with student.ipynb and teacher.ipynb (default: the repository's dashboards/)"),
     ("class-title", "TITLE", "title of the class created on first start"),
+    ("analysis", "browser|server", "where faces are analysed: in the students' browsers, only numbers reach the "
+     "server (default), or in their kernels on this server, from the camera's pictures"),
 )
 
 
