@@ -85,6 +85,10 @@ class SmartSessionApp(Voila):
 
     aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
     flags = {
+        "fork-kernels": (
+            {"SmartSessionApp": {"fork_kernels": True}},
+            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
+        ),
         "self-signed": (
             {"SmartSessionApp": {"self_signed": True}},
             "Serve https with a certificate made for this host (browsers only allow the camera on https).",
@@ -121,6 +125,11 @@ class SmartSessionApp(Voila):
     )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+    fork_kernels = Bool(
+        False,
+        config=True,
+        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+    )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,
         help="Where faces are analysed: 'browser' (the student's browser runs the face model; only numbers reach "
@@ -232,6 +241,8 @@ class SmartSessionApp(Voila):
             "default": {"pool_size": 0},
             lockdown.STUDENT_PAGE: {"pool_size": self.pool_size},
         }
+        if self.fork_kernels:
+            self.config.KernelProvisionerFactory.default_provisioner_name = "smartsession-fork"
         self._kernel_env()
         self._redact_logs()
 

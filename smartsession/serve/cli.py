@@ -52,6 +52,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="serve https with a certificate made for this host (browsers only allow the camera on https)",
     )
+    p.add_argument(
+        "--fork-kernels",
+        action="store_true",
+        help="fork student kernels from one preloaded process: they share what they import (Linux)",
+    )
     p.add_argument("--debug", action="store_true", help="debug logs, and tracebacks shown in the pages")
     p.set_defaults(func=run)
 
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     app = SmartSessionApp.instance()
     load_config_file(app, args.config, "smartsession serve")
-    flags = [f"--{flag}" for flag in ("self-signed", "debug") if getattr(args, flag.replace("-", "_"))]
+    flags = [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
     app.initialize(traitlets_argv(args, OPTIONS) + flags)
     app.start()
     return 0
