@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     hub.add_argument("--secret", default=os.environ.get("SMARTSESSION_SECRET", ""),
                      help="token secret shared by every hub of a deployment (default: <data-dir>/secret)")
     hub.add_argument("--redis-url", default="", help="redis://HOST:PORT to share classes with other hubs")
+    hub.add_argument("--store", default=os.environ.get("SMARTSESSION_STORE", ""), metavar="URL",
+                     help="postgresql://USER@HOST:PORT/DB shared by every hub (default: SQLite in the data dir)")
     hub.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
     hub.add_argument("--keyfile", help="TLS private key (PEM)")
     hub.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
@@ -54,6 +56,7 @@ def run_hub(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = {"data_dir": _resolved_data_dir(args), "secret": args.secret, "redis_url": args.redis_url,
+                "store_url": args.store,
                 "allowed_origins": args.allowed_origin}
     try:
         asyncio.run(serve_forever(args.host, args.port, args.certfile, args.keyfile, **settings))

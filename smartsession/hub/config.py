@@ -20,6 +20,10 @@ class HubConfig(Configurable):
     secret = Unicode("", help="HMAC secret for tokens; default: <data_dir>/secret, created on first run.").tag(
         config=True
     )
+    store_url = Unicode(
+        "", help="postgresql://user@host:port/db: one database every hub node writes to and reads the whole class "
+        "from (it also holds the secret and admin token); empty: SQLite in data_dir, for one machine."
+    ).tag(config=True)
     redis_url = Unicode("", help="redis://host:port to share classes between hub processes; empty: one process.").tag(
         config=True
     )

@@ -34,6 +34,7 @@ from smartsession.hub.protocol import (
     TeacherSeats,
     dumps,
 )
+from smartsession.hub.pgstore import open_store, shared_credentials
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
 from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
@@ -178,11 +179,22 @@ class Hub:
         if self.started:
             return
         data_dir = private_dir(Path(self.config.data_dir).expanduser())
-        self.secret = self.config.secret or auth.load_secret(data_dir)
-        self.admin_token = auth.load_admin_token(data_dir, self.secret)
         loop = asyncio.get_running_loop()
-        self.store = Store(data_dir, batch_seconds=self.config.commit_interval,
-                           on_acks=lambda acks: loop.call_soon_threadsafe(self.acks.add, acks))
+        on_acks = lambda acks: loop.call_soon_threadsafe(self.acks.add, acks)  # noqa: E731
+        if self.config.store_url:
+            # Opening checks the connection and migrates the schema: off the loop.
+            self.store = await loop.run_in_executor(None, lambda: open_store(
+                self.config.store_url, batch_seconds=self.config.commit_interval, on_acks=on_acks))
+            try:
+                self.secret, self.admin_token = await loop.run_in_executor(
+                    None, shared_credentials, self.store, self.config.secret, data_dir)
+            except Exception:
+                self.store.close()
+                raise
+        else:
+            self.secret = self.config.secret or auth.load_secret(data_dir)
+            self.admin_token = auth.load_admin_token(data_dir, self.secret)
+            self.store = Store(data_dir, batch_seconds=self.config.commit_interval, on_acks=on_acks)
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:

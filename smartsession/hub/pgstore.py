@@ -7,10 +7,13 @@ the store's writer is already a thread and its reads already run in executors, s
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from itertools import chain
 from typing import Any, Callable, Iterator
 
@@ -121,8 +124,9 @@ class PostgresStore(Store):
         except psycopg.OperationalError as exc:
             raise RuntimeError(f"cannot reach PostgreSQL at {_safe(url)}: start it or fix --store ({exc})") from None
         self.schema_version = migrate(self._writer_db)
+        # Connections are checked as they leave the pool: after a database restart, reads get a fresh one.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"connect_timeout": 10},
-                                    name="smartsession-store", open=True)
+                                    name="smartsession-store", open=True, check=ConnectionPool.check_connection)
         self._writer = threading.Thread(target=self._write_loop, name="smartsession-store", daemon=True)
         self._writer.start()
 
@@ -281,6 +285,27 @@ def migrate(conn) -> int:
             conn.execute("INSERT INTO smartsession_schema (version, applied) VALUES (%s, %s)", (number, time.time()))
             log.info("PostgreSQL store: applied schema migration %d", number)
     return len(MIGRATIONS)
+
+
+def shared_credentials(store: PostgresStore, secret: str, data_dir: Path) -> tuple[str, str]:
+    """The deployment's token secret and admin token, kept in the database so every node authorises every
+    class: the first node to start sets them (``secret`` if given, else a new one). A given ``secret`` that
+    differs from the stored one is an error: tokens from the other nodes would fail here. The admin token is
+    also written to ``<data_dir>/admin_token`` (0600) for ``smartsession class create`` on this machine."""
+    from smartsession.hub import auth
+
+    stored = store.shared_setting("secret", lambda: secret or secrets.token_hex(32))
+    if secret and secret != stored:
+        raise RuntimeError("--secret differs from the secret in the shared store: drop --secret (the store's "
+                           "is used by every node) or give every node the same one")
+    token = store.shared_setting("admin_token", lambda: auth.issue_token(stored, "admin"))
+    path = data_dir / "admin_token"
+    if not path.exists() or path.read_text().strip() != token:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    return stored, token
 
 
 def _safe(url: str) -> str:

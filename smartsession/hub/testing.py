@@ -60,9 +60,9 @@ class HubProcess:
     """``smartsession hub`` in a subprocess on a fixed free port, so a restart keeps its URL."""
 
     def __init__(self, data_dir: str | os.PathLike, redis_url: str = "", secret: str = "", port: int | None = None,
-                 log_path: str | os.PathLike | None = None):
+                 log_path: str | os.PathLike | None = None, store_url: str = ""):
         self.data_dir = Path(data_dir)
-        self.redis_url, self.secret = redis_url, secret
+        self.redis_url, self.secret, self.store_url = redis_url, secret, store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path) if log_path else self.data_dir / "hub.log"
@@ -80,6 +80,8 @@ class HubProcess:
         cmd = [sys.executable, "-m", "smartsession.hub.cli", "hub", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
+        if self.store_url:
+            cmd += ["--store", self.store_url]
         env = {**os.environ, "SMARTSESSION_SECRET": self.secret} if self.secret else None
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -83,6 +83,7 @@ class SmartSessionApp(Voila):
         "data-dir": "HubConfig.data_dir",
         "secret": "HubConfig.secret",
         "redis-url": "HubConfig.redis_url",
+        "store": "HubConfig.store_url",
         "certfile": "SmartSessionApp.certfile",
         "keyfile": "SmartSessionApp.keyfile",
         "class-size": "SmartSessionApp.class_size",

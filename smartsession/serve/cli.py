@@ -16,6 +16,7 @@ OPTIONS = (
     ("data-dir", "DIR", "store, secret, certificate and class (default ~/.smartsession or $SMARTSESSION_DATA_DIR)"),
     ("secret", "SECRET", "HMAC secret for tokens (default: created in the data dir)"),
     ("redis-url", "URL", "redis://host:port to share classes between hub processes"),
+    ("store", "URL", "postgresql://user@host:port/db shared by every node (default: SQLite in the data dir)"),
     ("certfile", "PEM", "TLS certificate to serve https"),
     ("keyfile", "PEM", "private key of --certfile"),
     ("class-size", "N", "students expected at once; sizes the default pool (default 30)"),
