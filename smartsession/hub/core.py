@@ -34,7 +34,7 @@ from smartsession.hub.protocol import (
     TeacherSeats,
     dumps,
 )
-from smartsession.hub.pgstore import open_store, shared_credentials
+from smartsession.hub.pgstore import PostgresStore, open_store, shared_credentials
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
 from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
@@ -368,7 +368,24 @@ class Hub:
 
     # --- connections ---
 
-    def attach_student(self, handler: "Peer", room: ClassRoom, claims: auth.Claims) -> dict[str, Any]:
+    async def stored_seq(self, class_id: str, student_id: str) -> int | None:
+        """With a shared store, the student's highest committed seq, read off the loop; else None.
+
+        A room learns other nodes' states before they commit, and a node can die between the two: a student
+        failing over must be told to resend from what is stored, not from what was relayed. (Resends that
+        were stored after all land once: the shared store ignores a repeated seq.)
+        """
+        if not isinstance(self.store, PostgresStore):
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.store.stored_seq, class_id, student_id)
+        except Exception as exc:
+            log.warning("could not read %s's stored seq (%s): welcoming from the live room", student_id, exc)
+            return None
+
+    def attach_student(self, handler: "Peer", room: ClassRoom, claims: auth.Claims,
+                       stored_seq: int | None = None) -> dict[str, Any]:
         now = time.time()
         self.ensure_session(room, now)
         key = (room.class_id, handler.conn.student_id)
@@ -382,6 +399,8 @@ class Hub:
             self.store.add_student(room.class_id, s.student_id, name)
         self._broadcast(room.class_id, room.connect(s.student_id, name, now))
         last_seq = s.state["seq"] if s.state else -1
+        if stored_seq is not None:
+            last_seq = stored_seq
         handler.conn.last_seq = last_seq
         return {**room.status_event(), "type": "welcome", "student_id": s.student_id, "name": s.name,
                 "last_seq": last_seq}

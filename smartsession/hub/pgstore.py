@@ -250,6 +250,11 @@ class PostgresStore(Store):
 
     # --- reads ---
 
+    def stored_seq(self, class_id: str, student_id: str) -> int:
+        """The highest seq of the student's states committed by any node (-1: none)."""
+        rows = self._query("SELECT MAX(seq) FROM states WHERE class_id = ? AND student_id = ?", (class_id, student_id))
+        return -1 if rows[0][0] is None else rows[0][0]
+
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._pool.connection() as conn:
             return conn.execute(_pg(sql), params).fetchall()
