@@ -198,7 +198,7 @@ class Hub:
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event)
+            await self.backplane.start(self._on_remote_event, self._republish)
         except Exception:
             self.store.close()
             raise
@@ -351,6 +351,19 @@ class Hub:
                     student.send(text)
         if not remote:
             self.backplane.publish(class_id, event)
+
+    def _republish(self) -> None:
+        """After a backplane outage: what this hub's own students and teachers did, for the other hubs."""
+        now = time.time()
+        for class_id, room in self.rooms.items():
+            mine = [sid for cid, sid in self.students if cid == class_id]
+            if not mine and not self.teachers.get(class_id):
+                continue
+            self.backplane.publish(class_id, room.status_event())
+            for student_id in mine:
+                self.backplane.publish(class_id, room.connect(student_id, room.student(student_id).name, now))
+                if room.students[student_id].state is not None:
+                    self.backplane.publish(class_id, room.students[student_id].state)
 
     def _on_remote_event(self, class_id: str, event: dict[str, Any]) -> None:
         room = self.rooms.get(class_id)

@@ -124,6 +124,10 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RedisServer":
+        self.start()
+        return self
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -135,12 +139,15 @@ class RedisServer:
                 return s.recv(16).startswith(b"+PONG")
 
         _wait(ready, 15, "redis-server", self.proc)
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """Stop it (its data goes with it: no persistence); ``start()`` brings up an empty one on the same port."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _as_unprivileged(cmd: list[str]) -> list[str]:

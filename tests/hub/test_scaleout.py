@@ -188,3 +188,49 @@ def test_a_database_restart_mid_lesson_holds_acks_then_stores_everything(tmp_pat
         assert stored(database.url, info["class_id"]) == sent
         logs = (tmp_path / "a" / "hub.log").read_text() + (tmp_path / "b" / "hub.log").read_text()
         assert "PostgreSQL unreachable" in logs and "PostgreSQL is back" in logs
+
+
+def test_a_redis_restart_mid_lesson_drops_only_live_relays_then_the_class_is_shared_again(
+        tmp_path, redis_binary, pg_url, kit):
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(redis_binary))
+        a, b = (stack.enter_context(HubProcess(tmp_path / n, redis_url=redis.url, store_url=pg_url)) for n in "ab")
+        info = a.create_class("Redis outage")
+        joined = [join_class(a.url, info["class_id"], info["join_code"], f"Student {i}") for i in range(2)]
+
+        def restart():
+            redis.stop()
+            time.sleep(2)
+            redis.start()
+
+        async def main():
+            events = []
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=b.url,
+                                         on_event=events.append) as teacher:
+                await teacher.wait_snapshot(30)
+                pubs = [StudentPublisher(info["class_id"], j["student_id"], j["token"], url=a.url, outbox_size=1000)
+                        for j in joined]
+                for p in pubs:
+                    await p.start()
+                try:
+                    for p in pubs:
+                        await p.wait_connected(30)
+                    sent = await lesson(pubs, 6, during=restart)
+                    await all_acked(pubs, sent)  # node A went on storing and acknowledging throughout
+                    # Once Redis is back, A's students reach the teacher on B again.
+                    after = [p.publish(StateMessage("", "", 0, time.time(), "focused", 10.0, 0.9)).seq for p in pubs]
+                    for p, seq in zip(pubs, after):
+                        sent[p.student_id].append(seq)
+                    live = lambda: {e["seq"] for e in events if e["type"] == "state"}  # noqa: E731
+                    await kit.eventually(lambda: set(after) <= live(), 60)
+                    assert set(after) <= live()
+                    await all_acked(pubs, sent)
+                    return sent
+                finally:
+                    for p in pubs:
+                        await p.stop()
+
+        sent = asyncio.run(asyncio.wait_for(main(), 240))
+        assert stored(pg_url, info["class_id"]) == sent
+        logs = (tmp_path / "a" / "hub.log").read_text() + (tmp_path / "b" / "hub.log").read_text()
+        assert "Redis unreachable" in logs and "Redis is back" in logs
