@@ -17,6 +17,7 @@ import pytest
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
 from smartsession.hub.testing import HubProcess, Nginx, PostgresServer, RedisServer
+from smartsession.report.build import load_session
 from smartsession.schema import StateMessage
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -107,6 +108,9 @@ def test_students_on_two_nodes_and_a_teacher_on_a_third_see_one_class(tmp_path, 
             assert {k: sorted(v) for k, v in got.items()} == sent, node.url
             history = get_json(f"{node.url}/smartsession/api/sessions/{session_id}/history", info["teacher_token"])
             assert set(history["students"]) == set(sent)
+        # `smartsession report --store URL` reads the same shared store.
+        data = load_session(pg_url, session_id)
+        assert len(data.states) == sum(map(len, sent.values())) and set(data.students.student_id) == set(sent)
 
 
 def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledged_is_lost(
