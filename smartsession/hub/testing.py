@@ -197,8 +197,12 @@ class PostgresServer:
         self.dir = _private_tmpdir("smartsession-pg-")
         self._run("initdb", "-D", str(self.dir / "data"), "-U", "smartsession", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "smartsession", "smartsession")
+        try:
+            self.start()
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "smartsession", "smartsession")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def start(self) -> None:
@@ -239,8 +243,9 @@ class Nginx:
         site = re.sub(r"(?m)^    listen 80;", f"    listen 127.0.0.1:{self.port};", site)
         d = self.dir
         # What Debian's /etc/nginx/nginx.conf provides around conf.d, with every path in our temp dir.
-        return (f"pid {d}/nginx.pid;\nworker_processes 1;\nerror_log {d}/error.log;\n"
-                "events { worker_connections 4096; }\n"
+        # Two descriptors per proxied websocket: the benchmark's 2000 students need more than the defaults.
+        return (f"pid {d}/nginx.pid;\nworker_processes 1;\nworker_rlimit_nofile 16384;\n"
+                f"error_log {d}/error.log;\nevents {{ worker_connections 8192; }}\n"
                 f"http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n"
                 f" proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n"
                 f" scgi_temp_path {d}/scgi;\n{site}}}\n")
