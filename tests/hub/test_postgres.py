@@ -93,3 +93,11 @@ def test_a_full_buffer_refuses_new_states_unacknowledged(postgres, caplog):
             store.flush(60)
             assert acked == list(range(1, 11))
             assert list(store.states("S1").seq) == list(range(1, 11))
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password():
+    from smartsession.hub.testing import free_port
+
+    with pytest.raises(RuntimeError, match="cannot reach PostgreSQL at postgresql://someone@127.0.0.1") as err:
+        PostgresStore(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/smartsession")
+    assert "hunter2" not in str(err.value) and "fix --store" in str(err.value)
