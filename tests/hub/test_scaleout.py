@@ -11,6 +11,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -238,3 +239,26 @@ def test_a_redis_restart_mid_lesson_drops_only_live_relays_then_the_class_is_sha
         assert stored(pg_url, info["class_id"]) == sent
         logs = (tmp_path / "a" / "hub.log").read_text() + (tmp_path / "b" / "hub.log").read_text()
         assert "Redis unreachable" in logs and "Redis is back" in logs
+
+
+def test_serve_nodes_behind_nginx_share_classes_and_pin_a_class_page_to_one_node(
+        tmp_path, redis_binary, nginx_binary, pg_url):
+    from smartsession.serve.testing import running_server
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(redis_binary))
+        a, b = (stack.enter_context(running_server(tmp_path / n, pool_size=0, timeout=240, store=pg_url,
+                                                   redis_url=redis.url)) for n in "ab")
+        ports = [urlsplit(srv.url).port for srv in (a, b)]
+        lb = stack.enter_context(Nginx(SITE, [f"127.0.0.1:{port}" for port in ports], binary=nginx_binary))
+        # Node B authorises node A's class: the secret, the admin token and the class are in the shared store.
+        assert a.admin_token == b.admin_token
+        assert isinstance(get_json(f"{b.url}smartsession/api/classes/{a.class_id}/sessions", a.teacher_token), list)
+        # Through nginx, the teacher page of A's class renders and pins the browser's later requests
+        # (its kernel's) to the node that rendered it.
+        with urllib.request.urlopen(lb.url + "/" + a.teacher_url.split("/", 3)[3], timeout=240) as page:
+            assert page.status == 200
+            cookies = page.headers.get_all("Set-Cookie")
+        assert f"smartsession_class={a.class_id}; Path=/; HttpOnly; SameSite=Lax" in cookies
