@@ -86,12 +86,12 @@ def usage(pids: list[int]) -> tuple[float, float]:
     return cpu, rss
 
 
-def stored_of_acked(url: str, acked: dict[str, int]) -> tuple[int, int]:
-    """(acknowledged states, those of them in the database)."""
+def stored_of_acked(url: str, acked: dict[str, int]) -> tuple[int, int, int]:
+    """(acknowledged states, those of them in the database, all states in the database)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT student_id, seq FROM states").fetchall()
     found = sum(1 for student_id, seq in rows if seq <= acked.get(student_id, -1))
-    return sum(max(0, a) for a in acked.values()), found
+    return sum(max(0, a) for a in acked.values()), found, len(rows)
 
 
 def report_time(url: str) -> tuple[float, int]:
@@ -161,7 +161,7 @@ def main() -> None:
         acked: dict[str, int] = {}
         for r in results:
             acked.update(r["acked"])
-        acknowledged, found = stored_of_acked(pg.url, acked)
+        acknowledged, found, in_db = stored_of_acked(pg.url, acked)
         dead = sum((Path(tmp) / f"node{i}" / "hub.log").read_text().count("closing a dead") for i in range(len(nodes)))
         sent = sum(r["sent"] for r in results)
         lat = sorted(x for r in results for x in r["latencies"])
@@ -170,7 +170,8 @@ def main() -> None:
         print(f"  students per node: {per_node}; sent {sent} in the window, teachers got {len(lat)}; "
               f"generator tick lag p99 {lags[int(0.99 * (len(lags) - 1))] * 1000:.1f} ms; "
               f"clients closed as dead: {dead}", flush=True)
-        print(f"  acknowledged {acknowledged} states, {found} of them in PostgreSQL", flush=True)
+        print(f"  acknowledged {acknowledged} states, {found} of them in PostgreSQL ({in_db} states stored in all: "
+              "the rest were committed after the load stopped counting acks)", flush=True)
         for k, (cpu, rss) in after.items():
             cores = (cpu - before[k]) / hub_bench.MEASURE
             print(f"  {k:10} {cores:5.2f} cores ({1000 * cores / args.students:.2f} millicores per student), "
