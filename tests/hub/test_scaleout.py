@@ -115,7 +115,7 @@ def test_students_on_two_nodes_and_a_teacher_on_a_third_see_one_class(tmp_path, 
 
 
 def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledged_is_lost(
-        tmp_path, redis_binary, nginx_binary, pg_url):
+        tmp_path, redis_binary, nginx_binary, pg_url, kit):
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer(redis_binary))
         nodes = [stack.enter_context(HubProcess(tmp_path / n, redis_url=redis.url, store_url=pg_url))
@@ -132,19 +132,36 @@ def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledge
             home.kill()
 
         async def main():
+            events = []
+            # The teacher goes through nginx too: to the same node, killed with it, and back on the survivor.
+            teacher = TeacherSubscriber(info["class_id"], info["teacher_token"], url=lb.url, on_event=events.append,
+                                        backoff=(0.2, 1.0))
+            await teacher.start()
             pubs = [StudentPublisher(info["class_id"], j["student_id"], j["token"], url=lb.url, outbox_size=1000,
                                      backoff=(0.2, 1.0)) for j in joined]
             for p in pubs:
                 await p.start()
             try:
+                await teacher.wait_snapshot(30)
                 for p in pubs:
                     await p.wait_connected(30)
                 sent = await lesson(pubs, 6, during=kill_the_class_node)
                 await all_acked(pubs, sent)
+                last = {sid: seqs[-1] for sid, seqs in sent.items()}
+                def seen():
+                    latest = {}
+                    for e in events:
+                        if e["type"] == "state":
+                            latest[e["student_id"]] = max(latest.get(e["student_id"], -1), e["seq"])
+                    return latest
+
+                await kit.eventually(lambda: seen() == last, 60)
+                assert seen() == last  # the teacher follows the class onto the surviving node
                 return sent
             finally:
                 for p in pubs:
                     await p.stop()
+                await teacher.stop()
 
         sent = asyncio.run(asyncio.wait_for(main(), 240))
         [survivor] = [n for n in nodes if n is not victim[0]]
