@@ -18,6 +18,9 @@ HUB_OPTIONS = (
     Option("secret", "HubConfig.secret", "SECRET",
            "token secret shared by every hub of a deployment (default $SMARTSESSION_SECRET, else <data-dir>/secret)"),
     Option("redis-url", "HubConfig.redis_url", "URL", "redis://HOST:PORT to share classes with other hub processes"),
+    Option("store", "HubConfig.store_url", "URL",
+           "postgresql://USER@HOST:PORT/DB shared by every node (default $SMARTSESSION_STORE, else SQLite in the "
+           "data dir)"),
 )
 #: Every option of ``smartsession hub`` and the setting it is (``HubApp`` in hub/standalone.py, ``HubConfig``).
 OPTIONS = (

@@ -34,6 +34,7 @@ from smartsession.hub.protocol import (
     TeacherSeats,
     dumps,
 )
+from smartsession.hub.pgstore import PostgresStore, open_store, shared_credentials
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
 from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
@@ -178,15 +179,26 @@ class Hub:
         if self.started:
             return
         data_dir = private_dir(Path(self.config.data_dir).expanduser())
-        self.secret = self.config.secret or auth.load_secret(data_dir)
-        self.admin_token = auth.load_admin_token(data_dir, self.secret)
         loop = asyncio.get_running_loop()
-        self.store = Store(data_dir, batch_seconds=self.config.commit_interval,
-                           on_acks=lambda acks: loop.call_soon_threadsafe(self.acks.add, acks))
+        on_acks = lambda acks: loop.call_soon_threadsafe(self.acks.add, acks)  # noqa: E731
+        if self.config.store_url:
+            # Opening checks the connection and migrates the schema: off the loop.
+            self.store = await loop.run_in_executor(None, lambda: open_store(
+                self.config.store_url, batch_seconds=self.config.commit_interval, on_acks=on_acks))
+            try:
+                self.secret, self.admin_token = await loop.run_in_executor(
+                    None, shared_credentials, self.store, self.config.secret, data_dir)
+            except Exception:
+                self.store.close()
+                raise
+        else:
+            self.secret = self.config.secret or auth.load_secret(data_dir)
+            self.admin_token = auth.load_admin_token(data_dir, self.secret)
+            self.store = Store(data_dir, batch_seconds=self.config.commit_interval, on_acks=on_acks)
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event)
+            await self.backplane.start(self._on_remote_event, self._republish)
         except Exception:
             self.store.close()
             raise
@@ -340,6 +352,19 @@ class Hub:
         if not remote:
             self.backplane.publish(class_id, event)
 
+    def _republish(self) -> None:
+        """After a backplane outage: what this hub's own students and teachers did, for the other hubs."""
+        now = time.time()
+        for class_id, room in self.rooms.items():
+            mine = [sid for cid, sid in self.students if cid == class_id]
+            if not mine and not self.teachers.get(class_id):
+                continue
+            self.backplane.publish(class_id, room.status_event())
+            for student_id in mine:
+                self.backplane.publish(class_id, room.connect(student_id, room.student(student_id).name, now))
+                if room.students[student_id].state is not None:
+                    self.backplane.publish(class_id, room.students[student_id].state)
+
     def _on_remote_event(self, class_id: str, event: dict[str, Any]) -> None:
         room = self.rooms.get(class_id)
         if room is None:
@@ -356,7 +381,24 @@ class Hub:
 
     # --- connections ---
 
-    def attach_student(self, handler: "Peer", room: ClassRoom, claims: auth.Claims) -> dict[str, Any]:
+    async def stored_seq(self, class_id: str, student_id: str) -> int | None:
+        """With a shared store, the student's highest committed seq, read off the loop; else None.
+
+        A room learns other nodes' states before they commit, and a node can die between the two: a student
+        failing over must be told to resend from what is stored, not from what was relayed. (Resends that
+        were stored after all land once: the shared store ignores a repeated seq.)
+        """
+        if not isinstance(self.store, PostgresStore):
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.store.stored_seq, class_id, student_id)
+        except Exception as exc:
+            log.warning("could not read %s's stored seq (%s): welcoming from the live room", student_id, exc)
+            return None
+
+    def attach_student(self, handler: "Peer", room: ClassRoom, claims: auth.Claims,
+                       stored_seq: int | None = None) -> dict[str, Any]:
         now = time.time()
         self.ensure_session(room, now)
         key = (room.class_id, handler.conn.student_id)
@@ -370,6 +412,8 @@ class Hub:
             self.store.add_student(room.class_id, s.student_id, name)
         self._broadcast(room.class_id, room.connect(s.student_id, name, now))
         last_seq = s.state["seq"] if s.state else -1
+        if stored_seq is not None:
+            last_seq = stored_seq
         handler.conn.last_seq = last_seq
         return {**room.status_event(), "type": "welcome", "student_id": s.student_id, "name": s.name,
                 "last_seq": last_seq}

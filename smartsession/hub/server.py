@@ -43,6 +43,7 @@ MAX_WAITING = 64
 
 class _Socket(WebSocket):
     role = ""
+    reads_store_first = False  # whether the welcome waits for a store read even when the room is loaded
 
     def __init__(self, hub: Hub, address: str, class_id: str, student_id: str | None = None) -> None:
         # The transport's own hard cap; the protocol refuses anything above max_message_bytes with 4009 first.
@@ -98,7 +99,7 @@ class _Socket(WebSocket):
             if isinstance(event, Hello):
                 self.hub.pending.discard(self)
                 room = self.hub.rooms.get(self.class_id)
-                if room is None:
+                if room is None or self.reads_store_first:
                     self.waiting = []
                     keep(asyncio.ensure_future(self._load_then_welcome(event)))
                 else:
@@ -114,6 +115,8 @@ class _Socket(WebSocket):
     async def _load_then_welcome(self, hello: Hello) -> None:
         try:
             room = await self.hub.room(self.class_id)
+            if self.reads_store_first:
+                self.stored_seq = await self.hub.stored_seq(self.class_id, self.conn.student_id)
         except Exception:
             log.exception("could not load class %s", self.class_id)
             self.close(1011, "hub error loading the class: try again")
@@ -141,9 +144,14 @@ class _Socket(WebSocket):
 
 class StudentSocket(_Socket):
     role = "student"
+    stored_seq: int | None = None
+
+    @property
+    def reads_store_first(self) -> bool:
+        return self.hub.config.store_url != ""
 
     def welcome(self, room: ClassRoom, hello: Hello) -> None:
-        self.send(dumps(self.hub.attach_student(self, room, hello.claims)))
+        self.send(dumps(self.hub.attach_student(self, room, hello.claims, self.stored_seq)))
 
     def handle(self, event) -> None:
         if isinstance(event, Stale):
