@@ -59,6 +59,7 @@ def test_store_reads_back_what_it_wrote(tmp_path):
     store.close()  # closing twice is harmless
 
 
+@pytest.mark.slow
 def test_export_csv_parquet_json(tmp_path):
     with Store(tmp_path / "data") as store:
         fill(store)
@@ -75,6 +76,7 @@ def test_export_csv_parquet_json(tmp_path):
             store.export_session("nope", tmp_path / "x.csv")
 
 
+@pytest.mark.slow
 def test_writes_are_batched_off_the_caller_thread(tmp_path):
     with Store(tmp_path) as store:
         threads = set()
