@@ -79,3 +79,6 @@ def test_unknown_options_are_refused_by_name():
     assert out.returncode == 2 and "unrecognized arguments: --rate" in out.stderr
     out = cli("class", "create", "X", "--HubConfig.rate=5", module="smartsession")
     assert out.returncode == 2 and "unrecognized arguments: --HubConfig.rate=5" in out.stderr
+    out = cli("hub", "--HubConfig.rate=fast")
+    assert out.returncode == 2 and "rate" in out.stdout and "expected a float" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
