@@ -61,14 +61,22 @@ def run_hub(args) -> int:
     import asyncio
     import logging
 
+    from traitlets import TraitError
+
+    from smartsession.hub.config import HubConfig
     from smartsession.hub.standalone import HubApp, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = HubApp()
     load_config_file(app, args.config, "smartsession hub")
-    app.parse_command_line(traitlets_argv(args, OPTIONS))
     try:
-        asyncio.run(serve_forever(app))
+        app.parse_command_line(traitlets_argv(args, OPTIONS))
+        config = HubConfig(parent=app)
+    except TraitError as exc:
+        print(f"smartsession hub: {exc}")
+        return 2
+    try:
+        asyncio.run(serve_forever(app, config))
     except RuntimeError as exc:  # e.g. Redis unreachable: the message says what to do
         print(f"smartsession hub: {exc}")
         return 1

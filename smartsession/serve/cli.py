@@ -64,9 +64,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from smartsession.serve.app import SmartSessionApp
 
+    from traitlets import TraitError
+
     app = SmartSessionApp.instance()
     load_config_file(app, args.config, "smartsession serve")
     flags = [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
-    app.initialize(traitlets_argv(args, OPTIONS) + flags)
+    try:
+        app.initialize(traitlets_argv(args, OPTIONS) + flags)
+    except TraitError as exc:  # a setting of the wrong type: say which, without a traceback
+        raise SystemExit(f"smartsession serve: {exc}") from None
     app.start()
     return 0

@@ -30,6 +30,7 @@ def run_video(video_frames):
     return run
 
 
+@pytest.mark.slow
 def test_observation_of_a_real_face(image_analyzer, photo):
     obs = image_analyzer.process(photo("0-f15-hao-ph.jpg"), source="happy.jpg")
     assert obs.face and obs.faces == 1 and obs.state == "happy"  # a posed open-mouth smile
@@ -51,6 +52,7 @@ def test_encoded_bytes_give_the_same_analysis(image_analyzer, photo):
     assert a.state == b.state and a.features["yaw"] == pytest.approx(b.features["yaw"])
 
 
+@pytest.mark.slow
 def test_no_face_is_away(image_analyzer, photo, state_model, run_video):
     obs = image_analyzer.process(photo("free-mountain-vector-01.jpg"))
     assert (obs.face, obs.faces, obs.state, obs.engagement) == (False, 0, "away", 0.0)
@@ -60,6 +62,7 @@ def test_no_face_is_away(image_analyzer, photo, state_model, run_video):
     assert states == {"away"}
 
 
+@pytest.mark.slow
 def test_face_then_no_face_video(state_model, run_video):
     with Analyzer(model=state_model) as an:
         obs = run_video(an, "face_noface.mov", 26.4)
@@ -75,6 +78,7 @@ def test_turned_head_with_eyes_aside_is_distracted(image_analyzer, photo):
     assert frontal.engagement > obs.engagement
 
 
+@pytest.mark.slow
 def test_eyes_down_with_a_level_head_is_distracted(state_model, run_video):
     """Failure kind 1: eyes lowered to a desk or phone, head only a little bowed (frames 0-14 of the Pexels clip)."""
     with Analyzer(model=state_model) as an:
@@ -83,6 +87,7 @@ def test_eyes_down_with_a_level_head_is_distracted(state_model, run_video):
     assert all(o.state == "distracted" and "looking down" in o.reason for o in obs[3:]), [o.reason for o in obs]
 
 
+@pytest.mark.slow
 def test_a_tilted_head_looking_at_the_camera_attends(state_model, run_video, photo):
     """Failure kind 2: roll never counts as looking away (frames 396-425 of the Pexels clip tilt 20-25 degrees)."""
     with Analyzer(model=state_model) as an:
@@ -107,6 +112,7 @@ def test_a_turned_head_with_eyes_on_the_camera_attends(image_analyzer, photo):
         assert abs(obs.features["yaw"]) > 7 and obs.state != "distracted", obs.reason
 
 
+@pytest.mark.slow
 def test_tiny_face_is_uncertain(image_analyzer, small_face_canvas):
     obs = image_analyzer.process(small_face_canvas)
     assert obs.face and obs.state == "uncertain" and "too small" in obs.reason
@@ -117,6 +123,7 @@ def test_several_faces_counted(image_analyzer, photo):
     assert obs.face and obs.faces >= 4
 
 
+@pytest.mark.slow
 def test_every_frame_of_a_face_video_has_the_face(state_model, run_video):
     with Analyzer(model=state_model) as an:
         obs = run_video(an, "single_face.mp4", 30.0)
@@ -125,6 +132,7 @@ def test_every_frame_of_a_face_video_has_the_face(state_model, run_video):
     assert not {o.state for o in obs} & {"distracted", "drowsy", "away"}
 
 
+@pytest.mark.slow
 def test_steady_face_does_not_flicker(state_model, run_video):
     # Frames 240-440 of WolfgangLanger_Pexels.mp4: 8 s of one person laughing, head steady, at 24 fps.
     with Analyzer(model=state_model) as an:
@@ -138,6 +146,7 @@ def test_steady_face_does_not_flicker(state_model, run_video):
     assert sum(a != b for a, b in zip(whole, whole[1:])) <= 8
 
 
+@pytest.mark.slow
 def test_emotions_off_never_reports_happy_or_confused(state_model, photo, run_video):
     with Analyzer(model=state_model, emotions=False) as an:
         states = {o.state for o in run_video(an, "WolfgangLanger_Pexels.mp4", 24.0)}
@@ -147,6 +156,7 @@ def test_emotions_off_never_reports_happy_or_confused(state_model, photo, run_vi
             assert an.process(photo(name)).state in ATTENTION_STATES
 
 
+@pytest.mark.slow
 def test_emotions_toggle_at_run_time(state_model, video_frames):
     frames = video_frames("WolfgangLanger_Pexels.mp4", start=330, count=120)  # laughing
     with Analyzer(model=state_model) as an:
@@ -160,6 +170,7 @@ def test_emotions_toggle_at_run_time(state_model, video_frames):
     assert off[0].engagement_components["expression"] == pytest.approx(on[-1].engagement_components["expression"], abs=0.05)
 
 
+@pytest.mark.slow
 def test_stream_components_are_smoothed_with_the_score(state_model, run_video):
     from smartsession.classify.engagement import WEIGHTS
 
@@ -194,6 +205,7 @@ def test_calibration_recentres_head_pose(state_model, photo):
     assert "looking aside" not in calibrated.reason
 
 
+@pytest.mark.slow
 def test_calibration_from_the_first_seconds_of_a_stream(state_model, run_video, video_frames):
     with Analyzer(model=state_model, calibration_seconds=1.0) as an:
         run_video(an, "single_face.mp4", 30.0, count=20)

@@ -37,6 +37,7 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_jsonl_on_images_and_a_folder_with_bad_files(folder):
     proc = analyze(folder, pyfeat_file("single_face.jpg"))
     assert proc.returncode == 1, proc.stderr
@@ -59,6 +60,7 @@ def test_jsonl_on_images_and_a_folder_with_bad_files(folder):
     assert all(line.startswith("error:") for line in proc.stderr.splitlines() if line.strip()), proc.stderr
 
 
+@pytest.mark.slow
 def test_csv_video_every_frame_and_with_fps(tmp_path):
     video = pyfeat_file("single_face.mp4")
     native, count = video_info(video)
@@ -75,6 +77,7 @@ def test_csv_video_every_frame_and_with_fps(tmp_path):
     assert float(rows[1]["media_time"]) - float(rows[0]["media_time"]) == pytest.approx(0.2, abs=1 / native + 1e-3)
 
 
+@pytest.mark.slow
 def test_no_emotions_and_missing_paths(tmp_path):
     proc = analyze(pyfeat_file("WolfgangLanger_Pexels.mp4"), tmp_path / "nothing.mp4", "99", "--fps", "4",
                    "--no-emotions")
@@ -85,6 +88,7 @@ def test_no_emotions_and_missing_paths(tmp_path):
     assert "camera 99: cannot open it" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_fps_and_help():
     assert analyze(pyfeat_file("single_face.jpg"), "--fps", "0").returncode == 2
     help_text = analyze("--help").stdout

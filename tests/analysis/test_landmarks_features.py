@@ -73,6 +73,7 @@ def test_small_face_search_finds_a_far_face(photo, side):
     assert small["yaw"] == pytest.approx(full["yaw"], abs=8) and small["roll"] == pytest.approx(full["roll"], abs=5)
 
 
+@pytest.mark.slow
 def test_stream_mode_follows_a_far_face(photo):
     canvas = np.full((480, 640, 3), 200, np.uint8)
     canvas[300:460, 450:610] = cv2.resize(photo("astronaut"), (160, 160), interpolation=cv2.INTER_AREA)
@@ -87,6 +88,7 @@ def test_feature_table_has_the_shared_names():
     assert set(BLENDSHAPE_NAMES) <= set(FEATURE_NAMES)
 
 
+@pytest.mark.slow
 def test_turned_heads_give_larger_yaw(image_landmarker, photo):
     yaw = {n: feats(image_landmarker, photo(n))["yaw"] for n in
            ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg")}
@@ -105,6 +107,7 @@ def test_yaw_sign_follows_the_nose(image_landmarker, photo):
     assert (face_features(found)["yaw"] > 0) == nose_right_of_eyes
 
 
+@pytest.mark.slow
 def test_eyes_lowered_with_a_level_head_point_the_gaze_down(video_frames):
     """The woman in the Pexels clip looks down with her eyes (frames 0-14), head nearly level."""
     with FaceLandmarker() as stream:
@@ -169,6 +172,7 @@ def test_featurizer_is_a_scikit_learn_transformer(image_landmarker, photo):
         fz.transform(np.zeros((2, 468 * 3)))
 
 
+@pytest.mark.slow
 def test_stream_mode_tracks_and_counts_once_a_second(photo, video_frames):
     group = photo("multi_face.jpg")
     with FaceLandmarker() as stream:

@@ -27,6 +27,7 @@ def test_cached_model_is_the_published_file(real_model):
         assert {"face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite"} <= set(zf.namelist())
 
 
+@pytest.mark.slow
 def test_fetch_into_an_empty_cache_then_reuse_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SMARTSESSION_CACHE", str(tmp_path))
     monkeypatch.delenv(model_file.ENV_PATH, raising=False)
@@ -67,6 +68,7 @@ def test_override_must_be_the_real_file(tmp_path, monkeypatch, real_model):
         model_file.ensure()
 
 
+@pytest.mark.slow
 def test_models_command(tmp_path, real_model):
     env = {"SMARTSESSION_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     run = lambda *a: subprocess.run([sys.executable, "-m", "smartsession", "models", *a], capture_output=True,

@@ -31,6 +31,7 @@ def test_every_labelled_source_is_known_media_with_a_matching_checksum():
         assert digest == media.PYFEAT_FILES[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", [e for e in LABELS["sources"] if e["kind"] == "video"], ids=lambda e: e["name"])
 def test_video_segments_cover_every_decoded_frame_once(entry):
     frames = sum(1 for _ in read_video(media.pyfeat_file(entry["name"])))
@@ -42,6 +43,7 @@ def test_video_segments_cover_every_decoded_frame_once(entry):
         assert seg["note"]
 
 
+@pytest.mark.slow
 def test_away_ranges_really_have_no_face():
     """The no-face ranges hold no face for the landmarker or the small-face search (checked on a sample of frames)."""
     for entry in LABELS["sources"]:
@@ -57,6 +59,7 @@ def test_away_ranges_really_have_no_face():
     assert video_info(media.pyfeat_file("no_face.mp4"))[0] > 0
 
 
+@pytest.mark.slow
 def test_rebuild_from_real_media_matches_the_committed_table(rebuilt_table, committed_table, assert_same_table):
     assert_same_table(rebuilt_table, committed_table)
 

@@ -40,6 +40,7 @@ def fitted(committed_table):
     return pipeline, names
 
 
+@pytest.mark.slow
 def test_shipped_model_loads_with_its_sidecar(model, committed_table):
     assert set(model.classes_) == set(CLASSIFIER_STATES)
     assert set(model.feature_names) <= set(FEATURE_NAMES)

@@ -93,6 +93,7 @@ def raw_websocket(url: str, path: str, rcvbuf: int | None = None, source: str = 
 # --- 1: deeply nested JSON ---
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_deep_json_gets_a_clean_close_and_a_400_without_tracebacks(tmp_path, kit, caplog, monkeypatch, tls):
     certs, trust = {}, {}
@@ -166,6 +167,7 @@ def test_teachers_get_the_hubs_serialisation_never_the_clients_text(tmp_path, ki
 # --- 3: rate limits per student and per class, across reconnects ---
 
 
+@pytest.mark.slow
 def test_reconnecting_does_not_refill_a_students_budget(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path, rate=10.0, burst=20.0) as (hub, url):
@@ -194,6 +196,7 @@ def test_reconnecting_does_not_refill_a_students_budget(tmp_path, kit):
     run(main())
 
 
+@pytest.mark.slow
 def test_a_class_is_cut_off_at_its_own_budget(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path, class_rate=5.0, class_burst=30.0) as (hub, url):
@@ -255,6 +258,7 @@ def test_join_floods_are_refused_per_address_per_class_and_by_class_size(tmp_pat
 # --- 5: a teacher that never reads ---
 
 
+@pytest.mark.slow
 def test_a_teacher_that_never_reads_is_closed_whatever_it_sends(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path, max_write_buffer=32 * 1024) as (hub, url):
@@ -294,6 +298,7 @@ def test_a_teacher_that_never_reads_is_closed_whatever_it_sends(tmp_path, kit):
 # --- 6: slowloris ---
 
 
+@pytest.mark.slow
 def test_slow_headers_idle_connections_and_per_address_caps(tmp_path):
     async def main():
         async with running_hub(data_dir=tmp_path, header_timeout=1.0, trusted_addresses=[],
@@ -348,6 +353,7 @@ def test_at_the_connection_cap_the_longest_waiting_connection_makes_room(tmp_pat
     run(main())
 
 
+@pytest.mark.slow
 def test_accepting_pauses_instead_of_spinning_when_file_descriptors_run_out(tmp_path, caplog):
     import resource
 
@@ -388,6 +394,7 @@ def _connect_after_freeing(hoard: list[int], host: str, port: int) -> socket.soc
 # --- 7: bodies refused by their declared length; stalled uploads ---
 
 
+@pytest.mark.slow
 def test_bodies_are_refused_by_declared_length_and_stalled_uploads_time_out(tmp_path):
     async def main():
         async with running_hub(data_dir=tmp_path, body_timeout=1.0) as (hub, url):
@@ -562,6 +569,7 @@ def test_room_loading_and_exports_read_the_store_off_the_loop(tmp_path, kit, mon
     run(main())
 
 
+@pytest.mark.slow
 def test_a_long_export_does_not_stall_the_class(tmp_path, kit):
     rows = 150_000
     with Store(tmp_path) as store:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -15,6 +17,7 @@ def cli(*args: str, module: str = "smartsession.hub.cli") -> subprocess.Complete
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_class_create_locally_then_served_by_a_hub(tmp_path):
     data = tmp_path / "data"
     out = cli("class", "create", "Chemistry 1A", "--data-dir", str(data), module="smartsession")
@@ -51,6 +54,7 @@ def _post(url: str, body: bytes, token: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.slow
 def test_every_hub_setting_comes_from_the_command_line_a_config_file_or_the_environment(tmp_path):
     config = tmp_path / "hub_config.py"
     config.write_text("c.HubConfig.max_message_bytes = 200\nc.HubConfig.max_json_depth = 9\n")
@@ -69,8 +73,12 @@ def test_every_hub_setting_comes_from_the_command_line_a_config_file_or_the_envi
     assert not (tmp_path / "data" / "secret").exists()  # the environment's secret was used, none was made
 
 
+@pytest.mark.slow
 def test_unknown_options_are_refused_by_name():
     out = cli("hub", "--rate", "5")
     assert out.returncode == 2 and "unrecognized arguments: --rate" in out.stderr
     out = cli("class", "create", "X", "--HubConfig.rate=5", module="smartsession")
     assert out.returncode == 2 and "unrecognized arguments: --HubConfig.rate=5" in out.stderr
+    out = cli("hub", "--HubConfig.rate=fast")
+    assert out.returncode == 2 and "rate" in out.stdout and "expected a float" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr

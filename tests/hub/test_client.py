@@ -24,6 +24,7 @@ def state(engagement: float) -> StateMessage:
     return StateMessage("", "", 0, time.time(), "focused", engagement, 0.9)
 
 
+@pytest.mark.slow
 def test_offline_outbox_keeps_the_latest_and_delivers_them_once_the_hub_is_up(tmp_path, monkeypatch):
     port = free_port()
     monkeypatch.setenv("SMARTSESSION_HUB_URL", f"http://127.0.0.1:{port}")
@@ -96,6 +97,7 @@ def self_signed(tmp_path):
     return str(certfile), str(keyfile)
 
 
+@pytest.mark.slow
 def test_tls_with_a_self_signed_certificate_from_the_cafile_env(tmp_path, monkeypatch):
     certfile, keyfile = self_signed(tmp_path)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import os
@@ -18,6 +20,7 @@ from smartsession.hub.testing import _wait, free_port
 from smartsession.schema import StateMessage
 
 
+@pytest.mark.slow
 def test_hub_runs_inside_a_token_protected_jupyter_server(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}/research/"

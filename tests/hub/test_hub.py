@@ -25,6 +25,7 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
+@pytest.mark.slow
 def test_auth_matrix_refuses_every_forbidden_action(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path) as (hub, url):
@@ -89,6 +90,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 def test_every_bad_input_closes_only_the_offender(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path) as (hub, url):
@@ -140,6 +142,7 @@ def test_replayed_seq_is_nacked_and_a_flood_is_cut(tmp_path, kit):
     run(main())
 
 
+@pytest.mark.slow
 def test_hello_timeout_origin_check_and_replaced_connection(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path, hello_timeout=1.0,
@@ -246,6 +249,7 @@ def test_teacher_commands_reach_students_and_the_store(tmp_path, kit):
     run(main())
 
 
+@pytest.mark.slow
 def test_a_silent_client_is_marked_disconnected_within_10_s(tmp_path, kit):
     async def main():
         async with running_hub(data_dir=tmp_path) as (hub, url):

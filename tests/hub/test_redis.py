@@ -20,6 +20,7 @@ from smartsession.schema import StateMessage
 pytestmark = pytest.mark.redis
 
 
+@pytest.mark.slow
 def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary, kit):
     secret = secrets.token_hex(32)
     with RedisServer(redis_binary) as redis, \

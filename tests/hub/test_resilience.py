@@ -5,6 +5,8 @@ The hub runs as a real ``smartsession hub`` subprocess, killed with SIGKILL and 
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import os
 import signal
@@ -19,6 +21,7 @@ from smartsession.hub.testing import HubProcess
 from smartsession.schema import StateMessage
 
 
+@pytest.mark.slow
 def test_no_acknowledged_state_is_lost_across_a_hub_restart(tmp_path):
     hub = HubProcess(tmp_path / "data")
     with hub:
@@ -56,6 +59,7 @@ def test_no_acknowledged_state_is_lost_across_a_hub_restart(tmp_path):
     assert set(sent[-10:]) <= stored
 
 
+@pytest.mark.slow
 def test_a_frozen_student_process_shows_disconnected_within_10_s(tmp_path):
     with HubProcess(tmp_path / "data") as hub:
         info = hub.create_class("Frozen")

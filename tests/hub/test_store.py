@@ -68,6 +68,7 @@ def test_store_reads_back_what_it_wrote(target, tmp_path):
     store.close()  # closing twice is harmless
 
 
+@pytest.mark.slow
 def test_export_csv_parquet_json(target, tmp_path):
     with open_store(target) as store:
         fill(store)
@@ -84,6 +85,7 @@ def test_export_csv_parquet_json(target, tmp_path):
             store.export_session("nope", tmp_path / "x.csv")
 
 
+@pytest.mark.slow
 def test_writes_are_batched_off_the_caller_thread(target, tmp_path):
     with open_store(target) as store:
         threads = set()

@@ -112,6 +112,7 @@ def test_handshake_refusals_answer_like_tornado(tmp_path):
     run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_fragments_pings_and_a_clean_close(tmp_path, kit, monkeypatch, tls):
     # Plain sockets move to asyncio; TLS ones stay on tornado's SSLIOStream: both paths, same behaviour.

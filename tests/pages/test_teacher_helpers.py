@@ -93,6 +93,7 @@ def test_everything_typed_by_someone_is_escaped_in_the_markup():
 
 
 
+@pytest.mark.slow
 def test_without_a_token_the_page_offers_only_the_form():
     with TeacherPage(environ={}) as page:
         assert page.view is None and page.status == "idle"

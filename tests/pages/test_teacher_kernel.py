@@ -112,6 +112,7 @@ def open_page(kernel, hub, klass, token=None):
     )
 
 
+@pytest.mark.slow
 def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, kernel):
     klass = hub.call(hub.hub.create_class, "Maths 3B")
     open_page(kernel, hub, klass)
@@ -193,6 +194,7 @@ def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, k
     kernel.run("page.close(); page.close()")  # closing twice is harmless
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["student", "forged"])
 def test_without_a_valid_teacher_token_the_page_shows_no_class_data(hub, kernel, which):
     klass = hub.call(hub.hub.create_class, "Maths")
@@ -222,6 +224,7 @@ def test_without_a_valid_teacher_token_the_page_shows_no_class_data(hub, kernel,
     hub.run(pub.stop())
 
 
+@pytest.mark.slow
 def test_a_page_opened_mid_session_shows_the_session_from_its_start(hub, kernel):
     klass = hub.call(hub.hub.create_class, "Late teacher")
 

@@ -51,6 +51,7 @@ def segments(*spec):
     })
 
 
+@pytest.mark.slow
 def test_a_step_down_is_found_at_its_time_with_its_size_and_students():
     df = lesson(drop=(600, 900, 8, 30))
     report = build_report(SessionData(df, segments(("Intro", 0), ("Proof", 600), ("Exercises", 900))))
@@ -136,6 +137,7 @@ def test_fixed_windows_without_segments():
     assert list(report.segments["messages"]) == [900, 900, 360]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seconds", [1, 25, 60, 130])
 def test_very_short_sessions(seconds):
     report = build_report(SessionData(lesson(students=3, seconds=seconds)))
@@ -159,6 +161,7 @@ def test_counts_keep_every_message_weighted_the_same():
     assert counts["engagement_sum"].sum() == pytest.approx(df["engagement"].sum())
 
 
+@pytest.mark.slow
 def test_exports_are_anonymised_unless_names_are_asked_for(tmp_path):
     df = lesson(students=3, seconds=120)
     students = pd.DataFrame({"student_id": ["st00", "st01", "st02"], "name": ["Ada Zorblax", "Bo Quintavius", "Cy Wexford"], "hidden": False})

@@ -94,6 +94,7 @@ def test_a_scenario_file_that_is_not_an_object_says_so(tmp_path):
         load_scenario(str(path))
 
 
+@pytest.mark.slow
 def test_engagement_is_consistent_with_the_state():
     _, msgs = _play(20, 600, "lecture", rate=2.0)
     by_state = {}
@@ -164,6 +165,7 @@ def test_wrong_join_code_is_a_clear_error(tmp_path):
         asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_simulation_through_the_hub_stores_every_state_with_segments(tmp_path):
     async def go():
         async with running_hub(data_dir=str(tmp_path)) as (hub, url):
@@ -196,6 +198,7 @@ def test_simulation_through_the_hub_stores_every_state_with_segments(tmp_path):
     assert sessions.set_index("session_id").loc[result.session_id, "ended"] > 0
 
 
+@pytest.mark.slow
 def test_cli_simulate_then_report(tmp_path):
     with HubProcess(tmp_path / "hub") as hub:
         info = hub.create_class("Chemistry")

@@ -92,6 +92,7 @@ def test_decode_refuses_bad_bytes_with_a_clear_message(data, words):
         decode_image(data)
 
 
+@pytest.mark.slow
 def test_a_16000_pixel_png_is_refused_from_its_header_without_decoding():
     data = huge_png()
     assert len(data) < MAX_FRAME_BYTES
@@ -101,6 +102,7 @@ def test_a_16000_pixel_png_is_refused_from_its_header_without_decoding():
         decode_image(data)
 
 
+@pytest.mark.slow
 def test_refusing_the_huge_png_allocates_nothing_big():
     # Peak memory of a fresh process, which decoding even once would raise by ~0.8 GB.
     code = (

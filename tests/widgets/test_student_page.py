@@ -87,6 +87,7 @@ def page():
         yield p
 
 
+@pytest.mark.slow
 def test_real_frames_give_live_feedback_and_pause_stops_the_analysis(page):
     face = astronaut()
     start = time.time()
@@ -175,6 +176,7 @@ def test_closing_twice_is_harmless():
     p.close()
 
 
+@pytest.mark.slow
 def test_the_class_status_sets_segment_and_switches_emotions_off(page):
     clock = [time.time()]
 
@@ -195,6 +197,7 @@ def test_the_class_status_sets_segment_and_switches_emotions_off(page):
     assert state_of_the_smiling_astronaut() == "happy"
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom_outside_voila_and_shows_the_form():
     import nbformat
     from nbclient import NotebookClient
