@@ -285,23 +285,31 @@ def wait_warm(server, timeout: float) -> None:
     raise TimeoutError(f"the pool was not warm after {timeout:.0f} s")
 
 
-def measure_student(browser, server, teacher: TeacherWatch, seconds: float) -> dict:
-    """Open the join link, consent, and read the camera widget's own figures over ``seconds``."""
+def join_as_student(browser, server, name: str = STUDENT, join_url: str | None = None):
+    """Open the join link in a new browser context, consent, and wait past the first frames and the calibration;
+    the context (close it when done) and the page."""
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = context.new_page()
-    page.goto(server.join_url, timeout=180_000)
-    page.get_by_placeholder("as your teacher will see it").fill(STUDENT)
+    page.goto(join_url or server.join_url, timeout=180_000)
+    page.get_by_placeholder("as your teacher will see it").fill(name)
     page.get_by_role("button", name="I agree, start my camera").click()
     page.wait_for_selector(".ss-feedback[data-state]", timeout=60_000)
-    page.wait_for_timeout(5000)  # past the first frames and the calibration
+    page.wait_for_timeout(5000)
+    return context, page
 
-    def stats() -> dict:
-        return json.loads(page.locator(".smartsession-camera").get_attribute("data-stats") or "{}")
 
+def camera_stats(page) -> dict:
+    """The camera widget's own figures (camera.js writes them on its element every second)."""
+    return json.loads(page.locator(".smartsession-camera").get_attribute("data-stats") or "{}")
+
+
+def measure_student(browser, server, teacher: TeacherWatch, seconds: float) -> dict:
+    """Open the join link, consent, and read the camera widget's own figures over ``seconds``."""
+    context, page = join_as_student(browser, server)
     teacher.recording = True
-    first, t1 = stats(), time.monotonic()
+    first, t1 = camera_stats(page), time.monotonic()
     page.wait_for_timeout(seconds * 1000)
-    last, t2 = stats(), time.monotonic()
+    last, t2 = camera_stats(page), time.monotonic()
     teacher.recording = False
     context.close()
     return {

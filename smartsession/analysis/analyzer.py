@@ -19,8 +19,7 @@ from smartsession.classify.smoothing import StateSmoother
 from smartsession.features.featurizer import face_vector
 from smartsession.features.geometry import FEATURE_NAMES
 from smartsession.schema import EMOTION_STATES
-from smartsession.vision.frames import to_rgb
-from smartsession.vision.landmarks import FaceLandmarker
+from smartsession.vision.landmarks import FaceLandmarker, FaceLandmarks
 
 MODES = ("stream", "image")
 _NO_FEATURES = dict.fromkeys(FEATURE_NAMES, math.nan)
@@ -37,6 +36,9 @@ class Analyzer:
     lesson) and the attention-only reading of such a face is "focused" (EU AI Act art. 5(1)(f)).
     ``model`` is a loaded state model, a path to one, or None for the model shipped in the package.
     ``calibration_seconds`` > 0 learns the person's neutral face from the first seconds of a stream.
+
+    :meth:`process` takes pictures; :meth:`process_face` takes a face already landmarked elsewhere (the student's
+    browser, see ``vision/packed.py``). MediaPipe and OpenCV load on the first picture, never before.
     """
 
     def __init__(self, emotions: bool = True, mode: str = "stream", model=None,
@@ -55,7 +57,7 @@ class Analyzer:
         self.model = model
         self._columns = np.array([FEATURE_NAMES.index(n) for n in model.feature_names])
         self._classes = [str(c) for c in model.classes_]
-        self._landmarker = FaceLandmarker(static_image_mode=(mode == "image"))
+        self._landmarker: FaceLandmarker | None = None
         self._closure = rules.EyeClosure()
         self._smoother = StateSmoother()
         self._frame = 0
@@ -79,7 +81,15 @@ class Analyzer:
         """Release the MediaPipe graphs; calling it again is harmless."""
         if not self._closed:
             self._closed = True
-            self._landmarker.close()
+            if self._landmarker is not None:
+                self._landmarker.close()
+
+    @property
+    def landmarker(self) -> FaceLandmarker:
+        """The MediaPipe landmarker for pictures, made on first use."""
+        if self._landmarker is None:
+            self._landmarker = FaceLandmarker(static_image_mode=(self.mode == "image"))
+        return self._landmarker
 
     def reset(self) -> None:
         """Forget the stream's history (smoothing, eye-closure timer, frame counter); keep the baseline."""
@@ -110,8 +120,9 @@ class Analyzer:
             if isinstance(item, Mapping):
                 rows.append(item)
                 continue
-            rgb = to_rgb(item, "calibration frame")
-            found = self._landmarker.detect(rgb)
+            from smartsession.vision.frames import to_rgb
+
+            found = self.landmarker.detect(to_rgb(item, "calibration frame"))
             if found.face:
                 rows.append(face_vector(found))
         self.baseline = Baseline.from_samples(rows)
@@ -153,23 +164,42 @@ class Analyzer:
         ``t`` is the media time in seconds (video position or capture clock); in stream mode it defaults to
         seconds since the first frame, in image mode to 0.
         """
-        if self._closed:
-            raise RuntimeError("this Analyzer is closed; create a new one (use it in a `with` block)")
-        start = time.perf_counter()
-        wall = time.time()
-        stream = self.mode == "stream"
-        if t is None:
-            if stream:
-                now = time.monotonic()
-                self._t0 = now if self._t0 is None else self._t0
-                t = now - self._t0
-            else:
-                t = 0.0
-        index = self._frame if frame_index is None else frame_index
+        from smartsession.vision.frames import to_rgb
 
+        self._check_open()
+        start = time.perf_counter()
+        t = self._media_time(t)
         rgb = to_rgb(frame, source)
         t1 = time.perf_counter()
-        found = self._landmarker.detect(rgb, t if stream else None)
+        found = self.landmarker.detect(rgb, t if self.mode == "stream" else None)
+        return self._observe(found, t, source, frame_index, start, t1)
+
+    def process_face(self, face: FaceLandmarks, t: float | None = None, source: str = "camera",
+                     frame_index: int | None = None) -> Observation:
+        """Analyse a face landmarked elsewhere (the browser's FaceLandmarker), exactly as :meth:`process` would
+        analyse the frame it came from; ``t`` as there. No picture, no MediaPipe."""
+        self._check_open()
+        start = time.perf_counter()
+        return self._observe(face, self._media_time(t), source, frame_index, start, start)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Analyzer is closed; create a new one (use it in a `with` block)")
+
+    def _media_time(self, t: float | None) -> float:
+        if t is not None:
+            return t
+        if self.mode != "stream":
+            return 0.0
+        now = time.monotonic()
+        self._t0 = now if self._t0 is None else self._t0
+        return now - self._t0
+
+    def _observe(self, found: FaceLandmarks, t: float, source: str, frame_index: int | None, start: float,
+                 t1: float) -> Observation:
+        wall = time.time()
+        stream = self.mode == "stream"
+        index = self._frame if frame_index is None else frame_index
         t2 = time.perf_counter()
 
         probs: dict[str, float] | None = None

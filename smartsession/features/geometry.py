@@ -152,7 +152,8 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray, blendshapes: np.ndarr
     gx_r, gy_r = _gaze(_IRIS_R, 33, 133, _LID_R)
     gx_l, gy_l = _gaze(_IRIS_L, 362, 263, _LID_L)
 
-    lo, hi = p[:, :, :2].min(axis=1), p[:, :, :2].max(axis=1)
+    # NaN-ignoring: a face from the browser carries only the landmarks read here plus the four that bound it.
+    lo, hi = np.fmin.reduce(p[:, :, :2], axis=1), np.fmax.reduce(p[:, :, :2], axis=1)
     span = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
     face_size = np.sqrt(span / (w * h))
 

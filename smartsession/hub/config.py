@@ -1,7 +1,7 @@
 """Hub settings as traitlets: one ``HubConfig`` for ``smartsession hub``, ``serve`` and the Jupyter extension.
 
 Set them on the command line, in a config file (``c.HubConfig.rate = 10``) or, for the two the
-environment may carry, through ``SMARTSESSION_DATA_DIR`` and ``SMARTSESSION_SECRET``.
+environment may carry, through ``SMARTSESSION_DATA_DIR``, ``SMARTSESSION_SECRET`` and ``SMARTSESSION_STORE``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ class HubConfig(Configurable):
     """Hub settings, settable from the command line and Jupyter/Voila config files (``c.HubConfig.port``...)."""
 
     data_dir = Unicode(help="Directory for the SQLite store, the secret and the admin token.").tag(config=True)
-    secret = Unicode("", help="HMAC secret for tokens; default: <data_dir>/secret, created on first run.").tag(
-        config=True
-    )
+    secret = Unicode(
+        help="HMAC secret for tokens, shared by every hub of a deployment; default: $SMARTSESSION_SECRET, else "
+        "<data_dir>/secret, created on first run."
+    ).tag(config=True)
     store_url = Unicode(
-        "", help="postgresql://user@host:port/db: one database every hub node writes to and reads the whole class "
-        "from (it also holds the secret and admin token); empty: SQLite in data_dir, for one machine."
+        help="postgresql://user@host:port/db: one database every hub node writes to and reads the whole class "
+        "from (it also holds the secret and admin token); default: $SMARTSESSION_STORE, else SQLite in data_dir, "
+        "for one machine."
     ).tag(config=True)
     redis_url = Unicode("", help="redis://host:port to share classes between hub processes; empty: one process.").tag(
         config=True
@@ -92,4 +94,12 @@ class HubConfig(Configurable):
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return os.environ.get("SMARTSESSION_DATA_DIR") or str(Path.home() / ".smartsession")
+
+    @default("secret")
+    def _default_secret(self) -> str:
+        return os.environ.get("SMARTSESSION_SECRET", "")
+
+    @default("store_url")
+    def _default_store_url(self) -> str:
+        return os.environ.get("SMARTSESSION_STORE", "")
 

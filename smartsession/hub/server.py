@@ -231,14 +231,15 @@ class _Route(WebSocketRoute):
 
 
 def log_request(handler: web.RequestHandler) -> None:
-    """The access log: client errors (4xx) through the hub's rate-limited log, the rest as tornado logs them."""
+    """The access log: client errors (4xx) through the hub's rate-limited log, server errors as errors; requests
+    that went well only at DEBUG (a load balancer's health checks would otherwise fill the terminal)."""
     status = handler.get_status()
     request = handler.request
     ms = 1000.0 * request.request_time()
     if 400 <= status < 500 and isinstance(getattr(handler, "hub", None), Hub):
         handler.hub.quiet("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip, ms)
         return
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    level = logging.DEBUG if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     logging.getLogger("tornado.access").log(level, "%d %s %.2fms", status, handler._request_summary(), ms)
 
 

@@ -60,8 +60,9 @@ class HubProcess:
     """``smartsession hub`` in a subprocess on a fixed free port, so a restart keeps its URL."""
 
     def __init__(self, data_dir: str | os.PathLike, redis_url: str = "", secret: str = "", port: int | None = None,
-                 log_path: str | os.PathLike | None = None, store_url: str = ""):
+                 log_path: str | os.PathLike | None = None, args: tuple[str, ...] = (), store_url: str = ""):
         self.data_dir = Path(data_dir)
+        self.args = args  # more command-line settings, e.g. ("--HubConfig.rate=5",)
         self.redis_url, self.secret, self.store_url = redis_url, secret, store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -82,6 +83,7 @@ class HubProcess:
             cmd += ["--redis-url", self.redis_url]
         if self.store_url:
             cmd += ["--store", self.store_url]
+        cmd += self.args
         env = {**os.environ, "SMARTSESSION_SECRET": self.secret} if self.secret else None
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

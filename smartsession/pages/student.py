@@ -10,6 +10,7 @@ import contextlib
 import html
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -144,20 +145,46 @@ def teacher_view_html(msg: StateMessage | None) -> str:
     )
 
 
-def consent_html(emotions: bool) -> str:
+def consent_html(emotions: bool, mode: str = "server") -> str:
+    """What the student agrees to, for the analysis mode in use: "browser" (the face is analysed in this browser,
+    only numbers leave it), "server" (pictures go to the class server) or "" (not known yet: nothing to agree to)."""
     states = [s for s in STATES if emotions or s not in EMOTION_STATES]
+    if mode == "browser":
+        measured = (
+            "A few times a second, this browser looks at a picture from your camera and finds where your face "
+            "points, where your eyes look, how open your eyes and mouth are. <b>The picture never leaves this "
+            "device</b>: only numbers describing your face (the positions of some 50 points on it, 52 expression "
+            "scores and the head's angle) go to the class server, where a program running for you alone "
+            f"estimates a state ({', '.join(states)}) and an engagement score from 0 to 100."
+        )
+        kept = (
+            "No picture is sent or stored anywhere. The face numbers are used in memory on the class server and "
+            "dropped at once. The class server keeps the states and scores for your teacher's session report. "
+            "Should this browser turn out too slow to analyse your face, the camera stops and this page asks you "
+            "again before any picture is sent."
+        )
+    elif mode == "server":
+        measured = (
+            "A few times a second, this page sends a picture from your camera to the class server, where a "
+            "program running for you alone finds where your face points, where your eyes look, how open your eyes "
+            f"and mouth are. From that it estimates a state ({', '.join(states)}) and an engagement score from 0 "
+            "to 100."
+        )
+        kept = (
+            "The pictures are analysed in memory on the class server and dropped at once: never stored, and never "
+            "passed on to your teacher or anyone else. The class server keeps the states and scores for your "
+            "teacher's session report."
+        )
+    else:
+        return ('<div class="ss-consent" data-mode=""><h3>Before you start</h3>'
+                "<p>Getting the face analysis ready in this browser...</p></div>")
     return f"""
-<div class="ss-consent">
+<div class="ss-consent" data-mode="{mode}">
 <h3>Before you start</h3>
-<p><b>What is measured.</b> A few times a second, this page sends a picture from your camera to the class
-server, where a program running for you alone finds where your face points, where your eyes look, how open
-your eyes and mouth are. From that it estimates a state ({", ".join(states)}) and an engagement score from 0 to
-100.</p>
-<p><b>What your teacher sees.</b> Your name, that state, the score and those few numbers (head angles, gaze,
+<p><b>What is measured.</b> {measured}</p>
+<p><b>What your teacher sees.</b> Your name, that state, the score and a few numbers (head angles, gaze,
 eye and mouth openness). <b>Never video, pictures or face points.</b></p>
-<p><b>What is kept.</b> The pictures are analysed in memory on the class server and dropped at once: never
-stored, and never passed on to your teacher or anyone else. The class server keeps the states and scores for
-your teacher's session report.</p>
+<p><b>What is kept.</b> {kept}</p>
 <p>You can pause at any time; pausing stops the camera and the measuring.</p>
 </div>"""
 
@@ -189,13 +216,25 @@ _STYLE = """<style>
 class StudentPage:
     """All of the student page: widgets, the frame callback, and the link to the hub.
 
-    Frames arrive on the camera's worker thread, are analysed there and dropped; only the
-    resulting ``StateMessage`` crosses to the kernel's event loop and on to the hub.
+    Frames (server analysis) or packed faces (browser analysis) arrive on the camera's worker thread, are
+    analysed there and dropped; only the resulting ``StateMessage`` crosses to the kernel's event loop and on
+    to the hub. ``analysis`` is the mode to try ("browser" needs ``assets``, the URLs of the browser
+    landmarker's files); by default both come from what ``smartsession serve`` sets for its kernels.
     """
 
-    def __init__(self, analyzer: Any, *, hub_url: str | None = None):
+    def __init__(self, analyzer: Any, *, hub_url: str | None = None, analysis: str | None = None,
+                 assets: dict[str, str] | None = None):
+        from smartsession.vision import browser_assets
+
         self.analyzer = analyzer
         self.hub_url = hub_url  # None: SMARTSESSION_HUB_URL, which `smartsession serve` sets for its kernels
+        base = os.environ.get(browser_assets.ENV_BASE_URL)
+        self.assets = assets if assets is not None else (browser_assets.asset_urls(base) if base else {})
+        self.analysis = analysis or os.environ.get("SMARTSESSION_ANALYSIS") or (
+            "browser" if self.assets else "server")
+        if self.analysis == "browser" and not self.assets:
+            raise ValueError("browser analysis needs the URLs of the landmarker's files (assets=...): "
+                             "run the page under `smartsession serve`, or use analysis='server'")
         self.request = JoinRequest()
         self.student_id = ""
         self.segment: str | None = None
@@ -221,13 +260,17 @@ class StudentPage:
 
     @classmethod
     def preheat(cls, **kwargs: Any) -> "StudentPage":
-        """Load the analysis (MediaPipe, the state model) and build the widgets before any student arrives."""
+        """Load the analysis (the state model; MediaPipe too in server analysis) and build the widgets before any
+        student arrives."""
         from smartsession.analysis import Analyzer
 
         analyzer = Analyzer(mode="stream")
-        # The first frame initialises MediaPipe's graph (a few hundred ms); pay that now, not in front of a student.
-        analyzer.process(np.zeros((480, 640, 3), np.uint8))
-        return cls(analyzer, **kwargs)
+        page = cls(analyzer, **kwargs)
+        if page.analysis == "server":
+            # The first frame initialises MediaPipe's graph (a few hundred ms); pay that now, not in front of a
+            # student. In browser analysis MediaPipe loads only if a browser falls back to sending frames.
+            analyzer.process(np.zeros((480, 640, 3), np.uint8))
+        return page
 
     def _build(self) -> None:
         self.title = w.HTML()
@@ -241,7 +284,7 @@ class StudentPage:
         self.join_button.on_click(lambda _: self._submit_form())
         self.form = w.VBox([w.HTML("<h3>Join your class</h3>"), self.class_input, self.code_input, self.join_button])
         # Consent.
-        self.consent_text = w.HTML(consent_html(emotions=True))
+        self.consent_text = w.HTML(consent_html(emotions=True, mode=self._consent_mode()))
         self.name_input = w.Text(description="Your name", placeholder="as your teacher will see it",
                                  continuous_update=False)
         self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
@@ -250,7 +293,9 @@ class StudentPage:
         self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
         # Live view.
         # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
-        self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS)
+        self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS, analysis=self.analysis,
+                             assets=self.assets)
+        self.agree_button.disabled = self._consent_mode() == ""
         self.overlay = LandmarkOverlay(layout=w.Layout(display="none"))
         self.overlay.add_class("ss-overlay-box")
         stack = w.Box([self.camera, self.overlay])
@@ -273,12 +318,16 @@ class StudentPage:
         left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
         right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
                        layout=w.Layout(flex="1", padding="0 0 0 16px"))
-        self.live = w.HBox([left, right])
+        # On the page from the start, hidden until the student agrees: the camera's browser half loads the face
+        # landmarker meanwhile (it only renders when on the page), and the consent says which analysis runs.
+        self.live = w.HBox([left, right], layout=w.Layout(display="none"))
         self.body = w.VBox([])
-        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body, self.announce])
+        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body, self.live, self.announce])
         self.root.add_class("ss-page")
         self.camera.on_frame(self._on_frame)
+        self.camera.on_face(self._on_face)
         self.camera.observe(self._on_camera_status, names="status")
+        self.camera.observe(self._on_mode, names="mode")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -302,7 +351,8 @@ class StudentPage:
 
     def _show(self, step: w.Widget, notice: str = "") -> None:
         self.notice.value = f'<div class="ss-error">{html.escape(notice)}</div>' if notice else ""
-        self.body.children = [step]
+        self.body.children = [] if step is self.live else [step]
+        self.live.layout.display = None if step is self.live else "none"
 
     def _submit_form(self) -> None:
         self.request = JoinRequest(self.class_input.value.strip(), self.code_input.value.strip(),
@@ -315,14 +365,20 @@ class StudentPage:
         if not name:
             self._show(self.consent, "Please enter your name (or a nickname) so your teacher knows who you are.")
             return
+        mode = self._consent_mode()
+        if not mode:
+            return  # the button is disabled until the browser says which analysis it runs
         self.request = JoinRequest(self.request.class_id, self.request.join_code, name[:120])
         self.agree_button.disabled = True
+        # Agreed to browser analysis: pictures are refused even from a page that sends them anyway.
+        self.camera.accept_pictures = mode == "server"
         self.title.value = (
             f"<div class='ss-muted'>{html.escape(name)} in class {html.escape(self.request.class_id)}</div>"
         )
         self._show(self.live)
-        self.connection.value = "<span class='ss-muted'>Connecting to your class...</span>"
-        self._hub_task = self._loop.create_task(self._run_hub())
+        if self._hub_task is None or self._hub_task.done():
+            self.connection.value = "<span class='ss-muted'>Connecting to your class...</span>"
+            self._hub_task = self._loop.create_task(self._run_hub())
         self.consented = True
         self._camera_on(True)
         self.calibrate()
@@ -377,16 +433,43 @@ class StudentPage:
                 self.calibration.value = ""
             self._publish_paused()
 
+    def _consent_mode(self) -> str:
+        """The mode the consent describes: the camera's once the browser has said, else the one asked for unless
+        that is browser analysis, which a browser may yet be unable to run."""
+        mode = self.camera.mode if hasattr(self, "camera") else ""
+        return mode or ("" if self.analysis == "browser" else self.analysis)
+
+    def _on_mode(self, change: dict) -> None:
+        """The browser says which analysis it runs. A fall back to pictures after the student agreed to browser
+        analysis stops the camera and asks again: they agreed that no picture leaves their device."""
+        self.consent_text.value = consent_html(self.analyzer.emotions, self._consent_mode())
+        if not self.consented:
+            self.agree_button.disabled = self._consent_mode() == ""
+        if change["new"] == "server" and change["old"] == "browser" and self.consented:
+            self.consented = False
+            self._camera_on(False)
+            self.agree_button.disabled = False
+            self._publish_paused()
+            why = self.camera.mode_detail or "the face model stopped working in this browser"
+            self._show(self.consent, f"Your face cannot be analysed in this browser: {why}. To go on, agree to "
+                                     "send pictures to the class server instead (below), or close this page.")
+
     def _on_frame(self, frame: np.ndarray, t: float) -> None:
         """Camera worker thread: analyse the frame, show feedback, publish now and then. The frame dies here."""
         with self._frame_lock:
             if not self.paused and not self._closed:
-                self._analyse(frame, t)
+                self._analyse(lambda rel: self.analyzer.process(frame, t=rel, source="camera"), t)
 
-    def _analyse(self, frame: np.ndarray, t: float) -> None:
+    def _on_face(self, face: Any, t: float) -> None:
+        """Camera worker thread, browser analysis: the same, from the face the browser landmarked."""
+        with self._frame_lock:
+            if not self.paused and not self._closed:
+                self._analyse(lambda rel: self.analyzer.process_face(face, t=rel, source="camera"), t)
+
+    def _analyse(self, observe, t: float) -> None:
         if self._t0 is None:
             self._t0 = t
-        obs = self.analyzer.process(frame, t=t - self._t0, source="camera")
+        obs = observe(t - self._t0)
         obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
         self.last_observation = obs
         shown = (obs.state, obs.face)
@@ -452,7 +535,7 @@ class StudentPage:
         emotions = status.get("emotions")
         if isinstance(emotions, bool) and emotions != self.analyzer.emotions:
             self.analyzer.emotions = emotions
-            self.consent_text.value = consent_html(emotions)
+            self.consent_text.value = consent_html(emotions, self._consent_mode())
 
     async def _run_hub(self) -> None:
         from smartsession.hub.client import StudentPublisher

@@ -14,12 +14,15 @@ import os
 import socket
 import ssl
 import sys
+import time
 from pathlib import Path
 
+import nbformat
 import tornado.ioloop
 import tornado.web
+from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Float, Int, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
@@ -28,17 +31,20 @@ from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 from smartsession import __version__
-from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.config import HubConfig
 from smartsession.hub.core import Hub, class_links
+from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
-from smartsession.serve import lockdown
+from smartsession.options import aliases as option_aliases
+from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
+from smartsession.serve.cli import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
+from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.shipped import shipped
-from smartsession.vision import model_file
+from smartsession.vision import browser_assets, model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
 
 STATIC = Path(__file__).with_name("static")
@@ -77,25 +83,12 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = {
-        "host": "SmartSessionApp.ip",
-        "port": "SmartSessionApp.port",
-        "data-dir": "HubConfig.data_dir",
-        "secret": "HubConfig.secret",
-        "redis-url": "HubConfig.redis_url",
-        "store": "HubConfig.store_url",
-        "certfile": "SmartSessionApp.certfile",
-        "keyfile": "SmartSessionApp.keyfile",
-        "class-size": "SmartSessionApp.class_size",
-        "pool-size": "SmartSessionApp.pool_size",
-        "max-students": "SmartSessionApp.max_students",
-        "max-per-address": "SmartSessionApp.max_per_address",
-        "connect-timeout": "SmartSessionApp.connect_timeout",
-        "refill-quiet": "QuietRefillKernelManager.refill_quiet",
-        "dashboards": "SmartSessionApp.dashboards",
-        "class-title": "SmartSessionApp.class_title",
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
     flags = {
+        "fork-kernels": (
+            {"SmartSessionApp": {"fork_kernels": True}},
+            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
+        ),
         "self-signed": (
             {"SmartSessionApp": {"self_signed": True}},
             "Serve https with a certificate made for this host (browsers only allow the camera on https).",
@@ -132,6 +125,23 @@ class SmartSessionApp(Voila):
     )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+    fork_kernels = Bool(
+        False,
+        config=True,
+        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+    )
+    analysis = Enum(
+        ("browser", "server"), "browser", config=True,
+        help="Where faces are analysed: 'browser' (the student's browser runs the face model; only numbers reach "
+        "the server) or 'server' (frames go to the student's kernel). A browser that cannot run the model falls "
+        "back to 'server'.",
+    )
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        # The terminal is the teacher's: the banner, warnings and errors, and the Terminal's event lines.
+        # Kernel bookkeeping (started, pre-heated, shut down) appears with --SmartSessionApp.log_level=INFO.
+        return logging.WARNING
 
     @default("dashboards")
     def _default_dashboards(self) -> str:
@@ -191,6 +201,13 @@ class SmartSessionApp(Voila):
             model_file.ensure()
         except model_file.ModelMissingError as err:
             raise SystemExit(f"smartsession serve: {err}") from None
+        if self.analysis == "browser":
+            # The students' browsers load these from here; fetched once, like the model, before kernels start.
+            try:
+                browser_assets.ensure(progress=sys.stderr.isatty())
+            except browser_assets.AssetsMissingError as err:
+                self.log.warning("analysing in the students' kernels (--analysis server): %s", err)
+                self.analysis = "server"
         self.hub_config = HubConfig(parent=self)
         self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -214,10 +231,18 @@ class SmartSessionApp(Voila):
         vc.extension_denylist = [*(vc.extension_denylist or []), "jupyter-webrtc"]
         # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
         self.config.VoilaKernelManager.fill_delay = 0.0
+        # Kernels talk to the server over Unix sockets in Voila's private connection folder, not over TCP
+        # ports any local user could reach (ipykernel warned once per kernel about TCP without encryption).
+        self.config.KernelManager.transport = "ipc"
+        # Our own pages are trusted, with signatures kept in the data dir: Voila loads each page once per
+        # kernel, and warned each time that it was not trusted.
+        self.config.NotebookNotary.data_dir = str(self.state_dir)
         self.config.VoilaKernelManager.kernel_pools_config = {
             "default": {"pool_size": 0},
             lockdown.STUDENT_PAGE: {"pool_size": self.pool_size},
         }
+        if self.fork_kernels:
+            self.config.KernelProvisionerFactory.default_provisioner_name = "smartsession-fork"
         self._kernel_env()
         self._redact_logs()
 
@@ -242,6 +267,8 @@ class SmartSessionApp(Voila):
         os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
         os.environ["VOILA_APP_IP"] = self.kernel_host
         os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
+        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
+        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
         if self.self_signed:
             os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
@@ -259,6 +286,7 @@ class SmartSessionApp(Voila):
 
     def init_settings(self) -> dict:
         settings = super().init_settings()
+        self._trust_pages()
         settings["log_function"] = lockdown.log_request
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
@@ -266,6 +294,15 @@ class SmartSessionApp(Voila):
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         return settings
+
+    def _trust_pages(self) -> None:
+        notary = self.contents_manager.notary
+        for page in lockdown.PAGES:
+            path = Path(self.root_dir) / page
+            if path.is_file():
+                nb = nbformat.read(path, as_version=4)
+                if not notary.check_signature(nb):
+                    notary.sign(nb)
 
     def init_handlers(self) -> list:
         base = self.server_url
@@ -302,6 +339,7 @@ class SmartSessionApp(Voila):
             ),
             (url_path_join(base, r"/voila/templates/(.*)"), lockdown.TemplateAssetsHandler),
             (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
+            (url_path_join(base, assets.ROUTE), assets.AssetHandler),
         ]
         return ours + hub_handlers(self.hub, base) + voila
 
@@ -423,10 +461,21 @@ class SmartSessionApp(Voila):
                 "  Self-signed certificate: each browser shows a warning once; accept it to continue."
             )
         print("\n".join(lines) + "\n", flush=True)
+        terminal = Terminal()
+
+        def say() -> None:
+            for line in terminal.lines(time.time(), self.pool(), len(self.hub.students)):
+                print(line, flush=True)
+
+        self._terminal = tornado.ioloop.PeriodicCallback(say, 2000)
+        self._terminal.start()
 
     def stop(self):
         if getattr(self, "hub", None) is not None and self.hub.started:
             self.loop.run_until_complete(self.hub.stop())
+        # Kernels are ended at once: a graceful shutdown reached kernels still preheating mid-execution, whose
+        # replies then failed on closed sockets (a ZMQ traceback per kernel); they hold nothing to save.
+        run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
 
 

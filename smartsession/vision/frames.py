@@ -10,12 +10,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import cv2
 import numpy as np
 
 from smartsession.vision.native_stderr import quiet_stderr
+
+# OpenCV is imported by the functions that use it: a kernel in browser analysis mode decodes no pictures and
+# never loads it.
+if TYPE_CHECKING:
+    import cv2
 
 #: Images with more pixels than this are refused before decoding (a 100-megapixel frame is not a webcam frame
 #: and would cost gigabytes to decode).
@@ -45,6 +49,7 @@ def _check_pixels(width: int, height: int, what: str) -> None:
 
 def bound_size(rgb: np.ndarray) -> np.ndarray:
     """Downscale a frame whose longer side exceeds :data:`MAX_SIDE`, keeping its aspect ratio."""
+    import cv2
     h, w = rgb.shape[:2]
     side = max(h, w)
     if side <= MAX_SIDE:
@@ -55,6 +60,7 @@ def bound_size(rgb: np.ndarray) -> np.ndarray:
 
 def from_array(array: np.ndarray) -> np.ndarray:
     """Validate an RGB(A)/grey numpy image and return a contiguous, size-bounded RGB uint8 array."""
+    import cv2
     if not isinstance(array, np.ndarray):
         raise FrameError(f"expected image bytes or a numpy array, got {type(array).__name__}")
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -101,6 +107,7 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 def decode(data: bytes | bytearray | memoryview, name: str = "frame") -> np.ndarray:
     """Decode JPEG/PNG (or any OpenCV-readable) bytes into a size-bounded RGB uint8 array."""
+    import cv2
     data = bytes(data)
     if not data:
         raise FrameError(f"{name}: zero-byte file or empty frame; nothing to analyse")
@@ -160,6 +167,7 @@ class VideoFrame:
 def _sampled(cap: cv2.VideoCapture, name: str, fps: float | None, native_fps: float,
              max_frames: int | None, live: bool = False) -> Iterator[VideoFrame]:
     """Frames of an opened capture; ``live`` (webcams) stamps them with the clock, files with their position."""
+    import cv2
     start = time.monotonic()
     next_t = 0.0
     index = -1
@@ -187,6 +195,7 @@ def _sampled(cap: cv2.VideoCapture, name: str, fps: float | None, native_fps: fl
 
 def video_info(path: str | os.PathLike) -> tuple[float, int]:
     """(frames per second, frame count) of a video file; the count may be 0 when the container hides it."""
+    import cv2
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -201,6 +210,7 @@ def video_info(path: str | os.PathLike) -> tuple[float, int]:
 def read_video(path: str | os.PathLike, fps: float | None = None,
                max_frames: int | None = None) -> Iterator[VideoFrame]:
     """Frames of a video file; with ``fps`` keep about that many frames per second of video."""
+    import cv2
     if fps is not None and not fps > 0:
         raise FrameError(f"--fps must be a positive number, got {fps}")
     path = Path(path)
@@ -215,6 +225,7 @@ def read_video(path: str | os.PathLike, fps: float | None = None,
 
 def read_camera(index: int, fps: float | None = None, max_frames: int | None = None) -> Iterator[VideoFrame]:
     """Frames from a local webcam (OpenCV device index); stops after ``max_frames`` if given."""
+    import cv2
     cap = cv2.VideoCapture(int(index))
     if not cap.isOpened():
         cap.release()

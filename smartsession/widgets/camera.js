@@ -1,7 +1,80 @@
-// The browser half of the Camera widget: getUserMedia -> canvas -> JPEG blob -> binary comm buffer.
+// The browser half of the Camera widget: getUserMedia -> canvas -> JPEG blob -> binary comm buffer, or in browser
+// analysis mode getUserMedia -> canvas -> MediaPipe FaceLandmarker (wasm, in this page) -> packed face -> buffer.
 // Back-pressure: at most `max_in_flight` frames await the kernel's ack; ticks beyond that are skipped.
 
 const STALE_MS = 5000; // an ack lost with a restarted kernel must not freeze the window forever
+// The landmarker's speed is judged over this many frames (the first ones include warm-up, so a window).
+const SPEED_WINDOW = 10;
+
+// The packed face of smartsession/vision/packed.py (its docstring documents the layout).
+const PACKED_MAGIC = [0x53, 0x53, 0x46, 0x31]; // "SSF1"
+const HEADER_BYTES = 24;
+const N_BLENDSHAPES = 52;
+
+function extremes(points) {
+  const out = [0, 0, 0, 0]; // min x, min y, max x, max y
+  for (let i = 1; i < points.length; i++) {
+    const p = points[i];
+    if (p.x < points[out[0]].x) out[0] = i;
+    if (p.y < points[out[1]].y) out[1] = i;
+    if (p.x > points[out[2]].x) out[2] = i;
+    if (p.y > points[out[3]].y) out[3] = i;
+  }
+  return out;
+}
+
+function packFace(result, t, width, height, featureIndices) {
+  const faces = result.faceLandmarks.length;
+  const points = faces ? result.faceLandmarks[0] : null;
+  const shapes = faces && result.faceBlendshapes.length ? result.faceBlendshapes[0].categories : [];
+  const matrix = faces && result.facialTransformationMatrixes.length ? result.facialTransformationMatrixes[0] : null;
+  const usable = points && shapes.length === N_BLENDSHAPES && matrix && matrix.data.length === 16;
+  const indices = usable ? [...new Set([...featureIndices, ...extremes(points)])].sort((a, b) => a - b) : [];
+  const n = indices.length;
+  const pad = (4 - ((HEADER_BYTES + 2 * n) % 4)) % 4;
+  const size = n ? HEADER_BYTES + 2 * n + pad + 4 * (3 * n + N_BLENDSHAPES + 16) : HEADER_BYTES;
+  const buffer = new ArrayBuffer(size);
+  const view = new DataView(buffer);
+  PACKED_MAGIC.forEach((b, i) => view.setUint8(i, b));
+  view.setFloat64(4, t, true);
+  view.setUint16(12, width, true);
+  view.setUint16(14, height, true);
+  view.setUint8(16, n ? Math.min(faces, 16) : 0);
+  view.setUint16(18, n, true);
+  view.setFloat32(20, NaN, true); // the landmarker gives no detection score, like Python's
+  if (!n) return buffer;
+  let at = HEADER_BYTES;
+  for (const i of indices) (view.setUint16(at, i, true), (at += 2));
+  at += pad;
+  for (const i of indices) {
+    const p = points[i];
+    for (const v of [p.x, p.y, p.z]) (view.setFloat32(at, v, true), (at += 4));
+  }
+  const byIndex = [...shapes].sort((a, b) => a.index - b.index);
+  for (const c of byIndex) (view.setFloat32(at, c.score, true), (at += 4));
+  // MediaPipe's matrix data is column-major; the message is row-major, as Python reads it.
+  for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) (view.setFloat32(at, matrix.data[c * 4 + r], true), (at += 4));
+  return buffer;
+}
+
+async function createLandmarker(paths) {
+  if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
+  // The server gives paths; this module runs from a blob: URL, against which they would not resolve.
+  const urls = Object.fromEntries(Object.entries(paths).map(([k, v]) => [k, new URL(v, document.baseURI).href]));
+  const vision = await import(urls["vision_bundle.mjs"]);
+  const simd = await vision.FilesetResolver.isSimdSupported();
+  const wasm = simd ? "vision_wasm_internal" : "vision_wasm_nosimd_internal";
+  return vision.FaceLandmarker.createFromOptions(
+    { wasmLoaderPath: urls[`${wasm}.js`], wasmBinaryPath: urls[`${wasm}.wasm`] },
+    {
+      baseOptions: { modelAssetPath: urls["face_landmarker.task"], delegate: "CPU" },
+      runningMode: "VIDEO",
+      numFaces: 1,
+      outputFaceBlendshapes: true,
+      outputFacialTransformationMatrixes: true,
+    },
+  );
+}
 
 function statusFor(error) {
   switch (error && error.name) {
@@ -44,14 +117,52 @@ function render({ model, el }) {
   retry.className = "smartsession-camera-retry";
   el.append(video, note, retry);
   const canvas = document.createElement("canvas");
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+
+  // Browser analysis: the landmarker, once loaded; null while loading or after falling back to frames.
+  let landmarker = null;
+  let loading = null;
+  let lastVideoMs = 0;
+  let detectMs = []; // the landmarker's own time per frame, newest last
+
+  function setMode(mode, detail = "") {
+    if (model.get("mode") === mode && model.get("mode_detail") === detail) return;
+    model.set("mode", mode);
+    model.set("mode_detail", detail);
+    model.save_changes();
+  }
+
+  function fallBack(reason) {
+    if (landmarker) landmarker.close();
+    landmarker = null;
+    setMode("server", reason);
+  }
+
+  function prepareAnalysis() {
+    if (model.get("analysis") !== "browser") return setMode("server");
+    if (landmarker || loading || model.get("mode") === "server") return;
+    const started = performance.now();
+    loading = createLandmarker(model.get("assets"))
+      .then((made) => {
+        landmarker = made;
+        counts.model_load_ms = Math.round(performance.now() - started);
+        setMode("browser");
+      })
+      .catch((error) => fallBack(`the face model could not load here (${error.message || error})`))
+      .finally(() => {
+        loading = null;
+        showMessage();
+      });
+  }
 
   let stream = null;
   let timer = null;
   let seq = 0;
   let starting = false;
   const inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
-  const counts = { sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0 };
+  const counts = {
+    sent: 0, faces_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0,
+  };
   let rtts = []; // round trips (ms) of processed frames, newest last
   // Where each round trip went (ms), same frames as rtts: capture -> send (draw + JPEG encode), the kernel's
   // own durations from the ack (slot wait, decode, callbacks), and the rest: both trips through the server.
@@ -128,6 +239,8 @@ function render({ model, el }) {
 
   function tick() {
     if (!stream || document.hidden || video.readyState < 2) return;
+    const mode = model.get("mode");
+    if (mode !== "browser" && mode !== "server") return; // the landmarker is still loading: nothing is sent
     const t = now();
     for (const [s, frame] of inFlight) if (t - frame.t > STALE_MS) inFlight.delete(s);
     if (inFlight.size >= model.get("max_in_flight")) {
@@ -141,6 +254,7 @@ function render({ model, el }) {
     ctx.drawImage(video, 0, 0, width, height);
     const frameSeq = ++seq;
     const frame = { t, sent: null };
+    if (mode === "browser" && landmarker) return analyseHere(frameSeq, frame, width, height);
     inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
     canvas.toBlob(
@@ -155,6 +269,35 @@ function render({ model, el }) {
       "image/jpeg",
       model.get("quality"),
     );
+  }
+
+  // Browser analysis: the same canvas the JPEG would be made from goes through the landmarker; only numbers leave.
+  function analyseHere(frameSeq, frame, width, height) {
+    const started = performance.now();
+    let result;
+    try {
+      // VIDEO mode wants strictly increasing milliseconds.
+      lastVideoMs = Math.max(lastVideoMs + 1, Math.round(started));
+      result = landmarker.detectForVideo(canvas, lastVideoMs);
+    } catch (error) {
+      return fallBack(`the face model failed here (${error.message || error})`);
+    }
+    const took = performance.now() - started;
+    detectMs.push(took);
+    if (detectMs.length > 100) detectMs = detectMs.slice(-SPEED_WINDOW);
+    const recent = detectMs.slice(-SPEED_WINDOW).sort((a, b) => a - b);
+    const slowest = 1000 / model.get("min_browser_fps");
+    if (recent.length === SPEED_WINDOW && percentile(recent, 0.5) > slowest) {
+      return fallBack(`this computer analyses ${round1(1000 / percentile(recent, 0.5))} frames a second, ` +
+        `fewer than ${model.get("min_browser_fps")}`);
+    }
+    const buffer = packFace(result, frame.t / 1000, width, height, model.get("landmark_indices"));
+    inFlight.set(frameSeq, frame);
+    counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
+    frame.sent = now();
+    model.send({ type: "face", seq: frameSeq, t: frame.t / 1000 }, {}, [buffer]);
+    counts.faces_sent += 1;
+    counts.bytes_sent += buffer.byteLength;
   }
 
   function onMessage(msg) {
@@ -191,8 +334,12 @@ function render({ model, el }) {
       if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
     }
     const span = processedTimes.length > 1 ? (t - processedTimes[0]) / 1000 : 0;
+    const sortedDetect = [...detectMs].sort((a, b) => a - b);
     const stats = {
       ...counts,
+      mode: model.get("mode"),
+      detect_ms_median: sortedDetect.length ? round1(percentile(sortedDetect, 0.5)) : null,
+      detect_ms_p90: sortedDetect.length ? round1(percentile(sortedDetect, 0.9)) : null,
       in_flight: inFlight.size,
       fps: span > 0 ? Number(((processedTimes.length - 1) / span).toFixed(2)) : 0,
       rtt_ms_median: percentile(sorted, 0.5),
@@ -234,9 +381,12 @@ function render({ model, el }) {
   model.on("change:message", showMessage);
   model.on("change:mirror", showMessage);
   model.on("change:fps", onFps);
+  model.on("change:analysis", prepareAnalysis);
   document.addEventListener("visibilitychange", onVisibility);
   const statsTimer = setInterval(reportStats, 1000);
   showMessage();
+  // Loaded before the student agrees, so the analysis is ready when the camera starts; loading sends nothing.
+  prepareAnalysis();
   if (model.get("active")) start();
   else setStatus("off");
 
@@ -248,7 +398,9 @@ function render({ model, el }) {
     model.off("change:message", showMessage);
     model.off("change:mirror", showMessage);
     model.off("change:fps", onFps);
+    model.off("change:analysis", prepareAnalysis);
     stopStream();
+    if (landmarker) landmarker.close();
   };
 }
 

@@ -1,6 +1,7 @@
-"""The student's webcam as a widget: the browser sends JPEG frames, Python code gets RGB arrays.
+"""The student's webcam as a widget: the browser sends JPEG frames (Python code gets RGB arrays), or, in browser
+analysis mode, runs the face landmarker itself and sends packed faces (Python code gets ``FaceLandmarks``).
 
-``Camera`` is the default (an anywidget, ``camera.js`` beside it); ``camera.on_frame(f)`` is the whole API.
+``Camera`` is the default (an anywidget, ``camera.js`` beside it); ``on_frame(f)`` and ``on_face(f)`` are the API.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 import anywidget
 import traitlets
 
+from smartsession.vision import packed
 from smartsession.widgets.frames import FrameCallback, FrameDispatcher, FrameTiming, PendingFrame
 
-#: What each camera status means for the student, in plain words and with what to do.
+#: What each camera status means for the student, in plain words and with what to do ("live": LIVE_MESSAGES).
 STATUS_MESSAGES = {
     "off": "Camera off.",
     "starting": "Starting the camera: allow camera access if the browser asks.",
-    "live": "Camera on. Frames are analysed in memory and never stored or shared; only states and scores are.",
     "hidden": "Paused while this tab is hidden: come back to this tab to continue.",
     "denied": "Camera permission denied: allow camera access in the browser's address bar, then press Try again.",
     "no-camera": "No camera found: plug in or switch on a webcam, then press Try again.",
@@ -28,12 +29,23 @@ STATUS_MESSAGES = {
     "ended": "The camera was disconnected: plug it back in, then press Try again.",
     "error": "The camera could not start: press Try again or reload the page.",
 }
+#: What leaves the device in each analysis mode, shown while the camera is live (literally true: see camera.js).
+LIVE_MESSAGES = {
+    "browser": "Camera on. Your face is analysed in this browser: only numbers describing it (face points, "
+               "expressions, head angle) go to the class server, never the picture.",
+    "server": "Camera on. Pictures go to the class server, are analysed in memory there and dropped at once; "
+              "never stored or shared. Only states and scores are.",
+}
+ANALYSIS_MODES = tuple(LIVE_MESSAGES)
 #: Statuses where no frames flow until the student does something.
 ERROR_STATUSES = ("denied", "no-camera", "in-use", "insecure", "unsupported", "ended", "error")
 
 
-def status_message(status: str, detail: str = "") -> str:
+def status_message(status: str, detail: str = "", mode: str = "server") -> str:
     """The sentence shown to the student for a camera status (unknown statuses read as a generic error)."""
+    if status == "live":
+        return LIVE_MESSAGES.get(mode, "Camera on. Getting the face analysis ready in this browser: nothing is sent "
+                                       "until it is.")
     text = STATUS_MESSAGES.get(status, STATUS_MESSAGES["error"])
     if status not in STATUS_MESSAGES or (status == "error" and detail):
         text = f"{text} ({detail or status})"
@@ -45,6 +57,19 @@ class CameraBase:
 
     def _init_frames(self) -> None:
         self._frames = FrameDispatcher(self._frame_done)
+        self._faces = FrameDispatcher(self._frame_done, decode=lambda data: packed.decode(data).face,
+                                      refused=(packed.PackedFaceError,))
+
+    def on_face(self, callback, remove: bool = False) -> None:
+        """Call ``callback(face, t)`` for faces the browser landmarked (browser analysis mode): a
+        :class:`~smartsession.vision.landmarks.FaceLandmarks` and the capture time in unix seconds.
+
+        Same threading and newest-wins rule as :meth:`on_frame`; no picture is involved.
+        """
+        if remove:
+            self._faces.remove(callback)
+        else:
+            self._faces.add(callback)
 
     def on_frame(self, callback: FrameCallback, remove: bool = False) -> None:
         """Call ``callback(frame, t)`` for frames: RGB uint8 (H, W, 3) and capture time in unix seconds.
@@ -64,8 +89,13 @@ class CameraBase:
         return dict(self._frames.counts)
 
     @property
+    def face_counts(self) -> dict[str, int]:
+        """The same counts for packed faces (browser analysis mode)."""
+        return dict(self._faces.counts)
+
+    @property
     def last_error(self) -> str:
-        return self._frames.last_error
+        return self._frames.last_error or self._faces.last_error
 
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         """Hook for implementations that acknowledge frames."""
@@ -78,10 +108,13 @@ class CameraBase:
 
 
 class Camera(CameraBase, anywidget.AnyWidget):
-    """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers.
+    """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers, or (with
+    ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead.
 
     At most ``max_in_flight`` frames wait for the kernel at any time; the browser skips ticks
-    beyond that and the kernel keeps only the newest waiting frame.
+    beyond that and the kernel keeps only the newest waiting frame. A browser that cannot run the landmarker
+    (no WebAssembly, the files fail to load, slower than ``min_browser_fps``) falls back to sending frames and
+    says so in ``mode`` and ``mode_detail``.
     """
 
     _esm = Path(__file__).with_name("camera.js")
@@ -95,6 +128,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
     active = traitlets.Bool(True, help="Capturing; False releases the camera.").tag(sync=True)
     #: Not synced, so only kernel code changes it: a page can set ``active`` over its comm, never this.
     accept_frames = traitlets.Bool(True, help="Frames are decoded only while this and active are True.")
+    accept_pictures = traitlets.Bool(True, help="False: only packed faces are taken, pictures are refused.")
     mirror = traitlets.Bool(True, help="Show the preview mirrored, as people expect of a selfie view.").tag(sync=True)
     status = traitlets.Unicode("off", help="Set by the browser: one of STATUS_MESSAGES.").tag(sync=True)
     detail = traitlets.Unicode("", help="Set by the browser: the underlying error, for the log.").tag(sync=True)
@@ -102,6 +136,21 @@ class Camera(CameraBase, anywidget.AnyWidget):
     stats = traitlets.Dict(help="Set by the browser every second: sent, skipped, fps, rtt_ms_median/p90...").tag(
         sync=True
     )
+    analysis = traitlets.Enum(ANALYSIS_MODES, "server", help="Where faces should be analysed.").tag(sync=True)
+    assets = traitlets.Dict(help="URLs of the browser landmarker's files by name (see serve/assets.py).").tag(
+        sync=True
+    )
+    min_browser_fps = traitlets.Float(3.0, help="Below this rate the browser falls back to sending frames.").tag(
+        sync=True
+    )
+    landmark_indices = traitlets.List(list(packed.FEATURE_LANDMARKS), read_only=True,
+                                      help="Landmarks a packed face carries (besides the four that bound the face).").tag(
+        sync=True
+    )
+    mode = traitlets.Unicode("", help="Set by the browser: the analysis mode in use ('' until it knows).").tag(
+        sync=True
+    )
+    mode_detail = traitlets.Unicode("", help="Set by the browser: why it fell back to server mode.").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -120,27 +169,35 @@ class Camera(CameraBase, anywidget.AnyWidget):
             raise traitlets.TraitError(f"max_in_flight must be between 1 and 8, got {proposal['value']}")
         return proposal["value"]
 
-    @traitlets.observe("status", "detail")
+    @traitlets.observe("status", "detail", "mode", "mode_detail")
     def _describe(self, _change) -> None:
-        self.message = status_message(self.status, self.detail)
+        message = status_message(self.status, self.detail, self.mode)
+        if self.status == "live" and self.analysis == "browser" and self.mode == "server":
+            message += f" (This browser cannot analyse your face itself: {self.mode_detail or 'unknown reason'}.)"
+        self.message = message
 
     def _on_custom(self, _widget, content: Any, buffers: list) -> None:
-        if not isinstance(content, dict) or content.get("type") != "frame":
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind not in ("frame", "face"):
             return
+        dispatcher = self._frames if kind == "frame" else self._faces
+        limit = packed.message_size(packed.MAX_LANDMARKS) if kind == "face" else None
         try:
+            if limit is not None and len(buffers[0]) > limit:
+                raise ValueError("larger than any packed face")
             frame = PendingFrame(
                 seq=int(content["seq"]), t=float(content["t"]), data=bytes(buffers[0]), received=time.time()
             )
         except (KeyError, IndexError, TypeError, ValueError):
-            self._frames.counts["bad"] += 1
+            dispatcher.counts["bad"] += 1
             return
-        if not (self.active and self.accept_frames):
+        if not (self.active and self.accept_frames) or (kind == "frame" and not self.accept_pictures):
             # The camera is off (before the student consents, or paused): the page sends nothing then, and
             # whatever a client sends anyway is never decoded.
-            self._frames.counts["refused"] += 1
+            dispatcher.counts["refused"] += 1
             self._frame_done(frame, False, None)
             return
-        self._frames.submit(frame)
+        dispatcher.submit(frame)
 
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         if self.comm is None:
@@ -152,6 +209,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
         self.send(ack)
 
     def close(self) -> None:
-        """Stop the frame worker and close the widget; closing twice is harmless."""
+        """Stop the frame workers and close the widget; closing twice is harmless."""
         self._frames.close()
+        self._faces.close()
         super().close()

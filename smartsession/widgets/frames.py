@@ -1,6 +1,7 @@
 """How camera frames reach Python code: decoded off the comm handler, one at a time, newest first.
 
 Both camera widgets hand encoded frames to a ``FrameDispatcher``; callbacks get RGB arrays and never see bytes.
+In browser analysis mode the same machinery carries packed faces (``vision/packed.py``) instead of pictures.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class FrameDecodeError(ValueError):
 class PendingFrame:
     seq: int  # the browser's frame number, echoed in its ack
     t: float  # capture time, unix seconds (browser clock)
-    data: bytes  # encoded JPEG/PNG, decoded only by the worker
+    data: bytes  # encoded JPEG/PNG (or a packed face), decoded only by the worker
     received: float  # kernel time when it arrived, unix seconds
 
 
@@ -46,7 +47,7 @@ class FrameTiming:
     """Where a processed frame spent its time in the kernel, in seconds (one clock, so no skew)."""
 
     wait: float  # from arrival to the worker taking it from the slot
-    decode: float  # JPEG -> RGB
+    decode: float  # JPEG -> RGB (or packed face -> FaceLandmarks)
     callbacks: float  # the on_frame callbacks
 
 
@@ -125,11 +126,16 @@ class FrameDispatcher:
 
     ``done(frame, processed, timing)`` is called once per submitted frame: after its callbacks ran
     (``processed=True``, with a ``FrameTiming``) or when it was dropped for a newer one or could not be
-    decoded (``False``, ``None``).
+    decoded (``False``, ``None``). ``decode`` turns the bytes into what callbacks get, raising one of
+    ``refused`` for bytes it will not take.
     """
 
-    def __init__(self, done: Callable[[PendingFrame, bool, FrameTiming | None], None]) -> None:
+    def __init__(self, done: Callable[[PendingFrame, bool, FrameTiming | None], None],
+                 decode: Callable[[bytes], object] = decode_image,
+                 refused: tuple[type[Exception], ...] = (FrameDecodeError,)) -> None:
         self._done = done
+        self._decode = decode
+        self._refused = refused
         self._slot = LatestFrame()
         self._callbacks: list[FrameCallback] = []
         self._thread: threading.Thread | None = None
@@ -170,8 +176,8 @@ class FrameDispatcher:
         while (frame := self._slot.take()) is not None:
             taken = time.time()
             try:
-                rgb = decode_image(frame.data)
-            except FrameDecodeError as err:
+                rgb = self._decode(frame.data)
+            except self._refused as err:
                 self.counts["bad"] += 1
                 self.last_error = str(err)
                 self._done(frame, False, None)

@@ -32,6 +32,8 @@ class LandmarkOverlay(anywidget.AnyWidget):
         xy = np.asarray(landmarks, dtype=np.float32)
         if xy.ndim != 2 or xy.shape[1] < 2:
             raise ValueError(f"landmarks must be an (N, 2) or (N, 3) array, got shape {xy.shape}")
+        # A face from the browser has only some landmarks; the rest are NaN and have no dot.
+        xy = xy[np.isfinite(xy[:, :2]).all(axis=1)]
         self.points = np.ascontiguousarray(xy[:, :2]).tobytes()
 
     def clear(self) -> None:

@@ -1,0 +1,313 @@
+"""A student page without a browser, for capacity benchmarks: it speaks to the page's kernel as the page's JavaScript does.
+
+Jupyter's kernel websocket (``/api/kernels/<id>/channels``), ipywidgets' comm messages (``comm_info_request``,
+``request_state``, ``update`` and ``custom``), and the camera widget's frames as binary buffers with its
+back-pressure (at most ``max_in_flight`` frames awaiting an ack, ticks beyond skipped). The message building and
+reading are pure functions; :class:`PageClient` is the thin asyncio shell around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
+
+#: The kernel websocket protocol JupyterLab's services (and so Voila's page) speak. With the legacy protocol the
+#: server dropped kernel messages that carry buffers, and every message after them on that socket.
+SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+#: What the camera widget's JavaScript uses: an unacknowledged frame older than this no longer holds a slot.
+STALE_S = 5.0
+
+#: ``frame_message(seq, t)`` -> (comm content, buffers) of one frame the page would send at capture time ``t``.
+FrameMessage = Callable[[int, float], "tuple[dict, Sequence[bytes]]"]
+
+
+class PageError(RuntimeError):
+    """The page's kernel did not behave like a student page (no camera widget, no consent button, no acks)."""
+
+
+# --- the wire (pure) ---
+
+
+def message(msg_type: str, content: dict, session: str, *, channel: str = "shell", buffers=(), metadata=None) -> dict:
+    """A Jupyter message as the kernel websocket carries it (``channel`` says which kernel socket)."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "student",
+            "session": session,
+            "date": "",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": metadata or {},
+        "content": content,
+        "channel": channel,
+        "buffers": list(buffers),
+    }
+
+
+def encode(msg: dict) -> bytes:
+    """Jupyter's v1 kernel websocket framing: offsets, the channel, four JSON parts, then the buffers."""
+    parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
+    return serialize_msg_to_ws_v1([*parts, *map(bytes, msg.get("buffers") or ())], msg["channel"])
+
+
+def decode(data: bytes) -> dict:
+    """A message from the kernel websocket (v1 framing), its buffers under ``"buffers"``."""
+    if not isinstance(data, bytes):
+        raise ValueError("the v1 kernel websocket protocol sends binary messages only")
+    channel, parts = deserialize_msg_from_ws_v1(data)
+    if len(parts) < 4:
+        raise ValueError(f"a kernel message has at least 4 parts, this one {len(parts)}")
+    header, parent, metadata, content = (json.loads(p) for p in parts[:4])
+    return {"channel": channel, "header": header, "msg_type": header.get("msg_type"), "parent_header": parent,
+            "metadata": metadata, "content": content, "buffers": parts[4:]}
+
+
+def comm_msg(comm_id: str, data: dict, session: str, buffers=()) -> dict:
+    return message("comm_msg", {"comm_id": comm_id, "data": data}, session, buffers=buffers)
+
+
+def frame_content(seq: int, t: float, width: int = 640, height: int = 480) -> dict:
+    """What camera.js sends with each JPEG: its number, capture time (unix s) and size."""
+    return {"type": "frame", "seq": seq, "t": t, "width": width, "height": height}
+
+
+def jpeg_frames(jpegs: Sequence[bytes], width: int = 640, height: int = 480) -> FrameMessage:
+    """Server mode: the page sends JPEGs, here replayed in a loop."""
+    if not jpegs:
+        raise ValueError("jpeg_frames needs at least one JPEG")
+    return lambda seq, t: (frame_content(seq, t, width, height), [jpegs[seq % len(jpegs)]])
+
+
+@dataclass(frozen=True)
+class PageWidgets:
+    """The widgets of a student page a student touches: its camera, the name field and the consent button."""
+
+    camera: str
+    name_field: str
+    agree_button: str
+    max_in_flight: int
+
+    @classmethod
+    def from_states(cls, states: dict[str, dict]) -> "PageWidgets":
+        """Find them in ``update_states`` content (model id -> {model_name, state}) by what the page shows."""
+        camera = name = agree = None
+        max_in_flight = 2
+        for model_id, entry in states.items():
+            state = entry.get("state", {})
+            if "max_in_flight" in state and "fps" in state:
+                camera, max_in_flight = model_id, int(state["max_in_flight"])
+            elif state.get("placeholder") == "as your teacher will see it":
+                name = model_id
+            elif str(state.get("description", "")).startswith("I agree"):
+                agree = model_id
+        missing = [what for what, found in (("camera", camera), ("name field", name), ("consent button", agree))
+                   if found is None]
+        if missing:
+            raise PageError(f"not a student page: no {', '.join(missing)} among its {len(states)} widgets")
+        return cls(camera, name, agree, max_in_flight)
+
+
+@dataclass
+class FrameLog:
+    """What the page's camera would count: frames sent, skipped (too many awaiting an ack), and each ack."""
+
+    sent: int = 0
+    skipped: int = 0
+    processed: int = 0
+    dropped: int = 0  # acked processed=False: the kernel kept a newer frame
+    roundtrips: list[float] = field(default_factory=list)  # seconds from capture to the processed ack
+    kernel_ms: list[dict] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.sent = self.skipped = self.processed = self.dropped = 0
+        self.roundtrips.clear()
+        self.kernel_ms.clear()
+
+    @property
+    def ticks(self) -> int:
+        return self.sent + self.skipped
+
+    @property
+    def lost(self) -> int:
+        """Frames that never got analysed: skipped before sending or dropped by the kernel."""
+        return self.skipped + self.dropped
+
+
+def ack_of(msg: dict, camera: str) -> dict | None:
+    """The camera's frame ack in a kernel message, or None."""
+    if msg.get("msg_type", msg.get("header", {}).get("msg_type")) != "comm_msg":
+        return None
+    content = msg.get("content", {})
+    data = content.get("data", {})
+    if content.get("comm_id") != camera or data.get("method") != "custom":
+        return None
+    ack = data.get("content")
+    return ack if isinstance(ack, dict) and ack.get("type") == "ack" else None
+
+
+# --- the shell (asyncio) ---
+
+
+class PageClient:
+    """One student's page: ``async with PageClient(ws_url) as page: await page.consent(name); await page.stream(...)``."""
+
+    def __init__(self, channels_url: str, *, open_timeout: float = 60.0) -> None:
+        self.url = channels_url
+        self.open_timeout = open_timeout
+        self.session = uuid.uuid4().hex
+        self.widgets: PageWidgets | None = None
+        self.frames = FrameLog()
+        self.camera_active = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._ws: Any = None
+        self._reader: asyncio.Task | None = None
+        self._comms: asyncio.Future | None = None
+        self._states: dict[str, asyncio.Future] = {}  # comm id -> its state, while the page loads
+        self._in_flight: dict[int, float] = {}
+        self._idle: dict[str, asyncio.Future] = {}  # msg_id -> set once the kernel has handled that message
+
+    @classmethod
+    def for_kernel(cls, server_url: str, kernel_id: str, **kwargs) -> "PageClient":
+        base = server_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/")
+        return cls(f"{base}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}", **kwargs)
+
+    async def __aenter__(self) -> "PageClient":
+        from websockets.asyncio.client import connect
+
+        self._ws = await connect(self.url, open_timeout=self.open_timeout, max_size=None, compression=None,
+                                 subprotocols=[SUBPROTOCOL])
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self.closed.set()
+
+    async def send(self, msg: dict) -> None:
+        await self._ws.send(encode(msg))
+
+    async def handled(self, msg: dict, timeout: float = 30.0) -> None:
+        """Send ``msg`` and wait until the kernel has handled it (its ``idle`` status).
+
+        ipykernel 7 may handle a message before the one sent ahead of it (a comm's first message before its
+        ``comm_open``; a click before the name typed), so steps that depend on each other wait for this.
+        """
+        done = self._idle[msg["header"]["msg_id"]] = asyncio.get_running_loop().create_future()
+        try:
+            await self.send(msg)
+            await asyncio.wait_for(done, timeout)
+        finally:
+            self._idle.pop(msg["header"]["msg_id"], None)
+
+    async def _read(self) -> None:
+        try:
+            async for data in self._ws:
+                self._on_message(decode(data), time.time())
+        finally:
+            self.closed.set()
+
+    def _on_message(self, msg: dict, now: float) -> None:
+        msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
+        content = msg.get("content", {})
+        if msg_type == "status" and content.get("execution_state") == "idle":
+            done = self._idle.get(msg.get("parent_header", {}).get("msg_id"))
+            if done is not None and not done.done():
+                done.set_result(None)
+        elif msg_type == "comm_info_reply" and self._comms is not None and not self._comms.done():
+            self._comms.set_result(list(content.get("comms", {})))
+        elif msg_type == "comm_msg":
+            data = content.get("data", {})
+            waiting = self._states.get(content.get("comm_id"))
+            if data.get("method") == "update" and waiting is not None and not waiting.done():
+                waiting.set_result(data.get("state", {}))
+                return
+            if self.widgets is None or content.get("comm_id") != self.widgets.camera:
+                return
+            if data.get("method") == "update" and data.get("state", {}).get("active"):
+                self.camera_active.set()
+            elif (ack := ack_of(msg, self.widgets.camera)) is not None:
+                sent = self._in_flight.pop(ack.get("seq"), None)
+                if sent is None:
+                    return
+                if ack.get("processed"):
+                    self.frames.processed += 1
+                    self.frames.roundtrips.append(now - sent)
+                    self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
+                else:
+                    self.frames.dropped += 1
+
+    async def find_widgets(self, timeout: float = 30.0) -> PageWidgets:
+        """Ask the kernel for its widgets and each one's state, as the page's widget manager does when it loads.
+
+        """
+        loop = asyncio.get_running_loop()
+        self._comms = loop.create_future()
+        await self.send(message("comm_info_request", {"target_name": "jupyter.widget"}, self.session))
+        comms = await asyncio.wait_for(self._comms, timeout)
+        self._states = {comm_id: loop.create_future() for comm_id in comms}
+        for comm_id in comms:
+            await self.send(comm_msg(comm_id, {"method": "request_state"}, self.session))
+        states = await asyncio.wait_for(asyncio.gather(*self._states.values()), timeout)
+        self.widgets = PageWidgets.from_states({c: {"state": st} for c, st in zip(comms, states)})
+        return self.widgets
+
+    async def update(self, comm_id: str, state: dict, timeout: float = 30.0) -> None:
+        """Set widget traits from the page (what ``model.set(...); model.save_changes()`` sends)."""
+        await self.handled(comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, self.session),
+                           timeout)
+
+    async def consent(self, name: str, timeout: float = 60.0) -> None:
+        """Type a name, press "I agree, start my camera", and wait for the kernel to switch the camera on."""
+        widgets = self.widgets or await self.find_widgets()
+        await self.update(widgets.name_field, {"value": name}, timeout)
+        await self.send(comm_msg(widgets.agree_button, {"method": "custom", "content": {"event": "click"}},
+                                 self.session))
+        try:
+            await asyncio.wait_for(self.camera_active.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise PageError(f"the camera did not switch on within {timeout:.0f} s of consenting") from None
+
+    async def stream(self, frame_message: FrameMessage, fps: float, until: asyncio.Event) -> None:
+        """Send frames at ``fps`` as the page's capture timer does, until ``until`` is set or the socket closes."""
+        widgets = self.widgets
+        if widgets is None or not self.camera_active.is_set():
+            raise PageError("consent first: the kernel ignores frames until the camera is on")
+        period = 1.0 / fps
+        seq = 0
+        next_tick = time.monotonic()
+        while not until.is_set() and not self.closed.is_set():
+            now = time.time()
+            for s, sent in list(self._in_flight.items()):
+                if now - sent > STALE_S:
+                    del self._in_flight[s]
+            if len(self._in_flight) >= widgets.max_in_flight:
+                self.frames.skipped += 1
+            else:
+                seq += 1
+                content, buffers = frame_message(seq, now)
+                self._in_flight[seq] = now
+                await self.send(comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
+                                         buffers))
+                self.frames.sent += 1
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -period:
+                next_tick = time.monotonic()  # this process fell behind: tick on from now, never in a burst
+            else:
+                await asyncio.sleep(max(0.0, delay))

