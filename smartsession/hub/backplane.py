@@ -23,7 +23,8 @@ OnReconnect = Callable[[], None]
 class LocalBackplane:
     """One hub process: its own room state is the whole truth, nothing to send anywhere."""
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None,
+                    wants: Callable[[str], bool] | None = None) -> None:
         pass
 
     def publish(self, class_id: str, event: dict[str, Any]) -> None:
@@ -63,7 +64,10 @@ class RedisBackplane:
         self.down_since: float | None = None
         self._on_reconnect: OnReconnect | None = None
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None,
+                    wants: Callable[[str], bool] | None = None) -> None:
+        """``wants(class_id)``: whether this hub holds the class; others' events are skipped unparsed (every
+        hub hears every class: a district's worth of JSON to decode for nothing)."""
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(self.url)
@@ -74,9 +78,9 @@ class RedisBackplane:
         self._pubsub = self._redis.pubsub()
         await self._pubsub.psubscribe(f"{self.PREFIX}class:*")
         self._on_reconnect = on_reconnect
-        self._task = asyncio.create_task(self._listen(on_event))
+        self._task = asyncio.create_task(self._listen(on_event, wants or (lambda class_id: True)))
 
-    async def _listen(self, on_event: OnEvent) -> None:
+    async def _listen(self, on_event: OnEvent, wants: Callable[[str], bool]) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
         prefix = len(f"{self.PREFIX}class:")
@@ -89,10 +93,13 @@ class RedisBackplane:
                     if message.get("type") != "pmessage":
                         continue
                     try:
+                        class_id = message["channel"].decode()[prefix:]
+                        if not wants(class_id):
+                            continue
                         origin, _, body = message["data"].decode().partition(" ")
                         if origin == self.origin:
                             continue
-                        on_event(message["channel"].decode()[prefix:], json.loads(body))
+                        on_event(class_id, json.loads(body))
                     except Exception:
                         log.exception("dropped a malformed backplane message")
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -198,7 +198,7 @@ class Hub:
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event, self._republish)
+            await self.backplane.start(self._on_remote_event, self._republish, self.rooms.__contains__)
         except Exception:
             self.store.close()
             raise

@@ -261,8 +261,13 @@ class Nginx:
                               "-g", "daemon off;"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True, 30, "nginx",
-              self.proc)
+        try:
+            _wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True, 30,
+                  "nginx", self.proc)
+        except BaseException:
+            error_log = (self.dir / "error.log").read_text(errors="replace") if (self.dir / "error.log").exists() else ""
+            self.__exit__()
+            raise RuntimeError(f"nginx did not start: {error_log.strip()[-2000:]}") from None
         return self
 
     def __exit__(self, *exc) -> None:

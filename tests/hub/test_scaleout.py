@@ -239,7 +239,10 @@ def test_a_redis_restart_mid_lesson_drops_only_live_relays_then_the_class_is_sha
                         await p.wait_connected(30)
                     sent = await lesson(pubs, 6, during=restart)
                     await all_acked(pubs, sent)  # node A went on storing and acknowledging throughout
-                    # Once Redis is back, A's students reach the teacher on B again.
+                    # Once Redis is back for both (each retries on its own clock), A's students reach the
+                    # teacher on B again.
+                    back = lambda n: "Redis is back" in (tmp_path / n / "hub.log").read_text()  # noqa: E731
+                    await kit.eventually(lambda: back("a") and back("b"), 60)
                     after = [p.publish(StateMessage("", "", 0, time.time(), "focused", 10.0, 0.9)).seq for p in pubs]
                     for p, seq in zip(pubs, after):
                         sent[p.student_id].append(seq)
