@@ -84,9 +84,11 @@ def message_size(n: int) -> int:
 
 
 def extreme_landmarks(landmarks: np.ndarray) -> tuple[int, ...]:
-    """Indices of the landmarks at the mesh's min x, min y, max x, max y (what bounds the face)."""
+    """Indices of the landmarks at the mesh's min x, min y, max x, max y (what bounds the face); NaN rows (a face
+    decoded from a message) are skipped, so a decoded face packs into the same message again."""
     lm = np.asarray(landmarks)
-    return (int(np.argmin(lm[:, 0])), int(np.argmin(lm[:, 1])), int(np.argmax(lm[:, 0])), int(np.argmax(lm[:, 1])))
+    return (int(np.nanargmin(lm[:, 0])), int(np.nanargmin(lm[:, 1])), int(np.nanargmax(lm[:, 0])),
+            int(np.nanargmax(lm[:, 1])))
 
 
 def encode(t: float, width: int, height: int, faces: int, landmarks: np.ndarray | None = None,
