@@ -254,3 +254,10 @@ page.close()
     assert got["faces"]["processed"] >= 1 and got["faces"]["bad"] == 0, got
     assert got["pictures"]["received"] == 0 and got["pictures"]["refused"] == 1
     assert got["face"] is True and got["state"] in STATES
+
+
+def test_analysis_mode_needs_its_assets_and_a_known_name():
+    with pytest.raises(ValueError, match="assets"):
+        StudentPage(object(), analysis="browser", assets={})
+    with pytest.raises(ValueError, match="analysis must be one of"):
+        StudentPage(object(), analysis="cloud")
