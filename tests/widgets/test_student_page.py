@@ -261,3 +261,24 @@ def test_analysis_mode_needs_its_assets_and_a_known_name():
         StudentPage(object(), analysis="browser", assets={})
     with pytest.raises(ValueError, match="analysis must be one of"):
         StudentPage(object(), analysis="cloud")
+
+
+def test_consent_follows_the_browsers_mode_and_a_late_fallback_asks_again():
+    from smartsession.vision import browser_assets
+
+    with Analyzer(mode="stream") as analyzer:
+        page = StudentPage(analyzer, analysis="browser", assets=browser_assets.asset_urls("/"))
+        assert page.agree_button.disabled and 'data-mode=""' in page.consent_text.value
+        page.camera.mode = "browser"  # the landmarker loaded in the page
+        assert not page.agree_button.disabled and 'data-mode="browser"' in page.consent_text.value
+        # Agreed to browser analysis, then the browser turns out too slow: the camera stops, the page asks.
+        page.consented = True
+        page.camera.accept_pictures = False
+        page._camera_on(True)
+        page.camera.mode_detail = "this computer analyses 2.1 frames a second, fewer than 3.0"
+        page.camera.mode = "server"
+        assert not page.consented and not page.camera.active and not page.camera.accept_frames
+        assert page.body.children == (page.consent,) and not page.agree_button.disabled
+        assert "cannot be analysed in this browser: this computer analyses 2.1" in page.notice.value
+        assert 'data-mode="server"' in page.consent_text.value
+        page.close()
