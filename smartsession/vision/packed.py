@@ -40,7 +40,8 @@ from smartsession.vision.landmarks import N_BLENDSHAPES, N_LANDMARKS, FaceLandma
 MAGIC = b"SSF1"
 _HEADER = struct.Struct("<4sdHHBBHf")
 HEADER_SIZE = _HEADER.size  # 24
-#: Largest frame side a message may claim: webcams send 640x480; the kernel's frame limit for pictures is the same.
+#: Largest frame side a message may claim. Only the features' scale depends on it (landmarks are normalised), but a
+#: webcam frame is never larger, and a bound keeps hostile sizes out of the arithmetic.
 MAX_SIDE = 4096
 #: Faces the landmarker may report at most (the browser asks for a few to count them; one is sent).
 MAX_FACES = 16
