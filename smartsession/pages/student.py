@@ -24,7 +24,7 @@ import numpy as np
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.palette import colour_of, symbol_of, text_colour
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage, is_ident
-from smartsession.widgets.camera import ERROR_STATUSES, Camera
+from smartsession.widgets.camera import ANALYSIS_MODES, ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,9 @@ class StudentPage:
         self.assets = assets if assets is not None else (browser_assets.asset_urls(base) if base else {})
         self.analysis = analysis or os.environ.get("SMARTSESSION_ANALYSIS") or (
             "browser" if self.assets else "server")
+        if self.analysis not in ANALYSIS_MODES:
+            raise ValueError(f"analysis must be one of {', '.join(ANALYSIS_MODES)}, got {self.analysis!r} "
+                             "(from SMARTSESSION_ANALYSIS or the analysis argument)")
         if self.analysis == "browser" and not self.assets:
             raise ValueError("browser analysis needs the URLs of the landmarker's files (assets=...): "
                              "run the page under `smartsession serve`, or use analysis='server'")

@@ -40,7 +40,8 @@ from smartsession.vision.landmarks import N_BLENDSHAPES, N_LANDMARKS, FaceLandma
 MAGIC = b"SSF1"
 _HEADER = struct.Struct("<4sdHHBBHf")
 HEADER_SIZE = _HEADER.size  # 24
-#: Largest frame side a message may claim: webcams send 640x480; the kernel's frame limit for pictures is the same.
+#: Largest frame side a message may claim. Only the features' scale depends on it (landmarks are normalised), but a
+#: webcam frame is never larger, and a bound keeps hostile sizes out of the arithmetic.
 MAX_SIDE = 4096
 #: Faces the landmarker may report at most (the browser asks for a few to count them; one is sent).
 MAX_FACES = 16
@@ -84,9 +85,11 @@ def message_size(n: int) -> int:
 
 
 def extreme_landmarks(landmarks: np.ndarray) -> tuple[int, ...]:
-    """Indices of the landmarks at the mesh's min x, min y, max x, max y (what bounds the face)."""
+    """Indices of the landmarks at the mesh's min x, min y, max x, max y (what bounds the face); NaN rows (a face
+    decoded from a message) are skipped, so a decoded face packs into the same message again."""
     lm = np.asarray(landmarks)
-    return (int(np.argmin(lm[:, 0])), int(np.argmin(lm[:, 1])), int(np.argmax(lm[:, 0])), int(np.argmax(lm[:, 1])))
+    return (int(np.nanargmin(lm[:, 0])), int(np.nanargmin(lm[:, 1])), int(np.nanargmax(lm[:, 0])),
+            int(np.nanargmax(lm[:, 1])))
 
 
 def encode(t: float, width: int, height: int, faces: int, landmarks: np.ndarray | None = None,

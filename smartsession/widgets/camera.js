@@ -404,4 +404,6 @@ function render({ model, el }) {
   };
 }
 
+// Named exports for the parity test (tests/browser/test_parity.py), which runs the same code on a bare page.
+export { createLandmarker, packFace };
 export default { render };

@@ -40,6 +40,7 @@ def test_features_survive_the_round_trip(real_faces):
         assert np.isfinite(have).all()
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got.face.head_pose, face.head_pose, atol=1e-3)
+        assert packed.encode_face(got.face, 1234.5) == message  # a decoded face packs into the same message
 
 
 def test_messages_are_small(real_faces):

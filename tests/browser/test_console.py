@@ -28,12 +28,27 @@ _SAME_MAJOR = (
 )
 
 
+#: The browser face landmarker (tasks-vision wasm) logs its set-up at INFO/WARNING through the console, and
+#: Chromium's software GL warns when it reads the converted frame back for the CPU model: each line known by its
+#: source and text (docs/SERVE.md, "Browser console"). MediaPipe's own errors (E...) are never accepted.
+_MEDIAPIPE_SETUP = re.compile(
+    r"^(?:INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|[IW]\d{4} [\d:.]+ +\d+ (?:"
+    r"face_landmarker_graph\.cc:\d+\] Sets FaceBlendshapesGraph acceleration to xnnpack by default\."
+    r"|gl_context\.cc:\d+\] (?:GL version: .*|OpenGL error checking is disabled)"
+    r"|inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a single signature "
+    r"inference\. Disabling support for feedback tensors\.)"
+    r"|\[\.WebGL-0x[0-9a-f]+\]GL Driver Message \(OpenGL, Performance, GL_CLOSE_PATH_NV, High\): GPU stall due "
+    r"to ReadPixels(?: \(this message will no longer repeat\))?)$"
+)
+
+
 def harmless(text: str) -> bool:
     for pattern in _SAME_MAJOR:
         match = pattern.match(text.strip())
         if match and match["have"] == match["want"]:
             return True
-    return False
+    return _MEDIAPIPE_SETUP.match(text.strip()) is not None
 
 
 def test_harmless_filter_accepts_only_same_major_jupyterlab_mismatches():
@@ -49,6 +64,16 @@ def test_harmless_filter_accepts_only_same_major_jupyterlab_mismatches():
         "Unsatisfied version 6.0.12 of shared singleton module @jupyter-widgets/base "
         "(required ^1.0 || ^2.0 || ^3.0 || ^4.0)"
     )
+
+
+def test_harmless_filter_accepts_only_the_landmarkers_known_set_up_lines():
+    assert harmless("W1130 18:30:49.302000 2172416 face_landmarker_graph.cc:180] Sets FaceBlendshapesGraph "
+                    "acceleration to xnnpack by default.")
+    assert harmless("[.WebGL-0x21f4013e6200]GL Driver Message (OpenGL, Performance, GL_CLOSE_PATH_NV, High): GPU "
+                    "stall due to ReadPixels")
+    assert not harmless("E1130 18:30:49.302000 2172416 face_landmarker_graph.cc:180] Sets FaceBlendshapesGraph "
+                        "acceleration to xnnpack by default.")
+    assert not harmless("W1130 18:30:49.302000 2172416 calculator_graph.cc:12] Something else went wrong")
 
 
 def collect(page) -> list[str]:

@@ -46,7 +46,9 @@ def feedback_state(page) -> str:
 def test_join_link_gives_live_feedback_then_pause_and_resume(browser, server, screenshot):
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = open_student(context, server.join_url)
-    # The consent step says what is measured and what the teacher sees before anything starts.
+    # The consent step says what is measured and what the teacher sees before anything starts, for the analysis
+    # mode the browser runs (it says so once the face model has loaded in the page).
+    page.wait_for_selector('.ss-consent[data-mode="browser"]', timeout=PAGE_TIMEOUT_MS)
     consent = page.locator(".ss-consent").inner_text()
     assert "What is measured" in consent and "Never video, pictures or face points" in consent
     agree(page, "Grace Hopper")
@@ -118,7 +120,9 @@ def test_without_a_join_link_the_page_asks_and_a_wrong_code_says_so(browser, ser
     agree(page, "Mallory")
     page.get_by_text("Could not join the class").wait_for(timeout=30_000)
     assert page.get_by_text("Join your class").is_visible()  # back to the form, ready for the right code
-    assert page.locator(".smartsession-camera").count() == 0  # the live view is gone, the camera released
+    # The live view is hidden again (it stays on the page for the face model) and the camera released.
+    assert not page.locator(".smartsession-camera").is_visible()
+    page.wait_for_selector('.smartsession-camera-note[data-status="off"]', state="attached", timeout=30_000)
     screenshot(page, "wrong-join-code")
 
     page.get_by_placeholder("join code").fill(server.join_code)

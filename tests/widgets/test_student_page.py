@@ -213,3 +213,84 @@ def test_the_notebook_runs_top_to_bottom_outside_voila_and_shows_the_form():
     assert widgets, "the page displayed no widget"
     state = json.dumps(nb.metadata.get("widgets", {}))
     assert "Join your class" in state and "class id from your teacher" in state
+
+
+def test_consent_says_what_leaves_the_device_in_each_mode():
+    browser, server, unknown = (consent_html(True, mode) for mode in ("browser", "server", ""))
+    assert "The picture never leaves this device" in browser and "sends a picture" not in browser
+    assert "asks you again before any picture is sent" in browser
+    assert "sends a picture from your camera to the class server" in server and "never leaves" not in server
+    assert "What is measured" not in unknown and 'data-mode=""' in unknown
+
+
+def test_browser_analysis_kernel_never_loads_mediapipe_or_opencv_nor_decodes_a_picture():
+    """A student kernel in browser analysis mode, from the notebook's imports through packed faces analysed into
+    states: MediaPipe and OpenCV are never imported, no picture is decoded, and pictures sent anyway are refused."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys, time
+from smartsession.pages.student import StudentPage
+from smartsession.vision import browser_assets, packed
+
+page = StudentPage.preheat(analysis="browser", assets=browser_assets.asset_urls("/"))
+face = packed.decode(bytes.fromhex(sys.stdin.read())).face
+page.camera.mode = "browser"  # what the browser reports once its landmarker runs
+page.consented = True  # what agreeing does, without the hub (see tests/browser for the whole page)
+page.camera.accept_pictures = False
+page._camera_on(True)
+message = packed.encode_face(face, time.time())
+for i in range(3):
+    page.camera._on_custom(page.camera, {"type": "face", "seq": i, "t": time.time()}, [message])
+    time.sleep(0.3)
+page.camera._on_custom(page.camera, {"type": "frame", "seq": 9, "t": time.time()}, [b"\\xff\\xd8\\xff" + bytes(100)])
+deadline = time.time() + 30
+while page.camera.face_counts["processed"] < 1 and time.time() < deadline:
+    time.sleep(0.1)
+obs = page.last_observation
+print(json.dumps({"loaded": sorted(m for m in ("mediapipe", "cv2") if m in sys.modules),
+                  "faces": page.camera.face_counts, "pictures": page.camera.counts,
+                  "state": obs.state if obs else None, "face": obs.face if obs else None}))
+page.close()
+"""
+    with Analyzer(mode="image") as analyzer:
+        found = analyzer.landmarker.detect(astronaut())
+    from smartsession.vision import packed
+
+    message = packed.encode_face(found, 0.0).hex()
+    out = subprocess.run([sys.executable, "-c", code], input=message, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["loaded"] == []
+    assert got["faces"]["processed"] >= 1 and got["faces"]["bad"] == 0, got
+    assert got["pictures"]["received"] == 0 and got["pictures"]["refused"] == 1
+    assert got["face"] is True and got["state"] in STATES
+
+
+def test_analysis_mode_needs_its_assets_and_a_known_name():
+    with pytest.raises(ValueError, match="assets"):
+        StudentPage(object(), analysis="browser", assets={})
+    with pytest.raises(ValueError, match="analysis must be one of"):
+        StudentPage(object(), analysis="cloud")
+
+
+def test_consent_follows_the_browsers_mode_and_a_late_fallback_asks_again():
+    from smartsession.vision import browser_assets
+
+    with Analyzer(mode="stream") as analyzer:
+        page = StudentPage(analyzer, analysis="browser", assets=browser_assets.asset_urls("/"))
+        assert page.agree_button.disabled and 'data-mode=""' in page.consent_text.value
+        page.camera.mode = "browser"  # the landmarker loaded in the page
+        assert not page.agree_button.disabled and 'data-mode="browser"' in page.consent_text.value
+        # Agreed to browser analysis, then the browser turns out too slow: the camera stops, the page asks.
+        page.consented = True
+        page.camera.accept_pictures = False
+        page._camera_on(True)
+        page.camera.mode_detail = "this computer analyses 2.1 frames a second, fewer than 3.0"
+        page.camera.mode = "server"
+        assert not page.consented and not page.camera.active and not page.camera.accept_frames
+        assert page.body.children == (page.consent,) and not page.agree_button.disabled
+        assert "cannot be analysed in this browser: this computer analyses 2.1" in page.notice.value
+        assert 'data-mode="server"' in page.consent_text.value
+        page.close()
