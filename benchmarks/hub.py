@@ -93,7 +93,11 @@ def state_text(class_id: str, student_id: str, seq: int, t: float) -> str:
 
 
 async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None:
-    """Connect this process' share of the class, report ready, then publish until the window closes."""
+    """Connect this process' share of the class, report ready, then publish until the window closes.
+
+    A class's ``teacher_url``, when given, is where its teacher connects instead of ``url`` (benchmarks/
+    scaleout.py puts teachers on other nodes than their students). ``acked`` in the result: each student's
+    highest acknowledged seq."""
     import websockets
 
     latencies: list[float] = []
@@ -102,8 +106,10 @@ async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None
     conns = []
     window = [0.0, 0.0]
 
-    async def connect(path, token):
-        ws = await websockets.connect(url + path, max_size=None, max_queue=None, ping_interval=None,
+    acked: dict[str, int] = {}
+
+    async def connect(path, token, base=None):
+        ws = await websockets.connect((base or url) + path, max_size=None, max_queue=None, ping_interval=None,
                                       open_timeout=120)
         if token:
             await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
@@ -124,10 +130,11 @@ async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None
         except websockets.ConnectionClosed:
             pass
 
-    async def drain(ws):  # acks and class events: read so the server's writes never back up
+    async def drain(ws, student_id):  # acks and class events: read so the server's writes never back up
         try:
-            async for _ in ws:
-                pass
+            async for raw in ws:
+                if raw.startswith('{"type":"ack"'):
+                    acked[student_id] = max(acked.get(student_id, -1), json.loads(raw)["seq"])
         except websockets.ConnectionClosed:
             pass
 
@@ -136,11 +143,12 @@ async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None
     async def student(c, s):
         async with gate:
             ws = await connect(s["path"], s.get("token"))
-        asyncio.create_task(drain(ws))
+        asyncio.create_task(drain(ws, s["student_id"]))
         return ws, c["class_id"], s["student_id"]
 
     for c in classes:
-        asyncio.create_task(read_teacher(await connect(c["teacher_path"], c.get("teacher_token"))))
+        asyncio.create_task(read_teacher(await connect(c["teacher_path"], c.get("teacher_token"),
+                                                       c.get("teacher_url"))))
     students = await asyncio.gather(*(student(c, s) for c in classes for s in c["students"]))
     ready.put(len(students))
     while go.value == 0:
@@ -176,7 +184,8 @@ async def load_main(url, classes, rate, ready, go, out, measure=MEASURE) -> None
         await asyncio.sleep(max(0.0, start_at + tick * TICK - time.time()))
     cpu = sum(os.times()[:2]) - (cpu0 or 0)
     await asyncio.sleep(GRACE)
-    out.put({"sent": sent, "latencies": latencies, "cpu": cpu, "lags": lags, "inbound": inbound})
+    out.put({"sent": sent, "latencies": latencies, "cpu": cpu, "lags": lags, "inbound": inbound,
+             "acked": acked})
     # Connections are dropped with the process: a thousand polite closes would only slow the next case.
 
 

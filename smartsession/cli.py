@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from smartsession import __version__
+from smartsession.options import parse
 
 #: Modules that define ``register(subparsers)``; each adds parsers with ``set_defaults(func=...)``.
 COMMAND_MODULES = (
@@ -18,7 +19,7 @@ COMMAND_MODULES = (
     "smartsession.vision.cli",  # models
     "smartsession.hub.cli",  # hub, class
     "smartsession.serve.cli",  # serve
-    "smartsession.simulate",  # simulate
+    "smartsession.simulate.cli",  # simulate
     "smartsession.report.cli",  # report
 )
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

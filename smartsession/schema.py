@@ -46,15 +46,22 @@ def _require(cond: bool, what: str) -> None:
         raise SchemaError(what)
 
 
-_IDENT = re.compile(r"[\w.-]{1,64}")
+#: The one pattern for ids (class, student, session, segment) and join codes, in messages and in URL routes.
+IDENT_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_IDENT = re.compile(IDENT_PATTERN)
+
+
+def is_ident(value: Any) -> bool:
+    """Whether ``value`` is a well-formed id or join code (``IDENT_PATTERN``)."""
+    return isinstance(value, str) and _IDENT.fullmatch(value) is not None
 
 
 def _ident(value: Any, name: str) -> str:
-    if isinstance(value, str) and _IDENT.fullmatch(value):
+    if is_ident(value):
         return value
     _require(isinstance(value, str), f"{name} must be a string")
     _require(1 <= len(value) <= 64, f"{name} must be 1-64 characters")
-    raise SchemaError(f"{name} may only contain letters, digits, '-', '_' and '.'")
+    raise SchemaError(f"{name} may only contain ASCII letters, digits, '-', '_' and '.'")
 
 
 def _version(value: Any) -> None:
@@ -89,7 +96,7 @@ class StateMessage:
     class_id: str
     student_id: str
     seq: int
-    t: float  # capture time, unix seconds
+    t: float  # capture time, unix seconds (the wire keeps the short name; an Observation's is media_time)
     state: str
     engagement: float  # 0-100
     confidence: float  # 0-1
@@ -276,14 +283,19 @@ class StudentStatus:
 
 @dataclass
 class Segment:
-    """A stretch of a lecture the teacher named, within a session."""
+    """A stretch of a lecture the teacher named, within a session (``start``, ``end``: the hub's unix time)."""
 
     segment_id: str
     title: str
     start: float
+    end: float | None = None  # None while it runs; the history and the export carry the end of earlier ones
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # A running segment is sent as version 1 always sent it, without an end.
+        d = asdict(self)
+        if self.end is None:
+            del d["end"]
+        return d
 
 
 @dataclass
@@ -301,6 +313,7 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["segment"] = self.segment.to_dict() if self.segment else None
         d["students"] = [s.to_dict() for s in self.students]
         return d
 

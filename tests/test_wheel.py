@@ -44,6 +44,13 @@ def test_the_wheel_carries_what_the_package_reads(installed):
     assert not package.startswith(str(ROOT)), "the test must import the installed package, not the checkout"
     assert {p.name for p in Path(dashboards).iterdir()} >= {"student.ipynb", "teacher.ipynb"}
     assert (Path(data) / "features.csv").is_file() and Path(dashboards).parent == Path(package).parent
+    # The page templates are package data: the installed wheel renders them.
+    code = ("from smartsession.pages.teacher_html import gauge_html, style_html; print(style_html(), gauge_html(50)); "
+            "from smartsession.markup import templates; print(templates('smartsession.report').get_template("
+            "'report.html').filename)")
+    markup = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, cwd=work).stdout
+    assert ".ss-teacher" in markup and 'data-engagement="50"' in markup
+    assert markup.strip().endswith("report.html") and str(ROOT) not in markup.strip().splitlines()[-1]
 
 
 def test_the_installed_wheel_analyses_an_image(installed):

@@ -257,7 +257,7 @@ class Analyzer:
         }
         self._frame = index + 1
         return Observation(
-            source=source, frame=index, t=float(t), wall_time=wall, face=found.face, faces=found.faces,
+            source=source, frame=index, media_time=float(t), wall_time=wall, face=found.face, faces=found.faces,
             state=state, engagement=float(value), confidence=float(confidence),
             engagement_components=components, features=features, reason=reason,
             ms=(end - start) * 1e3, landmarks=found.landmarks,

@@ -15,7 +15,7 @@ import numpy as np
 class Observation:
     source: str  # file name, "camera" or a stream label
     frame: int  # frame index within the source
-    t: float  # seconds since the start of the source (media time)
+    media_time: float  # seconds since the start of the source (a video's position, or since the camera opened)
     wall_time: float  # unix seconds when the frame was captured/decoded
     face: bool
     faces: int
@@ -35,7 +35,7 @@ class Observation:
         rec: dict[str, Any] = {
             "source": self.source,
             "frame": self.frame,
-            "t": round(self.t, 4),
+            "media_time": round(self.media_time, 4),
             "face": self.face,
             "faces": self.faces,
             "state": self.state,

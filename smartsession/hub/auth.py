@@ -97,16 +97,30 @@ def verify_token(secret: str, token: object, now: float | None = None) -> Claims
         raise AuthError("malformed token: use the token the server issued") from None
     if not hmac.compare_digest(given, _mac(secret, "token", payload)):
         raise AuthError("invalid token signature: get a new token from this server")
+    claims = _claims(payload)  # a payload we did not write is refused there (signed: only with a leaked secret)
+    if claims.expires is not None and (time.time() if now is None else now) > claims.expires:
+        raise AuthError("token expired: join the class again or ask the teacher for a new link")
+    return claims
+
+
+def peek_claims(token: object) -> Claims:
+    """A token's claims WITHOUT checking its signature or expiry: only for a page to explain a plainly wrong
+    token before using it. Whatever it says, the hub verifies every token (``verify_token``)."""
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1024:
+        raise AuthError("malformed token: use the token the server issued")
+    return _claims(token.split(".")[0])
+
+
+def _claims(payload: str) -> Claims:
     try:
         body = json.loads(_unb64(payload))
-    except ValueError:  # a signed payload we did not write: only with a leaked secret
+    except ValueError:
         raise AuthError("malformed token: use the token the server issued") from None
+    if not isinstance(body, dict) or body.get("r") not in ROLES:
+        raise AuthError("malformed token: use the token the server issued")
     expires = body.get("e")
-    if expires is not None and (time.time() if now is None else now) > expires:
-        raise AuthError("token expired: join the class again or ask the teacher for a new link")
-    return Claims(
-        role=body["r"], class_id=body.get("c"), student_id=body.get("s"), expires=expires, name=body.get("m")
-    )
+    return Claims(role=body["r"], class_id=body.get("c"), student_id=body.get("s"),
+                  expires=expires if isinstance(expires, (int, float)) else None, name=body.get("m"))
 
 
 def join_code(secret: str, class_id: str) -> str:

@@ -9,18 +9,21 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from typing import Any, Callable
 
 log = logging.getLogger("smartsession.hub")
 
 #: Called with (class_id, event) for every event another hub published.
 OnEvent = Callable[[str, dict[str, Any]], None]
+#: Called when Redis is reachable again after an outage: publish what this hub knows (Redis may have lost it).
+OnReconnect = Callable[[], None]
 
 
 class LocalBackplane:
     """One hub process: its own room state is the whole truth, nothing to send anywhere."""
 
-    async def start(self, on_event: OnEvent) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
         pass
 
     def publish(self, class_id: str, event: dict[str, Any]) -> None:
@@ -38,7 +41,13 @@ class RedisBackplane:
 
     The hash ``smartsession:room:{class_id}`` holds the ``class`` event and, per student, the latest
     ``state``, ``presence`` and ``student`` events, so a hub that never saw the class rebuilds the full room.
+
+    When Redis goes away the hub keeps its own classes running: events for other hubs are dropped (nothing
+    piles up; the store has every state), the subscription is retried every ``retry`` seconds, and once it is
+    back ``on_reconnect`` republishes what this hub knows. One log line when it goes, one when it is back.
     """
+
+    retry = 1.0
 
     PREFIX = "smartsession:"
 
@@ -51,8 +60,10 @@ class RedisBackplane:
         self._pending: list[tuple[str, str, str, str]] = []
         self._flush_scheduled = False
         self._flushing: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
+        self.down_since: float | None = None
+        self._on_reconnect: OnReconnect | None = None
 
-    async def start(self, on_event: OnEvent) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(self.url)
@@ -62,20 +73,45 @@ class RedisBackplane:
             raise RuntimeError(f"cannot reach Redis at {self.url}: start redis-server or fix --redis-url ({exc})")
         self._pubsub = self._redis.pubsub()
         await self._pubsub.psubscribe(f"{self.PREFIX}class:*")
+        self._on_reconnect = on_reconnect
         self._task = asyncio.create_task(self._listen(on_event))
 
     async def _listen(self, on_event: OnEvent) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
         prefix = len(f"{self.PREFIX}class:")
-        async for message in self._pubsub.listen():
-            if message.get("type") != "pmessage":
-                continue
+        while True:
             try:
-                origin, _, body = message["data"].decode().partition(" ")
-                if origin == self.origin:
-                    continue
-                on_event(message["channel"].decode()[prefix:], json.loads(body))
-            except Exception:
-                log.exception("dropped a malformed backplane message")
+                if self.down_since is not None:
+                    await self._pubsub.psubscribe(f"{self.PREFIX}class:*")
+                    self._back()
+                async for message in self._pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    try:
+                        origin, _, body = message["data"].decode().partition(" ")
+                        if origin == self.origin:
+                            continue
+                        on_event(message["channel"].decode()[prefix:], json.loads(body))
+                    except Exception:
+                        log.exception("dropped a malformed backplane message")
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._down(exc)
+                await asyncio.sleep(self.retry)
+
+    def _down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("Redis unreachable at %s (%s): this hub's classes go on; events to and from other hubs "
+                      "are dropped until it is back, retrying", self.url, exc)
+
+    def _back(self) -> None:
+        if self.down_since is not None:
+            log.warning("Redis is back after %.1f s: republishing this hub's classes",
+                        time.monotonic() - self.down_since)
+            self.down_since = None
+            if self._on_reconnect is not None:
+                self._on_reconnect()
 
     @staticmethod
     def _field(event: dict[str, Any]) -> str:
@@ -100,18 +136,28 @@ class RedisBackplane:
         pending, self._pending, self._flush_scheduled = self._pending, [], False
         if not pending or self._redis is None:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for class_id, field, body, wire in pending:
-            pipe.hset(f"{self.PREFIX}room:{class_id}", field, body)
-            pipe.publish(f"{self.PREFIX}class:{class_id}", wire)
-        try:
-            await pipe.execute()
-        except Exception:
-            log.exception("could not publish %d events to Redis", len(pending))
+        # Twice: after a Redis restart the first try meets a pooled connection the old server closed.
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for class_id, field, body, wire in pending:
+                pipe.hset(f"{self.PREFIX}room:{class_id}", field, body)
+                pipe.publish(f"{self.PREFIX}class:{class_id}", wire)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                if attempt == 2:
+                    self._down(exc)  # dropped: live relays only, the store has every state
+            else:
+                self._back()
+                return
 
     async def load(self, class_id: str) -> list[dict[str, Any]]:
         """The room's events from Redis, ``class`` first, so applying them in order rebuilds it."""
-        raw = await self._redis.hgetall(f"{self.PREFIX}room:{class_id}")
+        try:
+            raw = await self._redis.hgetall(f"{self.PREFIX}room:{class_id}")
+        except Exception as exc:
+            self._down(exc)  # the room comes from the store alone; live events fill it in once Redis is back
+            return []
         events = [json.loads(v) for v in raw.values()]
         order = {"class": 0, "presence": 1, "student": 2, "state": 3}
         return sorted(events, key=lambda e: order[e["type"]])

@@ -9,19 +9,34 @@ import argparse
 import json
 import os
 
+from smartsession.options import Option, add_options, load_config_file, parse, traitlets_argv
+
+#: The hub's own options, which ``smartsession serve`` has too.
+HUB_OPTIONS = (
+    Option("data-dir", "HubConfig.data_dir", "DIR",
+           "store, secret, admin token (and serve's certificate) (default ~/.smartsession or $SMARTSESSION_DATA_DIR)"),
+    Option("secret", "HubConfig.secret", "SECRET",
+           "token secret shared by every hub of a deployment (default $SMARTSESSION_SECRET, else <data-dir>/secret)"),
+    Option("redis-url", "HubConfig.redis_url", "URL", "redis://HOST:PORT to share classes with other hub processes"),
+    Option("store", "HubConfig.store_url", "URL",
+           "postgresql://USER@HOST:PORT/DB shared by every node (default $SMARTSESSION_STORE, else SQLite in the "
+           "data dir)"),
+)
+#: Every option of ``smartsession hub`` and the setting it is (``HubApp`` in hub/standalone.py, ``HubConfig``).
+OPTIONS = (
+    Option("host", "HubApp.host", "ADDR", "address to bind (default 127.0.0.1)"),
+    Option("port", "HubApp.port", "PORT", "port (default 8765; 0 picks a free one)"),
+    *HUB_OPTIONS,
+    Option("certfile", "HubApp.certfile", "PEM", "TLS certificate (PEM) to serve wss://"),
+    Option("keyfile", "HubApp.keyfile", "PEM", "TLS private key (PEM)"),
+    Option("allowed-origin", "HubConfig.allowed_origins", "ORIGIN",
+           "an extra page origin allowed to open websockets (repeatable)", repeat=True),
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     hub = sub.add_parser("hub", help="run the websocket hub alone (no pages), e.g. behind a load balancer")
-    hub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    hub.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    _data_dir(hub)
-    hub.add_argument("--secret", default=os.environ.get("SMARTSESSION_SECRET", ""),
-                     help="token secret shared by every hub of a deployment (default: <data-dir>/secret)")
-    hub.add_argument("--redis-url", default="", help="redis://HOST:PORT to share classes with other hubs")
-    hub.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
-    hub.add_argument("--keyfile", help="TLS private key (PEM)")
-    hub.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
-                     help="an extra page origin allowed to open websockets (repeatable)")
+    add_options(hub, OPTIONS, "--HubConfig.rate=10 --HubConfig.ping_interval=5")
     hub.set_defaults(func=run_hub)
 
     cls = sub.add_parser("class", help="manage classes")
@@ -31,17 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--url", help="a running server (e.g. http://127.0.0.1:8866); default: the local data dir")
     create.add_argument("--token", default=os.environ.get("SMARTSESSION_TOKEN", ""),
                         help="admin or teacher token for --url (default: <data-dir>/admin_token)")
-    _data_dir(create)
+    create.add_argument("--data-dir", default="",
+                        help="store, secret and admin token (default ~/.smartsession or $SMARTSESSION_DATA_DIR)")
     create.set_defaults(func=run_class_create)
 
 
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=os.environ.get("SMARTSESSION_DATA_DIR", ""),
-                        help="store, secret and admin token directory (default ~/.smartsession)")
-
-
 def _resolved_data_dir(args) -> str:
-    from smartsession.hub.server import HubConfig
+    from smartsession.hub.config import HubConfig
 
     return args.data_dir or HubConfig().data_dir
 
@@ -50,13 +61,14 @@ def run_hub(args) -> int:
     import asyncio
     import logging
 
-    from smartsession.hub.standalone import serve_forever
+    from smartsession.hub.standalone import HubApp, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = {"data_dir": _resolved_data_dir(args), "secret": args.secret, "redis_url": args.redis_url,
-                "allowed_origins": args.allowed_origin}
+    app = HubApp()
+    load_config_file(app, args.config, "smartsession hub")
+    app.parse_command_line(traitlets_argv(args, OPTIONS))
     try:
-        asyncio.run(serve_forever(args.host, args.port, args.certfile, args.keyfile, **settings))
+        asyncio.run(serve_forever(app))
     except RuntimeError as exc:  # e.g. Redis unreachable: the message says what to do
         print(f"smartsession hub: {exc}")
         return 1
@@ -68,7 +80,7 @@ def run_class_create(args) -> int:
 
     from smartsession.hub import auth
     from smartsession.hub.client import HubError, create_class
-    from smartsession.hub.server import class_links
+    from smartsession.hub.core import class_links
     from smartsession.hub.store import Store
     from smartsession.schema import clean_title
 
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     """Only the hub's commands, without importing the other rooms (used to start hub subprocesses fast)."""
     parser = argparse.ArgumentParser(prog="smartsession")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     return int(args.func(args) or 0)
 
 

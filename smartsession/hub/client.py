@@ -16,6 +16,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 from collections import deque
 from dataclasses import replace
 from typing import Any, AsyncIterator, Callable
@@ -53,13 +54,16 @@ def _ws_url(url: str, path: str) -> str:
     return "ws" + url[len("http"):] + path if url.startswith("http") else url + path
 
 
-def _post(url: str, path: str, body: dict, token: str | None = None, cafile: str | None = None) -> dict:
-    headers = {"Content-Type": "application/json"}
+def _call(url: str, path: str, body: dict | None = None, token: str | None = None, cafile: str | None = None,
+          timeout: float = 30) -> dict:
+    """One HTTP API call: POST ``body`` (GET without one); the hub's refusal becomes a ``HubError``."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers=headers, method="POST")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers=headers, method="GET" if body is None else "POST")
     try:
-        with urllib.request.urlopen(req, timeout=30, context=ssl_context(url, cafile)) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=ssl_context(url, cafile)) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -73,13 +77,25 @@ def _post(url: str, path: str, body: dict, token: str | None = None, cafile: str
 
 def create_class(url: str | None, title: str, token: str, cafile: str | None = None) -> dict:
     """Create a class with the server's admin token or a teacher token; returns ids, tokens and links."""
-    return _post(hub_url(url), "/smartsession/api/classes", {"title": title}, token, cafile)
+    return _call(hub_url(url), "/smartsession/api/classes", {"title": title}, token, cafile)
 
 
 def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None) -> dict:
     """Join with the teacher's join code; returns ``student_id`` and ``token`` for :class:`StudentPublisher`."""
-    return _post(hub_url(url), "/smartsession/api/join",
+    return _call(hub_url(url), "/smartsession/api/join",
                  {"class_id": class_id, "join_code": join_code, "name": name}, None, cafile)
+
+
+def fetch_session(url: str | None, session_id: str, token: str, cafile: str | None = None) -> dict:
+    """A session's JSON export (states, segments, students), with its class's teacher token."""
+    return _call(hub_url(url), f"/smartsession/api/sessions/{quote(session_id, safe='')}/export.json", None, token,
+                 cafile, timeout=60)
+
+
+def fetch_history(url: str | None, session_id: str, token: str, cafile: str | None = None) -> dict:
+    """A session so far at one point per second (class series, each student's, segments), for a late page."""
+    return _call(hub_url(url), f"/smartsession/api/sessions/{quote(session_id, safe='')}/history", None, token,
+                 cafile, timeout=60)
 
 
 class _Client:

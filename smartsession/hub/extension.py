@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from jupyter_server.extension.application import ExtensionApp
 
-from smartsession.hub.server import Hub, HubConfig, hub_handlers
+from smartsession.hub.config import HubConfig
+from smartsession.hub.core import Hub
+from smartsession.hub.server import hub_handlers
 
 
 class HubExtension(ExtensionApp):

@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import threading
 import time
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -108,6 +109,27 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+_STUDENTS_SQL = (
+    "SELECT st.student_id, COALESCE(st.name, s.student_id) AS name, COALESCE(st.hidden, 0) AS hidden "
+    "FROM (SELECT DISTINCT class_id, student_id FROM states WHERE session_id = ?) s "
+    "LEFT JOIN students st ON st.class_id = s.class_id AND st.student_id = s.student_id "
+    "ORDER BY name"
+)
+_STATES_JSON_SQL = (
+    "SELECT json_object("
+    + ", ".join(
+        f"'{c}', json(CASE WHEN paused THEN 'true' ELSE 'false' END)" if c == "paused" else f"'{c}', {c}"
+        for c in STATE_COLUMNS
+    )
+    + ") FROM states WHERE session_id = ? ORDER BY received, rowid"
+)
+_STATES_CSV_SQL = (
+    "SELECT "
+    + ", ".join("CASE WHEN paused <> 0 THEN 'True' ELSE 'False' END" if c == "paused" else c for c in STATE_COLUMNS)
+    + " FROM states WHERE session_id = ? ORDER BY received, rowid"
+)
+
+
 class Store:
     """SQLite store at ``path`` (a file, or a data directory holding ``smartsession.sqlite3``).
 
@@ -115,6 +137,13 @@ class Store:
     from the writer thread once per commit with the ``ack`` objects of the states it committed, in order: one
     call per batch instead of one callback per row, which the hub's thousands of states per second notice.
     """
+
+    # SQLite takes the bare columns of a MAX() aggregate from the row holding the maximum: the bin's latest.
+    _STATES_JSON_SQL = _STATES_JSON_SQL
+    _HISTORY_SQL = (
+        "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
+        "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin"
+    )
 
     def __init__(self, path: str | Path, batch_seconds: float = 0.05,
                  on_acks: Callable[[list], None] | None = None):
@@ -211,7 +240,7 @@ class Store:
 
     def add_class(self, class_id: str, title: str, created: float | None = None) -> None:
         self._submit(
-            "INSERT OR IGNORE INTO classes (class_id, title, created) VALUES (?, ?, ?)",
+            "INSERT INTO classes (class_id, title, created) VALUES (?, ?, ?) ON CONFLICT (class_id) DO NOTHING",
             (class_id, title, created or time.time()),
         )
 
@@ -220,7 +249,8 @@ class Store:
 
     def add_student(self, class_id: str, student_id: str, name: str, joined: float | None = None) -> None:
         self._submit(
-            "INSERT OR IGNORE INTO students (class_id, student_id, name, joined) VALUES (?, ?, ?, ?)",
+            "INSERT INTO students (class_id, student_id, name, joined) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (class_id, student_id) DO NOTHING",
             (class_id, student_id, name, joined or time.time()),
         )
 
@@ -235,7 +265,8 @@ class Store:
         """Open ``session_id``, ending the class's open session and segment first."""
         self.end_session(class_id, started)
         self._submit(
-            "INSERT OR IGNORE INTO sessions (session_id, class_id, title, started) VALUES (?, ?, ?, ?)",
+            "INSERT INTO sessions (session_id, class_id, title, started) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (session_id) DO NOTHING",
             (session_id, class_id, title, started),
         )
 
@@ -250,7 +281,9 @@ class Store:
     def start_segment(self, session_id: str, segment_id: str, title: str, start: float) -> None:
         self._submit('UPDATE segments SET "end" = ? WHERE session_id = ? AND "end" IS NULL', (start, session_id))
         self._submit(
-            "INSERT OR REPLACE INTO segments (session_id, segment_id, title, start) VALUES (?, ?, ?, ?)",
+            "INSERT INTO segments (session_id, segment_id, title, start) VALUES (?, ?, ?, ?) "
+            'ON CONFLICT (session_id, segment_id) DO UPDATE SET title = excluded.title, start = excluded.start, '
+            '"end" = NULL',
             (session_id, segment_id, title, start),
         )
 
@@ -375,12 +408,7 @@ class Store:
         every = float(every)
         if not every > 0:
             raise ValueError("every must be a positive number of seconds")
-        # SQLite takes the bare columns of a MAX() aggregate from the row holding the maximum: the bin's latest.
-        rows = self._query(
-            "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
-            "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin",
-            (every, session_id),
-        )
+        rows = self._query(self._HISTORY_SQL, (every, session_id))
         students: dict[str, list] = {}
         bins: dict[int, list] = {}  # bin -> [latest receive time, engagements]
         for student_id, b, engagement, state, received in rows:
@@ -434,11 +462,17 @@ class Store:
         """Everything about a session as one JSON document (see :meth:`iter_session_json`)."""
         return "".join(self.iter_session_json(session_id))
 
-    def _reader(self) -> sqlite3.Connection:
-        """A read-only connection of its own, for a long read that must not hold up the other readers."""
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own in one read transaction, for a long read that must not hold up
+        the other readers and must see one consistent snapshot."""
         db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA query_only = 1")
-        return db
+        try:
+            db.execute("PRAGMA query_only = 1")
+            db.execute("BEGIN")
+            yield db
+        finally:
+            db.close()
 
     def iter_session_json(self, session_id: str, rows_per_chunk: int = 2000) -> Iterator[str]:
         """``{"session", "segments", "students", "commands", "states"}`` of a session, in pieces of about
@@ -449,9 +483,7 @@ class Store:
         event loop alone. One read transaction, so the pieces are one consistent snapshot. The generator may
         be resumed from different threads (one at a time), as an executor does.
         """
-        db = self._reader()
-        try:
-            db.execute("BEGIN")
+        with self._reader() as db:
             session = db.execute(
                 "SELECT session_id, class_id, title, started, ended FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
@@ -475,22 +507,18 @@ class Store:
                                   args=json.loads(r[4])) for r in commands],
             }
             yield json.dumps(head)[:-1] + ', "states": ['
-            cursor = db.execute(_STATES_JSON_SQL, (session_id,))
+            cursor = db.execute(self._STATES_JSON_SQL, (session_id,))
             first = True
             while rows := cursor.fetchmany(rows_per_chunk):
                 text = ",".join([r[0] for r in rows])
                 yield text if first else "," + text
                 first = False
             yield "]}"
-        finally:
-            db.close()
 
     def iter_states_csv(self, session_id: str, rows_per_chunk: int = 2000) -> Iterator[str]:
         """The session's states as CSV (the columns of :meth:`states`, as ``DataFrame.to_csv`` writes them), in
         pieces, from a connection and read transaction of its own (see :meth:`iter_session_json`)."""
-        db = self._reader()
-        try:
-            db.execute("BEGIN")
+        with self._reader() as db:
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(STATE_COLUMNS)
@@ -503,26 +531,3 @@ class Store:
                 out.truncate()
                 if not rows:
                     return
-        finally:
-            db.close()
-
-
-_STUDENTS_SQL = (
-    "SELECT st.student_id, COALESCE(st.name, s.student_id) AS name, COALESCE(st.hidden, 0) AS hidden "
-    "FROM (SELECT DISTINCT class_id, student_id FROM states WHERE session_id = ?) s "
-    "LEFT JOIN students st ON st.class_id = s.class_id AND st.student_id = s.student_id "
-    "ORDER BY name"
-)
-_STATES_JSON_SQL = (
-    "SELECT json_object("
-    + ", ".join(
-        f"'{c}', json(CASE WHEN paused THEN 'true' ELSE 'false' END)" if c == "paused" else f"'{c}', {c}"
-        for c in STATE_COLUMNS
-    )
-    + ") FROM states WHERE session_id = ? ORDER BY received, rowid"
-)
-_STATES_CSV_SQL = (
-    "SELECT "
-    + ", ".join("CASE WHEN paused THEN 'True' ELSE 'False' END" if c == "paused" else c for c in STATE_COLUMNS)
-    + " FROM states WHERE session_id = ? ORDER BY received, rowid"
-)

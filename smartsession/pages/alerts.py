@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from smartsession.pages.classview import LOW_ATTENTION
+from smartsession.pages.classview import LOW_ATTENTION, StudentState
 
 #: Plain words for the states in alert sentences.
 _STATE_WORDS = {
@@ -30,15 +30,6 @@ class Alert:
     message: str
     reason: str
     student_id: str | None = None
-
-
-@dataclass(frozen=True)
-class StudentStatus:
-    """The part of a student the rules look at."""
-
-    state: str | None
-    presence: str = "connected"
-    label: str = ""
 
 
 class AlertRules:
@@ -69,9 +60,11 @@ class AlertRules:
         self._fired: dict[str, float] = {}  # condition key -> when it last fired
 
     def check(
-        self, t: float, students: Mapping[str, StudentStatus], class_engagement: float | None
+        self, t: float, students: Mapping[str, StudentState], class_engagement: float | None
     ) -> list[Alert]:
-        """Alerts that fire at time ``t`` given every student's status and the class engagement."""
+        """Alerts that fire at time ``t`` given every student (their state, label and ``presence`` as the page
+        shows it: ``ClassView.presence``) and the class engagement. Only ``state``, ``presence`` and ``label``
+        are read."""
         holding: dict[str, tuple[str, str | None, float, str, str]] = {}
 
         active = {sid: s for sid, s in students.items() if s.presence == "connected" and s.state}

@@ -13,23 +13,13 @@ from typing import Any, Iterable, Mapping
 
 # STATE_COLOURS and PRESENCE_COLOURS are re-exported: pages import them from here.
 from smartsession.pages.palette import PRESENCE_COLOURS, STATE_COLOURS, symbol_of  # noqa: F401
-from smartsession.schema import STATES
+from smartsession.schema import STATES, Segment
 
 #: States that mean the student's attention is elsewhere; the card and the alerts treat them alike.
 LOW_ATTENTION = ("distracted", "drowsy", "away")
 
 #: One point per second is enough for a sparkline, a timeline and the class chart.
 HISTORY_SECONDS = 2 * 3600
-
-
-@dataclass
-class Segment:
-    """A lecture segment the teacher started ("Intro", "Exercise 2"); ``end`` is None while it runs."""
-
-    segment_id: str
-    title: str
-    start: float
-    end: float | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.palette import colour_of, symbol_of, text_colour
-from smartsession.schema import EMOTION_STATES, STATES, StateMessage
+from smartsession.schema import EMOTION_STATES, STATES, StateMessage, is_ident
 from smartsession.widgets.camera import ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay
 
@@ -41,8 +41,6 @@ FEEDBACK_EVERY = 0.25
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
 CALIBRATION_SECONDS = 3.0
-
-_IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 #: What each state means for the student, as a short friendly tip.
 TIPS = {
@@ -77,9 +75,9 @@ class JoinRequest:
         """What is missing or malformed, in words for the student; empty when the request can be tried."""
         if not self.class_id or not self.join_code:
             return "Enter the class and join code from your teacher's link."
-        if not _IDENT.match(self.class_id):
+        if not is_ident(self.class_id):
             return "That class id does not look right: copy the link from your teacher again."
-        if not _IDENT.match(self.join_code):
+        if not is_ident(self.join_code):
             return "That join code does not look right: copy the link from your teacher again."
         return ""
 

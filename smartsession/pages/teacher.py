@@ -1,37 +1,29 @@
 """The teacher's live dashboard: the widgets of ``dashboards/teacher.ipynb`` and the loop that feeds them.
 
 Hub events arrive on the kernel's asyncio loop and only update ``ClassView``; a second task redraws the
-widgets a few times a second from it, so 30+ students publishing at 5-10 Hz never flood the browser.
+widgets a few times a second from it, so 30+ students publishing at 5-10 Hz never flood the browser. The
+markup comes from ``teacher_html`` (pure), the hub's HTTP API from ``hub.client``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import html
-import io
-import json
 import os
-import re
 import time
-import urllib.error
-import urllib.request
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs
 
 import ipywidgets as w
 import plotly.graph_objects as go
-import qrcode
-import qrcode.image.svg
 
-from smartsession.pages.alerts import Alert, AlertRules, StudentStatus
+from smartsession.hub import auth
+from smartsession.pages import teacher_html as render
+from smartsession.pages.alerts import Alert, AlertRules
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import ClassView
-from smartsession.pages.palette import colour_of, symbol_of
-from smartsession.schema import EMOTION_STATES, STATES
 
 #: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
 #: a lone student shows up at once, a busy class costs at most four redraws a second.
@@ -52,244 +44,27 @@ class TokenError(ValueError):
     """A teacher token that cannot open this class; the message says what to do."""
 
 
-def peek_token(token: str) -> dict[str, Any]:
-    """Read a token's claims WITHOUT checking the signature, only to explain a wrong token early.
-
-    The hub verifies every token; the page refuses to even connect with a token that is plainly not
-    a teacher token, so no class data is ever requested with it.
-    """
-    token = token.strip()
+def peek_token(token: str) -> auth.Claims:
+    """The claims of what looks like a teacher token, read WITHOUT checking the signature, to explain a
+    wrong token early: the page does not even connect with a token that is plainly not a teacher token.
+    The hub verifies every token."""
     try:
-        payload, _signature = token.split(".")
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        claims = auth.peek_claims(token.strip())
+    except auth.AuthError:
         raise TokenError("this is not a SmartSession token: copy the teacher token `smartsession serve` printed") from None
-    if not isinstance(claims, dict) or claims.get("r") != "teacher" or not isinstance(claims.get("c"), str):
+    if claims.role != "teacher" or not isinstance(claims.class_id, str):
         raise TokenError("this is not a teacher token: use the teacher link or token `smartsession serve` printed")
-    if claims.get("e") is not None and claims["e"] < time.time():
+    if claims.expires is not None and claims.expires < time.time():
         raise TokenError("this teacher token has expired: create a new one with `smartsession class`")
     return claims
 
 
-def join_url(class_id: str, join_code: str, environ: Any = os.environ) -> str | None:
-    """The absolute student link, built from the host the teacher used to reach this page.
-
-    Voila puts the request's host, port and path in the kernel's environment; the scheme is the hub's
-    (``smartsession serve`` sets ``SMARTSESSION_HUB_URL``, https when it has a certificate).
-    """
-    host = environ.get("SERVER_NAME")
-    if not host:
-        return None
-    port = environ.get("SERVER_PORT")
-    scheme = urlsplit(environ.get("SMARTSESSION_HUB_URL", "http://")).scheme or "http"
-    netloc = f"[{host}]" if ":" in host else host
-    if port and (scheme, port) not in (("http", "80"), ("https", "443")):
-        netloc += f":{port}"
-    path = environ.get("SCRIPT_NAME") or "/voila/render/teacher.ipynb"
-    path = path.rsplit("/", 1)[0] + "/student.ipynb"
-    return f"{scheme}://{netloc}{path}?{urlencode({'class': class_id, 'join': join_code})}"
-
-
-def qr_svg(text: str) -> str:
-    """An inline SVG QR code (no image file, no CDN)."""
-    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=6, border=2)
-    buf = io.BytesIO()
-    img.save(buf)
-    svg = buf.getvalue().decode()
-    return svg[svg.index("<svg"):]
-
-
-def gauge_html(engagement: float | None) -> str:
-    """The class gauge: a half ring filled to the class engagement."""
-    value = None if engagement is None else max(0.0, min(100.0, engagement))
-    length = 125.66  # half the circumference of r=40
-    filled = 0 if value is None else length * value / 100
-    colour = "#b0bec5" if value is None else ("#2e7d32" if value >= 60 else "#ef8f00" if value >= 40 else "#c62828")
-    label = "–" if value is None else f"{value:.0f}"
-    words = "no students measured yet" if value is None else f"{value:.0f} out of 100"
-    return (
-        f'<div class="ss-gauge" data-engagement="{"" if value is None else round(value)}">'
-        f'<svg viewBox="0 0 100 60" width="160" height="96" role="img" aria-label="Class engagement: {words}">'
-        '<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="#eceff1" stroke-width="10"/>'
-        f'<path d="M10 50 A40 40 0 0 1 90 50" fill="none" stroke="{colour}" stroke-width="10" '
-        f'stroke-dasharray="{filled:.1f} {length:.1f}"/>'
-        f'<text x="50" y="48" text-anchor="middle" font-size="18" font-weight="600">{label}</text>'
-        "</svg><div>class engagement</div></div>"
-    )
-
-
-def counts_html(counts: dict[str, int], emotions: bool) -> str:
-    parts = []
-    for state in STATES + ("paused", "disconnected"):
-        if state in EMOTION_STATES and not emotions:
-            continue
-        parts.append(
-            f'<span class="ss-count" data-state="{state}" data-count="{counts.get(state, 0)}">'
-            f'<span class="ss-symbol" aria-hidden="true" style="color:{colour_of(state)}">{symbol_of(state)}</span>'
-            f'{state} <b>{counts.get(state, 0)}</b></span>'
-        )
-    return '<div class="ss-counts">' + "".join(parts) + "</div>"
-
-
-def alerts_html(alerts: list[Alert]) -> str:
-    if not alerts:
-        return '<div class="ss-alerts" data-count="0"><i>No alerts: all calm.</i></div>'
-    items = "".join(
-        f'<li class="ss-alert" data-rule="{a.rule}" title="{html.escape(a.reason)}">'
-        f'<b>{datetime.fromtimestamp(a.t).strftime("%H:%M")}</b> {html.escape(a.message)}'
-        f'<div class="ss-why">why: {html.escape(a.reason)}</div></li>'
-        for a in alerts
-    )
-    return f'<ul class="ss-alerts" data-count="{len(alerts)}">{items}</ul>'
-
-
-def alerts_announcement(alerts: list[Alert]) -> str:
-    """One sentence for a screen reader about alerts not read out yet (newest last)."""
-    # The time makes each announcement new, so a condition that fires again later is read out again.
-    at = datetime.fromtimestamp(alerts[-1].t).strftime("%H:%M")
-    if len(alerts) == 1:
-        return f"New alert at {at}: {alerts[0].message}"
-    shown = "; ".join(a.message for a in alerts[-3:])
-    more = f" ({len(alerts) - 3} more in the list)" if len(alerts) > 3 else ""
-    return f"{len(alerts)} new alerts at {at}: {shown}{more}"
-
-
-def chart_text(series: list[tuple[float, float]], bands: list[tuple[float, float, str]], now: float) -> str:
-    """The class chart in words, with the numbers it draws: where engagement is, its range, the segments."""
-    if not series:
-        return "Class engagement chart: no measurements yet."
-    values = [e for _, e in series]
-    span = series[-1][0] - series[0][0]
-    shown = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min"
-    parts = [
-        f"Class engagement chart: now {values[-1]:.0f} out of 100; over the last {shown} "
-        f"between {min(values):.0f} and {max(values):.0f}, mean {sum(values) / len(values):.0f}."
-    ]
-    if bands:
-        segs = ", ".join(
-            f"{title or 'untitled'} from {datetime.fromtimestamp(start).strftime('%H:%M')}"
-            + (" (running)" if end >= now else f" to {datetime.fromtimestamp(end).strftime('%H:%M')}")
-            for start, end, title in bands
-        )
-        parts.append(f"Segments: {segs}.")
-    return " ".join(parts)
-
-
-def timeline_text(history: list[tuple[float, float, str]]) -> str:
-    """One student's timeline in words: its span, engagement range and the share of time in each state."""
-    if not history:
-        return "No states yet."
-    values = [e for _, e, _ in history]
-    shares: dict[str, int] = {}
-    for _, _, state in history:
-        shares[state] = shares.get(state, 0) + 1
-    states = ", ".join(f"{s} {n * 100 / len(history):.0f}%" for s, n in sorted(shares.items(), key=lambda kv: -kv[1]))
-    start, end = (datetime.fromtimestamp(v).strftime("%H:%M:%S") for v in (history[0][0], history[-1][0]))
-    return (
-        f"From {start} to {end}: engagement now {values[-1]:.0f}, between {min(values):.0f} and {max(values):.0f}; "
-        f"time in each state: {states}."
-    )
-
-
-def timeline_svg(history: list[tuple[float, float, str]], width: int = 560, height: int = 120) -> str:
-    """One student's engagement over time, each point drawn with its state's symbol and colour."""
-    if not history:
-        return "<i>No states yet.</i>"
-    t0, t1 = history[0][0], max(history[-1][0], history[0][0] + 1)
-    x = lambda t: 30 + (t - t0) / (t1 - t0) * (width - 40)  # noqa: E731
-    y = lambda e: 10 + (100 - e) / 100 * (height - 30)  # noqa: E731
-    line = " ".join(f"{x(t):.1f},{y(e):.1f}" for t, e, _ in history)
-    # Symbols, not plain dots: the shape tells the state without its colour.
-    dots = "".join(
-        f'<text x="{x(t):.1f}" y="{y(e) + 3:.1f}" font-size="8" text-anchor="middle" fill="{colour_of(s)}" '
-        f'stroke="#263238" stroke-width="0.3">{symbol_of(s)}</text>'
-        for t, e, s in history
-    )
-    start, end = (datetime.fromtimestamp(v).strftime("%H:%M:%S") for v in (t0, t1))
-    return (
-        f'<svg class="ss-timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(timeline_text(history))}">'
-        f'<line x1="30" y1="{y(50):.1f}" x2="{width - 10}" y2="{y(50):.1f}" stroke="#eceff1"/>'
-        f'<text x="2" y="{y(100) + 4:.1f}" font-size="10">100</text><text x="8" y="{y(0):.1f}" font-size="10">0</text>'
-        f'<polyline points="{line}" fill="none" stroke="#90a4ae" stroke-width="1"/>{dots}'
-        f'<text x="30" y="{height - 4}" font-size="10">{start}</text>'
-        f'<text x="{width - 10}" y="{height - 4}" font-size="10" text-anchor="end">{end}</text></svg>'
-    )
-
-
-def _get_session_json(hub: str, session_id: str, token: str, what: str, name: str) -> dict[str, Any]:
-    from smartsession.hub.client import HubError, ssl_context
-
-    url = f"{hub}/smartsession/api/sessions/{quote(session_id)}/{what}"
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60, context=ssl_context(hub)) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise HubError(f"the hub refused the {name} ({exc.code}): reload the page with the teacher link") from None
-    except urllib.error.URLError as exc:
-        raise HubError(f"cannot reach the hub at {hub} ({exc.reason}): is `smartsession serve` running?") from None
-
-
-def fetch_session(hub: str, session_id: str, token: str) -> dict[str, Any]:
-    """The hub's JSON export of one session (states, segments, students), with the teacher token."""
-    return _get_session_json(hub, session_id, token, "export.json", "session export")
-
-
-def fetch_history(hub: str, session_id: str, token: str) -> dict[str, Any]:
-    """The session so far at one point per second (class series, each student's, segments), for a late page."""
-    return _get_session_json(hub, session_id, token, "history", "session history")
-
-
 def session_report_html(doc: dict[str, Any]) -> str:
     """The report of an exported session (``smartsession.report``), as one self-contained HTML document."""
-    import pandas as pd
-
-    from smartsession.hub.store import STATE_COLUMNS
     from smartsession.report.build import SessionData, build_report
 
-    session = doc.get("session") or {}
-    data = SessionData(
-        states=pd.DataFrame(doc["states"], columns=None if doc["states"] else STATE_COLUMNS),
-        segments=pd.DataFrame(doc.get("segments") or []),
-        students=pd.DataFrame(doc.get("students") or []),
-        session_id=str(session.get("session_id") or ""),
-        title=session.get("title") or "",
-    )
     # The teacher's own page: names, not "Student 1"; the report files written for sharing stay anonymous.
-    return build_report(data, names=True).to_html()
-
-
-def _natural(card) -> list:
-    """Sort key so that "Student 2" comes before "Student 10"."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", card.label.lower())]
-
-
-def _header(text: str) -> str:
-    return f'<div class="ss-header">{html.escape(text)}</div>'
-
-
-_STYLE = """<style>
-.ss-header { font-size: 22px; font-weight: 600; line-height: 1.6; }
-.ss-teacher { font-family: system-ui, sans-serif; }
-.ss-counts { display: flex; flex-wrap: wrap; gap: 2px 10px; font-size: 13px; line-height: 1.5; }
-.ss-symbol { margin-right: 4px; -webkit-text-stroke: 0.6px #263238; }
-.ss-gauge { text-align: center; font-size: 12px; color: #546e7a; }
-.ss-alerts { list-style: none; padding: 0; margin: 0; font-size: 13px; max-height: 190px; overflow-y: auto; }
-.ss-alert { padding: 2px 8px; margin-bottom: 4px; line-height: 1.4; background: #fff8e1; border-left: 4px solid #ffb300; border-radius: 4px; }
-.ss-notice { color: #c62828; font-size: 13px; }
-.ss-why { color: #455a64; font-size: 11px; }
-.ss-chart-text, .ss-timeline-text { color: #455a64; font-size: 12px; }
-/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
-   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
-.ss-teacher :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
-.ss-status { color: #546e7a; font-size: 13px; }
-.ss-status[data-status="error"] { color: #c62828; }
-.ss-join { display: flex; gap: 16px; align-items: center; line-height: 1.5; font-size: 13px; }
-.ss-join a { word-break: break-all; }
-.ss-qr svg { width: 120px; height: 120px; display: block; }
-.ss-report { width: 100%; height: 900px; border: 1px solid #e0e0e0; border-radius: 6px; }
-</style>"""
+    return build_report(SessionData.from_export(doc), names=True).to_html()
 
 
 class TeacherPage:
@@ -371,11 +146,11 @@ class TeacherPage:
         )
         self.notice = w.HTML()
 
-        self.gauge = w.HTML(gauge_html(None))
+        self.gauge = w.HTML(render.gauge_html(None))
         self.counts = w.HTML()
-        self.alerts_box = w.HTML(alerts_html([]))
+        self.alerts_box = w.HTML(render.alerts_html([]))
         # The class chart in words, and the polite live region that reads out new alerts.
-        self.chart_text = w.HTML(f'<div class="ss-chart-text">{html.escape(chart_text([], [], 0.0))}</div>')
+        self.chart_text = w.HTML(render.chart_text_html([], [], 0.0))
         self.announce = LiveRegion()
         self.announcer = Announcer(settle=0.0, min_gap=ANNOUNCE_EVERY)
         self._unannounced: list[Alert] = []
@@ -426,7 +201,7 @@ class TeacherPage:
             ],
             layout=w.Layout(display="none"),
         )
-        self.root = w.VBox([w.HTML(_STYLE), self.header, self.status_line, self.form, self.dashboard, self.announce])
+        self.root = w.VBox([w.HTML(render.style_html()), self.header, self.status_line, self.form, self.dashboard, self.announce])
         self.root.add_class("ss-teacher")
 
     def _ipython_display_(self) -> None:
@@ -436,11 +211,11 @@ class TeacherPage:
 
     def _set_status(self, status: str, text: str) -> None:
         self.status = status
-        self.status_line.value = f'<div class="ss-status" data-status="{status}">{html.escape(text)}</div>'
+        self.status_line.value = render.status_html(status, text)
 
     def _notify(self, text: str) -> None:
         """Feedback on the teacher's last action (empty clears it)."""
-        self.notice.value = f'<div class="ss-notice">{html.escape(text)}</div>' if text else ""
+        self.notice.value = render.notice_html(text)
 
     def _show_form(self, why: str, status: str = "idle") -> None:
         self.form.layout.display = None
@@ -457,14 +232,14 @@ class TeacherPage:
         except TokenError as exc:
             self._show_form(str(exc), "error")
             return
-        if class_id and claims.get("c") != class_id:
+        if class_id and claims.class_id != class_id:
             self._show_form("this teacher token is for another class: use the link printed for this class", "error")
             return
-        self.class_id, self.token = claims["c"], token.strip()
+        self.class_id, self.token = claims.class_id, token.strip()
         self.view = ClassView(self.class_id)
         self._history_for: str | None = None
         self.alerts = []
-        self.header.value = _header(f"Class {self.class_id}")
+        self.header.value = render.header_html(f"Class {self.class_id}")
         self.form.layout.display = "none"
         self._set_status("connecting", "Connecting to the hub…")
         loop = asyncio.get_running_loop()
@@ -525,11 +300,11 @@ class TeacherPage:
         self._mark_dirty()
 
     async def _load_history(self, session_id: str) -> None:
-        from smartsession.hub.client import hub_url
+        from smartsession.hub.client import fetch_history
 
         try:
             doc = await asyncio.get_running_loop().run_in_executor(
-                None, fetch_history, hub_url(self.hub_url), session_id, self.token)
+                None, fetch_history, self.hub_url, session_id, self.token)
         except Exception as exc:  # the live page works without its past
             self._notify(f"Earlier history of this session could not be loaded: {exc}")
             return
@@ -581,9 +356,10 @@ class TeacherPage:
         self._changed |= view.expire(now)
         if self._changed or self._dirty:
             shown = view.students.values() if self.show_hidden.value else view.visible()
-            self.grid.cards = [view.card(c.student_id, now) for c in sorted(shown, key=_natural)]
-            self.gauge.value = gauge_html(view.class_engagement(now))
-            self.counts.value = counts_html(view.counts(now), view.emotions)
+            ordered = sorted(shown, key=lambda c: render.natural_key(c.label))
+            self.grid.cards = [view.card(c.student_id, now) for c in ordered]
+            self.gauge.value = render.gauge_html(view.class_engagement(now))
+            self.counts.value = render.counts_html(view.counts(now), view.emotions)
             self._draw_controls()
             if self.grid.selected in self._changed:
                 self._draw_detail()
@@ -599,21 +375,11 @@ class TeacherPage:
 
     def _show_dashboard(self) -> None:
         view = self.view
-        self.header.value = _header(f"{view.title or 'Class'} ({view.class_id})")
+        self.header.value = render.header_html(f"{view.title or 'Class'} ({view.class_id})")
         self._set_status("live", "Live")
         self.form.layout.display = "none"
-        link = join_url(view.class_id, self.join_code, self.environ) if self.join_code else None
-        if link:
-            self.join.value = (
-                f'<div class="ss-join"><div class="ss-qr">{qr_svg(link)}</div><div><b>Students join here</b> (scan '
-                f'or open):<br><a href="{html.escape(link)}" target="_blank" data-join="{html.escape(link)}">'
-                f"{html.escape(link)}</a></div></div>"
-            )
-        else:
-            self.join.value = (
-                "<i>No join link: this hub sends no join code; add <code>&amp;join=CODE</code> (from the output "
-                "of <code>smartsession serve</code>) to this page's address.</i>"
-            )
+        link = render.join_url(view.class_id, self.join_code, self.environ) if self.join_code else None
+        self.join.value = render.join_html(link)
         self.dashboard.layout.display = None
 
     def _draw_controls(self) -> None:
@@ -635,7 +401,7 @@ class TeacherPage:
         if len(series) == self._chart_points and not bands:
             return
         self._chart_points = len(series)
-        self.chart_text.value = f'<div class="ss-chart-text">{html.escape(chart_text(series, bands, now))}</div>'
+        self.chart_text.value = render.chart_text_html(series, bands, now)
         shapes, notes = [], []
         for i, (start, end, title) in enumerate(bands):
             x0, x1 = datetime.fromtimestamp(start), datetime.fromtimestamp(end)
@@ -653,15 +419,15 @@ class TeacherPage:
     def _check_alerts(self, now: float) -> None:
         view = self.view
         students = {
-            c.student_id: StudentStatus(c.state, view.presence(c, now), c.label) for c in view.visible()
+            c.student_id: replace(c, presence=view.presence(c, now)) for c in view.visible()
         }
         fired = self.rules.check(now, students, view.class_engagement(now))
         if fired:
             self.alerts.extend(fired)
-            self.alerts_box.value = alerts_html(self.alerts[::-1][:ALERTS_SHOWN])
+            self.alerts_box.value = render.alerts_html(self.alerts[::-1][:ALERTS_SHOWN])
             self._unannounced.extend(fired)
         if self._unannounced:
-            self.announcer.offer(alerts_announcement(self._unannounced), now)
+            self.announcer.offer(render.alerts_announcement(self._unannounced), now)
             said = self.announcer.poll(now)
             if said:
                 self.announce.text = said
@@ -675,16 +441,9 @@ class TeacherPage:
             return
         card = view.students[sid]
         self.detail.layout.display = None
-        self.detail_title.value = (
-            f'<div class="ss-detail" data-student="{html.escape(sid)}"><b>{html.escape(card.label)}</b> '
-            f"— {html.escape(view.presence(card, time.time()))}, {html.escape(card.state or 'no state yet')}</div>"
-        )
-        history = view.timeline(sid)
-        self.detail_timeline.value = (
-            # The same words are the svg's label: shown for sighted readers, hidden from screen readers.
-            timeline_svg(history)
-            + f'<div class="ss-timeline-text" aria-hidden="true">{html.escape(timeline_text(history))}</div>'
-        )
+        self.detail_title.value = render.detail_title_html(sid, card.label, view.presence(card, time.time()),
+                                                           card.state)
+        self.detail_timeline.value = render.detail_html(view.timeline(sid))
         self.hide_button.description = "Show" if card.hidden else "Hide"
 
     # -- teacher commands ----------------------------------------------------------------------
@@ -720,20 +479,19 @@ class TeacherPage:
         asyncio.get_running_loop().create_task(self._build_report(session_id))
 
     async def _build_report(self, session_id: str) -> None:
-        from smartsession.hub.client import hub_url
+        from smartsession.hub.client import fetch_session
 
         loop = asyncio.get_running_loop()
         try:
             # Off the event loop: the export and the report take a moment with a long session.
-            doc = await loop.run_in_executor(None, fetch_session, hub_url(self.hub_url), session_id, self.token)
+            doc = await loop.run_in_executor(None, fetch_session, self.hub_url, session_id, self.token)
             page = await loop.run_in_executor(None, session_report_html, doc)
         except Exception as exc:  # a failed report must not disturb the live page
             self._notify(f"The report could not be built: {exc}")
             return
         finally:
             self.report_button.disabled = False
-        # srcdoc keeps the report's own scripts (plotly, inlined) apart from the dashboard's.
-        self.report.value = f'<iframe class="ss-report" title="Session report" data-session="{html.escape(session_id)}" srcdoc="{html.escape(page)}"></iframe>'
+        self.report.value = render.report_html(session_id, page)
         self.report_button.description = "Hide report"
         self._notify("")
 

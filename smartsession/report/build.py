@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from smartsession.hub.pgstore import is_postgres_url
 from smartsession.hub.store import STATE_COLUMNS
 from smartsession.report import analysis
 from smartsession.report.analysis import ReportSettings
@@ -175,6 +176,11 @@ def load_session(source: Any, session_id: str | None = None) -> SessionData:
     if isinstance(source, pd.DataFrame):
         sid = str(source["session_id"].iloc[0]) if "session_id" in source and len(source) else (session_id or "")
         return SessionData(states=source, session_id=sid)
+    if isinstance(source, str) and is_postgres_url(source):
+        from smartsession.hub.pgstore import PostgresStore
+
+        with PostgresStore(source) as store:
+            return load_session(store, session_id)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("session", metavar="SESSION", help="session id, 'latest', or a session export file")
     p.add_argument("--data-dir", default=None, help="the hub's data directory (default: the hub's default)")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="the shared store of a scale-out deployment (postgresql://...), instead of --data-dir")
     p.add_argument("--out", default=None, help="output directory (default: ./report-<SESSION>)")
     p.add_argument(
         "--format", default="html,csv", help="comma-separated: html, csv, parquet (default: html,csv)"
@@ -46,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.session)
     if path.suffix.lower() in (".csv", ".parquet", ".json") and path.exists():
         source, session_id = path, None
+    elif args.store:
+        source, session_id = args.store, None if args.session == "latest" else args.session
     else:
         source = Path(args.data_dir).expanduser() if args.data_dir else _default_data_dir()
         session_id = None if args.session == "latest" else args.session
     try:
         settings = ReportSettings(bin_s=args.bin, window_s=args.window, min_group=args.min_group)
         report = build_report(source, session_id, settings=settings, names=args.names)
-    except (LookupError, FileNotFoundError, ValueError) as exc:
+    except (LookupError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"smartsession report: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out or f"report-{report.session_id or 'session'}")
@@ -66,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_data_dir() -> Path:
-    from smartsession.hub.server import HubConfig
+    from smartsession.hub.config import HubConfig
 
     return Path(HubConfig().data_dir).expanduser()

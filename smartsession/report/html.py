@@ -1,17 +1,19 @@
 """The report as one self-contained HTML page: plotly.js inlined once, no CDN, opens offline.
 
-``render(report)`` is what ``smartsession report`` writes and ``Report.to_html()`` returns.
+``render(report)`` is what ``smartsession report`` writes and ``Report.to_html()`` returns: the values are
+computed here, the markup is ``templates/report.html`` (Jinja2, autoescape).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from html import escape
 
 import plotly.io as pio
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from smartsession.markup import templates
 from smartsession.schema import STATES
 
 CSS = """
@@ -51,21 +53,13 @@ def _figure_html(fig, div_id: str) -> str:
     )
 
 
-def _chart(fig, div_id: str, words: str, table: str) -> str:
+def _chart(fig, div_id: str, words: str, header: list[str], rows) -> dict:
     """A chart with its text alternative: the same numbers in a sentence and in a table behind a click."""
-    return (
-        f"<figure>{_figure_html(fig, div_id)}<figcaption id='{div_id}-text'>{escape(words)}"
-        f"<details><summary>The numbers of this chart</summary>{table}</details></figcaption></figure>"
-    )
+    return {"figure": Markup(_figure_html(fig, div_id)), "id": div_id, "words": words, "header": header,
+            "rows": [[str(c) for c in row] for row in rows]}
 
 
-def _table(header: list[str], rows) -> str:
-    head = "".join(f"<th scope='col'>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _engagement_chart(report, fig) -> str:
+def _engagement_chart(report, fig) -> dict:
     s = report.class_series
     smoothed = s["smoothed"].dropna() if len(s) else s
     words = "Class engagement over time: no measurements."
@@ -82,10 +76,10 @@ def _engagement_chart(report, fig) -> str:
         for r in s.itertuples()
     )
     header = ["time", "class mean", "smoothed", "students present"]
-    return _chart(fig, "engagement-figure", words, _table(header, rows))
+    return _chart(fig, "engagement-figure", words, header, rows)
 
 
-def _states_chart(report, fig) -> str:
+def _states_chart(report, fig) -> dict:
     seg = report.segments.sort_values("start")
     seg = seg[seg["shown"].astype(bool)]
     rows = [
@@ -95,10 +89,10 @@ def _states_chart(report, fig) -> str:
         f"{row[0]}: " + ", ".join(f"{st} {v}" for st, v in zip(STATES, row[1:]) if v not in ("-%", "0%"))
         for row in rows
     ) + "."
-    return _chart(fig, "states-figure", words, _table(["segment", *STATES], rows))
+    return _chart(fig, "states-figure", words, ["segment", *STATES], rows)
 
 
-def _students_chart(report, fig) -> str:
+def _students_chart(report, fig) -> dict:
     b = report.student_series
     rows = []
     if len(b):
@@ -113,7 +107,7 @@ def _students_chart(report, fig) -> str:
         "the table gives each student's mean, lowest and highest engagement and minutes measured."
     )
     header = ["student", "mean", "lowest", "highest", "minutes measured"]
-    return _chart(fig, "students-figure", words, _table(header, rows))
+    return _chart(fig, "students-figure", words, header, rows)
 
 
 def _fmt(value, spec: str = ".0f", empty: str = "-") -> str:
@@ -133,99 +127,66 @@ def render(report) -> str:
         if not report.empty
         else ""
     )
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>{escape(title)} - SmartSession report</title><style>{CSS}</style>",
-        f"<script type='text/javascript'>{_plotly_js()}</script></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f"<p class='meta'>Session report{' - ' + escape(when) if when else ''}. "
-        "Engagement is an estimate from webcam attention signals (0-100); read it as a trend of the "
-        "class, not as a grade of any student.</p>",
-    ]
-    if report.empty:
-        parts.append(
-            "<p><b>This session has no measurements.</b> No student published a state while it was open "
-            "(or every student was paused), so there is nothing to report.</p>"
+    page = {"title": title, "when": when, "css": Markup(CSS), "plotly_js": Markup(_plotly_js()),
+            "empty": report.empty, "method": _method(report)}
+    if not report.empty:
+        figs = report.figures()
+        shown = report.segments["shown"].any()
+        page.update(
+            facts=_facts(report), drops=_drops(report), no_drops=_no_drops(report.settings),
+            engagement=_engagement_chart(report, figs["engagement"]), segments=_segments(report),
+            peaks=_peaks(report), states=_states_chart(report, figs["states"]) if shown else None,
+            n_students=report.n_students, anonymised=report._anonymised,
+            students=_students_chart(report, figs["students"]), resize_js=Markup(RESIZE_JS),
         )
-        parts.append(_method(report))
-        parts.append("</body></html>")
-        return "".join(parts)
-
-    figs = report.figures()
-    parts += [_facts(report), _drops(report), _engagement_chart(report, figs["engagement"])]
-    parts += [_segments(report), _peaks(report)]
-    if report.segments["shown"].any():
-        parts.append(_states_chart(report, figs["states"]))
-    parts += [
-        f"<details id='students'><summary>Per-student timelines ({report.n_students} students"
-        f"{', anonymised' if report._anonymised else ''}) - click to show</summary>",
-        _students_chart(report, figs["students"]),
-        "</details>",
-        _method(report),
-        f"<script>{RESIZE_JS}</script></body></html>",
-    ]
-    return "".join(parts)
+    return templates("smartsession.report").get_template("report.html").render(page)
 
 
-def _facts(report) -> str:
-    facts = [
+def _facts(report) -> list[tuple[str, str]]:
+    return [
         (str(report.n_students), "students"),
         (f"{report.minutes:.0f}", "minutes of data"),
         (f"{report.messages:,}", "measurements"),
         (_fmt(report.baseline), "session baseline (median engagement)"),
         (str(len(report.segments)), "fixed windows" if report.windows else "segments"),
     ]
-    cells = "".join(f"<div class='fact'><b>{escape(v)}</b>{escape(k)}</div>" for v, k in facts)
-    return f"<div class='facts'>{cells}</div>"
 
 
-def _drops(report) -> str:
+def _no_drops(s) -> str:
+    return (f"No moment where the smoothed class engagement fell by more than {s.min_drop:g} points "
+            f"(and {s.threshold:g} standard errors) within {s.window_s:g} s.")
+
+
+def _drops(report) -> list[dict]:
     s = report.settings
-    out = ["<h2>Where the class lost interest</h2>"]
-    if report.drops.empty:
-        out.append(
-            f"<p>No moment where the smoothed class engagement fell by more than {s.min_drop:g} points "
-            f"(and {s.threshold:g} standard errors) within {s.window_s:g} s.</p>"
-        )
-        return "".join(out)
-    out.append("<ol id='drops'>")
-    for d in report.drops.itertuples():
-        out.append(
-            f"<li><b>{_mmss(d.offset_s)}</b> into the session ({escape(report.clock(d.t))}), during "
-            f"<b>{escape(report.segment_title(d.segment_id))}</b>: engagement fell "
-            f"<b>{d.drop:.0f} points</b> (from {d.before:.0f} to {d.after:.0f}); "
-            f"{d.involved} of the {d.students} students present fell by {s.student_drop:g}+ points.</li>"
-        )
-    out.append("</ol>")
-    return "".join(out)
+    return [
+        {"at": _mmss(d.offset_s), "clock": report.clock(d.t), "segment": report.segment_title(d.segment_id),
+         "drop": f"{d.drop:.0f}", "before": f"{d.before:.0f}", "after": f"{d.after:.0f}", "involved": d.involved,
+         "students": d.students, "student_drop": f"{s.student_drop:g}"}
+        for d in report.drops.itertuples()
+    ]
 
 
-def _segments(report) -> str:
+def _segments(report) -> dict:
     s = report.settings
     kind = "window" if report.windows else "segment"
-    out = [
-        f"<h2>{'Windows' if report.windows else 'Segments'}, biggest drop below the baseline first</h2>",
-        f"<p class='meta'>Drop = session baseline ({_fmt(report.baseline)}) minus the {kind}'s mean. "
-        f"Mean and spread average each student's own mean, so every student weighs the same. "
-        f"{kind.capitalize()}s with fewer than {s.min_group} students show counts only.</p>",
-        "<table id='segments'><thead><tr><th>#</th><th>" + kind + "</th><th>time</th><th>students</th>"
-        "<th>minutes of data</th><th>student-minutes</th><th>mean</th><th>spread (sd)</th><th>drop</th>"
-        "<th>most common states</th><th></th></tr></thead><tbody>",
-    ]
+    rows = []
     for r in report.ranked_segments().itertuples():
-        states = _top_states(r)
         start, end = r.start - report.t0, r.end - report.t0
-        out.append(
-            f"<tr class='{'thin' if r.note else ''}'><td>{_fmt(r.rank)}</td><td>{escape(r.title)}</td>"
-            f"<td>{_mmss(start)}-{_mmss(end)}</td><td class='num'>{r.students}</td>"
-            f"<td class='num'>{r.data_minutes:.1f}</td><td class='num'>{r.student_minutes:.1f}</td>"
-            f"<td class='num'>{_fmt(r.mean)}</td><td class='num'>{_fmt(r.spread)}</td>"
-            f"<td class='num'>{_fmt(r.drop, '+.0f')}</td><td>{escape(states)}</td>"
-            f"<td class='note'>{escape(r.note)}</td></tr>"
-        )
-    out.append("</tbody></table>")
-    return "".join(out)
+        rows.append({
+            "rank": _fmt(r.rank), "title": r.title, "time": f"{_mmss(start)}-{_mmss(end)}", "students": r.students,
+            "data_minutes": f"{r.data_minutes:.1f}", "student_minutes": f"{r.student_minutes:.1f}",
+            "mean": _fmt(r.mean), "spread": _fmt(r.spread), "drop": _fmt(r.drop, "+.0f"), "states": _top_states(r),
+            "note": r.note,
+        })
+    return {
+        "heading": f"{'Windows' if report.windows else 'Segments'}, biggest drop below the baseline first",
+        "note": f"Drop = session baseline ({_fmt(report.baseline)}) minus the {kind}'s mean. "
+                f"Mean and spread average each student's own mean, so every student weighs the same. "
+                f"{kind.capitalize()}s with fewer than {s.min_group} students show counts only.",
+        "kind": kind,
+        "rows": rows,
+    }
 
 
 def _top_states(row) -> str:
@@ -234,23 +195,17 @@ def _top_states(row) -> str:
     return ", ".join(f"{s} {v * 100:.0f}%" for v, s in shares)
 
 
-def _peaks(report) -> str:
-    if report.peaks.empty:
-        return ""
-    out = ["<h2>When the class was most engaged</h2><ul id='peaks'>"]
-    for p in report.peaks.itertuples():
-        out.append(
-            f"<li><b>{_mmss(p.offset_s)}</b> ({escape(report.segment_title(p.segment_id))}): "
-            f"{p.engagement:.0f} ({p.above_baseline:+.0f} vs baseline), {p.students} students present</li>"
-        )
-    out.append("</ul>")
-    return "".join(out)
+def _peaks(report) -> list[dict]:
+    return [
+        {"at": _mmss(p.offset_s), "segment": report.segment_title(p.segment_id), "engagement": f"{p.engagement:.0f}",
+         "above": f"{p.above_baseline:+.0f}", "students": p.students}
+        for p in report.peaks.itertuples()
+    ]
 
 
 def _method(report) -> str:
     s = report.settings
     return (
-        "<h2>How this was computed</h2><p class='method'>"
         f"Each student's measurements (paused time left out) are averaged in {s.bin_s:g}-second bins; the class "
         f"series is the mean of the students present in each bin, smoothed with a rolling median of "
         f"{s.smooth_bins} bins. A drop is a bin where the mean of the next {s.window_s:g} s falls below the "
@@ -260,5 +215,5 @@ def _method(report) -> str:
         "the baseline. "
         + (f"The session had no lecture segments, so fixed {s.window_min:g}-minute windows stand in. "
            if report.windows else "")
-        + "Details and the code: docs/REPORT.md and notebooks/05_session_report.ipynb.</p>"
+        + "Details and the code: docs/REPORT.md and notebooks/05_session_report.ipynb."
     )

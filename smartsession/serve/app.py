@@ -14,10 +14,13 @@ import os
 import socket
 import ssl
 import sys
+import time
 from pathlib import Path
 
+import nbformat
 import tornado.ioloop
 import tornado.web
+from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
 from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
@@ -28,12 +31,17 @@ from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 from smartsession import __version__
+from smartsession.hub.config import HubConfig
+from smartsession.hub.core import Hub, class_links
 from smartsession.hub.httpserver import hub_http_server
-from smartsession.hub.server import Hub, HubConfig, class_links, hub_handlers
+from smartsession.hub.server import hub_handlers
+from smartsession.options import aliases as option_aliases
 from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
+from smartsession.serve.cli import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
+from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
 from smartsession.shipped import shipped
 from smartsession.vision import browser_assets, model_file
@@ -75,24 +83,7 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = {
-        "host": "SmartSessionApp.ip",
-        "port": "SmartSessionApp.port",
-        "data-dir": "HubConfig.data_dir",
-        "secret": "HubConfig.secret",
-        "redis-url": "HubConfig.redis_url",
-        "certfile": "SmartSessionApp.certfile",
-        "keyfile": "SmartSessionApp.keyfile",
-        "class-size": "SmartSessionApp.class_size",
-        "pool-size": "SmartSessionApp.pool_size",
-        "max-students": "SmartSessionApp.max_students",
-        "max-per-address": "SmartSessionApp.max_per_address",
-        "connect-timeout": "SmartSessionApp.connect_timeout",
-        "refill-quiet": "QuietRefillKernelManager.refill_quiet",
-        "dashboards": "SmartSessionApp.dashboards",
-        "class-title": "SmartSessionApp.class_title",
-        "analysis": "SmartSessionApp.analysis",
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
     flags = {
         "fork-kernels": (
             {"SmartSessionApp": {"fork_kernels": True}},
@@ -145,6 +136,12 @@ class SmartSessionApp(Voila):
         "the server) or 'server' (frames go to the student's kernel). A browser that cannot run the model falls "
         "back to 'server'.",
     )
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        # The terminal is the teacher's: the banner, warnings and errors, and the Terminal's event lines.
+        # Kernel bookkeeping (started, pre-heated, shut down) appears with --SmartSessionApp.log_level=INFO.
+        return logging.WARNING
 
     @default("dashboards")
     def _default_dashboards(self) -> str:
@@ -234,6 +231,12 @@ class SmartSessionApp(Voila):
         vc.extension_denylist = [*(vc.extension_denylist or []), "jupyter-webrtc"]
         # Refills wait in QuietRefillKernelManager until requests are quiet; Voila's fixed delay would only add to it.
         self.config.VoilaKernelManager.fill_delay = 0.0
+        # Kernels talk to the server over Unix sockets in Voila's private connection folder, not over TCP
+        # ports any local user could reach (ipykernel warned once per kernel about TCP without encryption).
+        self.config.KernelManager.transport = "ipc"
+        # Our own pages are trusted, with signatures kept in the data dir: Voila loads each page once per
+        # kernel, and warned each time that it was not trusted.
+        self.config.NotebookNotary.data_dir = str(self.state_dir)
         self.config.VoilaKernelManager.kernel_pools_config = {
             "default": {"pool_size": 0},
             lockdown.STUDENT_PAGE: {"pool_size": self.pool_size},
@@ -283,6 +286,7 @@ class SmartSessionApp(Voila):
 
     def init_settings(self) -> dict:
         settings = super().init_settings()
+        self._trust_pages()
         settings["log_function"] = lockdown.log_request
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
@@ -290,6 +294,15 @@ class SmartSessionApp(Voila):
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         return settings
+
+    def _trust_pages(self) -> None:
+        notary = self.contents_manager.notary
+        for page in lockdown.PAGES:
+            path = Path(self.root_dir) / page
+            if path.is_file():
+                nb = nbformat.read(path, as_version=4)
+                if not notary.check_signature(nb):
+                    notary.sign(nb)
 
     def init_handlers(self) -> list:
         base = self.server_url
@@ -448,10 +461,21 @@ class SmartSessionApp(Voila):
                 "  Self-signed certificate: each browser shows a warning once; accept it to continue."
             )
         print("\n".join(lines) + "\n", flush=True)
+        terminal = Terminal()
+
+        def say() -> None:
+            for line in terminal.lines(time.time(), self.pool(), len(self.hub.students)):
+                print(line, flush=True)
+
+        self._terminal = tornado.ioloop.PeriodicCallback(say, 2000)
+        self._terminal.start()
 
     def stop(self):
         if getattr(self, "hub", None) is not None and self.hub.started:
             self.loop.run_until_complete(self.hub.stop())
+        # Kernels are ended at once: a graceful shutdown reached kernels still preheating mid-execution, whose
+        # replies then failed on closed sockets (a ZMQ traceback per kernel); they hold nothing to save.
+        run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
 
 

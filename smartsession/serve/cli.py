@@ -1,34 +1,41 @@
 """The ``smartsession serve`` subcommand: argparse help on top of :class:`~smartsession.serve.app.SmartSessionApp`.
 
-Options become traitlets command-line settings, so a Voila/traitlets config file (``--config``) can set the rest.
+Options become traitlets settings (``smartsession.options``): ``--config FILE`` or ``--Class.trait=VALUE`` set the rest.
 Voila is imported only when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-#: (option, metavar, help); each becomes ``--option=value`` for the traitlets app.
+from smartsession.hub.cli import HUB_OPTIONS
+from smartsession.options import Option, add_options, load_config_file, traitlets_argv
+
+#: Every option of ``smartsession serve`` and the setting it is; the app's aliases come from here too.
 OPTIONS = (
-    ("host", "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for a classroom network)"),
-    ("port", "PORT", "port (default 8866)"),
-    ("data-dir", "DIR", "store, secret, certificate and class (default ~/.smartsession or $SMARTSESSION_DATA_DIR)"),
-    ("secret", "SECRET", "HMAC secret for tokens (default: created in the data dir)"),
-    ("redis-url", "URL", "redis://host:port to share classes between hub processes"),
-    ("certfile", "PEM", "TLS certificate to serve https"),
-    ("keyfile", "PEM", "private key of --certfile"),
-    ("class-size", "N", "students expected at once; sizes the default pool (default 30)"),
-    ("pool-size", "N", "preheated student kernels (default: from the class size, this machine's cores and memory)"),
-    ("max-students", "N", "student pages served at once; more see a 'class is full' page (default: from memory)"),
-    ("max-per-address", "N", "student pages served at once to one address (default 4; 0: no limit)"),
-    ("connect-timeout", "SECONDS", "shut down a student page's kernel if the page has not connected by then "
-     "(default 30, at most 60)"),
-    ("refill-quiet", "SECONDS", "refill the pool only after this long without page requests (default 5)"),
-    ("dashboards", "DIR", "folder with student.ipynb and teacher.ipynb (default: the repository's dashboards/)"),
-    ("class-title", "TITLE", "title of the class created on first start"),
-    ("analysis", "browser|server", "where faces are analysed: in the students' browsers, only numbers reach the "
-     "server (default), or in their kernels on this server, from the camera's pictures"),
+    Option("host", "SmartSessionApp.ip", "ADDR",
+           "address to listen on (default 127.0.0.1; 0.0.0.0 for a classroom network)"),
+    Option("port", "SmartSessionApp.port", "PORT", "port (default 8866)"),
+    *HUB_OPTIONS,
+    Option("certfile", "SmartSessionApp.certfile", "PEM", "TLS certificate to serve https"),
+    Option("keyfile", "SmartSessionApp.keyfile", "PEM", "private key of --certfile"),
+    Option("class-size", "SmartSessionApp.class_size", "N", "students expected at once; sizes the default pool (default 30)"),
+    Option("pool-size", "SmartSessionApp.pool_size", "N",
+           "preheated student kernels (default: from the class size, this machine's cores and memory)"),
+    Option("max-students", "SmartSessionApp.max_students", "N",
+           "student pages served at once; more see a 'class is full' page (default: from memory)"),
+    Option("max-per-address", "SmartSessionApp.max_per_address", "N",
+           "student pages served at once to one address (default 4; 0: no limit)"),
+    Option("connect-timeout", "SmartSessionApp.connect_timeout", "SECONDS",
+           "shut down a student page's kernel if the page has not connected by then (default 30, at most 60)"),
+    Option("refill-quiet", "QuietRefillKernelManager.refill_quiet", "SECONDS",
+           "refill the pool only after this long without page requests (default 5)"),
+    Option("dashboards", "SmartSessionApp.dashboards", "DIR",
+           "folder with student.ipynb and teacher.ipynb (default: the repository's dashboards/)"),
+    Option("class-title", "SmartSessionApp.class_title", "TITLE", "title of the class created on first start"),
+    Option("analysis", "SmartSessionApp.analysis", "browser|server",
+           "where faces are analysed: in the students' browsers, only numbers reach the server (default), "
+           "or in their kernels on this server, from the camera's pictures"),
 )
 
 
@@ -39,8 +46,7 @@ def register(subparsers) -> None:
         description="Serve the student and teacher pages (Voila) and the hub; print the teacher link and "
         "the student join link.",
     )
-    for name, metavar, text in OPTIONS:
-        p.add_argument(f"--{name}", metavar=metavar, help=text)
+    add_options(p, OPTIONS, "--HubConfig.rate=10")
     p.add_argument(
         "--self-signed",
         action="store_true",
@@ -52,29 +58,15 @@ def register(subparsers) -> None:
         help="fork student kernels from one preloaded process: they share what they import (Linux)",
     )
     p.add_argument("--debug", action="store_true", help="debug logs, and tracebacks shown in the pages")
-    p.add_argument("--config", metavar="FILE", help="a traitlets config file (.py or .json) for any other setting")
     p.set_defaults(func=run)
-
-
-def traitlets_argv(args: argparse.Namespace) -> list[str]:
-    argv = []
-    for name, _, _ in OPTIONS:
-        value = getattr(args, name.replace("-", "_"))
-        if value is not None:
-            argv.append(f"--{name}={value}")
-    argv += [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
-    return argv
 
 
 def run(args: argparse.Namespace) -> int:
     from smartsession.serve.app import SmartSessionApp
 
     app = SmartSessionApp.instance()
-    if args.config:
-        config = Path(args.config).expanduser().resolve()
-        if not config.is_file() or config.suffix not in (".py", ".json"):
-            raise SystemExit(f"smartsession serve: --config {args.config}: give an existing .py or .json file")
-        app.load_config_file(config.stem, path=str(config.parent))
-    app.initialize(traitlets_argv(args))
+    load_config_file(app, args.config, "smartsession serve")
+    flags = [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
+    app.initialize(traitlets_argv(args, OPTIONS) + flags)
     app.start()
     return 0

@@ -155,6 +155,7 @@ def running_server(
     timeout: float = 120.0,
     data_dir: str | os.PathLike | None = None,
     python: str = sys.executable,
+    kernel_log: bool = True,
     **options,
 ) -> Iterator[RunningServer]:
     """Start ``smartsession serve`` on a free 127.0.0.1 port; yield a :class:`RunningServer`; stop it on exit.
@@ -164,6 +165,7 @@ def running_server(
     and ``max_students`` is :data:`TEST_MAX_STUDENTS` unless given.
     ``data_dir`` defaults to ``tmp_path/data``; pass the same one again to restart on the same store.
     ``python`` is the interpreter that runs ``-m smartsession`` (another environment's, to test an install).
+    ``kernel_log`` logs kernels started, pre-heated and shut down, which tests follow (False: the teacher's terminal).
     The server's output goes to ``tmp_path/serve-<port>.log`` and is printed when the block fails.
     """
     tmp_path = Path(tmp_path)
@@ -177,6 +179,8 @@ def running_server(
     options.setdefault("max_per_address", 0)
     options.setdefault("max_students", TEST_MAX_STUDENTS)
     argv += _options_argv(options)
+    if kernel_log:
+        argv.append("--SmartSessionApp.log_level=INFO")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTSESSION_HUB_", "VOILA_"))}
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log:

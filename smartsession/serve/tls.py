@@ -36,7 +36,12 @@ def _covers(cert, dns: set[str], ips: set) -> bool:
     except x509.ExtensionNotFound:
         return False
     fresh = cert.not_valid_after_utc - dt.timedelta(days=7) > dt.datetime.now(dt.timezone.utc)
-    return fresh and dns <= set(san.get_values_for_type(x509.DNSName)) and ips <= set(
+    try:
+        leaf = not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        leaf = False
+    # Certificates made before were marked CA:TRUE (able to sign others): replaced once.
+    return fresh and leaf and dns <= set(san.get_values_for_type(x509.DNSName)) and ips <= set(
         san.get_values_for_type(x509.IPAddress)
     )
 
@@ -50,7 +55,7 @@ def self_signed_certificate(directory: str | os.PathLike, hosts: list[str]) -> t
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory = Path(directory)
     certfile, keyfile = directory / CERT_NAME, directory / KEY_NAME
@@ -77,7 +82,15 @@ def self_signed_certificate(directory: str | os.PathLike, hosts: list[str]) -> t
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        # A server certificate that can sign nothing else: trusting it (as students' browsers and our kernels
+        # do) trusts this server only.
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)

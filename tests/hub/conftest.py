@@ -125,3 +125,39 @@ def kit():
         closed_with=closed_with, until=until, ws_url=ws_url, eventually=eventually,
         eventually_sync=eventually_sync,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster for the whole test session (``pg_url`` gives each test a database of its own)."""
+    from smartsession.hub.testing import PostgresServer, postgres_bindir
+
+    if postgres_bindir() is None:
+        if CI:
+            pytest.fail("PostgreSQL is required in CI: install it (see .ci/run)")
+        pytest.skip("PostgreSQL not installed (apt-get install -y postgresql)")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh, empty database on the session's PostgreSQL server."""
+    import secrets as _secrets
+
+    import psycopg
+
+    name = "t_" + _secrets.token_hex(6)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def nginx_binary():
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None:
+        if CI:
+            pytest.fail("nginx is required in CI: install it (see .ci/run)")
+        pytest.skip("nginx not installed (apt-get install -y nginx)")
+    return path

@@ -37,3 +37,40 @@ def test_class_create_locally_then_served_by_a_hub(tmp_path):
         assert by_teacher.returncode == 0, by_teacher.stderr
         refused = cli("class", "create", "Nope", "--url", hub.url, "--token", "x.y")
         assert refused.returncode == 1 and "401 malformed token" in refused.stdout and not refused.stderr
+
+
+def _post(url: str, body: bytes, token: str | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_every_hub_setting_comes_from_the_command_line_a_config_file_or_the_environment(tmp_path):
+    config = tmp_path / "hub_config.py"
+    config.write_text("c.HubConfig.max_message_bytes = 200\nc.HubConfig.max_json_depth = 9\n")
+    secret = "e" * 64  # from SMARTSESSION_SECRET: tokens signed with it are honoured
+    # The command line wins over the file (depth 2, not 9).
+    with HubProcess(tmp_path / "data", secret=secret,
+                    args=("--config", str(config), "--HubConfig.max_json_depth=2")) as hub:
+        join = hub.url + "/smartsession/api/join"
+        status, body = _post(join, b'{"name": "' + b"x" * 300 + b'"}')
+        assert (status, json.loads(body)["error"]) == (413, "body larger than 200 bytes")
+        status, body = _post(join, b'{"a": {"b": {"c": 1}}}')
+        assert status == 400 and "deep" in json.loads(body)["error"]
+        status, body = _post(hub.url + "/smartsession/api/classes", b'{"title": "Env secret"}',
+                             auth.teacher_token(secret, "c0"))
+        assert status == 201, body
+    assert not (tmp_path / "data" / "secret").exists()  # the environment's secret was used, none was made
+
+
+def test_unknown_options_are_refused_by_name():
+    out = cli("hub", "--rate", "5")
+    assert out.returncode == 2 and "unrecognized arguments: --rate" in out.stderr
+    out = cli("class", "create", "X", "--HubConfig.rate=5", module="smartsession")
+    assert out.returncode == 2 and "unrecognized arguments: --HubConfig.rate=5" in out.stderr

@@ -199,7 +199,8 @@ def test_room_routes_states_commands_and_snapshots():
         room.command(TeacherCommand("hide_student", student_id="nobody", hidden=True), 13.0, None)
     room.presence_event("s1", "disconnected", 14.0)
     snap = room.snapshot().to_dict()
-    assert snap["segment"]["title"] == "Waves"
+    # A running segment goes out as version 1 sent it: no "end" key.
+    assert snap["segment"] == {"segment_id": "seg1", "title": "Waves", "start": 12.0}
     assert snap["students"][0] | {"state": None} == {
         "student_id": "s1", "name": "Ada L.", "hidden": False, "presence": "disconnected", "last_seen": 14.0,
         "state": None,
@@ -375,3 +376,27 @@ def test_quiet_log_caps_lines_and_counts_the_rest():
     clock[0] = 11.0
     quiet("refused %d", 99)
     assert lines[3:] == ["... 47 more like these in the last 10 s were not logged", "refused 99"]
+
+
+@pytest.mark.parametrize("good", ["c1", "a.b-c_D9", "x" * 64])
+@pytest.mark.parametrize("bad", ["", "x" * 65, "caf\u00e9", "\u0661\u0662", "a b", "a/b", "c1\n"])
+def test_one_id_pattern_for_messages_routes_and_join_links(good, bad):
+    """Messages, the hub's URL routes and the student page's join link accept exactly the same ids."""
+    import re
+
+    from smartsession.hub.core import Hub
+    from smartsession.hub.server import hub_handlers
+    from smartsession.pages.student import JoinRequest
+
+    route = next(r for r, *_ in hub_handlers(Hub()) if r.endswith("/sessions"))
+    for value, ok in ((good, True), (bad, False)):
+        as_state = json.loads(state(1))
+        as_state["class_id"] = value
+        try:
+            StateMessage.from_dict(as_state)
+            in_message = True
+        except SchemaError:
+            in_message = False
+        in_route = re.fullmatch(route, f"/smartsession/api/classes/{value}/sessions") is not None
+        in_link = JoinRequest(value, "CODE1234").problem() == ""
+        assert (in_message, in_route, in_link) == (ok, ok, ok), value

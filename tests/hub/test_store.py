@@ -1,4 +1,5 @@
-"""The SQLite store on its own: batched writes, commit callbacks, reading back and exporting a session."""
+"""The stores on their own, SQLite and PostgreSQL alike: batched writes, commit callbacks, reading back and
+exporting a session."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import threading
 import pandas as pd
 import pytest
 
-from smartsession.hub.store import Store
+from smartsession.hub.pgstore import open_store
 from smartsession.schema import SHARED_FEATURES
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where a store lives: a data directory, or a fresh PostgreSQL database on the session's server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data")
+    return request.getfixturevalue("pg_url")
 
 
 def state(student, seq, **kw):
@@ -36,8 +45,8 @@ def fill(store):
     return committed
 
 
-def test_store_reads_back_what_it_wrote(tmp_path):
-    with Store(tmp_path) as store:
+def test_store_reads_back_what_it_wrote(target, tmp_path):
+    with open_store(target) as store:
         committed = fill(store)
         assert committed == [1, 2, 3, 4, 5]
         sessions = store.sessions()
@@ -59,8 +68,8 @@ def test_store_reads_back_what_it_wrote(tmp_path):
     store.close()  # closing twice is harmless
 
 
-def test_export_csv_parquet_json(tmp_path):
-    with Store(tmp_path / "data") as store:
+def test_export_csv_parquet_json(target, tmp_path):
+    with open_store(target) as store:
         fill(store)
         csv = pd.read_csv(store.export_session("S1", tmp_path / "s.csv", "csv"))
         parquet = pd.read_parquet(store.export_session("S1", tmp_path / "s.parquet", "parquet"))
@@ -75,20 +84,20 @@ def test_export_csv_parquet_json(tmp_path):
             store.export_session("nope", tmp_path / "x.csv")
 
 
-def test_writes_are_batched_off_the_caller_thread(tmp_path):
-    with Store(tmp_path) as store:
+def test_writes_are_batched_off_the_caller_thread(target, tmp_path):
+    with open_store(target) as store:
         threads = set()
         for seq in range(5000):
             store.add_state("S", state("s1", seq), (lambda: threads.add(threading.current_thread().name)))
         store.flush()
         assert threads == {"smartsession-store"}
         assert len(store.states("S")) == 5000
-    with Store(tmp_path) as again:  # survives reopening
+    with open_store(target) as again:  # survives reopening
         assert len(again.states("S")) == 5000
 
 
-def test_history_bins_a_session_by_receive_time(tmp_path):
-    with Store(tmp_path) as store:
+def test_history_bins_a_session_by_receive_time(target, tmp_path):
+    with open_store(target) as store:
         store.start_session("c1", "S1", 100.0)
         store.start_segment("S1", "seg1", "Intro", 100.0)
         for i, (student, received, engagement, kind, paused) in enumerate([

@@ -13,7 +13,7 @@ import ssl
 import pytest
 from websockets.frames import Frame, Opcode
 
-from smartsession.hub.server import AckPacer
+from smartsession.hub.core import AckPacer
 from smartsession.hub.standalone import running_hub
 from smartsession.hub import wire
 from smartsession.hub.wire import StreamTransport, accept_value, text_frame

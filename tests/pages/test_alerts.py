@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from smartsession.pages.alerts import AlertRules, StudentStatus
+from smartsession.pages.alerts import AlertRules
+from smartsession.pages.classview import StudentState
+
+
+def card(sid, state, presence="connected", label=""):
+    """A student as the teacher page holds them (``presence`` as ``ClassView.presence`` shows it)."""
+    return StudentState(sid, name=label, presence=presence, state=state)
 
 
 def run(rules, timeline, engagement=None):
-    """Feed ``timeline(t) -> {sid: StudentStatus}`` once a second for 0..len; collect the alerts."""
+    """Feed ``timeline(t) -> {sid: StudentState}`` once a second for 0..len; collect the alerts."""
     fired = []
     for t, students in timeline:
         fired += rules.check(float(t), students, engagement(t) if engagement else None)
@@ -14,7 +20,7 @@ def run(rules, timeline, engagement=None):
 
 
 def one(state_at, label="Ana", presence="connected"):
-    return lambda t: {"s1": StudentStatus(state_at(t), presence, label)}
+    return lambda t: {"s1": card("s1", state_at(t), presence, label)}
 
 
 def series(fn, seconds):
@@ -68,7 +74,7 @@ def test_confusion_alert_needs_a_share_of_the_class():
 
     def klass(n_confused, n=10):
         return lambda t: {
-            f"s{i}": StudentStatus("confused" if i < n_confused else "focused", "connected", f"S{i}") for i in range(n)
+            f"s{i}": card(f"s{i}", "confused" if i < n_confused else "focused", label=f"S{i}") for i in range(n)
         }
 
     assert run(rules, series(klass(2), 60)) == []  # 20 % is below the share
@@ -80,6 +86,6 @@ def test_confusion_alert_needs_a_share_of_the_class():
 
 def test_each_student_has_its_own_cooldown():
     rules = AlertRules(persist=10, cooldown=300)
-    two = lambda t: {"a": StudentStatus("away", label="A"), "b": StudentStatus("away" if t >= 5 else "focused", label="B")}
+    two = lambda t: {"a": card("a", "away", label="A"), "b": card("b", "away" if t >= 5 else "focused", label="B")}
     alerts = run(rules, series(two, 30))
     assert [(a.student_id, a.t) for a in alerts] == [("a", 10.0), ("b", 15.0)]

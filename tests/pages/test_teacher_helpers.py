@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
+from html.parser import HTMLParser
 from xml.etree import ElementTree
 
 import pytest
 
 from smartsession.hub import auth
+from smartsession.pages.alerts import Alert
 from smartsession.pages.palette import STATE_COLOURS
-from smartsession.pages.teacher import (
-    TeacherPage,
-    TokenError,
-    _natural,
+from smartsession.pages.teacher import TeacherPage, TokenError, peek_token
+from smartsession.pages.teacher_html import (
+    alerts_html,
+    detail_title_html,
     gauge_html,
+    join_html,
     join_url,
-    peek_token,
+    natural_key,
     qr_svg,
+    report_html,
     timeline_svg,
 )
 
 
 def test_peek_token_accepts_teacher_tokens_and_explains_the_rest():
-    assert peek_token(" " + auth.teacher_token("s", "c1") + "\n")["c"] == "c1"
+    assert peek_token(" " + auth.teacher_token("s", "c1") + "\n").class_id == "c1"
     for token, why in [
         ("", "not a SmartSession token"),
         ("hello", "not a SmartSession token"),
         ("a.b.c", "not a SmartSession token"),
+        ("e30.x", "not a SmartSession token"),  # {} signed with nothing: no role at all
         (auth.student_token("s", "c1", "s1"), "not a teacher token"),
         (auth.issue_token("s", "admin"), "not a teacher token"),
         (auth.teacher_token("s", "c1", ttl=-10), "expired"),
@@ -65,7 +69,28 @@ def test_gauge_and_timeline_draw_without_data():
 
 def test_cards_sort_naturally():
     labels = ["Sim student 10", "Sim student 2", "ana", "Ben"]
-    assert sorted(labels, key=lambda l: _natural(SimpleNamespace(label=l))) == ["ana", "Ben", "Sim student 2", "Sim student 10"]
+    assert sorted(labels, key=natural_key) == ["ana", "Ben", "Sim student 2", "Sim student 10"]
+
+
+HOSTILE = '"><script>alert(1)</script><b a=\'x'
+
+
+def test_everything_typed_by_someone_is_escaped_in_the_markup():
+    """Student names, alert text, ids, links and the report document never become markup of the page."""
+    markup = "".join([
+        detail_title_html(HOSTILE, HOSTILE, "connected", HOSTILE),
+        alerts_html([Alert("k", "student", time.time(), f"{HOSTILE} has been away", HOSTILE)]),
+        join_html("http://h/?class=c1&join=" + HOSTILE),
+        report_html(HOSTILE, f"<html>{HOSTILE}</html>"),
+    ])
+    assert "<script>" not in markup and "<b a=" not in markup
+    assert markup.count("&lt;script&gt;") == 11  # each place a value is shown: 3 + 3 + 3 + 2
+    tags = []
+    parser = HTMLParser()
+    parser.handle_starttag = lambda tag, attrs: tags.append(tag)
+    parser.feed(markup)
+    assert "script" not in tags and "b" in tags  # the page's own <b> stays, the typed one is text
+
 
 
 def test_without_a_token_the_page_offers_only_the_form():

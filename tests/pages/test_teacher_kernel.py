@@ -153,7 +153,7 @@ def test_page_follows_real_students_and_sends_commands_through_a_real_hub(hub, k
     assert 'data-state="away" data-count="1"' in kernel.json("page.counts.value")
     # Ben stays away (alerts here fire after 1 s): a calm alert saying why.
     alerts = kernel.wait_for("page.alerts_box.value", lambda v: "Ben has been away" in v)
-    assert 'data-rule="student"' in alerts and "why: state &#x27;away&#x27; held for" in alerts
+    assert 'data-rule="student"' in alerts and "why: state 'away' held for" in html.unescape(alerts)
 
     # Pausing and leaving reach the cards.
     hub.run(publish(ben, "away", 10.0, paused=True))

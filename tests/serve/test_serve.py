@@ -109,9 +109,11 @@ def test_pool_fills_then_warms_and_a_lan_address_keeps_kernels_reaching_the_serv
         query = f"ws://127.0.0.2:{port}/voila/query/{uuid.uuid4()}"
         stranger = socket.create_connection(("127.0.0.2", port), source_address=("127.0.0.3", 0))
         with pytest.raises(InvalidStatus) as refused:
-            connect(query, sock=stranger, open_timeout=10).close()
+            with connect(query, sock=stranger, open_timeout=10):
+                pass
         assert refused.value.response.status_code == 403
-        connect(query, open_timeout=10).close()
+        with connect(query, open_timeout=10):
+            pass  # this machine may open it
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path, dashboards):

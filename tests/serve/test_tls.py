@@ -5,8 +5,11 @@ Browsers only give a page the camera on https (or localhost), so a classroom on 
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import socket
 import ssl
+import threading
 import urllib.error
 import urllib.request
 
@@ -30,9 +33,47 @@ def test_certificate_names_the_host_and_is_reused(tmp_path):
     # A new address is not covered: a new certificate is made.
     self_signed_certificate(tmp_path, ["10.0.0.7"])
     assert x509.load_pem_x509_certificate(cert.read_bytes()).serial_number != parsed.serial_number
-    # It verifies as its own trust anchor, as kernels and test clients use it.
-    context = ssl.create_default_context(cafile=str(cert))
-    assert context.cert_store_stats()["x509_ca"] == 1
+    # A server certificate, not a CA: trusting it trusts this server and signs nothing else.
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert not leaf.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    # It verifies as its own trust anchor, as kernels and test clients use it: a real handshake, by name and by IP.
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    for name in ("localhost", "127.0.0.1"):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            accepted = []
+            thread = threading.Thread(target=lambda: accepted.append(server_side.wrap_socket(listener.accept()[0],
+                                                                                             server_side=True)))
+            thread.start()
+            client = ssl.create_default_context(cafile=str(cert))
+            with client.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=name) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            thread.join(10)
+            accepted[0].close()
+
+
+def test_a_certificate_made_as_a_ca_is_replaced(tmp_path):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+    now = dt.datetime.now(dt.timezone.utc)
+    old = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+           .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=300))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(
+               ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .sign(key, hashes.SHA256()))
+    (tmp_path / "selfsigned.crt").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "selfsigned.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert, _ = self_signed_certificate(tmp_path, [])
+    fresh = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert fresh.serial_number != 1 and fresh.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
 
 
 def test_self_signed_server_answers_https_and_its_kernels_trust_it(tmp_path, dashboards):

@@ -68,11 +68,30 @@ def test_scenario_from_a_json_file(tmp_path):
         ({"drops": [{"at": 0.1, "mix": {"bored": 1}}]}, "unknown state 'bored'"),
         ({"segmnts": []}, "unknown scenario field"),
         ({"attendance": [{"share": 0.2}]}, "needs join and/or leave"),
+        # Entries that are not objects: a clear refusal naming the entry, never an AttributeError.
+        ({"drops": [0.5]}, r"drops\[0\] must be an object, e.g. \{\"at\""),
+        ({"silent": ["0.4-0.6"]}, r"silent\[0\] must be an object"),
+        ({"pauses": [None]}, r"pauses\[0\] must be an object"),
+        ({"segments": ["Intro"]}, r"segments\[0\] must be an object"),
+        ({"attendance": [[0.2, 0.3]]}, r"attendance\[0\] must be an object"),
+        ({"drops": {"at": 0.5}}, "drops must be a list of objects"),
+        ({"duration_s": float("inf")}, "duration_s must be a number of seconds"),
+        ({"duration_s": True}, "duration_s must be a number of seconds"),
+        ({"drops": [{"at": 0.1, "mix": {"distracted": float("nan")}}]}, r"mix.distracted must be a weight"),
+        ({"name": 3}, "name must be a non-empty string"),
+        (["lecture"], "a scenario is a name, a JSON file path or a dict"),
     ],
 )
 def test_bad_scenarios_say_what_to_write(spec, message):
     with pytest.raises(ScenarioError, match=message):
         load_scenario(spec)
+
+
+def test_a_scenario_file_that_is_not_an_object_says_so(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ScenarioError, match="list.json: a scenario is a JSON object"):
+        load_scenario(str(path))
 
 
 def test_engagement_is_consistent_with_the_state():

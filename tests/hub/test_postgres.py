@@ -1,0 +1,103 @@
+"""The PostgreSQL store against a real server: migrations, shared credentials, exactly-once states, and an
+outage (the server stopped and started again) during which nothing is acknowledged and after which all is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+import pytest
+
+from smartsession.hub import auth
+from smartsession.hub.pgstore import MIGRATIONS, PostgresStore, migrate, shared_credentials
+from smartsession.hub.testing import PostgresServer
+
+
+def state(seq, student="s1"):
+    return {"class_id": "c1", "student_id": student, "seq": seq, "t": 100.0 + seq, "received": 100.5 + seq,
+            "state": "focused", "engagement": 50.0, "confidence": 0.5, "features": {"yaw": 1.0}, "segment": None,
+            "paused": False}
+
+
+def test_migrations_are_versioned_and_refuse_a_newer_schema(pg_url):
+    with PostgresStore(pg_url) as store:
+        assert store.schema_version == len(MIGRATIONS)
+    with psycopg.connect(pg_url) as conn:
+        assert migrate(conn) == len(MIGRATIONS)  # a second node: nothing to apply
+        assert conn.execute("SELECT COUNT(*) FROM smartsession_schema").fetchone()[0] == len(MIGRATIONS)
+        conn.execute("INSERT INTO smartsession_schema VALUES (%s, 0)", (len(MIGRATIONS) + 1,))
+        conn.commit()
+        with pytest.raises(RuntimeError, match="upgrade smartsession"):
+            migrate(conn)
+
+
+def test_every_node_gets_the_same_secret_and_admin_token(pg_url, tmp_path):
+    with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        (tmp_path / "a").mkdir()
+        secret, admin = shared_credentials(a, "", tmp_path / "a")  # the first node to start sets them
+        assert shared_credentials(b, "", tmp_path) == (secret, admin)
+        assert auth.verify_token(secret, admin).role == "admin"
+        assert (tmp_path / "admin_token").read_text().strip() == admin
+        assert (tmp_path / "admin_token").stat().st_mode & 0o077 == 0
+        with pytest.raises(RuntimeError, match="differs from the secret in the shared store"):
+            shared_credentials(b, "another-secret", tmp_path)
+
+
+def test_a_state_resent_to_another_node_is_stored_once(pg_url):
+    acked = []
+    with PostgresStore(pg_url, on_acks=acked.extend) as a, PostgresStore(pg_url, on_acks=acked.extend) as b:
+        for seq in (1, 2, 3):
+            a.add_state("S1", state(seq), ack=("a", seq))
+        a.flush()
+        for seq in (2, 3, 4):  # the node died before its acks went out: the student resends to node b
+            b.add_state("S1", state(seq), ack=("b", seq))
+        b.flush()
+        assert list(a.states("S1").seq) == [1, 2, 3, 4]
+        assert sorted(acked) == [("a", 1), ("a", 2), ("a", 3), ("b", 2), ("b", 3), ("b", 4)]
+
+
+def test_an_outage_holds_states_unacknowledged_then_stores_them_all(postgres, caplog):
+    caplog.set_level(logging.INFO, logger="smartsession.hub")
+    with PostgresServer(postgres.bindir) as server:
+        acked = []
+        committed = threading.Event()
+        with PostgresStore(server.url, batch_seconds=0.05, on_acks=acked.extend) as store:
+            store.add_state("S1", state(1), ack=1)
+            store.flush()
+            server.stop()
+            for seq in range(2, 50):
+                store.add_state("S1", state(seq), ack=seq)
+            store.add_state("S1", state(50), on_commit=committed.set, ack=50)
+            assert not committed.wait(2) and acked == [1]  # nothing acknowledged while the database is down
+            server.start()
+            assert committed.wait(60)
+            store.flush()
+            assert acked == list(range(1, 51))
+            assert list(store.states("S1").seq) == list(range(1, 51))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("PostgreSQL unreachable" in m and "retrying" in m for m in messages), messages
+    assert any("PostgreSQL is back" in m for m in messages), messages
+
+
+def test_a_full_buffer_refuses_new_states_unacknowledged(postgres, caplog):
+    with PostgresServer(postgres.bindir) as server:
+        acked = []
+        with PostgresStore(server.url, on_acks=acked.extend, max_buffered=10) as store:
+            server.stop()
+            for seq in range(1, 31):
+                store.add_state("S1", state(seq), ack=seq)
+            assert any("store buffer full" in r.getMessage() for r in caplog.records)
+            server.start()
+            store.flush(60)
+            assert acked == list(range(1, 11))
+            assert list(store.states("S1").seq) == list(range(1, 11))
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password():
+    from smartsession.hub.testing import free_port
+
+    with pytest.raises(RuntimeError, match="cannot reach PostgreSQL at postgresql://someone@127.0.0.1") as err:
+        PostgresStore(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/smartsession")
+    assert "hunter2" not in str(err.value) and "fix --store" in str(err.value)
