@@ -169,11 +169,7 @@ class Students:
             page = PageClient.for_kernel(self.server.url, kid)
             await page.__aenter__()
             self.pages.append(page)
-            widgets = await page.find_widgets()
-            # What camera.js says once it knows where faces are analysed (its landmarker loaded, or not); the
-            # consent button waits for it.
-            await page.update(widgets.camera, {"mode": self.camera_mode})
-            await page.consent(f"Simulated {i + 1}")
+            await page.consent(f"Simulated {i + 1}", analysis=self.camera_mode)
             self._tasks.append(asyncio.create_task(page.stream(self.frame_message, FPS, self._stop)))
 
         async def all_of_them() -> None:

@@ -272,9 +272,12 @@ class PageClient:
         await self.handled(comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, self.session),
                            timeout)
 
-    async def consent(self, name: str, timeout: float = 60.0) -> None:
-        """Type a name, press "I agree, start my camera", and wait for the kernel to switch the camera on."""
+    async def consent(self, name: str, analysis: str = "server", timeout: float = 60.0) -> None:
+        """Say where faces are analysed (what camera.js reports once it knows: its landmarker loaded, or not;
+        the consent button waits for it), type a name, press "I agree, start my camera", and wait for the
+        kernel to switch the camera on."""
         widgets = self.widgets or await self.find_widgets()
+        await self.update(widgets.camera, {"mode": analysis}, timeout)
         await self.update(widgets.name_field, {"value": name}, timeout)
         await self.send(comm_msg(widgets.agree_button, {"method": "custom", "content": {"event": "click"}},
                                  self.session))

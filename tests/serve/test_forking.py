@@ -71,7 +71,8 @@ def test_forked_kernels_serve_the_student_page_and_go_away(tmp_path):
             await stream
             return page.frames
 
-    with running_server(tmp_path, pool_size=2, timeout=300, fork_kernels=True, refill_quiet=3600) as server:
+    with running_server(tmp_path, pool_size=2, timeout=300, fork_kernels=True, refill_quiet=3600,
+                        analysis="server") as server:
         server.wait_warm(600)
         kernels = memory.kernels_of(server.process.pid)
         assert len(kernels) == 2
