@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 log = logging.getLogger("smartsession.hub")
 
-#: Called with (class_id, event) for every event another hub published.
-OnEvent = Callable[[str, dict[str, Any]], None]
+#: Called with (class_id, event, text) for every event another hub published; ``text`` is the event's JSON as
+#: that hub serialised it, to pass on as it is.
+OnEvent = Callable[[str, dict[str, Any], str], None]
 #: Called when Redis is reachable again after an outage: publish what this hub knows (Redis may have lost it).
 OnReconnect = Callable[[], None]
 
@@ -27,7 +28,7 @@ class LocalBackplane:
                     wants: Callable[[str], bool] | None = None) -> None:
         pass
 
-    def publish(self, class_id: str, event: dict[str, Any]) -> None:
+    def publish(self, class_id: str, event: dict[str, Any], text: str) -> None:
         pass
 
     async def load(self, class_id: str) -> list[dict[str, Any]]:
@@ -43,12 +44,17 @@ class RedisBackplane:
     The hash ``smartsession:room:{class_id}`` holds the ``class`` event and, per student, the latest
     ``state``, ``presence`` and ``student`` events, so a hub that never saw the class rebuilds the full room.
 
+    Events are gathered for ``flush_interval`` seconds and go out per class: one HSET of the class's changed
+    fields and one PUBLISH of its events, one JSON text a line. A command and a reply for each event (two of
+    each per state) cost a node more than the states' own routing.
+
     When Redis goes away the hub keeps its own classes running: events for other hubs are dropped (nothing
     piles up; the store has every state), the subscription is retried every ``retry`` seconds, and once it is
     back ``on_reconnect`` republishes what this hub knows. One log line when it goes, one when it is back.
     """
 
     retry = 1.0
+    flush_interval = 0.02  # seconds: a state waits 10 ms on average for the other hubs' teachers
 
     PREFIX = "smartsession:"
 
@@ -58,7 +64,7 @@ class RedisBackplane:
         self._redis = None
         self._pubsub = None
         self._task: asyncio.Task | None = None
-        self._pending: list[tuple[str, str, str, str]] = []
+        self._pending: dict[str, list[tuple[str, str]]] = {}  # class_id: [(hash field, event text)]
         self._flush_scheduled = False
         self._flushing: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
         self.down_since: float | None = None
@@ -96,10 +102,11 @@ class RedisBackplane:
                         class_id = message["channel"].decode()[prefix:]
                         if not wants(class_id):
                             continue
-                        origin, _, body = message["data"].decode().partition(" ")
+                        origin, *texts = message["data"].decode().split("\n")
                         if origin == self.origin:
                             continue
-                        on_event(class_id, json.loads(body))
+                        for text in texts:
+                            on_event(class_id, json.loads(text), text)
                     except Exception:
                         log.exception("dropped a malformed backplane message")
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -126,13 +133,12 @@ class RedisBackplane:
             return "class"
         return f"{event['type']}:{event['student_id']}"
 
-    def publish(self, class_id: str, event: dict[str, Any]) -> None:
-        """Queue the event; queued events go out in one pipeline per loop iteration."""
-        body = json.dumps(event, separators=(",", ":"))
-        self._pending.append((class_id, self._field(event), body, f"{self.origin} {body}"))
+    def publish(self, class_id: str, event: dict[str, Any], text: str) -> None:
+        """Queue the event, serialised as ``text`` (compact JSON: no line breaks); out within ``flush_interval``."""
+        self._pending.setdefault(class_id, []).append((self._field(event), text))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+            asyncio.get_running_loop().call_later(self.flush_interval, self._start_flush)
 
     def _start_flush(self) -> None:
         task = asyncio.ensure_future(self._flush())
@@ -140,15 +146,15 @@ class RedisBackplane:
         task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        pending, self._pending, self._flush_scheduled = self._pending, [], False
+        pending, self._pending, self._flush_scheduled = self._pending, {}, False
         if not pending or self._redis is None:
             return
         # Twice: after a Redis restart the first try meets a pooled connection the old server closed.
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
-            for class_id, field, body, wire in pending:
-                pipe.hset(f"{self.PREFIX}room:{class_id}", field, body)
-                pipe.publish(f"{self.PREFIX}class:{class_id}", wire)
+            for class_id, events in pending.items():
+                pipe.hset(f"{self.PREFIX}room:{class_id}", mapping=dict(events))  # a field's latest wins
+                pipe.publish(f"{self.PREFIX}class:{class_id}", "\n".join([self.origin, *(t for _, t in events)]))
             try:
                 await pipe.execute()
             except Exception as exc:

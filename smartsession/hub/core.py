@@ -340,9 +340,12 @@ class Hub:
     def _new_session_id(self) -> str:
         return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
-    def _broadcast(self, class_id: str, event: dict[str, Any], remote: bool = False) -> None:
-        """Send an event to the class's teachers (and, for ``class`` events, its students)."""
-        text = dumps(event)
+    def _broadcast(self, class_id: str, event: dict[str, Any], text: str | None = None) -> None:
+        """Send an event to the class's teachers (and, for ``class`` events, its students); this hub's own events
+        (no ``text`` yet) go to the other hubs too, in the one serialisation everybody gets."""
+        remote = text is not None
+        if text is None:
+            text = dumps(event)
         for teacher in self.teachers.get(class_id, ()):
             teacher.enqueue(text)
         if event["type"] == "class":
@@ -350,7 +353,7 @@ class Hub:
                 if cid == class_id:
                     student.send(text)
         if not remote:
-            self.backplane.publish(class_id, event)
+            self.backplane.publish(class_id, event, text)
 
     def _republish(self) -> None:
         """After a backplane outage: what this hub's own students and teachers did, for the other hubs."""
@@ -359,18 +362,20 @@ class Hub:
             mine = [sid for cid, sid in self.students if cid == class_id]
             if not mine and not self.teachers.get(class_id):
                 continue
-            self.backplane.publish(class_id, room.status_event())
+            events = [room.status_event()]
             for student_id in mine:
-                self.backplane.publish(class_id, room.connect(student_id, room.student(student_id).name, now))
+                events.append(room.connect(student_id, room.student(student_id).name, now))
                 if room.students[student_id].state is not None:
-                    self.backplane.publish(class_id, room.students[student_id].state)
+                    events.append(room.students[student_id].state)
+            for event in events:
+                self.backplane.publish(class_id, event, dumps(event))
 
-    def _on_remote_event(self, class_id: str, event: dict[str, Any]) -> None:
+    def _on_remote_event(self, class_id: str, event: dict[str, Any], text: str) -> None:
         room = self.rooms.get(class_id)
         if room is None:
             return  # loaded from the backplane's hash when someone here needs it
         room.apply(event)
-        self._broadcast(class_id, event, remote=True)
+        self._broadcast(class_id, event, text)
 
     def ensure_session(self, room: ClassRoom, now: float) -> None:
         """Open a session implicitly when a student or teacher arrives and none is open."""
@@ -461,7 +466,7 @@ class Hub:
         text = dumps(event)
         for teacher in self.teachers.get(msg.class_id, ()):
             teacher.enqueue(text)
-        self.backplane.publish(msg.class_id, event)
+        self.backplane.publish(msg.class_id, event, text)
         self.store.add_state(room.session_id, event, ack=(handler, msg.seq))
 
     def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
