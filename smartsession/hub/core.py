@@ -138,6 +138,8 @@ class Hub:
     (or ``async with Hub(...)``). ``health_extras`` adds fields to ``/smartsession/health``.
     """
 
+    max_held = 2000  # states per class that wait for a session being opened (a class's states for a few seconds)
+
     def __init__(self, config: HubConfig | None = None, **settings: Any):
         self.config = config if config is not None else HubConfig(**settings)
         self.health_extras: dict[str, Callable[[], Any]] = {}
@@ -163,6 +165,8 @@ class Hub:
         self.class_sizes: dict[str, int] = {}
         self.lag = LoopLag()
         self._loading: dict[str, asyncio.Future] = {}
+        self._opening: dict[str, asyncio.Future] = {}  # class_id: the shared store opening its session
+        self._held: dict[str, list[tuple[Peer, StateMessage]]] = {}  # states waiting for that session
         self._exports: asyncio.Semaphore | None = None
         self._swept_buckets = 0.0
         self.backplane = make_backplane(c.redis_url)
@@ -229,6 +233,17 @@ class Hub:
         self.store.add_class(class_id, title)
         self.store.flush()  # the teacher's page loads the class right after
         return class_links(self.secret, class_id, title)
+
+    def default_class(self, title: str) -> dict[str, Any]:
+        """``smartsession serve``'s class on first start: a new class, or with a shared store the one the first
+        node created (every node of a deployment offers the same). Blocks on the store: call it off the loop."""
+        if not isinstance(self.store, PostgresStore):
+            return self.create_class(title)
+        title = clean_title(title, "title")
+        class_id = self.store.shared_setting("default_class", auth.new_class_id)
+        self.store.add_class(class_id, title)  # the first node's title stays
+        self.store.flush()
+        return class_links(self.secret, class_id, self.store.class_info(class_id)["title"])
 
     def join(self, class_id: str, code: str, name: str) -> dict[str, Any]:
         """Check the join code and give the student a server-chosen id and a signed token (no rate limits)."""
@@ -378,11 +393,43 @@ class Hub:
         self._broadcast(class_id, event, text)
 
     def ensure_session(self, room: ClassRoom, now: float) -> None:
-        """Open a session implicitly when a student or teacher arrives and none is open."""
+        """Open a session implicitly when a student or teacher arrives and none is open.
+
+        With a shared store every node must use the same one: the database picks it, off the loop, and states
+        that arrive meanwhile wait for it (``accept_state``)."""
+        if room.session_id is not None:
+            return
+        if isinstance(self.store, PostgresStore):
+            self._open_shared_session(room)
+            return
         event = room.ensure_session(self._new_session_id)
-        if event is not None:
-            self.store.start_session(room.class_id, room.session_id, now)
-            self._broadcast(room.class_id, event)
+        self.store.start_session(room.class_id, room.session_id, now)
+        self._broadcast(room.class_id, event)
+
+    def _open_shared_session(self, room: ClassRoom) -> None:
+        class_id = room.class_id
+        if class_id in self._opening:
+            return
+        store, session_id = self.store, self._new_session_id()
+        opening = self._opening[class_id] = keep(asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
+            None, store.open_class_session, class_id, session_id, time.time())))
+        opening.add_done_callback(lambda done: self._shared_session_opened(room, done))
+
+    def _shared_session_opened(self, room: ClassRoom, done: asyncio.Future) -> None:
+        del self._opening[room.class_id]
+        held = self._held.pop(room.class_id, [])
+        if done.cancelled() or not self.started:
+            return
+        if done.exception() is not None:
+            # Unacknowledged: their students keep them; the next state or arrival tries again.
+            log.warning("could not open a session for class %s (%s): %d states dropped unacknowledged",
+                        room.class_id, done.exception(), len(held))
+            return
+        if room.session_id is None:  # else another node's class event named it meanwhile
+            session_id = done.result()
+            self._broadcast(room.class_id, room.ensure_session(lambda: session_id))
+        for handler, msg in held:
+            self.accept_state(handler, msg)
 
     # --- connections ---
 
@@ -460,6 +507,11 @@ class Hub:
         now = time.time()
         if room.session_id is None:
             self.ensure_session(room, now)
+            if room.session_id is None:  # the shared store is opening one
+                held = self._held.setdefault(room.class_id, [])
+                if len(held) < self.max_held:
+                    held.append((handler, msg))
+                return  # past the bound: unacknowledged, its student keeps it
         event = room.state_event(msg, now)
         if event["segment"] is None and room.segment is not None:
             event["segment"] = room.segment.segment_id  # stamped late: the student had not heard of it yet

@@ -54,6 +54,15 @@ MIGRATIONS: list[str] = [
         received DOUBLE PRECISION NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # One open session per class, whichever node opens it (``open_class_session``). Classes that two nodes
+    # split before this keep their newest open session; the others end where the next one started.
+    """
+    UPDATE sessions s SET ended = (SELECT MIN(o.started) FROM sessions o WHERE o.class_id = s.class_id
+                                   AND o.ended IS NULL AND (o.started, o.session_id) > (s.started, s.session_id))
+    WHERE s.ended IS NULL AND EXISTS (SELECT 1 FROM sessions o WHERE o.class_id = s.class_id AND o.ended IS NULL
+                                      AND (o.started, o.session_id) > (s.started, s.session_id));
+    CREATE UNIQUE INDEX sessions_open ON sessions (class_id) WHERE ended IS NULL;
+    """,
 ]
 _MIGRATION_LOCK = 0x5355_4D41  # any constant shared by every node: pg_advisory_xact_lock's key
 
@@ -247,6 +256,19 @@ class PostgresStore(Store):
             acks = [b[3] for b in batch if b[3] is not None]
             if acks:
                 self.on_acks(acks)
+
+    def open_class_session(self, class_id: str, session_id: str, started: float) -> str:
+        """The class's open session, opened now as ``session_id`` if it has none.
+
+        Atomic across nodes (the unique index on a class's open session): two nodes opening one for the same
+        class at once both get the one that was inserted first. Commits what this node has queued first, so a
+        session it ended is ended in the database before."""
+        self.flush()
+        with self._pool.connection() as conn:
+            conn.execute("INSERT INTO sessions (session_id, class_id, started) VALUES (%s, %s, %s) "
+                         "ON CONFLICT DO NOTHING", (session_id, class_id, started))
+            return conn.execute("SELECT session_id FROM sessions WHERE class_id = %s AND ended IS NULL",
+                                (class_id,)).fetchone()[0]
 
     # --- settings every node shares ---
 

@@ -265,8 +265,8 @@ class Store:
         """Open ``session_id``, ending the class's open session and segment first."""
         self.end_session(class_id, started)
         self._submit(
-            "INSERT INTO sessions (session_id, class_id, title, started) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (session_id) DO NOTHING",
+            # Any conflict: in the shared store also another node's session opened a moment before this ended it.
+            "INSERT INTO sessions (session_id, class_id, title, started) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (session_id, class_id, title, started),
         )
 

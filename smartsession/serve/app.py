@@ -413,7 +413,7 @@ class SmartSessionApp(Voila):
         class_id = path.read_text().strip() if path.exists() else ""
         info = self.hub.store.class_info(class_id) if class_id else None
         if info is None:
-            links = self.hub.create_class(self.class_title)
+            links = self.hub.default_class(self.class_title)
             self.hub.store.flush()
             path.write_text(links["class_id"] + "\n")
         else:

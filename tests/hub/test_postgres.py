@@ -101,3 +101,38 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password():
     with pytest.raises(RuntimeError, match="cannot reach PostgreSQL at postgresql://someone@127.0.0.1") as err:
         PostgresStore(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/smartsession")
     assert "hunter2" not in str(err.value) and "fix --store" in str(err.value)
+
+
+def test_nodes_opening_a_class_session_at_once_share_one(pg_url):
+    with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        for c in range(10):
+            start = threading.Barrier(2)
+            got = {}
+
+            def node(store, name):
+                start.wait()
+                got[name] = store.open_class_session(f"c{c}", f"{name}-{c}", 100.0)
+
+            threads = [threading.Thread(target=node, args=(store, name)) for store, name in ((a, "a"), (b, "b"))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert got["a"] == got["b"] in (f"a-{c}", f"b-{c}")
+        b.end_session("c0", 200.0)  # queued, committed before the next one opens: a later arrival opens a new one
+        assert b.open_class_session("c0", "b-new", 300.0) == "b-new"
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions WHERE ended IS NULL").fetchone()[0] == 10
+
+
+def test_the_migration_keeps_one_open_session_per_class(pg_url):
+    with psycopg.connect(pg_url) as conn:
+        with conn.transaction():  # a database at schema 1, where two nodes split a class's session
+            conn.execute("CREATE TABLE smartsession_schema (version INTEGER NOT NULL, applied DOUBLE PRECISION NOT NULL)")
+            conn.execute(MIGRATIONS[0])
+            conn.execute("INSERT INTO smartsession_schema VALUES (1, 0)")
+            conn.execute("INSERT INTO sessions (session_id, class_id, started) VALUES "
+                         "('x1', 'c1', 10), ('x2', 'c1', 11), ('x3', 'c1', 12), ('y1', 'c2', 10)")
+        assert migrate(conn) == len(MIGRATIONS)
+        rows = conn.execute("SELECT session_id, ended FROM sessions ORDER BY session_id").fetchall()
+    assert rows == [("x1", 11.0), ("x2", 12.0), ("x3", None), ("y1", None)]

@@ -114,6 +114,37 @@ def test_students_on_two_nodes_and_a_teacher_on_a_third_see_one_class(tmp_path, 
         assert len(data.states) == sum(map(len, sent.values())) and set(data.students.student_id) == set(sent)
 
 
+def test_students_arriving_on_two_nodes_at_once_open_one_session(tmp_path, redis_binary, pg_url):
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(redis_binary))
+        a, b = (stack.enter_context(HubProcess(tmp_path / n, redis_url=redis.url, store_url=pg_url)) for n in "ab")
+        info = a.create_class("Two doors")
+        joined = [join_class(a.url, info["class_id"], info["join_code"], f"Student {i}") for i in range(6)]
+
+        async def main():
+            # No session is open: the first arrivals on each node open one implicitly, at the same moment.
+            pubs = [StudentPublisher(info["class_id"], j["student_id"], j["token"], url=node.url, outbox_size=1000)
+                    for j, node in zip(joined, [a, b] * 3)]
+            await asyncio.gather(*(p.start() for p in pubs))
+            try:
+                await asyncio.gather(*(p.wait_connected(30) for p in pubs))
+                sent = await lesson(pubs, 2)
+                await all_acked(pubs, sent)
+                return sent, {p.status["session_id"] for p in pubs}
+            finally:
+                for p in pubs:
+                    await p.stop()
+
+        sent, sessions = asyncio.run(asyncio.wait_for(main(), 120))
+        assert len(sessions) == 1 and None not in sessions, sessions
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT session_id FROM sessions WHERE class_id = %s", (info["class_id"],)).fetchall()
+            in_states = conn.execute("SELECT DISTINCT session_id FROM states WHERE class_id = %s",
+                                     (info["class_id"],)).fetchall()
+        assert rows == in_states == [(sessions.pop(),)]
+        assert stored(pg_url, info["class_id"]) == sent
+
+
 def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledged_is_lost(
         tmp_path, redis_binary, nginx_binary, pg_url, kit):
     with ExitStack() as stack:
@@ -275,6 +306,7 @@ def test_serve_nodes_behind_nginx_share_classes_and_pin_a_class_page_to_one_node
         lb = stack.enter_context(Nginx(SITE, [f"127.0.0.1:{port}" for port in ports], binary=nginx_binary))
         # Node B authorises node A's class: the secret, the admin token and the class are in the shared store.
         assert a.admin_token == b.admin_token
+        assert a.class_id == b.class_id  # one default class for the deployment, not one per node
         assert isinstance(get_json(f"{b.url}smartsession/api/classes/{a.class_id}/sessions", a.teacher_token), list)
         # Through nginx, the teacher page of A's class renders and pins the browser's later requests
         # (its kernel's) to the node that rendered it.
