@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from smartsession.hub.store import _INSERT_STATE, STATE_COLUMNS, Store
 from smartsession.schema import SHARED_FEATURES
@@ -151,30 +151,20 @@ class PostgresStore(Store):
         self._writer = threading.Thread(target=self._write_loop, name="smartsession-store", daemon=True)
         self._writer.start()
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
-        self._writer.join()
+    def _release(self) -> None:
         self._pool.close()
 
     # --- writes ---
 
-    def _submit(self, sql: str | None, params: tuple, on_commit: Callable[[], None] | None = None,
-                ack: Any = None) -> None:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        with self._lock:
-            if ack is not None and len(self._pending) + self._held >= self.max_buffered:
-                # A state nobody acknowledges: its student keeps it and resends. Other rows (sessions,
-                # commands) are few and always kept.
-                self._refused += 1
-                if self._refused == 1:
-                    log.error("store buffer full (%d rows waiting for PostgreSQL): refusing new states "
-                              "until it catches up; students keep and resend them", self.max_buffered)
-                return
-            self._pending.append((sql, params, on_commit, ack))
+    def _full(self) -> bool:
+        # Only states are refused: other rows (sessions, commands) are few and always kept.
+        if len(self._pending) + self._held < self.max_buffered:
+            return False
+        self._refused += 1
+        if self._refused == 1:
+            log.error("store buffer full (%d rows waiting for PostgreSQL): refusing new states until it catches "
+                      "up; students keep and resend them", self.max_buffered)
+        return True
 
     def _write_loop(self) -> None:
         import psycopg

@@ -178,6 +178,10 @@ class Store:
         self._closed = True
         self._wake.set()
         self._writer.join()
+        self._release()
+
+    def _release(self) -> None:
+        """What the writer leaves open at the end: the readers' connection(s)."""
         self._db.close()
 
     # --- writes (queued, batched, committed by the writer thread) ---
@@ -187,7 +191,13 @@ class Store:
         if self._closed:
             raise RuntimeError("store is closed")
         with self._lock:
+            if ack is not None and self._full():
+                return
             self._pending.append((sql, params, on_commit, ack))
+
+    def _full(self) -> bool:
+        """Whether a state is refused (unacknowledged: its student keeps it and resends); under ``_lock``."""
+        return False
 
     def _write_loop(self) -> None:
         db = _connect(self.path)
