@@ -24,8 +24,10 @@ OnReconnect = Callable[[], None]
 class LocalBackplane:
     """One hub process: its own room state is the whole truth, nothing to send anywhere."""
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None,
-                    wants: Callable[[str], bool] | None = None) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
+        pass
+
+    async def watch(self, class_id: str) -> None:
         pass
 
     def publish(self, class_id: str, event: dict[str, Any], text: str) -> None:
@@ -40,6 +42,9 @@ class LocalBackplane:
 
 class RedisBackplane:
     """Hubs sharing one Redis: a pub/sub channel per class for fan-out, a hash per class for its latest state.
+
+    A hub subscribes to the classes it holds (``watch``), not to all: with a pattern subscription every hub
+    parsed every other hub's events, a district's worth of them, to drop most.
 
     The hash ``smartsession:room:{class_id}`` holds the ``class`` event and, per student, the latest
     ``state``, ``presence`` and ``student`` events, so a hub that never saw the class rebuilds the full room.
@@ -69,11 +74,11 @@ class RedisBackplane:
         self._flushing: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
         self.down_since: float | None = None
         self._on_reconnect: OnReconnect | None = None
+        self._watched: set[str] = set()  # channels of the classes this hub holds
+        # A channel nobody publishes to, subscribed from the start: a subscription with no channel ends listen().
+        self._own = f"{self.PREFIX}hub:{self.origin}"
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None,
-                    wants: Callable[[str], bool] | None = None) -> None:
-        """``wants(class_id)``: whether this hub holds the class; others' events are skipped unparsed (every
-        hub hears every class: a district's worth of JSON to decode for nothing)."""
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(self.url)
@@ -82,26 +87,35 @@ class RedisBackplane:
         except Exception as exc:
             raise RuntimeError(f"cannot reach Redis at {self.url}: start redis-server or fix --redis-url ({exc})")
         self._pubsub = self._redis.pubsub()
-        await self._pubsub.psubscribe(f"{self.PREFIX}class:*")
+        await self._pubsub.subscribe(self._own)
         self._on_reconnect = on_reconnect
-        self._task = asyncio.create_task(self._listen(on_event, wants or (lambda class_id: True)))
+        self._task = asyncio.create_task(self._listen(on_event))
 
-    async def _listen(self, on_event: OnEvent, wants: Callable[[str], bool]) -> None:
+    async def watch(self, class_id: str) -> None:
+        """Receive the class's events from now on (before its room is read from Redis, so none falls between)."""
+        channel = f"{self.PREFIX}class:{class_id}"
+        if channel in self._watched:
+            return
+        self._watched.add(channel)  # subscribed again after an outage, whether or not this one goes through
+        try:
+            await self._pubsub.subscribe(channel)
+        except Exception as exc:
+            self._down(exc)
+
+    async def _listen(self, on_event: OnEvent) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
         prefix = len(f"{self.PREFIX}class:")
         while True:
             try:
                 if self.down_since is not None:
-                    await self._pubsub.psubscribe(f"{self.PREFIX}class:*")
+                    await self._pubsub.subscribe(self._own, *self._watched)
                     self._back()
                 async for message in self._pubsub.listen():
-                    if message.get("type") != "pmessage":
+                    if message.get("type") != "message":
                         continue
                     try:
                         class_id = message["channel"].decode()[prefix:]
-                        if not wants(class_id):
-                            continue
                         origin, *texts = message["data"].decode().split("\n")
                         if origin == self.origin:
                             continue

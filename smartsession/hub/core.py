@@ -202,7 +202,7 @@ class Hub:
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event, self._republish, self.rooms.__contains__)
+            await self.backplane.start(self._on_remote_event, self._republish)
         except Exception:
             self.store.close()
             raise
@@ -325,6 +325,7 @@ class Hub:
         return room
 
     async def _load_room(self, class_id: str) -> ClassRoom:
+        await self.backplane.watch(class_id)
         room = await asyncio.get_running_loop().run_in_executor(None, self._read_room, class_id)
         events = await self.backplane.load(class_id)
         if class_id in self.rooms:
