@@ -55,6 +55,11 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary, kit):
                     relayed = lambda: [e["seq"] for e in events if e["type"] == "state"]  # noqa: E731
                     await kit.eventually(lambda: relayed() == [m.seq for m in sent])
                     assert relayed() == [m.seq for m in sent], events
+                    # Each hub listens to the classes it holds, by channel: no hub hears every class.
+                    channels = {c.decode() for c in redis_client.pubsub_channels("smartsession:class:*")}
+                    assert channels == {f"smartsession:class:{info['class_id']}"}
+                    assert redis_client.pubsub_numpat() == 0
+                    assert redis_client.pubsub_numsub(f"smartsession:class:{info['class_id']}")[0][1] == 2
                     # Commands B -> students on A.
                     await teacher.send_command("start_segment", title="Scaling out")
                     await kit.eventually(lambda: pub.status.get("segment") is not None)
