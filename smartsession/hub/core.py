@@ -167,6 +167,7 @@ class Hub:
         self._loading: dict[str, asyncio.Future] = {}
         self._opening: dict[str, asyncio.Future] = {}  # class_id: the shared store opening its session
         self._held: dict[str, list[tuple[Peer, StateMessage]]] = {}  # states waiting for that session
+        self._ended: dict[str, str] = {}  # class_id: the session a teacher ended last, never to be reopened
         self._exports: asyncio.Semaphore | None = None
         self._swept_buckets = 0.0
         self.backplane = make_backplane(c.redis_url)
@@ -390,6 +391,8 @@ class Hub:
         room = self.rooms.get(class_id)
         if room is None:
             return  # loaded from the backplane's hash when someone here needs it
+        if event["type"] == "class" and event["session_id"] is None and room.session_id is not None:
+            self._ended[class_id] = room.session_id
         room.apply(event)
         self._broadcast(class_id, event, text)
 
@@ -413,7 +416,7 @@ class Hub:
             return
         store, session_id = self.store, self._new_session_id()
         opening = self._opening[class_id] = keep(asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
-            None, store.open_class_session, class_id, session_id, time.time())))
+            None, store.open_class_session, class_id, session_id, time.time(), self._ended.get(class_id))))
         opening.add_done_callback(lambda done: self._shared_session_opened(room, done))
 
     def _shared_session_opened(self, room: ClassRoom, done: asyncio.Future) -> None:
@@ -531,7 +534,9 @@ class Hub:
             return {"type": "result", "id": cmd.id, "ok": False, "error": exc.args[0]}
         store = self.store
         if cmd.command == "end_session":
-            store.end_session(room.class_id, now)
+            store.end_session(room.class_id, now, before)
+            if before is not None:
+                self._ended[room.class_id] = before
         elif room.session_id != before:
             title = cmd.title if cmd.command == "start_session" else None
             store.start_session(room.class_id, room.session_id, now, title)

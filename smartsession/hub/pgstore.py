@@ -247,14 +247,18 @@ class PostgresStore(Store):
             if acks:
                 self.on_acks(acks)
 
-    def open_class_session(self, class_id: str, session_id: str, started: float) -> str:
+    def open_class_session(self, class_id: str, session_id: str, started: float, ended: str | None = None) -> str:
         """The class's open session, opened now as ``session_id`` if it has none.
 
         Atomic across nodes (the unique index on a class's open session): two nodes opening one for the same
-        class at once both get the one that was inserted first. Commits what this node has queued first, so a
-        session it ended is ended in the database before."""
+        class at once both get the one that was inserted first. Commits what this node has queued first, and
+        ends ``ended`` (a session this node heard was ended, whose end another node may not have committed
+        yet), so neither is handed out again."""
         self.flush()
         with self._pool.connection() as conn:
+            if ended is not None:
+                conn.execute('UPDATE segments SET "end" = %s WHERE session_id = %s AND "end" IS NULL', (started, ended))
+                conn.execute("UPDATE sessions SET ended = %s WHERE session_id = %s AND ended IS NULL", (started, ended))
             conn.execute("INSERT INTO sessions (session_id, class_id, started) VALUES (%s, %s, %s) "
                          "ON CONFLICT DO NOTHING", (session_id, class_id, started))
             return conn.execute("SELECT session_id FROM sessions WHERE class_id = %s AND ended IS NULL",

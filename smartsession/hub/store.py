@@ -280,13 +280,17 @@ class Store:
             (session_id, class_id, title, started),
         )
 
-    def end_session(self, class_id: str, ended: float) -> None:
+    def end_session(self, class_id: str, ended: float, session_id: str | None = None) -> None:
+        """End the class's open session and segment; with ``session_id``, only that session (with a shared store,
+        the one a teacher ended, not one another node has opened since)."""
         self._submit(
             'UPDATE segments SET "end" = ? WHERE "end" IS NULL AND session_id IN '
-            "(SELECT session_id FROM sessions WHERE class_id = ? AND ended IS NULL)",
-            (ended, class_id),
+            "(SELECT session_id FROM sessions WHERE class_id = ? AND ended IS NULL "
+            "AND session_id = COALESCE(?, session_id))",
+            (ended, class_id, session_id),
         )
-        self._submit("UPDATE sessions SET ended = ? WHERE class_id = ? AND ended IS NULL", (ended, class_id))
+        self._submit("UPDATE sessions SET ended = ? WHERE class_id = ? AND ended IS NULL "
+                     "AND session_id = COALESCE(?, session_id)", (ended, class_id, session_id))
 
     def start_segment(self, session_id: str, segment_id: str, title: str, start: float) -> None:
         self._submit('UPDATE segments SET "end" = ? WHERE session_id = ? AND "end" IS NULL', (start, session_id))

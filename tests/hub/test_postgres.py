@@ -125,6 +125,18 @@ def test_nodes_opening_a_class_session_at_once_share_one(pg_url):
         assert conn.execute("SELECT COUNT(*) FROM sessions WHERE ended IS NULL").fetchone()[0] == 10
 
 
+def test_a_session_a_teacher_ended_on_another_node_is_not_handed_out_again(pg_url):
+    with PostgresStore(pg_url, batch_seconds=5) as teachers_node, PostgresStore(pg_url) as students_node:
+        assert students_node.open_class_session("c1", "X", 100.0) == "X"
+        teachers_node.end_session("c1", 200.0, "X")  # queued on the teacher's node, not committed yet
+        # The students' node heard that X ended and opens a new session for the next state.
+        assert students_node.open_class_session("c1", "Y", 201.0, ended="X") == "Y"
+        teachers_node.flush()  # the teacher's node commits its end: of X, not of the new session
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT session_id, ended FROM sessions ORDER BY session_id").fetchall()
+    assert rows == [("X", 201.0), ("Y", None)]
+
+
 def test_the_migration_keeps_one_open_session_per_class(pg_url):
     with psycopg.connect(pg_url) as conn:
         with conn.transaction():  # a database at schema 1, where two nodes split a class's session

@@ -145,6 +145,43 @@ def test_students_arriving_on_two_nodes_at_once_open_one_session(tmp_path, redis
         assert stored(pg_url, info["class_id"]) == sent
 
 
+def test_a_session_ended_by_a_teacher_on_another_node_stays_ended(tmp_path, redis_binary, pg_url, kit):
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(redis_binary))
+        a, b = (stack.enter_context(HubProcess(tmp_path / n, redis_url=redis.url, store_url=pg_url)) for n in "ab")
+        info = a.create_class("Ended elsewhere")
+        joined = [join_class(a.url, info["class_id"], info["join_code"], f"Student {i}") for i in range(3)]
+
+        async def main():
+            pubs = [StudentPublisher(info["class_id"], j["student_id"], j["token"], url=a.url, outbox_size=1000)
+                    for j in joined]
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=b.url) as teacher:
+                await teacher.wait_snapshot(30)
+                for p in pubs:
+                    await p.start()
+                try:
+                    await asyncio.gather(*(p.wait_connected(30) for p in pubs))
+                    await kit.eventually(lambda: all(p.status.get("session_id") for p in pubs))
+                    first = pubs[0].status["session_id"]
+                    await all_acked(pubs, await lesson(pubs, 1))
+                    # The teacher on B ends it while the students on A go on publishing: A opens the next one.
+                    await teacher.send_command("end_session")
+                    await all_acked(pubs, await lesson(pubs, 2))
+                    await kit.eventually(lambda: teacher.room.session_id not in (None, first))
+                    second = teacher.room.session_id
+                    assert {p.status["session_id"] for p in pubs} == {second}
+                    return first, second
+                finally:
+                    for p in pubs:
+                        await p.stop()
+
+        first, second = asyncio.run(asyncio.wait_for(main(), 120))
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT session_id, ended IS NULL FROM sessions WHERE class_id = %s ORDER BY started",
+                                (info["class_id"],)).fetchall()
+        assert rows == [(first, False), (second, True)]
+
+
 def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledged_is_lost(
         tmp_path, redis_binary, nginx_binary, pg_url, kit):
     with ExitStack() as stack:
