@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,9 @@ LICENCE = "Apache-2.0 (Google MediaPipe)"
 class Asset:
     name: str  # the name in URLs and in the cache
     sha256: str
-    member: str = ""  # path inside the npm tarball; "" for the face model (from model_file)
+    member: str = ""  # path inside the npm tarball; "" for the face model's files (from model_file)
     content_type: str = "application/octet-stream"
+    in_model: str = ""  # a file inside the face model's task bundle (a zip), served on its own
 
     @property
     def url_path(self) -> str:
@@ -61,6 +63,9 @@ ASSETS = (
     Asset("vision_wasm_nosimd_internal.wasm", "b802041d105876865d6a0806f2ff7c4419a7f1b80bc01340fe36e759c2030011",
           "package/wasm/vision_wasm_nosimd_internal.wasm", "application/wasm"),
     Asset(model_file.FACE_LANDMARKER.name, model_file.FACE_LANDMARKER.sha256),
+    # The landmarker's own face detector, for the small-face search and the face count (camera.js FaceFinder).
+    Asset("face_detector.tflite", "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
+          in_model="face_detector.tflite"),
 )
 BY_NAME = {a.name: a for a in ASSETS}
 
@@ -131,9 +136,21 @@ def install_tarball(tarball: str | Path) -> Path:
 
 
 def _install_model() -> None:
-    asset = BY_NAME[model_file.FACE_LANDMARKER.name]
-    if not _verified(asset):
-        _install(asset, model_file.ensure().read_bytes())
+    """The face model and the files the page takes from inside it, from the verified model file."""
+    for asset in ASSETS:
+        if asset.member or _verified(asset):
+            continue
+        model = model_file.ensure()
+        if not asset.in_model:
+            _install(asset, model.read_bytes())
+            continue
+        try:
+            with zipfile.ZipFile(model) as bundle:
+                data = bundle.read(asset.in_model)
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise AssetsMissingError(f"{model} holds no {asset.in_model} ({err}): "
+                                     "run `smartsession models fetch --force`") from err
+        _install(asset, data)
 
 
 def _npm() -> list[str]:
