@@ -6,6 +6,7 @@ must see the student live, and the student's states must be in the shared store.
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,9 +99,15 @@ def test_a_class_behind_nginx_stays_on_one_node_and_is_stored_once(browser, tmp_
         assert sorted(opened.values())[0] == 0 and sorted(opened.values())[1] >= 2, (
             f"the class's kernel websockets went to both nodes: {opened}\n--- a\n{a.log_tail()}\n--- b\n{b.log_tail()}")
 
-        with psycopg.connect(pg.url) as conn:
-            rows = conn.execute("SELECT count(*), count(DISTINCT seq) FROM states WHERE class_id = %s AND "
-                                "student_id = %s", (a.class_id, sid)).fetchone()
+        # The teacher sees a state as soon as the hub has it; the store commits it a moment later.
+        deadline = time.monotonic() + 60
+        while True:
+            with psycopg.connect(pg.url) as conn:
+                rows = conn.execute("SELECT count(*), count(DISTINCT seq) FROM states WHERE class_id = %s AND "
+                                    "student_id = %s", (a.class_id, sid)).fetchone()
+            if rows[0] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert rows[0] > 0 and rows[0] == rows[1], f"states of the student in PostgreSQL (all, distinct): {rows}"
         assert outside == [], f"the pages reached past nginx: {outside}"
         student_context.close()
