@@ -308,6 +308,7 @@ class Snapshot:
     segment: Segment | None
     emotions: bool
     students: list[StudentStatus]
+    ended: bool = False  # the teacher ended the last session and none has opened since
     type: str = "snapshot"
     v: int = PROTOCOL_VERSION
 
@@ -328,4 +329,5 @@ class Snapshot:
             segment=Segment(**seg) if seg else None,
             emotions=bool(d.get("emotions", True)),
             students=[StudentStatus(**s) for s in d.get("students", [])],
+            ended=bool(d.get("ended", False)),
         )

@@ -294,7 +294,7 @@ class StudentPublisher(_Client):
             self.outbox.popleft()
 
     def _status(self, msg: dict) -> None:
-        self.status = {k: msg[k] for k in ("session_id", "segment", "emotions", "title") if k in msg}
+        self.status = {k: msg[k] for k in ("session_id", "segment", "emotions", "title", "ended") if k in msg}
         if self.on_class is not None:
             self.on_class(dict(self.status))
 
@@ -303,7 +303,8 @@ class StudentPublisher(_Client):
         if kind == "ack":
             self._ack(msg["seq"])
         elif kind == "nack":
-            # The hub already holds a state with this seq (a resend after reconnect): nothing to keep.
+            # The hub holds this seq already (a resend after reconnect), or will not keep it (an unknown segment,
+            # a session the teacher ended): nothing to resend.
             self.outbox = deque((m for m in self.outbox if m.seq != msg["seq"]), maxlen=self.outbox.maxlen)
         elif kind == "class":
             self._status(msg)

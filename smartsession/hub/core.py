@@ -41,6 +41,9 @@ from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, 
 
 log = logging.getLogger("smartsession.hub")
 
+#: Students who joined and have not connected yet that the hub remembers (see ``Hub._newcomers``).
+MAX_NEWCOMERS = 10_000
+
 
 class Peer(Protocol):
     """What the hub needs of a connection (``hub.server``'s sockets are the real ones)."""
@@ -165,6 +168,9 @@ class Hub:
         self.class_sizes: dict[str, int] = {}
         self.lag = LoopLag()
         self._loading: dict[str, asyncio.Future] = {}
+        # Students who joined and have not connected yet: their arrival opens a session even after the teacher
+        # ended one (a new lesson), where a reconnect does not. Bounded: joins are limited, the oldest go first.
+        self._newcomers: dict[tuple[str, str], None] = {}
         self._opening: dict[str, asyncio.Future] = {}  # class_id: the shared store opening its session
         self._held: dict[str, list[tuple[Peer, StateMessage]]] = {}  # states waiting for that session
         self._ended: dict[str, str] = {}  # class_id: the session a teacher ended last, never to be reopened
@@ -253,6 +259,9 @@ class Hub:
         student_id = auth.new_student_id()
         self.store.add_class(class_id, "")
         self.store.add_student(class_id, student_id, name)
+        self._newcomers[(class_id, student_id)] = None
+        while len(self._newcomers) > MAX_NEWCOMERS:
+            del self._newcomers[next(iter(self._newcomers))]
         return {
             "class_id": class_id,
             "student_id": student_id,
@@ -401,7 +410,7 @@ class Hub:
 
         With a shared store every node must use the same one: the database picks it, off the loop, and states
         that arrive meanwhile wait for it (``accept_state``)."""
-        if room.session_id is not None:
+        if room.session_id is not None or room.ended:
             return
         if isinstance(self.store, PostgresStore):
             self._open_shared_session(room)
@@ -429,9 +438,10 @@ class Hub:
             log.warning("could not open a session for class %s (%s): %d states dropped unacknowledged",
                         room.class_id, done.exception(), len(held))
             return
-        if room.session_id is None:  # else another node's class event named it meanwhile
-            session_id = done.result()
-            self._broadcast(room.class_id, room.ensure_session(lambda: session_id))
+        session_id = done.result()
+        event = room.ensure_session(lambda: session_id)  # None: a class event named one, or ended it, meanwhile
+        if event is not None:
+            self._broadcast(room.class_id, event)
         for handler, msg in held:
             self.accept_state(handler, msg)
 
@@ -456,8 +466,10 @@ class Hub:
     def attach_student(self, handler: "Peer", room: ClassRoom, claims: auth.Claims,
                        stored_seq: int | None = None) -> dict[str, Any]:
         now = time.time()
-        self.ensure_session(room, now)
         key = (room.class_id, handler.conn.student_id)
+        if self._newcomers.pop(key, False) is None and room.ended:
+            room.ended = False  # a student joining anew after the teacher ended the session: the next lesson
+        self.ensure_session(room, now)
         old = self.students.get(key)
         self.students[key] = handler
         if old is not None:
@@ -507,6 +519,10 @@ class Hub:
         if not room.known_segment(msg.segment):
             handler.send(dumps({"type": "nack", "seq": msg.seq, "last_seq": handler.conn.last_seq,
                                 "reason": f"unknown segment {msg.segment!r}: dropped"}))
+            return
+        if room.session_id is None and room.ended:
+            handler.send(dumps({"type": "nack", "seq": msg.seq, "last_seq": handler.conn.last_seq,
+                                "reason": "the teacher ended the session: not recorded"}))
             return
         now = time.time()
         if room.session_id is None:

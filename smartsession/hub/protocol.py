@@ -369,6 +369,9 @@ class ClassRoom:
     emotions: bool = True
     students: dict[str, StudentStatus] = field(default_factory=dict)
     segment_count: int = 0
+    # The teacher ended the last session: none opens by itself (a state, a reconnect, a teacher page) until the
+    # teacher starts one or a student joins anew, so the students still on the page are not recorded after it.
+    ended: bool = False
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -378,6 +381,7 @@ class ClassRoom:
             segment=self.segment,
             emotions=self.emotions,
             students=list(self.students.values()),
+            ended=self.ended,
         )
 
     def status_event(self) -> dict[str, Any]:
@@ -390,6 +394,7 @@ class ClassRoom:
             "session_id": self.session_id,
             "segment": self.segment.to_dict() if self.segment else None,
             "emotions": self.emotions,
+            "ended": self.ended,
         }
 
     def known_segment(self, segment_id: str | None) -> bool:
@@ -432,6 +437,7 @@ class ClassRoom:
             if seg:
                 self.segment_count = max(self.segment_count, int(seg["segment_id"].removeprefix("seg")))
             self.emotions = event["emotions"]
+            self.ended = bool(event.get("ended", False))
 
     # Local changes: each builds its event, applies it and returns it for fan-out and the backplane.
 
@@ -472,12 +478,12 @@ class ClassRoom:
             self.apply(event)
             return [event]
         if cmd.command == "start_session":
-            self.session_id, self.segment, self.segment_count = new_session_id(), None, 0
+            self.session_id, self.segment, self.segment_count, self.ended = new_session_id(), None, 0, False
         elif cmd.command == "end_session":
-            self.session_id, self.segment = None, None
+            self.session_id, self.segment, self.ended = None, None, True
         elif cmd.command == "start_segment":
             if self.session_id is None:
-                self.session_id, self.segment_count = new_session_id(), 0
+                self.session_id, self.segment_count, self.ended = new_session_id(), 0, False
             self._start_segment(cmd.title, now)
         elif cmd.command == "set_emotions":
             self.emotions = cmd.emotions
@@ -488,8 +494,8 @@ class ClassRoom:
         self.segment = Segment(f"seg{self.segment_count}", title, now)
 
     def ensure_session(self, new_session_id) -> dict[str, Any] | None:
-        """A class always has a session: open one implicitly when a student arrives and none is open."""
-        if self.session_id is not None:
+        """Open a session implicitly when a student arrives and none is open, unless the teacher ended it."""
+        if self.session_id is not None or self.ended:
             return None
         self.session_id, self.segment, self.segment_count = new_session_id(), None, 0
         return self.status_event()

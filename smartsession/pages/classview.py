@@ -82,6 +82,8 @@ class ClassView:
         self.segments: list[Segment] = []  # this session's segments seen by this page, oldest first
         self.title = ""
         self.session_id: str | None = None
+        self.last_session_id: str | None = None  # the open session, else the one that ended last (for its report)
+        self.ended = False  # the teacher ended the session and none has opened since
         self.emotions = True
         self.series: list[tuple[float, float]] = []  # (page time, class engagement)
         self.ready = False  # a snapshot arrived: the hub accepted the teacher token
@@ -130,6 +132,8 @@ class ClassView:
         if msg.get("session_id") != self.session_id:
             self.segments.clear()
         self.session_id = msg.get("session_id")
+        self.last_session_id = self.session_id or self.last_session_id
+        self.ended = bool(msg.get("ended", False))
         self.emotions = bool(msg.get("emotions", True))
         current = self.current_segment()
         seg = msg.get("segment")

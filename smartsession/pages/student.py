@@ -242,6 +242,7 @@ class StudentPage:
         self.student_id = ""
         self.segment: str | None = None
         self.paused = False
+        self.session_ended = False  # the teacher ended the session: paused until the student resumes
         self.consented = False  # frames are decoded only once the student agreed
         self.last_message: StateMessage | None = None
         self.last_observation: Any = None
@@ -398,7 +399,12 @@ class StudentPage:
         )
 
     def set_paused(self, paused: bool) -> None:
-        """Pausing stops the camera and the analysis, and tells the teacher the student paused."""
+        """Pausing stops the camera and the analysis, and tells the teacher the student paused. While the teacher
+        has ended the session there is nothing to resume: the page stays paused and says so."""
+        if not paused and self.session_ended:
+            self.pause_button.value = True
+            self._tell("Your teacher ended the session: nothing is measured until they start a new one.")
+            return
         with self._frame_lock:
             self.paused = paused
         self.pause_button.value = paused
@@ -532,13 +538,30 @@ class StudentPage:
         self.teacher_view.value = teacher_view_html(self.last_message)
 
     def _on_class(self, status: dict[str, Any]) -> None:
-        """The hub's class settings: the current segment and whether emotions may be inferred."""
+        """The hub's class settings: the current segment, whether emotions may be inferred, whether the teacher
+        ended the session (the camera goes off until the student resumes)."""
         segment = status.get("segment")
         self.segment = segment.get("segment_id") if isinstance(segment, dict) else None
         emotions = status.get("emotions")
         if isinstance(emotions, bool) and emotions != self.analyzer.emotions:
             self.analyzer.emotions = emotions
             self.consent_text.value = consent_html(emotions, self._consent_mode())
+        ended = status.get("ended") is True and status.get("session_id") is None
+        if ended and not self.session_ended:
+            # The lesson is over: the camera goes off; nothing more is measured for a session nobody records.
+            self.set_paused(True)
+            self.session_ended = True
+            self._tell("Your teacher ended the session: your camera is off and nothing is measured. "
+                       "You can close this page.")
+        elif self.session_ended and status.get("session_id"):
+            self.session_ended = False
+            if self.paused:
+                self._tell("Your teacher started a new session: press Resume to take part.")
+
+    def _tell(self, said: str) -> None:
+        """A note in place of the feedback, read out at once."""
+        self.feedback.value = f'<div class="ss-feedback"><div class="ss-tip">{html.escape(said)}</div></div>'
+        self.announce.text = self.announcer.say_now(said, time.time())
 
     async def _run_hub(self) -> None:
         from smartsession.hub.client import StudentPublisher

@@ -385,6 +385,8 @@ class TeacherPage:
     def _draw_controls(self) -> None:
         view = self.view
         self.session_button.description = "End session" if view.session_id else "Start session"
+        self.session_button.tooltip = ("Session ended: students' cameras are off until you start the next one"
+                                       if view.ended else "")
         current = view.current_segment()
         self.segment_button.tooltip = f"now: {current.title}" if current else "no segment yet"
         if self.emotions_box.value != view.emotions:
@@ -462,6 +464,9 @@ class TeacherPage:
         exc = task.exception()
         if exc is not None:
             self._notify(f"{command} failed: {exc}")
+        elif command == "end_session":
+            self._notify("Session ended: the students' cameras are off and nothing more is recorded until you start "
+                         "the next session. Its report is under Session report.")
         else:
             self._notify("")
 
@@ -470,7 +475,8 @@ class TeacherPage:
             self.report.value = ""
             self.report_button.description = "Session report"
             return
-        session_id = self.view.session_id if self.view is not None else None
+        # The open session, else the one just ended (its report is what a teacher asks for after "End session").
+        session_id = self.view.last_session_id if self.view is not None else None
         if not session_id:
             self._notify("No session yet: the report covers a session, which starts when a student joins")
             return

@@ -35,6 +35,7 @@ from smartsession.hub.config import HubConfig
 from smartsession.hub.core import Hub, class_links
 from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
+from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
 from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
@@ -209,8 +210,8 @@ class SmartSessionApp(Voila):
                 self.log.warning("analysing in the students' kernels (--analysis server): %s", err)
                 self.analysis = "server"
         self.hub_config = HubConfig(parent=self)
-        self.state_dir = Path(self.hub_config.data_dir).expanduser().resolve()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Private from the start (0700): the hub checks it and warns when it is not.
+        self.state_dir = private_dir(Path(self.hub_config.data_dir).expanduser().resolve())
         if self.self_signed and self.certfile:
             raise SystemExit("smartsession serve: give either --self-signed or --certfile, not both")
         if self.self_signed:

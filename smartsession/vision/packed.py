@@ -98,8 +98,8 @@ def encode(t: float, width: int, height: int, faces: int, landmarks: np.ndarray 
     landmarks and the four extremes are picked from it) or the rows at ``indices``; None means no face."""
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
         raise ValueError(f"frame size must be 1-{MAX_SIDE} pixels a side, got {width}x{height}")
-    if landmarks is None:
-        return _HEADER.pack(MAGIC, float(t), width, height, min(int(faces), MAX_FACES), 0, 0, math.nan)
+    if landmarks is None:  # no face to send: 0 faces, whatever was counted (the layout has no count without one)
+        return _HEADER.pack(MAGIC, float(t), width, height, 0, 0, 0, math.nan)
     lm = np.asarray(landmarks, dtype=np.float64)
     if indices is None:
         if lm.shape != (N_LANDMARKS, 3):

@@ -23,11 +23,20 @@ function extremes(points) {
   return out;
 }
 
-function packFace(result, t, width, height, featureIndices) {
-  const faces = result.faceLandmarks.length;
-  const points = faces ? result.faceLandmarks[0] : null;
-  const shapes = faces && result.faceBlendshapes.length ? result.faceBlendshapes[0].categories : [];
-  const matrix = faces && result.facialTransformationMatrixes.length ? result.facialTransformationMatrixes[0] : null;
+// One frame's face as the landmarker gave it (from the whole frame or a crop mapped back to it), or no face.
+function faceOf(result, faces, score, points = null) {
+  const found = result !== null && result.faceLandmarks.length > 0;
+  return {
+    points: found ? points || result.faceLandmarks[0] : null,
+    shapes: found && result.faceBlendshapes.length ? result.faceBlendshapes[0].categories : [],
+    matrix: found && result.facialTransformationMatrixes.length ? result.facialTransformationMatrixes[0] : null,
+    faces: found ? Math.max(1, faces) : 0,
+    score,
+  };
+}
+
+function packFace(face, t, width, height, featureIndices) {
+  const { points, shapes, matrix } = face;
   const usable = points && shapes.length === N_BLENDSHAPES && matrix && matrix.data.length === 16;
   const indices = usable ? [...new Set([...featureIndices, ...extremes(points)])].sort((a, b) => a - b) : [];
   const n = indices.length;
@@ -39,9 +48,10 @@ function packFace(result, t, width, height, featureIndices) {
   view.setFloat64(4, t, true);
   view.setUint16(12, width, true);
   view.setUint16(14, height, true);
-  view.setUint8(16, n ? Math.min(faces, 16) : 0);
+  view.setUint8(16, n ? Math.min(face.faces, 16) : 0);
   view.setUint16(18, n, true);
-  view.setFloat32(20, NaN, true); // the landmarker gives no detection score, like Python's
+  // The detector's score when the small-face search found the face; NaN from the landmarker, as in Python.
+  view.setFloat32(20, n ? face.score : NaN, true);
   if (!n) return buffer;
   let at = HEADER_BYTES;
   for (const i of indices) (view.setUint16(at, i, true), (at += 2));
@@ -57,23 +67,179 @@ function packFace(result, t, width, height, featureIndices) {
   return buffer;
 }
 
-async function createLandmarker(paths) {
-  if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
-  // The server gives paths; this module runs from a blob: URL, against which they would not resolve.
-  const urls = Object.fromEntries(Object.entries(paths).map(([k, v]) => [k, new URL(v, document.baseURI).href]));
-  const vision = await import(urls["vision_bundle.mjs"]);
-  const simd = await vision.FilesetResolver.isSimdSupported();
-  const wasm = simd ? "vision_wasm_internal" : "vision_wasm_nosimd_internal";
-  return vision.FaceLandmarker.createFromOptions(
-    { wasmLoaderPath: urls[`${wasm}.js`], wasmBinaryPath: urls[`${wasm}.wasm`] },
-    {
+// The small-face search and the face count of smartsession/vision/landmarks.py in stream mode, step for step and
+// with its constants, so that a far student is found here as in the kernel (docs/ANALYSIS.md gives the reasons).
+const CROP_SCALE = 2.2;
+const CROP_MIN_SIDE = 256;
+const TILE_SHARE = 0.5;
+const SEARCH_INTERVAL_MS = 500;
+const COUNT_INTERVAL_MS = 1000;
+const SEARCH_MIN_SCORE = 0.7;
+const SAME_FACE_IOU = 0.3;
+const MIN_CONFIDENCE = 0.5;
+
+// Square tiles [x0, y0, side] covering the frame, neighbours overlapping by half a tile.
+function tiles(width, height, share = TILE_SHARE) {
+  const side = Math.max(16, Math.floor(Math.min(width, height) * share));
+  const step = Math.floor(side / 2);
+  const starts = (extent) => {
+    if (extent <= side) return [0];
+    const out = [];
+    for (let s = 0; s < extent - side; s += step) out.push(s);
+    return [...out, extent - side];
+  };
+  const out = [];
+  for (const y of starts(height)) for (const x of starts(width)) out.push([x, y, side]);
+  return out;
+}
+
+function iou(a, b) {
+  const iw = Math.max(0, Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]));
+  const ih = Math.max(0, Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]));
+  const union = a[2] * a[3] + b[2] * b[3] - iw * ih;
+  return union > 0 ? (iw * ih) / union : 0;
+}
+
+const within = (since, ms, interval) => since !== null && ms - since >= 0 && ms - since < interval;
+
+class FaceFinder {
+  // The landmarker (VIDEO mode, tracking), a landmarker for crops of small faces (IMAGE mode) and the face
+  // detector, all from the model file the kernel uses; `paths` are the asset URLs the server gives.
+  static async create(paths) {
+    if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
+    // The server gives paths; this module runs from a blob: URL, against which they would not resolve.
+    const urls = Object.fromEntries(Object.entries(paths).map(([k, v]) => [k, new URL(v, document.baseURI).href]));
+    const vision = await import(urls["vision_bundle.mjs"]);
+    const simd = await vision.FilesetResolver.isSimdSupported();
+    const wasm = simd ? "vision_wasm_internal" : "vision_wasm_nosimd_internal";
+    const fileset = { wasmLoaderPath: urls[`${wasm}.js`], wasmBinaryPath: urls[`${wasm}.wasm`] };
+    const landmarker = (runningMode) => vision.FaceLandmarker.createFromOptions(fileset, {
       baseOptions: { modelAssetPath: urls["face_landmarker.task"], delegate: "CPU" },
-      runningMode: "VIDEO",
+      runningMode,
       numFaces: 1,
+      minFaceDetectionConfidence: MIN_CONFIDENCE,
+      minFacePresenceConfidence: MIN_CONFIDENCE,
+      minTrackingConfidence: MIN_CONFIDENCE,
       outputFaceBlendshapes: true,
       outputFacialTransformationMatrixes: true,
-    },
-  );
+    });
+    const detector = vision.FaceDetector.createFromOptions(fileset, {
+      baseOptions: { modelAssetPath: urls["face_detector.tflite"], delegate: "CPU" },
+      runningMode: "IMAGE",
+      minDetectionConfidence: MIN_CONFIDENCE,
+    });
+    return new FaceFinder(...(await Promise.all([landmarker("VIDEO"), landmarker("IMAGE"), detector])));
+  }
+
+  constructor(main, crop, detector) {
+    this.main = main;
+    this.crop = crop;
+    this.detector = detector;
+    this.scratch = document.createElement("canvas"); // tiles and crops are drawn here
+    this.scratchCtx = this.scratch.getContext("2d", { willReadFrequently: true });
+    this.lastMs = 0;
+    this.lastCountMs = null;
+    this.lastSearchMs = null;
+    this.count = 0;
+    this.roi = null; // the small face being followed: [x, y, w, h, score] as shares of the frame
+  }
+
+  close() {
+    for (const task of [this.main, this.crop, this.detector]) task.close();
+  }
+
+  // Detector boxes [x, y, w, h, score] on `source` drawn at (x0, y0) of a frame of width x height, as shares of it.
+  detections(source, x0, y0, width, height) {
+    return this.detector.detect(source).detections.map((d) => {
+      const b = d.boundingBox;
+      return [(b.originX + x0) / width, (b.originY + y0) / height, b.width / width, b.height / height,
+        d.categories[0].score];
+    });
+  }
+
+  // Faces anywhere in the frame, the small ones included: the whole frame, then overlapping tiles; largest first.
+  search(canvas) {
+    const { width, height } = canvas;
+    const boxes = this.detections(canvas, 0, 0, width, height);
+    for (const [x, y, side] of tiles(width, height)) {
+      this.scratch.width = side;
+      this.scratch.height = side;
+      this.scratchCtx.drawImage(canvas, x, y, side, side, 0, 0, side, side);
+      for (const box of this.detections(this.scratch, x, y, width, height)) {
+        if (box[4] >= SEARCH_MIN_SCORE && boxes.every((b) => iou(box, b) < SAME_FACE_IOU)) boxes.push(box);
+      }
+    }
+    return boxes.sort((a, b) => b[2] * b[3] - a[2] * a[3]);
+  }
+
+  // The crop landmarker on a square around `box`, enlarged so the whole head is in it, padded where it leaves the
+  // frame and upscaled when small; its landmarks mapped back to the whole frame.
+  onCrop(canvas, box) {
+    const { width: w, height: h } = canvas;
+    const cx = (box[0] + box[2] / 2) * w;
+    const cy = (box[1] + box[3] / 2) * h;
+    const s = Math.max(2, Math.round(Math.max(box[2] * w, box[3] * h) * CROP_SCALE));
+    const x0 = Math.round(cx - s / 2);
+    const y0 = Math.round(cy - s / 2);
+    const [sx0, sy0, sx1, sy1] = [Math.max(0, x0), Math.max(0, y0), Math.min(w, x0 + s), Math.min(h, y0 + s)];
+    if (sx1 <= sx0 || sy1 <= sy0) return null;
+    const side = Math.max(s, CROP_MIN_SIDE);
+    const k = side / s;
+    this.scratch.width = side;
+    this.scratch.height = side;
+    const ctx = this.scratchCtx;
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, side, side);
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(canvas, sx0, sy0, sx1 - sx0, sy1 - sy0, (sx0 - x0) * k, (sy0 - y0) * k, (sx1 - sx0) * k,
+      (sy1 - sy0) * k);
+    const result = this.crop.detect(this.scratch);
+    if (!result.faceLandmarks.length) return null;
+    const points = result.faceLandmarks[0].map((p) => ({ x: (p.x * s + x0) / w, y: (p.y * s + y0) / h, z: (p.z * s) / w }));
+    return { result, points };
+  }
+
+  // A small face found on a crop; the next frame's crop is centred on where its landmarks are now.
+  follow(found, width, height, faces, score) {
+    const xs = found.points.map((p) => p.x);
+    const ys = found.points.map((p) => p.y);
+    const [minX, minY] = [Math.min(...xs), Math.min(...ys)];
+    const [bw, bh] = [Math.max(...xs) - minX, Math.max(...ys) - minY];
+    const side = Math.max(bw * width, bh * height); // pixels, like a detector box around the face
+    this.roi = [minX + bw / 2 - side / width / 2, minY + bh / 2 - side / height / 2, side / width, side / height,
+      score];
+    return faceOf(found.result, faces, score, found.points);
+  }
+
+  // The student's face on this frame (FaceLandmarker.detect in stream mode); `ms` is the frame's time.
+  find(canvas, ms) {
+    const { width, height } = canvas;
+    // VIDEO mode wants strictly increasing milliseconds.
+    this.lastMs = Math.max(this.lastMs + 1, Math.round(ms));
+    const result = this.main.detectForVideo(canvas, this.lastMs);
+    if (result.faceLandmarks.length) {
+      this.roi = null;
+      if (!within(this.lastCountMs, ms, COUNT_INTERVAL_MS)) {
+        this.lastCountMs = ms;
+        this.count = this.detections(canvas, 0, 0, width, height).length;
+      }
+      return faceOf(result, this.count, NaN);
+    }
+    if (this.roi) {
+      const found = this.onCrop(canvas, this.roi);
+      if (found) return this.follow(found, width, height, Math.max(1, this.count), this.roi[4]);
+      this.roi = null;
+    }
+    if (within(this.lastSearchMs, ms, SEARCH_INTERVAL_MS)) return faceOf(null, 0, NaN);
+    this.lastSearchMs = ms;
+    const boxes = this.search(canvas);
+    this.count = boxes.length;
+    for (const box of boxes) {
+      const found = this.onCrop(canvas, box);
+      if (found) return this.follow(found, width, height, boxes.length, box[4]);
+    }
+    return faceOf(null, 0, NaN);
+  }
 }
 
 function statusFor(error) {
@@ -119,11 +285,10 @@ function render({ model, el }) {
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
 
-  // Browser analysis: the landmarker, once loaded; null while loading or after falling back to frames.
-  let landmarker = null;
+  // Browser analysis: the FaceFinder, once loaded; null while loading or after falling back to frames.
+  let finder = null;
   let loading = null;
-  let lastVideoMs = 0;
-  let detectMs = []; // the landmarker's own time per frame, newest last
+  let detectMs = []; // the finder's own time per frame, newest last
 
   function setMode(mode, detail = "") {
     if (model.get("mode") === mode && model.get("mode_detail") === detail) return;
@@ -133,18 +298,18 @@ function render({ model, el }) {
   }
 
   function fallBack(reason) {
-    if (landmarker) landmarker.close();
-    landmarker = null;
+    if (finder) finder.close();
+    finder = null;
     setMode("server", reason);
   }
 
   function prepareAnalysis() {
     if (model.get("analysis") !== "browser") return setMode("server");
-    if (landmarker || loading || model.get("mode") === "server") return;
+    if (finder || loading || model.get("mode") === "server") return;
     const started = performance.now();
-    loading = createLandmarker(model.get("assets"))
+    loading = FaceFinder.create(model.get("assets"))
       .then((made) => {
-        landmarker = made;
+        finder = made;
         counts.model_load_ms = Math.round(performance.now() - started);
         setMode("browser");
       })
@@ -254,7 +419,7 @@ function render({ model, el }) {
     ctx.drawImage(video, 0, 0, width, height);
     const frameSeq = ++seq;
     const frame = { t, sent: null };
-    if (mode === "browser" && landmarker) return analyseHere(frameSeq, frame, width, height);
+    if (mode === "browser" && finder) return analyseHere(frameSeq, frame, width, height);
     inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
     canvas.toBlob(
@@ -274,11 +439,9 @@ function render({ model, el }) {
   // Browser analysis: the same canvas the JPEG would be made from goes through the landmarker; only numbers leave.
   function analyseHere(frameSeq, frame, width, height) {
     const started = performance.now();
-    let result;
+    let face;
     try {
-      // VIDEO mode wants strictly increasing milliseconds.
-      lastVideoMs = Math.max(lastVideoMs + 1, Math.round(started));
-      result = landmarker.detectForVideo(canvas, lastVideoMs);
+      face = finder.find(canvas, started);
     } catch (error) {
       return fallBack(`the face model failed here (${error.message || error})`);
     }
@@ -291,7 +454,7 @@ function render({ model, el }) {
       return fallBack(`this computer analyses ${round1(1000 / percentile(recent, 0.5))} frames a second, ` +
         `fewer than ${model.get("min_browser_fps")}`);
     }
-    const buffer = packFace(result, frame.t / 1000, width, height, model.get("landmark_indices"));
+    const buffer = packFace(face, frame.t / 1000, width, height, model.get("landmark_indices"));
     inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
     frame.sent = now();
@@ -400,10 +563,10 @@ function render({ model, el }) {
     model.off("change:fps", onFps);
     model.off("change:analysis", prepareAnalysis);
     stopStream();
-    if (landmarker) landmarker.close();
+    if (finder) finder.close();
   };
 }
 
 // Named exports for the parity test (tests/browser/test_parity.py), which runs the same code on a bare page.
-export { createLandmarker, packFace };
+export { FaceFinder, packFace };
 export default { render };

@@ -94,3 +94,11 @@ def test_fetched_with_the_npm_from_pypi_where_debian_npm_is_missing(empty_cache,
     assert shutil.which("npm") is None
     assert browser_assets.download() == browser_assets.cache_folder()
     assert browser_assets.status()["verified"]
+
+
+def test_the_fetch_shows_a_progress_bar_that_ends_full(empty_cache, capsys):
+    assert browser_assets.download(progress=True) == browser_assets.cache_folder()
+    drawn = capsys.readouterr().err
+    frames = [f for f in drawn.split("\r") if f.strip()]
+    assert frames and all(f.startswith(f"{browser_assets.PACKAGE}@{browser_assets.VERSION} [") for f in frames)
+    assert frames[-1].rstrip() == f"{browser_assets.PACKAGE}@{browser_assets.VERSION} [{'#' * 30}]  12.0 of 12.0 MB"

@@ -52,6 +52,8 @@ def test_no_face_round_trip():
     got = packed.decode(packed.encode(5.0, 640, 480, 0))
     assert not got.face.face and got.face.faces == 0 and got.face.image_size == (640, 480) and got.t == 5.0
     assert len(packed.encode(5.0, 640, 480, 0)) == packed.HEADER_SIZE
+    # Faces counted but none meshed (the small-face search saw a face its crop could not read): still no face.
+    assert packed.decode(packed.encode(5.0, 640, 480, 3)).face.faces == 0
 
 
 def _good(real_faces) -> bytes:

@@ -249,6 +249,52 @@ def test_teacher_commands_reach_students_and_the_store(tmp_path, kit):
     run(main())
 
 
+def test_an_ended_session_stays_ended_until_a_student_joins_anew_or_the_teacher_starts_one(tmp_path, kit):
+    # "End session" at the end of a lesson, with students still on their pages: their states, reconnects and a
+    # teacher page opened afterwards must not open a session of their own (it used to open at the next state).
+    async def main():
+        async with running_hub(data_dir=tmp_path) as (hub, url):
+            info = hub.create_class("Lesson")
+            cid = info["class_id"]
+            async with TeacherSubscriber(cid, info["teacher_token"], url=url) as teacher:
+                await teacher.wait_snapshot(30)
+                ada = await StudentPublisher.join(url, cid, info["join_code"], "Ada")
+                async with ada:
+                    await ada.wait_connected(30)
+                    lesson = ada.status["session_id"]
+                    sent = ada.publish(StateMessage("", "", 0, time.time(), "focused", 70.0, 0.9))
+                    await ada.wait_acked(sent.seq, 30)
+                    await teacher.send_command("end_session")
+                    await kit.eventually(lambda: ada.status.get("ended") is True)
+                    assert ada.status["session_id"] is None and teacher.room.ended
+                    late = ada.publish(StateMessage("", "", 0, time.time(), "focused", 70.0, 0.9))
+                    await kit.eventually(lambda: not ada.outbox)  # refused: dropped, not kept to resend
+                    assert ada.acked_seq < late.seq and teacher.room.session_id is None
+                    async with TeacherSubscriber(cid, info["teacher_token"], url=url) as reopened:
+                        snap = await reopened.wait_snapshot(30)
+                        assert snap.session_id is None and snap.ended
+                    hub.store.flush()
+                    sessions = hub.store.sessions(cid)
+                    assert list(sessions.session_id) == [lesson] and sessions.ended.notna().all()
+                    assert list(hub.store.states(lesson).seq) == [sent.seq]
+
+                    # A student joining anew is the next lesson: it opens, and Ada hears of it.
+                    bob = await StudentPublisher.join(url, cid, info["join_code"], "Bob")
+                    async with bob:
+                        await bob.wait_connected(30)
+                        nxt = bob.status["session_id"]
+                        assert nxt not in (None, lesson) and bob.status["ended"] is False
+                        await kit.eventually(lambda: ada.status["session_id"] == nxt)
+                        await teacher.send_command("end_session")
+                        await kit.eventually(lambda: bob.status.get("ended") is True)
+                        # The teacher starting one opens it too.
+                        started = await teacher.send_command("start_session", title="After the break")
+                        await kit.eventually(lambda: bob.status["session_id"] == started["session_id"])
+                        assert bob.status["ended"] is False
+
+    run(main())
+
+
 @pytest.mark.slow
 def test_a_silent_client_is_marked_disconnected_within_10_s(tmp_path, kit):
     async def main():

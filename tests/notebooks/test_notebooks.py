@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 from nbclient import NotebookClient
@@ -18,6 +19,7 @@ from smartsession.classify.model import load_state_model
 from smartsession.dataset import build
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+DOCS = NOTEBOOKS.parent / "docs"
 
 
 #: The key figures notebook 03 publishes for docs/DATA.md.
@@ -89,6 +91,21 @@ def test_03_evaluates_by_person_and_publishes_the_docs_figures(tmp_path, monkeyp
     assert sorted(p.name for p in figures.iterdir()) == sorted(DOCS_FIGURES)
     for name in DOCS_FIGURES:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert_same_picture(figures / name, DOCS / "figures" / name)
+
+
+def assert_same_picture(fresh: Path, published: Path, tolerance: float = 0.01) -> None:
+    """The published figure shows what the notebook draws today: same size, pixels within ``tolerance``.
+
+    A tolerance rather than equal bytes, because font hinting and anti-aliasing differ slightly between
+    machines; a changed number, bar or cell moves far more pixels than that.
+    """
+    hint = "re-run notebook 03 with SMARTSESSION_DOCS_FIGURES=docs/figures and commit the figures"
+    assert published.exists(), f"{published.name} is not published: {hint}"
+    new, old = plt.imread(fresh)[..., :3], plt.imread(published)[..., :3]
+    assert new.shape == old.shape, f"{published.name} is stale ({old.shape} published, {new.shape} drawn): {hint}"
+    changed = float(np.mean(np.abs(new - old) > 0.1))
+    assert changed <= tolerance, f"{published.name} is stale ({changed:.1%} of its pixels differ): {hint}"
 
 
 def test_04_exports_the_shipped_model(tmp_path, monkeypatch):

@@ -152,3 +152,11 @@ def test_a_late_page_fills_in_the_session_so_far_without_touching_live_points():
     assert view.segment_bands(210.0) == [(100.0, 150.0, "Intro"), (150.0, 210.0, "Waves")]
     assert "gone" not in view.students
     assert view.load_history({**history, "session_id": "S0"}) == set()  # another session's past: ignored
+
+
+def test_an_ended_session_is_still_the_one_the_report_covers(view):
+    assert view.session_id == view.last_session_id == "S1" and not view.ended
+    view.apply({**klass(session=None), "ended": True}, 5.0)
+    assert view.session_id is None and view.ended and view.last_session_id == "S1"
+    view.apply(klass(session="S2"), 9.0)
+    assert view.last_session_id == "S2" and not view.ended

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -29,6 +30,12 @@ def test_server_prints_both_links_and_writes_them_for_scripts(server):
     record = json.loads((server.data_dir / "serve.json").read_text())
     assert record["join_url"] == server.join_url
     assert (server.data_dir / "serve.json").stat().st_mode & 0o077 == 0  # it holds the teacher token
+
+
+def test_a_new_data_dir_is_private_from_the_start(server):
+    # serve makes the data dir itself (the fixture names one that does not exist): 0700, so no warning at start.
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    assert "other users of this machine" not in server.log_text()
 
 
 def test_health_reports_the_warm_pool(server):

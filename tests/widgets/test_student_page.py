@@ -176,6 +176,32 @@ def test_closing_twice_is_harmless():
     p.close()
 
 
+def test_an_ended_session_turns_the_camera_off_until_the_next_one(page):
+    page.consented = True
+    try:
+        page.set_paused(False)
+        assert page.camera.active is True
+        page._on_class({"session_id": None, "segment": None, "emotions": True, "ended": True})
+        assert page.session_ended and page.paused and page.camera.active is False
+        assert "ended the session" in page.feedback.value and "ended the session" in page.announce.text
+        face = astronaut()
+        before = page.last_observation
+        page._on_frame(face, time.time())
+        assert page.last_observation is before  # nothing measured for a session nobody records
+        page.set_paused(False)  # Resume while the session is over: nothing to resume
+        assert page.paused and page.camera.active is False and page.pause_button.value is True
+        assert "until they start a new one" in page.feedback.value
+        page._on_class({"session_id": "s2", "segment": None, "emotions": True, "ended": False})
+        assert not page.session_ended and page.paused and "press Resume" in page.feedback.value
+        page.set_paused(False)
+        assert page.camera.active is True and not page.paused
+    finally:
+        page.session_ended = False
+        page.set_paused(False)
+        page.consented = False
+        page._camera_on(False)
+
+
 @pytest.mark.slow
 def test_the_class_status_sets_segment_and_switches_emotions_off(page):
     clock = [time.time()]
