@@ -81,8 +81,11 @@ def create_class(url: str | None, title: str, token: str, cafile: str | None = N
 
 
 def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None) -> dict:
-    """Join with the teacher's join code; returns ``student_id`` and ``token`` for :class:`StudentPublisher`."""
-    return _call(hub_url(url), "/smartsession/api/join",
+    """Join with the teacher's join code; returns ``student_id`` and ``token`` for :class:`StudentPublisher`.
+
+    ``?class=`` lets a load balancer send the join to the class's node (docs/DEPLOY.md), the node the student
+    then connects to: that node knows the student is new, which opens the next lesson after an ended one."""
+    return _call(hub_url(url), f"/smartsession/api/join?class={quote(class_id, safe='')}",
                  {"class_id": class_id, "join_code": join_code, "name": name}, None, cafile)
 
 

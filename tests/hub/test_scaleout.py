@@ -193,6 +193,33 @@ def test_a_session_ended_by_a_teacher_on_another_node_stays_ended(tmp_path, redi
         assert rows == [(first, False), (second, True)]
 
 
+def test_a_student_joining_anew_through_nginx_opens_the_next_lesson(tmp_path, redis_binary, nginx_binary, pg_url,
+                                                                    kit):
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(redis_binary))
+        nodes = [stack.enter_context(HubProcess(tmp_path / n, redis_url=redis.url, store_url=pg_url)) for n in "ab"]
+        lb = stack.enter_context(Nginx(SITE, [f"127.0.0.1:{n.port}" for n in nodes], binary=nginx_binary))
+        # Several classes, so some hash to each node: the join must reach the node the student connects to.
+        classes = [nodes[0].create_class(f"Class {i}") for i in range(4)]
+
+        async def next_lesson(info):
+            first = join_class(lb.url, info["class_id"], info["join_code"], "First")
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=lb.url) as teacher, \
+                    StudentPublisher(info["class_id"], first["student_id"], first["token"], url=lb.url) as pub:
+                await teacher.wait_snapshot(30)
+                await kit.eventually(lambda: pub.status.get("session_id") is not None)
+                await teacher.send_command("end_session")
+                await kit.eventually(lambda: pub.status.get("ended"))
+                late = join_class(lb.url, info["class_id"], info["join_code"], "Late")
+                async with StudentPublisher(info["class_id"], late["student_id"], late["token"], url=lb.url) as new:
+                    await kit.eventually(lambda: new.status.get("session_id") is not None, 10)
+                    return new.status
+
+        for info in classes:
+            status = asyncio.run(asyncio.wait_for(next_lesson(info), 60))
+            assert status["session_id"] and not status.get("ended"), (info["class_id"], status)
+
+
 def test_a_node_killed_mid_lesson_its_students_fail_over_and_nothing_acknowledged_is_lost(
         tmp_path, redis_binary, nginx_binary, pg_url, kit):
     with ExitStack() as stack:
