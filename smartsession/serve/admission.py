@@ -107,6 +107,10 @@ class StudentKernels:
         if ticket in self._tickets:
             self._tickets.remove(ticket)
 
+    def has_kernel(self, kernel_id: str) -> bool:
+        """Whether an admitted page got this kernel."""
+        return any(t.kernel_id == kernel_id for t in self._tickets)
+
     def connected(self, kernel_id: str) -> None:
         for ticket in self._tickets:
             if ticket.kernel_id == kernel_id:

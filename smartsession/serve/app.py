@@ -293,6 +293,7 @@ class SmartSessionApp(Voila):
         self.kernel_manager.students = self.students
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
+        self.kernel_manager.warm_slots = self.machine.cores
         return settings
 
     def _trust_pages(self) -> None:
