@@ -1,8 +1,8 @@
 """Which student page requests get a kernel: a cap in total and per address, and pages that never connect.
 
-Each student page costs a kernel of ~400 MB (MediaPipe and the model), so a loop of GETs on the join link would
-exhaust the machine. Pure bookkeeping, no I/O: the server asks :meth:`StudentKernels.admit` before rendering and
-shuts down what :meth:`StudentKernels.unconnected` names.
+Each student page costs a kernel of 120-300 MB (the model; MediaPipe too in server mode, see sizing.py), so a loop
+of GETs on the join link would exhaust the machine. Pure bookkeeping, no I/O: the server asks
+:meth:`StudentKernels.admit` before rendering and shuts down what :meth:`StudentKernels.unconnected` names.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ class SmartSessionApp(Voila):
 
     @validate("connect_timeout")
     def _valid_connect_timeout(self, proposal):
-        # A page that never connects holds ~400 MB: it must be gone within a minute.
+        # A page that never connects holds a kernel (120-300 MB, sizing.py): it must be gone within a minute.
         if not 0 < proposal["value"] <= 60:
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]
@@ -181,7 +181,7 @@ class SmartSessionApp(Voila):
     @property
     def machine(self) -> Machine:
         if not hasattr(self, "_machine"):
-            self._machine = Machine.here()
+            self._machine = Machine.here(self.analysis, self.fork_kernels)
         return self._machine
 
     # --- setup ---
