@@ -19,6 +19,7 @@ from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
 
 from smartsession.serve.admission import StudentKernels, page_ticket
+from smartsession.serve.kernelio import KERNEL_ARGUMENTS
 
 
 class QuietRefillKernelManager(AsyncMappingKernelManager):
@@ -65,6 +66,8 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         self._last_demand = time.monotonic()
 
     async def start_kernel(self, *args, **kwargs):
+        # Every kernel here runs a page (python3, ipykernel): see kernelio.py.
+        kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), *KERNEL_ARGUMENTS]
         if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
             while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full() or (
                 self._no_warm_slot()
