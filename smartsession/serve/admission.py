@@ -1,6 +1,6 @@
 """Which student page requests get a kernel: a cap in total and per address, and pages that never connect.
 
-Each student page costs a kernel of 120-300 MB (the model; MediaPipe too in server mode, see sizing.py), so a loop
+Each student page costs a kernel of 80-300 MB (the model; MediaPipe too in server mode, see sizing.py), so a loop
 of GETs on the join link would exhaust the machine. Pure bookkeeping, no I/O: the server asks
 :meth:`StudentKernels.admit` before rendering and shuts down what :meth:`StudentKernels.unconnected` names.
 """

@@ -173,7 +173,7 @@ class SmartSessionApp(Voila):
 
     @validate("connect_timeout")
     def _valid_connect_timeout(self, proposal):
-        # A page that never connects holds a kernel (120-300 MB, sizing.py): it must be gone within a minute.
+        # A page that never connects holds a kernel (80-300 MB, sizing.py): it must be gone within a minute.
         if not 0 < proposal["value"] <= 60:
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]

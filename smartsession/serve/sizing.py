@@ -20,7 +20,7 @@ KERNEL_BYTES = {
     ("server", False): 300 * MB,
     ("server", True): 230 * MB,
     ("browser", False): 200 * MB,
-    ("browser", True): 120 * MB,
+    ("browser", True): 80 * MB,
 }
 #: Memory left for the server, the hub, the teacher's kernel and the rest of the machine.
 RESERVE_BYTES = 2**30
