@@ -133,6 +133,7 @@ class Students:
         self.frame_message = frame_message
         self.pages: list[PageClient] = []
         self.failed: list[str] = []
+        self.open_s: list[float] = []  # seconds from each page's request to its camera on (consent included)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._loop = asyncio.new_event_loop()
@@ -158,17 +159,20 @@ class Students:
     def add(self, count: int) -> None:
         """Open ``count`` more student pages, a few at a time, and start their cameras."""
         start = len(self.pages)
+        self.open_s.clear()
         urls = [self.join_url(i) for i in range(start, start + count)]
 
-        async def one(i: int, url: str) -> None:
+        async def one(i: int, url: str, phase: list[str]) -> None:
             response = await asyncio.to_thread(self.server.request, url, timeout=300)
             kid = kernel_id(response.text)
             if response.status != 200 or kid is None:
                 self.failed.append(f"page {i}: HTTP {response.status}")
                 return
+            phase[0] = "connecting to its kernel"
             page = PageClient.for_kernel(self.server.url, kid)
             await page.__aenter__()
             self.pages.append(page)
+            phase[0] = "consenting"
             await page.consent(f"Simulated {i + 1}", analysis=self.camera_mode)
             self._tasks.append(asyncio.create_task(page.stream(self.frame_message, FPS, self._stop)))
 
@@ -177,10 +181,12 @@ class Students:
 
             async def gated(i, url):
                 async with gate:
+                    phase, start = ["loading"], time.monotonic()
                     try:
-                        await one(i, url)
+                        await one(i, url, phase)
                     except Exception as err:  # noted; the step then fails with the reason
-                        self.failed.append(f"page {i}: {err!r}")
+                        self.failed.append(f"page {i}: {err!r} {phase[0]} after {time.monotonic() - start:.0f} s")
+                    self.open_s.append(time.monotonic() - start)
 
             await asyncio.gather(*(gated(i, url) for i, url in enumerate(urls, start)))
 
@@ -208,6 +214,7 @@ class Students:
             "frames": len(roundtrips),
             "lost": round(lost / max(ticks, 1), 4),
             "closed_sockets": closed,
+            "slowest_open_s": round(max(self.open_s, default=0.0), 1),  # of the pages this step added
         }
 
     def close(self) -> None:
@@ -314,7 +321,8 @@ def search(browser, tmp: Path, frame_message, *, step: int, max_students: int, s
                 steps.append(result)
                 print(f"  {result.students:4d} students: round trip p50 {result.figures['p50_ms']} ms, "
                       f"p95 {result.figures['p95_ms']} ms, lost {100 * result.figures['lost']:.1f}%, "
-                      f"Chromium p90 {result.chromium['rtt_p90_ms']} ms; kernel USS {result.kernel_uss_mb} MB "
+                      f"Chromium p90 {result.chromium['rtt_p90_ms']} ms; slowest page open "
+                      f"{result.figures['slowest_open_s']} s; kernel USS {result.kernel_uss_mb} MB "
                       f"(PSS {result.kernel_pss_mb}); CPU server {result.server_cpu_pct}% kernels "
                       f"{result.kernels_cpu_pct}% (machine {100 * result.machine_busy:.0f}% busy); "
                       f"{result.available_gb} GB free" + (f"  STOP: {'; '.join(result.reasons)}"

@@ -37,6 +37,10 @@ OVERLAY_EVERY = 0.15
 #: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
 #: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
 FEEDBACK_EVERY = 0.25
+#: Seconds between redraws of "What your teacher sees" while the state shown stays the same: every message to
+#: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
+#: box that names the time to the second. A new state, or a pause, shows at once.
+TEACHER_VIEW_EVERY = 1.0
 #: Frames per second the page captures.
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
@@ -250,6 +254,8 @@ class StudentPage:
         self._last_overlay = 0.0
         self._feedback_shown: tuple[str, bool] | None = None  # (state, face) on screen; None: other text is
         self._feedback_at = 0.0  # capture time of the frame last drawn in the feedback
+        self._teacher_view_shown: tuple[str, bool] | None = None  # (state, paused) of the message drawn there
+        self._teacher_view_at = 0.0  # its time
         self._calibrating = False
         self._t0: float | None = None  # capture time of the first frame; the analysis runs on time since then
         # Held while a frame is analysed, so a pause never races a state message out after it.
@@ -534,8 +540,11 @@ class StudentPage:
         """On the kernel's event loop: hand the message to the publisher, show what was sent."""
         if self._publisher is None or self._closed:
             return
-        self.last_message = self._publisher.publish(msg)
-        self.teacher_view.value = teacher_view_html(self.last_message)
+        self.last_message = sent = self._publisher.publish(msg)
+        shown = (sent.state, sent.paused)
+        if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < TEACHER_VIEW_EVERY:
+            self._teacher_view_shown, self._teacher_view_at = shown, sent.t
+            self.teacher_view.value = teacher_view_html(sent)
 
     def _on_class(self, status: dict[str, Any]) -> None:
         """The hub's class settings: the current segment, whether emotions may be inferred, whether the teacher

@@ -1,8 +1,8 @@
 """Which student page requests get a kernel: a cap in total and per address, and pages that never connect.
 
-Each student page costs a kernel of ~400 MB (MediaPipe and the model), so a loop of GETs on the join link would
-exhaust the machine. Pure bookkeeping, no I/O: the server asks :meth:`StudentKernels.admit` before rendering and
-shuts down what :meth:`StudentKernels.unconnected` names.
+Each student page costs a kernel of 80-300 MB (the model; MediaPipe too in server mode, see sizing.py), so a loop
+of GETs on the join link would exhaust the machine. Pure bookkeeping, no I/O: the server asks
+:meth:`StudentKernels.admit` before rendering and shuts down what :meth:`StudentKernels.unconnected` names.
 """
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ class StudentKernels:
     def release(self, ticket: Ticket) -> None:
         if ticket in self._tickets:
             self._tickets.remove(ticket)
+
+    def has_kernel(self, kernel_id: str) -> bool:
+        """Whether an admitted page got this kernel."""
+        return any(t.kernel_id == kernel_id for t in self._tickets)
 
     def connected(self, kernel_id: str) -> None:
         for ticket in self._tickets:

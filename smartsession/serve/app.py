@@ -174,7 +174,7 @@ class SmartSessionApp(Voila):
 
     @validate("connect_timeout")
     def _valid_connect_timeout(self, proposal):
-        # A page that never connects holds ~400 MB: it must be gone within a minute.
+        # A page that never connects holds a kernel (80-300 MB, sizing.py): it must be gone within a minute.
         if not 0 < proposal["value"] <= 60:
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]
@@ -182,7 +182,7 @@ class SmartSessionApp(Voila):
     @property
     def machine(self) -> Machine:
         if not hasattr(self, "_machine"):
-            self._machine = Machine.here()
+            self._machine = Machine.here(self.analysis, self.fork_kernels)
         return self._machine
 
     # --- setup ---
@@ -294,6 +294,7 @@ class SmartSessionApp(Voila):
         self.kernel_manager.students = self.students
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
+        self.kernel_manager.warm_slots = self.machine.cores
         return settings
 
     def _trust_pages(self) -> None:

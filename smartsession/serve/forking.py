@@ -32,12 +32,17 @@ from jupyter_client.provisioning import LocalProvisioner
 PRELOAD = (
     "numpy",
     "sklearn",
+    "skops.io",
     "ipykernel.kernelapp",
     "ipywidgets",
     "anywidget",
+    "voila.utils",  # the student notebook's get_query_string: jupyter_server and nbconvert come with it
+    "websockets.asyncio.client",
     "smartsession.pages.student",
+    "smartsession.analysis",
     "smartsession.classify.model",
     "smartsession.hub.client",
+    "smartsession.serve.kernelio",
 )
 #: The longest request line a fork server reads: a connection file path, a working directory and an environment.
 MAX_REQUEST = 256 * 1024
@@ -58,11 +63,16 @@ def connection_file_of(cmd: list[str]) -> str | None:
     return cmd[cmd.index("-f") + 1]
 
 
+def kernel_arguments(cmd: list[str]) -> list[str]:
+    """The arguments of an ``ipykernel_launcher`` command (what its ``IPKernelApp`` is initialised with)."""
+    return cmd[next(i for i, part in enumerate(cmd) if part.endswith("ipykernel_launcher")) + 1:]
+
+
 # --- the preloaded process ---
 
 
 class ForkServer:
-    """Listens on a UNIX socket; each request line ``{"connection_file", "env", "cwd"}`` gets ``{"pid"}`` back."""
+    """Listens on a UNIX socket; each request line ``{"arguments", "env", "cwd"}`` gets ``{"pid"}`` back."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -73,6 +83,11 @@ class ForkServer:
 
         for name in PRELOAD:
             importlib.import_module(name)
+        # Loading the state model imports the scikit-learn estimators it is made of (~350 modules, ~40 MB that
+        # each kernel imported for itself); the loaded model itself is not kept, every kernel loads its own.
+        from smartsession.classify.model import load_state_model
+
+        load_state_model()
         # Objects made so far stay out of the collector's way, so a child's first collection does not write
         # to (and so copy) every page holding them.
         gc.collect()
@@ -115,15 +130,17 @@ class ForkServer:
                 with conn:
                     try:
                         request = json.loads(conn.makefile("rb").readline(MAX_REQUEST))
-                        pid = self.fork(str(request["connection_file"]), dict(request["env"]), str(request["cwd"]),
-                                        listener)
+                        pid = self.fork([str(a) for a in request["arguments"]], dict(request["env"]),
+                                        str(request["cwd"]), listener)
                         reply = {"pid": pid}
                     except Exception as err:  # a bad request is refused; the server keeps forking
                         reply = {"error": f"{type(err).__name__}: {err}"}
                     conn.sendall(json.dumps(reply).encode() + b"\n")
 
-    def fork(self, connection_file: str, env: dict[str, str], cwd: str, listener: socket.socket) -> int:
-        if not Path(connection_file).is_file():
+    def fork(self, arguments: list[str], env: dict[str, str], cwd: str, listener: socket.socket) -> int:
+        """A kernel started as ``ipykernel_launcher ARGUMENTS`` would be (``-f CONNECTION_FILE`` among them)."""
+        connection_file = connection_file_of(["ipykernel_launcher", *arguments])
+        if connection_file is None or not Path(connection_file).is_file():
             raise FileNotFoundError(f"no connection file {connection_file}")
         pid = os.fork()
         if pid:
@@ -141,7 +158,7 @@ class ForkServer:
             from ipykernel.kernelapp import IPKernelApp
 
             app = IPKernelApp.instance()
-            app.initialize(["-f", connection_file])
+            app.initialize(arguments)
             app.start()
         except BaseException:
             import traceback
@@ -234,11 +251,11 @@ class ForkServerProcess:
                 cls._instance = cls()
             return cls._instance
 
-    def fork(self, connection_file: str, env: dict[str, str], cwd: str) -> int:
+    def fork(self, arguments: list[str], env: dict[str, str], cwd: str) -> int:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(60)
             s.connect(self.path)
-            s.sendall(json.dumps({"connection_file": connection_file, "env": env, "cwd": cwd}).encode() + b"\n")
+            s.sendall(json.dumps({"arguments": arguments, "env": env, "cwd": cwd}).encode() + b"\n")
             reply = json.loads(s.makefile("rb").readline(MAX_REQUEST) or b"{}")
         if "pid" not in reply:
             raise RuntimeError(f"the kernel fork server refused a kernel: {reply.get('error', 'no answer')}")
@@ -249,13 +266,12 @@ class ForkingProvisioner(LocalProvisioner):
     """Starts ipykernel kernels as children of the fork server; any other kernel as LocalProvisioner does."""
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        connection_file = connection_file_of(cmd)
-        if connection_file is None or sys.platform != "linux":
+        if connection_file_of(cmd) is None or sys.platform != "linux":
             return await super().launch_kernel(cmd, **kwargs)
         env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
         cwd = str(kwargs.get("cwd") or os.getcwd())
         server = await asyncio.to_thread(ForkServerProcess.get)
-        pid = await asyncio.to_thread(server.fork, connection_file, env, cwd)
+        pid = await asyncio.to_thread(server.fork, kernel_arguments(cmd), env, cwd)
         self.process = ForkedKernel(pid)
         self.pid = self.pgid = pid  # its own session and process group (setsid in the child)
         self.cwd = cwd

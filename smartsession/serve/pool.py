@@ -1,7 +1,11 @@
-"""The preheated kernel pool for the student page: refills that wait for a quiet moment, and its status.
+"""The preheated kernel pool for the student page: refills that wait for a quiet moment, warm a few at a time, and
+its status.
 
 Voila's pool refills right after each page takes a kernel; when a whole class arrives together those refills
 compete with the pages being served (30 refills pushed page time from 0.2 s to 9.3 s here), so refills wait here.
+A quiet second is no promise that the class has all arrived: 20 refills warming together held both cores for
+half a minute while the last pages of the class waited for their kernels to answer (they timed out after 30 s),
+so only a few pool kernels warm at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
 
 from smartsession.serve.admission import StudentKernels, page_ticket
+from smartsession.serve.kernelio import KERNEL_ARGUMENTS
 
 
 class QuietRefillKernelManager(AsyncMappingKernelManager):
@@ -28,6 +33,11 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     students: StudentKernels | None = None
     #: Kernels this machine holds (0: no limit); pool refills wait while that many run (pages, pool, teacher).
     kernel_budget: int = 0
+    #: Pool kernels that warm at once (0: no limit; the app sets the cores). More would only share the same
+    #: cores, each ready later. Once pages have been asked for, one core is kept for them.
+    warm_slots: int = 0
+    #: A pool kernel that has not reached its page request by then no longer holds its slot (a stuck notebook).
+    warm_timeout: float = 300.0
 
     refill_quiet = Float(
         5.0,
@@ -48,21 +58,58 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._last_demand = float("-inf")
+        self._warming: set[object] = set()  # the warm slots taken, each until its kernel is warm
+        self._watches: set[asyncio.Task] = set()
 
     def note_demand(self) -> None:
         """Called for each page request so pool refills keep out of the way of an arriving class."""
         self._last_demand = time.monotonic()
 
     async def start_kernel(self, *args, **kwargs):
+        # Every kernel here runs a page (python3, ipykernel): see kernelio.py.
+        kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), *KERNEL_ARGUMENTS]
         if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
-            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full():
-                await asyncio.sleep(wait if wait > 0 else 1.0)
-            return await super().start_kernel(*args, **kwargs)
+            while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full() or (
+                self._no_warm_slot()
+            ):
+                await asyncio.sleep(wait if wait > 0 else 0.5)
+            slot = object()
+            self._warming.add(slot)  # taken before the first await, so two refills cannot both take the last one
+            try:
+                kernel_id = await super().start_kernel(*args, **kwargs)
+            except BaseException:
+                self._warming.discard(slot)
+                raise
+            watch = asyncio.get_running_loop().create_task(self._free_slot_once_warm(kernel_id, slot))
+            self._watches.add(watch)
+            watch.add_done_callback(self._watches.discard)
+            return kernel_id
         kernel_id = await super().start_kernel(*args, **kwargs)
         ticket = page_ticket.get()
         if ticket is not None and ticket.kernel_id is None:
             ticket.kernel_id = kernel_id  # a cold kernel for the admitted student page being rendered
         return kernel_id
+
+    def _no_warm_slot(self) -> bool:
+        if not self.warm_slots:
+            return False
+        slots = self.warm_slots if self._last_demand == float("-inf") else max(1, self.warm_slots - 1)
+        return len(self._warming) >= slots
+
+    async def _free_slot_once_warm(self, kernel_id: str, slot: object) -> None:
+        """Hold a warm slot until the kernel waits for its page request (it ran the preheat cell), a page took it
+        or it is gone."""
+        deadline = time.monotonic() + self.warm_timeout
+        try:
+            while time.monotonic() < deadline and kernel_id in self and not self._warm(kernel_id):
+                await asyncio.sleep(0.25)
+        finally:
+            self._warming.discard(slot)
+
+    def _warm(self, kernel_id: str) -> bool:
+        if kernel_id in RequestInfoSocketHandler._waiters:
+            return True
+        return self.students is not None and self.students.has_kernel(kernel_id)
 
     def _full(self) -> bool:
         # A refill beyond memory would push pages' kernels into swap; it starts once a kernel has gone.

@@ -10,8 +10,18 @@ import math
 import os
 from dataclasses import dataclass
 
-#: Memory of one student kernel once it has imported MediaPipe and the model (about 413 MB measured).
-KERNEL_BYTES = 450 * 2**20
+MB = 2**20
+#: Memory one more student kernel takes, by (analysis mode, forked from one preloaded process): its PSS, the
+#: private pages plus its share of those shared with the other kernels, measured with ``benchmarks/capacity.py``
+#: (docs/SERVE.md has the figures). A server-mode kernel holds MediaPipe and its graph; a browser-mode kernel
+#: does not, unless its browser falls back to sending pictures (then it grows to the server-mode figure, which
+#: RESERVE_BYTES covers for a few); a forked kernel shares what the fork server imported.
+KERNEL_BYTES = {
+    ("server", False): 300 * MB,
+    ("server", True): 230 * MB,
+    ("browser", False): 200 * MB,
+    ("browser", True): 80 * MB,
+}
 #: Memory left for the server, the hub, the teacher's kernel and the rest of the machine.
 RESERVE_BYTES = 2**30
 #: CPU seconds one student kernel needs to warm (36 kernels took about 3 minutes on 2 cores).
@@ -26,17 +36,19 @@ RELOAD_MARGIN = 1.2
 class Machine:
     cores: int
     memory: int  # bytes available for kernels when the server starts
+    kernel_bytes: int = KERNEL_BYTES["server", False]  # what one student kernel takes (the largest unless told)
 
     @classmethod
-    def here(cls) -> "Machine":
-        """This machine: the cores this process may use and the memory the kernel reports as available."""
+    def here(cls, analysis: str = "server", forked: bool = False) -> "Machine":
+        """This machine: the cores this process may use and the memory the kernel reports as available, for
+        student kernels that analyse faces as ``analysis`` says and are forked or not."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return cls(cores=max(1, cores), memory=_available_memory())
+        return cls(cores=max(1, cores), memory=_available_memory(), kernel_bytes=KERNEL_BYTES[analysis, forked])
 
     @property
     def kernels_fit(self) -> int:
         """Student kernels (pool and pages together) that fit in memory, at least 1."""
-        return max(1, (self.memory - RESERVE_BYTES) // KERNEL_BYTES)
+        return max(1, (self.memory - RESERVE_BYTES) // self.kernel_bytes)
 
 
 def _available_memory() -> int:

@@ -223,3 +223,33 @@ def test_a_pool_kernel_whose_page_never_connects_is_shut_down_too(tmp_path, dash
                    "the pool kernel handed to a page that never connected was kept")
         eventually(lambda: srv.request(f"api/kernels/{kid}").status == 404, 30, "the kernel is still running")
         assert srv.health()["student_kernels"]["running"] == 0
+
+
+def test_pool_kernels_warm_a_few_at_a_time_and_keep_a_core_for_pages_once_they_come():
+    import asyncio
+
+    from smartsession.serve.pool import QuietRefillKernelManager
+
+    async def scenario():
+        manager = QuietRefillKernelManager(refill_quiet=0)
+        manager.warm_slots = 2
+        preheat = {**os.environ, "VOILA_PREHEAT": "True"}
+        # Plain kernels never ask for a page request (no notebook runs in them): each holds its slot until gone.
+        first = await asyncio.wait_for(manager.start_kernel(kernel_name="python3", env=preheat), 60)
+        second = await asyncio.wait_for(manager.start_kernel(kernel_name="python3", env=preheat), 60)
+        third = asyncio.ensure_future(manager.start_kernel(kernel_name="python3", env=preheat))
+        await asyncio.sleep(3)
+        assert not third.done() and len(manager) == 2, "a third pool kernel warmed beside two on two slots"
+        await manager.shutdown_kernel(first)
+        third_id = await asyncio.wait_for(third, 60)
+        # A class is arriving: one slot stays free for its pages, so the next refill waits for one to end.
+        manager.note_demand()
+        fourth = asyncio.ensure_future(manager.start_kernel(kernel_name="python3", env=preheat))
+        await manager.shutdown_kernel(second)
+        await asyncio.sleep(3)
+        assert not fourth.done(), "a refill warmed beside another while pages were being asked for"
+        await manager.shutdown_kernel(third_id)
+        fourth_id = await asyncio.wait_for(fourth, 60)
+        await manager.shutdown_kernel(fourth_id)
+
+    asyncio.run(scenario())

@@ -11,6 +11,7 @@ import time
 
 from websockets.sync.client import connect
 
+from smartsession.serve.channels import busy_for_a_comm_message
 from smartsession.serve.testing import kernel_id
 
 from servekit import kernel_message, widget_models
@@ -41,6 +42,8 @@ def burst_times(server, rounds: int = 30) -> list[float]:
                 content = reply["content"]
                 labelled |= reply["msg_type"] == "comm_msg" and content.get("comm_id") == label
                 idle |= reply["msg_type"] == "status" and content.get("execution_state") == "idle"
+                # The page has no use for the busy status of a widget message: the server leaves it out.
+                assert content.get("execution_state") != "busy", "a comm message's busy status was relayed"
             times.append(time.monotonic() - sent)
             time.sleep(0.05)  # a frame's interval apart, like a live page
     server.shutdown_kernel(kid)
@@ -54,3 +57,17 @@ def test_a_widget_change_and_its_answers_arrive_without_nagle_delays(server):
     # (measured against Jupyter's own connection class), without it a few ms; a loaded machine adds a few slow ones.
     slow = [t for t in times if t >= 0.035]
     assert len(slow) <= len(times) // 5, sorted(round(t * 1000, 1) for t in times)
+
+
+def _status(state: str, parent_type: str) -> list[bytes]:
+    parts = [{"msg_type": "status"}, {"msg_type": parent_type}, {}, {"execution_state": state}]
+    return [b"signature", *(json.dumps(p).encode() for p in parts)]
+
+
+def test_only_the_busy_status_of_a_comm_message_is_left_out():
+    assert busy_for_a_comm_message(_status("busy", "comm_msg"))
+    # The page completes a message on its idle; code a page runs keeps both.
+    assert not busy_for_a_comm_message(_status("idle", "comm_msg"))
+    assert not busy_for_a_comm_message(_status("busy", "execute_request"))
+    ack = [b"signature", b'{"msg_type": "comm_msg"}', b'{"msg_type": "comm_msg"}', b"{}", b'{"data": {}}']
+    assert not busy_for_a_comm_message(ack)

@@ -22,9 +22,18 @@ def test_a_small_two_core_machine_gets_a_pool_it_warms_in_about_two_minutes():
     pool = default_pool_size(laptop, class_size=30)
     assert pool == 24  # not 36: two cores warm about 12 kernels a minute
     assert about(warm_seconds(pool, laptop.cores)) == "about 2 minutes"
-    # Memory holds 34 student kernels: the whole class, and the cap is what memory holds.
-    assert default_max_students(laptop) == laptop.kernels_fit == 34
-    assert laptop.kernels_fit * KERNEL_BYTES <= laptop.memory - RESERVE_BYTES
+    # Memory holds 51 server-mode student kernels: the whole class, and the cap is what memory holds.
+    assert default_max_students(laptop) == laptop.kernels_fit == 51
+    assert laptop.kernels_fit * KERNEL_BYTES["server", False] <= laptop.memory - RESERVE_BYTES
+
+
+def test_kernels_that_share_more_fit_more():
+    """A browser-mode kernel holds no MediaPipe, a forked one shares its imports: each mode has its measured size."""
+    fits = {mode: Machine(2, 16 * GB, kernel_bytes=KERNEL_BYTES[mode]).kernels_fit for mode in KERNEL_BYTES}
+    assert fits["server", False] < fits["server", True] < fits["browser", False] < fits["browser", True]
+    assert fits["browser", True] == 192
+    here = Machine.here("browser", forked=True)
+    assert here.kernel_bytes == KERNEL_BYTES["browser", True]
 
 
 def test_a_big_machine_covers_the_class_and_its_reloads():
@@ -36,7 +45,7 @@ def test_a_big_machine_covers_the_class_and_its_reloads():
 
 def test_memory_bounds_the_pool_and_the_pages():
     small = Machine(cores=8, memory=4 * GB)
-    assert default_pool_size(small, class_size=30) == default_max_students(small) == small.kernels_fit == 6
+    assert default_pool_size(small, class_size=30) == default_max_students(small) == small.kernels_fit == 10
     tiny = Machine(cores=1, memory=GB)
     assert default_pool_size(tiny, 30) == 1 and default_max_students(tiny) == 1
 
