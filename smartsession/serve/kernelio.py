@@ -18,6 +18,7 @@ class QuietOutStream(OutStream):
     """ipykernel's ``OutStream`` whose ``flush`` returns at once when nothing waits to be sent."""
 
     def flush(self) -> None:
-        # Set by every write until its flush has run: output written before this call is never skipped.
-        if self._flush_pending or self._subprocess_flush_pending:
+        # Set by every write until its flush has run: output written before this call is never skipped. Both are
+        # ipykernel's own (6.29 to 7.x); an ipykernel without them gets its usual flush every time.
+        if getattr(self, "_flush_pending", True) or getattr(self, "_subprocess_flush_pending", True):
             super().flush()
