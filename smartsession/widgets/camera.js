@@ -392,6 +392,7 @@ function render({ model, el }) {
       });
       video.srcObject = stream;
       await video.play().catch(() => {});
+      if (stream !== media) return; // turned off (or ended) while the video started: stay off
       timer = setInterval(tick, 1000 / model.get("fps"));
       setStatus(document.hidden ? "hidden" : "live");
     } catch (error) {
