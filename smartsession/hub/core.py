@@ -33,6 +33,7 @@ from smartsession.hub.protocol import (
     RateBuckets,
     TeacherSeats,
     dumps,
+    nack,
 )
 from smartsession.hub.pgstore import PostgresStore, open_store, shared_credentials
 from smartsession.hub.store import Store, private_dir, private_warnings
@@ -517,12 +518,10 @@ class Hub:
         """
         room = self.rooms[msg.class_id]
         if not room.known_segment(msg.segment):
-            handler.send(dumps({"type": "nack", "seq": msg.seq, "last_seq": handler.conn.last_seq,
-                                "reason": f"unknown segment {msg.segment!r}: dropped"}))
+            handler.send(nack(msg.seq, handler.conn.last_seq, f"unknown segment {msg.segment!r}: dropped"))
             return
         if room.session_id is None and room.ended:
-            handler.send(dumps({"type": "nack", "seq": msg.seq, "last_seq": handler.conn.last_seq,
-                                "reason": "the teacher ended the session: not recorded"}))
+            handler.send(nack(msg.seq, handler.conn.last_seq, "the teacher ended the session: not recorded"))
             return
         now = time.time()
         if room.session_id is None:

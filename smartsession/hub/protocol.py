@@ -354,6 +354,11 @@ def dumps(msg: dict[str, Any]) -> str:
     return json.dumps(msg, separators=(",", ":"), allow_nan=False)
 
 
+def nack(seq: int, last_seq: int, reason: str) -> str:
+    """The hub's refusal of one state (the connection stays): the student forgets it, never resends it."""
+    return dumps({"type": "nack", "seq": seq, "last_seq": last_seq, "reason": reason})
+
+
 @dataclass
 class ClassRoom:
     """A class's live state: students, presence, latest states, the open session and segment.

@@ -28,6 +28,7 @@ from smartsession.hub.protocol import (
     Refusal,
     Stale,
     dumps,
+    nack,
     parse_json,
 )
 from smartsession.hub.wire import WebSocket, WebSocketRoute, keep
@@ -155,8 +156,7 @@ class StudentSocket(_Socket):
 
     def handle(self, event) -> None:
         if isinstance(event, Stale):
-            self.send(dumps({"type": "nack", "seq": event.seq, "last_seq": event.last_seq,
-                             "reason": "seq not above the last accepted one: dropped"}))
+            self.send(nack(event.seq, event.last_seq, "seq not above the last accepted one: dropped"))
         else:
             self.hub.accept_state(self, event)
 

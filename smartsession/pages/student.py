@@ -419,12 +419,8 @@ class StudentPage:
         if paused:
             self.overlay.clear()
             self._feedback_shown = None
-            self.feedback.value = (
-                '<div class="ss-feedback"><div class="ss-tip">Paused: nothing is measured or shared. '
-                "Press Resume to continue.</div></div>"
-            )
-            said = "Measuring paused. Nothing is measured or shared until you resume."
-            self.announce.text = self.announcer.say_now(said, time.time())
+            self._tell("Paused: nothing is measured or shared. Press Resume to continue.",
+                       "Measuring paused. Nothing is measured or shared until you resume.")
             self._publish_paused()
 
     def _camera_on(self, on: bool) -> None:
@@ -567,10 +563,10 @@ class StudentPage:
             if self.paused:
                 self._tell("Your teacher started a new session: press Resume to take part.")
 
-    def _tell(self, said: str) -> None:
-        """A note in place of the feedback, read out at once."""
-        self.feedback.value = f'<div class="ss-feedback"><div class="ss-tip">{html.escape(said)}</div></div>'
-        self.announce.text = self.announcer.say_now(said, time.time())
+    def _tell(self, shown: str, said: str | None = None) -> None:
+        """A note in place of the feedback, read out at once (``said``, when the spoken words differ)."""
+        self.feedback.value = f'<div class="ss-feedback"><div class="ss-tip">{html.escape(shown)}</div></div>'
+        self.announce.text = self.announcer.say_now(said or shown, time.time())
 
     async def _run_hub(self) -> None:
         from smartsession.hub.client import StudentPublisher
