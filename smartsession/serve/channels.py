@@ -19,7 +19,8 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 def busy_for_a_comm_message(parts: list[bytes]) -> bool:
     """Whether an iopub message (its parts after the delimiter: signature, header, parent, metadata, content)
     is the kernel's "busy" status for a comm message."""
-    if len(parts) < 5 or json.loads(parts[1]).get("msg_type") != "status":
+    # The server's own kernels no longer send these (kernelio.PageKernel); this keeps any other kernel's out too.
+    if len(parts) < 5 or b'"status"' not in bytes(parts[1]) or json.loads(parts[1]).get("msg_type") != "status":
         return False
     return (json.loads(parts[4]).get("execution_state") == "busy"
             and json.loads(parts[2]).get("msg_type") == "comm_msg")

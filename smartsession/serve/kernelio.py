@@ -1,17 +1,30 @@
-"""What ``smartsession serve`` changes in its kernels' ipykernel: stdout and stderr that do not stop the kernel
-for each message it handles when nothing was written.
+"""What ``smartsession serve`` changes in its kernels' ipykernel: per-message costs a student page pays for each of
+its frames and never uses.
 
-ipykernel flushes both streams after every message it handles, and a flush waits for the kernel's I/O thread to
-answer twice, even with nothing to send. A student page sends its kernel a message per frame, so that was four
-thread round trips a frame, for output a student page never writes.
+- stdout and stderr that do not stop the kernel when nothing was written. ipykernel flushes both streams after
+  every message it handles, and a flush waits for the kernel's I/O thread to answer twice, even with nothing to
+  send. A student page sends its kernel a message per frame: four thread round trips a frame, for output a
+  student page never writes.
+- no "busy" status for a widget message. The kernel announces "busy" and "idle" around every message it
+  handles. The page's JavaScript needs the "idle" (it completes the message, and lets a widget send its next
+  state); it does nothing with the "busy" of a comm message, which cost the kernel a signed message through its
+  I/O thread, and the server one more to read, per frame. Every other message keeps both.
+- a log that does not build a record for each debug line its handlers would drop (ipykernel logs three per
+  message it handles, and the application's logger passes everything to a handler that keeps warnings).
 """
 
 from __future__ import annotations
 
+import logging
+
 from ipykernel.iostream import OutStream
+from ipykernel.ipkernel import IPythonKernel
 
 #: Arguments every kernel of the server starts with (after ``-f CONNECTION_FILE``).
-KERNEL_ARGUMENTS = (f"--IPKernelApp.outstream_class={__name__}.QuietOutStream",)
+KERNEL_ARGUMENTS = (
+    f"--IPKernelApp.outstream_class={__name__}.QuietOutStream",
+    f"--IPKernelApp.kernel_class={__name__}.PageKernel",
+)
 
 
 class QuietOutStream(OutStream):
@@ -22,3 +35,22 @@ class QuietOutStream(OutStream):
         # ipykernel's own (6.29 to 7.x); an ipykernel without them gets its usual flush every time.
         if getattr(self, "_flush_pending", True) or getattr(self, "_subprocess_flush_pending", True):
             super().flush()
+
+
+class PageKernel(IPythonKernel):
+    """The IPython kernel, without the busy status of comm messages and without debug records nobody keeps."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        log = self.log
+        # The logger's own level is the application's floor (DEBUG); its handlers decide what is kept. Raising
+        # the logger to its most permissive handler changes nothing that is written.
+        if isinstance(log, logging.Logger) and log.handlers and log.level < logging.WARNING:
+            log.setLevel(max(log.level, min(h.level for h in log.handlers)))
+
+    def _publish_status(self, status, channel, parent=None):
+        if status == "busy" and parent is None:
+            header = (self.get_parent(channel) or {}).get("header") or {}
+            if header.get("msg_type") == "comm_msg":
+                return
+        super()._publish_status(status, channel, parent)

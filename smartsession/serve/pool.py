@@ -11,9 +11,11 @@ so only a few pool kernels warm at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import asdict, dataclass
 
+from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
@@ -115,10 +117,56 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         # A refill beyond memory would push pages' kernels into swap; it starts once a kernel has gone.
         return bool(self.kernel_budget) and len(self) >= self.kernel_budget
 
+    def start_watching_activity(self, kernel_id: str) -> None:
+        """Jupyter's activity watch (``last_activity`` for culling, ``execution_state``), reading only the headers.
+
+        Jupyter's own deserializes every message a kernel publishes (signature check, date parsing), and a
+        student page's kernel publishes two or three a frame, all of them read once more by the page's websocket
+        connection. The messages come from the server's own kernel over a socket in its private directory.
+        """
+        kernel = self._kernels[kernel_id]
+        kernel.reason = ""
+        kernel.last_activity = utcnow()
+        kernel._activity_stream = kernel.connect_iopub()
+        track = self.track_message_type
+
+        def record_activity(msg_list: list) -> None:
+            try:
+                msg_type, parent_type, state = activity_of(msg_list)
+            except ValueError:
+                self.log.warning("kernel %s published a message that is not Jupyter's", kernel_id)
+                return
+            if track(msg_type) or track(parent_type) or kernel.execution_state == "busy":
+                self.last_kernel_activity = kernel.last_activity = utcnow()
+            if state is not None:
+                if track(parent_type):
+                    kernel.execution_state = state
+                elif kernel.execution_state == "starting" and state != "starting":
+                    kernel.execution_state = "idle"
+
+        kernel._activity_stream.on_recv(record_activity, copy=True)
+
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
         if self.students is not None:
             self.students.connected(kernel_id)
+
+
+DELIMITER = b"<IDS|MSG>"
+
+
+def activity_of(msg_list: list[bytes]) -> tuple[str | None, str | None, str | None]:
+    """A kernel message's type, its parent's type, and for a status message the execution state; ValueError for
+    anything else than Jupyter's wire format (identities, delimiter, signature, header, parent, metadata, content)."""
+    try:
+        at = msg_list.index(DELIMITER)
+        header, parent = json.loads(msg_list[at + 2]), json.loads(msg_list[at + 3])
+        msg_type = header.get("msg_type")
+        state = json.loads(msg_list[at + 5]).get("execution_state") if msg_type == "status" else None
+        parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
+    except (IndexError, AttributeError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not a Jupyter message: {err}") from None
+    return msg_type, parent_type, state if isinstance(state, str) else None
 
 
 @dataclass(frozen=True)

@@ -253,3 +253,54 @@ def test_pool_kernels_warm_a_few_at_a_time_and_keep_a_core_for_pages_once_they_c
         await manager.shutdown_kernel(fourth_id)
 
     asyncio.run(scenario())
+
+
+def test_the_activity_watch_reads_headers_and_refuses_what_is_not_a_jupyter_message():
+    from jupyter_client.session import Session
+
+    from smartsession.serve.pool import activity_of
+
+    session = Session(key=b"k")
+    parent = session.msg("comm_msg", {"comm_id": "c", "data": {}})
+    status = session.serialize(session.msg("status", {"execution_state": "idle"}, parent=parent), ident=b"status")
+    assert activity_of(status) == ("status", "comm_msg", "idle")
+    out = session.serialize(session.msg("comm_msg", {"comm_id": "c", "data": {"x": 1}}), ident=b"comm")
+    assert activity_of(out) == ("comm_msg", None, None)
+    for bad in ([b"no delimiter"], [b"<IDS|MSG>", b"sig", b"{not json"], [b"<IDS|MSG>", b"sig", b"[]", b"{}"],
+                [b"<IDS|MSG>", b"sig", b'{"msg_type": "status"}', b"{}", b"{}"]):
+        with pytest.raises(ValueError):
+            activity_of(bad)
+
+
+def test_a_kernel_of_the_server_reports_its_activity_and_state_as_jupyter_does():
+    import asyncio
+
+    from smartsession.serve.pool import QuietRefillKernelManager
+
+    async def scenario():
+        manager = QuietRefillKernelManager(refill_quiet=0)
+        kid = await manager.start_kernel(kernel_name="python3")
+        kernel = manager.get_kernel(kid)
+        try:
+            client = kernel.client()
+            client.start_channels()
+            await asyncio.wait_for(client.wait_for_ready(timeout=60), 70)
+            before = kernel.last_activity
+            await asyncio.sleep(0.05)
+            client.execute("import time; time.sleep(1.5)")
+            for _ in range(100):
+                if kernel.execution_state == "busy":
+                    break
+                await asyncio.sleep(0.01)
+            assert kernel.execution_state == "busy", "the watch did not see the kernel go busy"
+            for _ in range(100):  # the status arrives on the watch's own socket, maybe just after the reply
+                if kernel.execution_state == "idle" and kernel.last_activity > before:
+                    break
+                await asyncio.sleep(0.05)
+            assert kernel.execution_state == "idle"
+            assert kernel.last_activity > before
+            client.stop_channels()
+        finally:
+            await manager.shutdown_kernel(kid)
+
+    asyncio.run(scenario())
