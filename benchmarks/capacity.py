@@ -7,7 +7,8 @@ holds while every simulated student's capture -> ack round trip p95 stays <= 150
 (skipped for want of an ack, or dropped by the kernel) and memory lasts. Also reported: kernel USS/PSS from
 ``/proc/<pid>/smaps_rollup``, server and kernel CPU, the Chromium student's round trip p90, and how often the
 browser-mode analysis (a packed landmarker result, ``Analyzer.process_face``) gives the same state as the
-server-mode analysis (``Analyzer.process``) of the same frames.
+server-mode analysis (``Analyzer.process``) of the same frames. First, ``floor.py``: what Jupyter's own kernel
+websocket and ipykernel cost per frame with no analysis at all, and the students that allows at most.
 
 Run: ``.venv/bin/python benchmarks/capacity.py`` (a real search: ~20-40 min, needs chromium and ~0.4 GB RAM per
 server-mode student) or ``--quick`` (a few students, a few minutes). Loopback only; every kernel and server it
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from e2e import camera_stats, join_as_student, launch, pct, settle, wait_warm  # noqa: E402
+from floor import jupyter_floor  # noqa: E402
 from fake_camera import _letterbox, fake_camera_file  # noqa: E402
 
 from smartsession.dataset.media import pyfeat_file  # noqa: E402
@@ -242,6 +244,8 @@ class Step:
     kernels_cpu_pct: float  # of one core: all student kernels together
     machine_busy: float
     available_gb: float
+    server_ms_per_frame: float = 0.0  # CPU per analysed frame, to set beside floor.py's
+    kernel_ms_per_frame: float = 0.0
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -280,6 +284,9 @@ def measure(server, students: Students, chromium_page, seconds: float) -> Step:
         kernels_cpu_pct=round(100 * sum(v for p, v in used.items() if p != server.process.pid) / elapsed, 1),
         machine_busy=round(1 - (d[3] + d[4]) / max(1, sum(d)), 3),
         available_gb=round(available_memory() / 2**30, 2),
+        server_ms_per_frame=round(1000 * used[server.process.pid] / max(figures["frames"], 1), 2),
+        kernel_ms_per_frame=round(
+            1000 * sum(v for p, v in used.items() if p != server.process.pid) / max(figures["frames"], 1), 2),
     )
     if not figures["p95_ms"] <= MAX_P95_MS:
         step.reasons.append(f"round trip p95 {figures['p95_ms']} ms > {MAX_P95_MS:.0f}")
@@ -324,7 +331,8 @@ def search(browser, tmp: Path, frame_message, *, step: int, max_students: int, s
                       f"Chromium p90 {result.chromium['rtt_p90_ms']} ms; slowest page open "
                       f"{result.figures['slowest_open_s']} s; kernel USS {result.kernel_uss_mb} MB "
                       f"(PSS {result.kernel_pss_mb}); CPU server {result.server_cpu_pct}% kernels "
-                      f"{result.kernels_cpu_pct}% (machine {100 * result.machine_busy:.0f}% busy); "
+                      f"{result.kernels_cpu_pct}% (machine {100 * result.machine_busy:.0f}% busy; a frame: server "
+                      f"{result.server_ms_per_frame} ms, kernel {result.kernel_ms_per_frame} ms); "
                       f"{result.available_gb} GB free" + (f"  STOP: {'; '.join(result.reasons)}"
                                                           if result.reasons else ""), flush=True)
                 if not result.held:
@@ -358,6 +366,8 @@ def mode_figures(steps: list[Step], warm_s: float, step: int, fork_kernels: bool
         "simulated_p95_ms": best.figures["p95_ms"] if best else None,
         "server_cpu_pct": best.server_cpu_pct if best else None,
         "kernels_cpu_pct": best.kernels_cpu_pct if best else None,
+        "server_ms_per_frame": best.server_ms_per_frame if best else None,
+        "kernel_ms_per_frame": best.kernel_ms_per_frame if best else None,
         "students_per_core": round(best.students / cores, 1) if best else 0,
         "kernels_per_gb_by_pss": round(1024 / best.kernel_pss_mb, 1) if best else None,
         "fork_kernels": fork_kernels,
@@ -391,6 +401,12 @@ def main() -> None:
     agreement = parity(frames)
     print(f"  same state on {agreement['same_state']} of {agreement['frames']} frames ({agreement['agreement']:.1%})")
 
+    print("== Jupyter's floor: echo kernels behind serve's kernel manager and websocket, no analysis (floor.py)")
+    floor = jupyter_floor(kernels=20, seconds=6 if args.quick else 12)
+    print(f"  server {floor['server_ms_per_message']} ms + kernel {floor['kernel_ms_per_message']} ms of CPU a "
+          f"message: at most {floor['ceiling_students']} students on this machine with nothing else running",
+          flush=True)
+
     tmp = Path(tempfile.mkdtemp(prefix="smartsession-capacity-"))
     camera = fake_camera_file(tmp / "camera", fps=30, max_frames=72)
     figures: dict[str, dict] = {}
@@ -421,6 +437,7 @@ def main() -> None:
         "kernel_uss_mb": lead.get("kernel_uss_mb"),
         "roundtrip_p90_ms": lead.get("chromium_p90_ms"),
         "parity_state_agreement": agreement["agreement"],
+        "jupyter_floor": floor,
         **{f"{mode}_mode": f for mode, f in figures.items()},
         "machine": {"cores": len(os.sched_getaffinity(0)), "memory_gb": round(gb, 1), "quick": args.quick,
                     "load_average": round(os.getloadavg()[0], 1)},

@@ -32,8 +32,12 @@ def test_capacity_benchmark_runs_quick_and_leaves_nothing_behind():
     assert {"browser_mode_students", "server_mode_students", "kernel_uss_mb", "roundtrip_p90_ms",
             "parity_state_agreement"} <= bench.keys()
     assert 0.0 <= bench["parity_state_agreement"] <= 1.0
+    # Jupyter's own floor, measured beside: echo kernels answered every message, at a cost and a ceiling.
+    floor = bench["jupyter_floor"]
+    assert floor["messages"] > 0 and floor["server_ms_per_message"] > 0 and floor["kernel_ms_per_message"] > 0
+    assert floor["ceiling_students"] > 0
     # Two students (one simulated, one Chromium) on one real server: a figure, not a target.
     assert bench["server_mode_students"] in (0, 2)
     assert bench["browser_mode_students"] in (None, 0, 2)  # None: this checkout has no browser analysis mode
-    leftovers = subprocess.run(["pgrep", "-f", "smartsession-capacity-"], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(["pgrep", "-f", "smartsession-(capacity|floor)-"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), f"processes of the benchmark still running: {leftovers}"
