@@ -1,9 +1,10 @@
 """The floor under every student kernel: what Jupyter's own stack costs per frame with no SmartSession work at all.
 
 A plain ``jupyter server`` (the same jupyter_server and ipykernel, with serve's kernel manager and kernel
-websocket, which starts kernels with the arguments ``smartsession serve`` gives its own) runs N kernels whose only code is a comm that answers each message with a
-small one, as the camera widget acks a frame. A client speaking Jupyter's v1 kernel websocket sends each kernel
-a comm message with a ~1 KB buffer (a packed face's size) ``FPS`` times a second and waits for the answer.
+websocket, which starts kernels with the arguments ``smartsession serve`` gives its own) runs N kernels whose
+only code is a comm that answers each message with a small one, as the camera widget acks a frame. A client
+speaking Jupyter's v1 kernel websocket sends each kernel a comm message with a ~1 KB buffer (a packed face's
+size) ``FPS`` times a second and waits for the answer.
 
 The CPU the server and the kernels spend per message is the least any design that gives each student a
 Jupyter kernel can spend; ``ceiling_students`` is how many students this machine's cores could carry at that
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,8 +146,9 @@ def jupyter_floor(kernels: int = 20, seconds: float = 12.0) -> dict:
     token, port = secrets.token_hex(16), free_port()
     env = {**os.environ, "JUPYTER_PATH": str(tmp / "share" / "jupyter"), "JUPYTER_RUNTIME_DIR": str(tmp / "rt")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--IdentityProvider.token={token}", "--allow-root", f"--ServerApp.port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={tmp}",
+        [sys.executable, "-m", "jupyter_server", f"--IdentityProvider.token={token}", "--allow-root",
+         f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
+         f"--ServerApp.root_dir={tmp}",
          "--KernelManager.transport=ipc", "--ServerApp.log_level=WARN",
          # serve's own kernel manager (the activity watch that reads headers only) and websocket (no Nagle)
          "--ServerApp.kernel_manager_class=smartsession.serve.pool.QuietRefillKernelManager",
@@ -213,8 +216,6 @@ def jupyter_floor(kernels: int = 20, seconds: float = 12.0) -> dict:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
