@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from smartsession.analysis.analyzer import Analyzer
     from smartsession.classify.model import ModelError, load_state_model
     from smartsession.vision import frames
+    from smartsession.vision.native_stderr import quiet_stderr
 
     if args.fps is not None and not args.fps > 0:
         print(f"error: --fps must be a positive number, got {args.fps}", file=sys.stderr)
@@ -116,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
         failed += 1
         bar.write(f"error: {message}", file=sys.stderr)
 
+    # MediaPipe's runtime logs its own notes on fd 2 now and then (an input tensor it realigned, say); this
+    # command's stderr is for the user's errors and progress, so each analysis runs with fd 2 quiet (one
+    # thread here: nothing else is silenced).
     try:
         with Analyzer(emotions=emotions, mode="image", model=model) as images, \
                 Analyzer(emotions=emotions, mode="stream", model=model) as videos:
@@ -126,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
                     fail(f"{path}: folder holds no images ({', '.join(frames.IMAGE_SUFFIXES)})")
                 elif kind == "image":
                     try:
-                        writer.write(images.process(frames.read_image(path), source=path, frame_index=0).to_record())
+                        rgb = frames.read_image(path)
+                        with quiet_stderr():
+                            obs = images.process(rgb, source=path, frame_index=0)
+                        writer.write(obs.to_record())
                     except frames.FrameError as err:
                         fail(str(err))
                     except Exception as err:  # one bad file must not end the run
@@ -139,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
                                   else frames.read_video(path, args.fps))
                         analysed = 0
                         for vf in source:
-                            obs = videos.process(vf.rgb, t=vf.t, source=path, frame_index=vf.index)
+                            with quiet_stderr():
+                                obs = videos.process(vf.rgb, t=vf.t, source=path, frame_index=vf.index)
                             writer.write(obs.to_record())
                             analysed += 1
                             bar.update(1)

@@ -94,3 +94,27 @@ def test_bad_fps_and_help():
     help_text = analyze("--help").stdout
     for option in ("--format", "--fps", "--no-emotions", "-o"):
         assert option in help_text
+
+
+def test_notes_the_face_model_runtime_writes_on_stderr_stay_out_of_the_users_errors(folder, capfd, monkeypatch):
+    """MediaPipe's runtime now and then logs a note of its own on fd 2 while it analyses ("input tensor memory is
+    not aligned ... copying data"); the command's stderr keeps only its errors. Real analysis of real photos, each
+    call also writing such a note the way the native runtime does (to fd 2, beneath Python)."""
+    import os
+
+    from smartsession.analysis.analyzer import Analyzer
+    from smartsession.cli import main
+
+    real = Analyzer.process
+
+    def noisy(self, *args, **kwargs):
+        os.write(2, b"W0000 00:00:0 1 inference_runner_litert.cc:1418] Input tensor memory is not aligned\n")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "process", noisy)
+    assert main(["analyze", str(folder / "class" / "row1"), str(folder / "class" / "notes.jpg")]) == 1
+    out, err = capfd.readouterr()
+    assert len(out.strip().splitlines()) == 2  # both photos analysed
+    assert [line for line in err.splitlines() if line.strip()] == [
+        line for line in err.splitlines() if line.startswith("error:")] and "notes.jpg" in err, err
+    assert "W0000" not in err
