@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from e2e import camera_stats, join_as_student, launch, pct, settle, wait_warm  # noqa: E402
-from floor import jupyter_floor  # noqa: E402
+from floor import cpu_seconds, jupyter_floor  # noqa: E402
 from fake_camera import _letterbox, fake_camera_file  # noqa: E402
 
 from smartsession.dataset.media import pyfeat_file  # noqa: E402
@@ -108,15 +108,6 @@ def face_frames(faces: list):
     from smartsession.vision import packed
 
     return lambda seq, t: ({"type": "face", "seq": seq, "t": t}, [packed.encode_face(faces[seq % len(faces)], t)])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used (0 once it is gone)."""
-    try:
-        fields = (memory.PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def available_memory() -> int:

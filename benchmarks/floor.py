@@ -48,22 +48,12 @@ get_comm_manager().register_target("floor", _floor_target)
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (0 once it is gone)."""
     try:
         fields = (memory.PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in memory.PROC.glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return found
 
 
 class EchoClient:
@@ -178,7 +168,7 @@ def jupyter_floor(kernels: int = 20, seconds: float = 12.0) -> dict:
             for c in clients:
                 c.roundtrips.clear()
                 c.ticks = c.skipped = 0
-            pids = children(server.pid)
+            pids = memory.children(server.pid)
             before = {pid: cpu_seconds(pid) for pid in [server.pid, *pids]}
             me = cpu_seconds(os.getpid())
             t0 = time.monotonic()
