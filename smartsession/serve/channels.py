@@ -16,14 +16,26 @@ import json
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
 
+def message_types(parts: list[bytes]) -> tuple[str | None, str | None, str | None]:
+    """A kernel message's type, its parent's type and, for a status message, the execution state, read from its
+    parts after the delimiter (signature, header, parent, metadata, content) without the rest of it; ValueError
+    for anything that is not Jupyter's wire format."""
+    try:
+        header, parent = json.loads(parts[1]), json.loads(parts[2])
+        msg_type = header.get("msg_type")
+        state = json.loads(parts[4]).get("execution_state") if msg_type == "status" else None
+        parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
+    except (IndexError, AttributeError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not a Jupyter message: {err}") from None
+    return msg_type, parent_type, state if isinstance(state, str) else None
+
+
 def busy_for_a_comm_message(parts: list[bytes]) -> bool:
-    """Whether an iopub message (its parts after the delimiter: signature, header, parent, metadata, content)
-    is the kernel's "busy" status for a comm message."""
+    """Whether an iopub message (its parts after the delimiter) is the kernel's "busy" status for a comm message."""
     # The server's own kernels no longer send these (kernelio.PageKernel); this keeps any other kernel's out too.
-    if len(parts) < 5 or b'"status"' not in bytes(parts[1]) or json.loads(parts[1]).get("msg_type") != "status":
+    if len(parts) < 5 or b'"status"' not in bytes(parts[1]):
         return False
-    return (json.loads(parts[4]).get("execution_state") == "busy"
-            and json.loads(parts[2]).get("msg_type") == "comm_msg")
+    return message_types(parts) == ("status", "comm_msg", "busy")
 
 
 class LiveKernelConnection(ZMQChannelsWebsocketConnection):

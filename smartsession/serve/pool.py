@@ -11,16 +11,16 @@ so only a few pool kernels warm at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
-from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Float, default
 from voila.request_info_handler import RequestInfoSocketHandler
 
 from smartsession.serve.admission import StudentKernels, page_ticket
+from smartsession.serve.channels import message_types
 from smartsession.serve.kernelio import KERNEL_ARGUMENTS
 
 
@@ -126,7 +126,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         """
         kernel = self._kernels[kernel_id]
         kernel.reason = ""
-        kernel.last_activity = utcnow()
+        kernel.last_activity = datetime.now(timezone.utc)
         kernel._activity_stream = kernel.connect_iopub()
         track = self.track_message_type
 
@@ -137,7 +137,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
                 self.log.warning("kernel %s published a message that is not Jupyter's", kernel_id)
                 return
             if track(msg_type) or track(parent_type) or kernel.execution_state == "busy":
-                self.last_kernel_activity = kernel.last_activity = utcnow()
+                self.last_kernel_activity = kernel.last_activity = datetime.now(timezone.utc)
             if state is not None:
                 if track(parent_type):
                     kernel.execution_state = state
@@ -156,17 +156,13 @@ DELIMITER = b"<IDS|MSG>"
 
 
 def activity_of(msg_list: list[bytes]) -> tuple[str | None, str | None, str | None]:
-    """A kernel message's type, its parent's type, and for a status message the execution state; ValueError for
-    anything else than Jupyter's wire format (identities, delimiter, signature, header, parent, metadata, content)."""
+    """:func:`~smartsession.serve.channels.message_types` of a whole kernel message (identities, delimiter, then
+    its parts); ValueError for anything that is not Jupyter's wire format."""
     try:
         at = msg_list.index(DELIMITER)
-        header, parent = json.loads(msg_list[at + 2]), json.loads(msg_list[at + 3])
-        msg_type = header.get("msg_type")
-        state = json.loads(msg_list[at + 5]).get("execution_state") if msg_type == "status" else None
-        parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
-    except (IndexError, AttributeError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"not a Jupyter message: {err}") from None
-    return msg_type, parent_type, state if isinstance(state, str) else None
+    except ValueError:
+        raise ValueError("not a Jupyter message: no delimiter") from None
+    return message_types(msg_list[at + 1:])
 
 
 @dataclass(frozen=True)
