@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from smartsession.serve import memory
-from smartsession.serve.pageclient import SUBPROTOCOL, decode, encode, message
+from smartsession.serve.pageclient import PageClient, message
 from smartsession.serve.testing import free_port
 
 FPS = 5.0
@@ -56,64 +56,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class EchoClient:
-    """One kernel's websocket: runs the echo cell, opens the comm, then sends a message a tick and times answers."""
+class EchoClient(PageClient):
+    """One kernel's websocket, as :class:`PageClient` speaks it: runs the echo cell, opens the comm, then sends a
+    message a tick and times the answers."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.session = secrets.token_hex(8)
+        super().__init__(url)
         self.comm_id = secrets.token_hex(16)
         self.sent: dict[int, float] = {}
         self.roundtrips: list[float] = []
         self.ticks = self.skipped = 0
-        self._idle: dict[str, asyncio.Future] = {}
 
-    async def __aenter__(self) -> "EchoClient":
-        from websockets.asyncio.client import connect
+    async def open_echo(self) -> None:
+        await self.handled(message("execute_request", {"code": ECHO, "silent": True, "store_history": False,
+                                                       "user_expressions": {}, "allow_stdin": False}, self.session))
+        await self.handled(message("comm_open", {"comm_id": self.comm_id, "target_name": "floor", "data": {}},
+                                   self.session))
 
-        self.ws = await connect(self.url, subprotocols=[SUBPROTOCOL], max_size=None, compression=None,
-                                open_timeout=60)
-        self._reader = asyncio.create_task(self._read())
-        await self._handled(message("execute_request", {"code": ECHO, "silent": True, "store_history": False,
-                                                        "user_expressions": {}, "allow_stdin": False}, self.session))
-        await self._handled(message("comm_open", {"comm_id": self.comm_id, "target_name": "floor", "data": {}},
-                                    self.session))
-        return self
+    def _on_message(self, msg: dict, now: float) -> None:
+        if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self.comm_id:
+            sent = self.sent.pop(msg["content"]["data"].get("seq"), None)
+            if sent is not None:
+                self.roundtrips.append(now - sent)
+        elif msg["msg_type"] == "error":
+            raise RuntimeError(f"the echo cell failed: {msg['content'].get('evalue')}")
+        else:
+            super()._on_message(msg, now)
 
-    async def __aexit__(self, *exc) -> None:
-        await self.ws.close()
-        self._reader.cancel()
-
-    async def _handled(self, msg: dict) -> None:
-        done = self._idle[msg["header"]["msg_id"]] = asyncio.get_running_loop().create_future()
-        await self.ws.send(encode(msg))
-        await asyncio.wait_for(done, 60)
-
-    async def _read(self) -> None:
-        async for data in self.ws:
-            msg = decode(data)
-            if msg["msg_type"] == "comm_msg":
-                sent = self.sent.pop(msg["content"]["data"].get("seq"), None)
-                if sent is not None:
-                    self.roundtrips.append(time.monotonic() - sent)
-            elif msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                done = self._idle.get(msg["parent_header"].get("msg_id"))
-                if done is not None and not done.done():
-                    done.set_result(None)
-            elif msg["msg_type"] == "error":
-                raise RuntimeError(f"the echo cell failed: {msg['content'].get('evalue')}")
-
-    async def stream(self, until: asyncio.Event) -> None:
+    async def stream_echo(self, until: asyncio.Event) -> None:
         seq, period, tick = 0, 1 / FPS, time.monotonic()
         while not until.is_set():
             self.ticks += 1
-            if self.sent:  # one in flight, as the camera's back-pressure allows by default
+            if self.sent:  # one in flight: each message waits for the answer to the last
                 self.skipped += 1
             else:
                 seq += 1
-                self.sent[seq] = time.monotonic()
-                await self.ws.send(encode(message("comm_msg", {"comm_id": self.comm_id, "data": {"seq": seq}},
-                                                  self.session, buffers=[BUFFER])))
+                self.sent[seq] = time.time()  # the reader stamps answers with time.time() too
+                await self.send(message("comm_msg", {"comm_id": self.comm_id, "data": {"seq": seq}}, self.session,
+                                        buffers=[BUFFER]))
             tick += period
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
 
@@ -162,8 +142,9 @@ def jupyter_floor(kernels: int = 20, seconds: float = 12.0) -> dict:
                                   f"&session_id={secrets.token_hex(8)}") for kid in ids]
             for client in clients:
                 await client.__aenter__()
+                await client.open_echo()
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(c.stream(stop)) for c in clients]
+            tasks = [asyncio.create_task(c.stream_echo(stop)) for c in clients]
             await asyncio.sleep(3)  # past the first messages' imports and caches
             for c in clients:
                 c.roundtrips.clear()
@@ -182,7 +163,7 @@ def jupyter_floor(kernels: int = 20, seconds: float = 12.0) -> dict:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             for client in clients:
-                await client.__aexit__()
+                await client.close()
             server_ms = 1000 * used[server.pid] / max(answered, 1)
             kernel_ms = 1000 * sum(v for p, v in used.items() if p != server.pid) / max(answered, 1)
             cores = len(os.sched_getaffinity(0))
