@@ -21,7 +21,7 @@ from voila.request_info_handler import RequestInfoSocketHandler
 
 from smartsession.serve.admission import StudentKernels, page_ticket
 from smartsession.serve.channels import message_types
-from smartsession.serve.kernelio import KERNEL_ARGUMENTS
+from smartsession.seams.kernel import KERNEL_ARGUMENTS
 
 
 class QuietRefillKernelManager(AsyncMappingKernelManager):
