@@ -65,7 +65,12 @@ def run_hub(args) -> int:
 
     from smartsession.hub.config import HubConfig
     from smartsession.hub.standalone import HubApp, serve_forever
+    from smartsession.seams import SeamBroken, check, http
 
+    try:
+        check(http.SEAMS)
+    except SeamBroken as err:
+        raise SystemExit(f"smartsession hub: {err}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = HubApp()
     load_config_file(app, args.config, "smartsession hub")
