@@ -32,11 +32,12 @@ from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
+from smartsession.options import flags as option_flags
 from smartsession.seams import SeamBroken, check, http, jupyter, kernel
 from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
-from smartsession.serve.cli import OPTIONS
+from smartsession.serve.options import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
@@ -80,25 +81,22 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
-    flags = {
-        "fork-kernels": (
-            {"SmartSessionApp": {"fork_kernels": True}},
-            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
-        ),
-        "self-signed": (
-            {"SmartSessionApp": {"self_signed": True}},
-            "Serve https with a certificate made for this host (browsers only allow the camera on https).",
-        ),
-        "debug": Voila.flags["debug"],
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/options.py; flags below the class
     classes = [*Voila.classes, HubConfig, QuietRefillKernelManager]
 
     ip = Unicode("127.0.0.1", config=True, help="Address to listen on; 0.0.0.0 for a classroom network.")
+    port = Int(
+        8866, config=True,
+        help="Port to listen on; if it is taken the server says so and stops, so the printed link stays right.",
+    )
     open_browser = Bool(False, config=True, help="Open the teacher page in a browser on start.")
     certfile = Unicode("", config=True, help="TLS certificate (PEM) to serve https.")
     keyfile = Unicode("", config=True, help="Private key of --certfile (PEM), if not inside it.")
-    self_signed = Bool(False, config=True, help="Create (or reuse) a self-signed certificate in the data dir.")
+    self_signed = Bool(
+        False, config=True,
+        help="Serve https with a certificate made for this host, kept in the data dir (browsers only allow the "
+        "camera on https).",
+    )
     class_size = Int(30, config=True, help="Students expected at once; sizes the default pool.")
     pool_size = Int(
         config=True,
@@ -120,12 +118,15 @@ class SmartSessionApp(Voila):
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
     )
-    dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
+    dashboards = Unicode(
+        config=True, help="Directory with student.ipynb and teacher.ipynb; default: the pages shipped with the package."
+    )
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
     fork_kernels = Bool(
         False,
         config=True,
-        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+        help="Fork student kernels from one preloaded process: they share what they import (less memory, faster "
+        "start; Linux; see serve/forking.py).",
     )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,
@@ -487,6 +488,8 @@ class SmartSessionApp(Voila):
         run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
 
+
+SmartSessionApp.flags = {**option_flags(OPTIONS, SmartSessionApp), "debug": Voila.flags["debug"]}
 
 main = SmartSessionApp.launch_instance
 
