@@ -262,19 +262,21 @@ class SmartSessionApp(Voila):
         return lan_address() if self.ip in _ANY_ADDRESS else self.ip
 
     def _kernel_env(self) -> None:
-        # Kernels inherit the server's environment: the hub client and Voila's preheat handshake read these.
-        os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
-        os.environ["VOILA_APP_IP"] = self.kernel_host
-        os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
-        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
-        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
+        # The kernels' own environment (the kernel manager adds it to each one's): the hub client, the page and
+        # Voila's preheat handshake read these; the server's environment stays as it was.
+        env = {
+            "SMARTSESSION_HUB_URL": f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}",
+            jupyter.APP_IP: self.kernel_host,
+            jupyter.WS_PROTOCOL: "wss" if self.certfile else "ws",
+            "SMARTSESSION_ANALYSIS": self.analysis,
+            browser_assets.ENV_BASE_URL: self.base_url,
+            "SMARTSESSION_HUB_CAFILE": self.certfile if self.self_signed else "",
+        }
         if self.self_signed:
-            os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
             # so kernels get a CA bundle that also trusts our certificate.
-            os.environ["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
-        else:
-            os.environ.pop("SMARTSESSION_HUB_CAFILE", None)
+            env["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
+        self.config.QuietRefillKernelManager.kernel_env = env
 
     def _redact_logs(self) -> None:
         redacting = lockdown.RedactingFilter()

@@ -11,12 +11,13 @@ so only a few pool kernels warm at once.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Float, default
+from traitlets import Dict, Float, Unicode, default
 
 from smartsession.serve.admission import StudentKernels, page_ticket
 from smartsession.serve.channels import message_types
@@ -47,6 +48,13 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         help="Seconds without page requests before the kernel pool refills (0: refill at once).",
     )
 
+    kernel_env = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="Environment every kernel gets on top of the server's (serve sets where the hub is, the analysis "
+        "mode and what Voila's page handshake needs); the server's own environment is left alone.",
+    )
+
     @default("cull_idle_timeout")
     def _default_cull_idle_timeout(self) -> int:
         # A closed tab leaves its kernel behind (MediaPipe and all); cull it once unconnected and idle.
@@ -70,6 +78,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     async def start_kernel(self, *args, **kwargs):
         # Every kernel here runs a page (python3, ipykernel): see seams/kernel.py.
         kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), *KERNEL_ARGUMENTS]
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), **self.kernel_env}
         if starts_a_pool_kernel(kwargs):
             while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full() or (
                 self._no_warm_slot()

@@ -208,3 +208,16 @@ def test_hub_refuses_to_start_when_a_tornado_seam_no_longer_holds(monkeypatch, t
 def test_serve_starts_when_every_seam_holds(tmp_path):
     for seam in SEAMS:
         assert seam.changed(None) is None, seam.relies_on
+
+
+@pytest.mark.slow
+def test_kernel_settings_go_to_the_kernels_not_to_the_servers_environment(tmp_path, monkeypatch):
+    import os
+
+    for name in ("SMARTSESSION_HUB_URL", "VOILA_APP_IP", "SMARTSESSION_ANALYSIS", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    app = Started(tmp_path).app
+    env = app.kernel_manager.kernel_env
+    assert env["SMARTSESSION_HUB_URL"] == f"http://127.0.0.1:{app.port}" and env["VOILA_APP_IP"] == "127.0.0.1"
+    assert env["SMARTSESSION_ANALYSIS"] == app.analysis
+    assert not {"SMARTSESSION_HUB_URL", "VOILA_APP_IP", "SMARTSESSION_ANALYSIS"} & set(os.environ)
