@@ -118,6 +118,8 @@ class PostgresStore(Store):
         "SELECT student_id, FLOOR(received / ?)::BIGINT AS bin, engagement, state, received FROM states "
         "WHERE session_id = ? AND paused = 0) b ORDER BY student_id, bin, received DESC) l ORDER BY bin"
     )
+    _COUNTS_SQL = Store._COUNTS_SQL.replace("CAST((t{shift} - ?) / ? AS INTEGER)", "FLOOR((t{shift} - ?) / ?)::BIGINT")
+    _SAMPLE_SQL = Store._SAMPLE_SQL.replace("seq % ?", "MOD(seq, ?)")
     _STATES_JSON_SQL = (
         "SELECT json_build_object("
         + ", ".join(f"'{c}', paused <> 0" if c == "paused" else f"'{c}', {c}" for c in STATE_COLUMNS)

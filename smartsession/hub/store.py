@@ -72,6 +72,16 @@ def _insert_states(db: sqlite3.Connection, rows: list[tuple]) -> None:
         db.execute(_INSERT_STATES + ", ".join([_STATE_ROW] * len(part)), list(chain.from_iterable(part)))
 
 
+def _shift(clock_fix: dict[str, float]) -> tuple[str, tuple]:
+    """SQL added to ``t`` for the wrong-clocked students (seconds per student), and its parameters."""
+    if not clock_fix:
+        return "", ()
+    params: list = []
+    for student_id, offset in clock_fix.items():
+        params += [student_id, float(offset)]
+    return f" + CASE student_id {' '.join(['WHEN ? THEN ?'] * len(clock_fix))} ELSE 0 END", tuple(params)
+
+
 def private_dir(path: Path) -> Path:
     """``path`` as a directory, created (with its parents) mode 0700 if missing."""
     if not path.is_dir():
@@ -144,6 +154,16 @@ class Store:
         "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
         "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin"
     )
+
+    # The report's queries (``state_counts``, ``first_state_time``, ``clock_sample``): a lesson's 540,000 rows
+    # are counted by the database and never become Python objects. ``{shift}`` puts wrong-clocked students'
+    # capture times on the hub's clock (``_shift``).
+    _COUNTS_SQL = (
+        "SELECT student_id, CAST((t{shift} - ?) / ? AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state, "
+        "MIN(t{shift}) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum "
+        "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin_, segment_, state"
+    )
+    _SAMPLE_SQL = "SELECT student_id, received - t AS clock_offset FROM states WHERE session_id = ? AND seq % ? = 0"
 
     def __init__(self, path: str | Path, batch_seconds: float = 0.05,
                  on_acks: Callable[[list], None] | None = None):
@@ -475,6 +495,39 @@ class Store:
     def session_json(self, session_id: str) -> str:
         """Everything about a session as one JSON document (see :meth:`iter_session_json`)."""
         return "".join(self.iter_session_json(session_id))
+
+    def state_counts(self, session_id: str, t0: float, bin_s: float, clock_fix: dict[str, float]):
+        """The session's unpaused states per (student_id, bin, segment, state) from ``t0`` in ``bin_s`` bins:
+        columns ``student_id, bin, segment, state, t`` (the first), ``n``, ``engagement_sum``."""
+        shift, shift_params = _shift(clock_fix)
+        frame = self._read_frame(self._COUNTS_SQL.format(shift=shift),
+                                 (*shift_params, t0, bin_s, *shift_params, session_id))
+        frame = frame.rename(columns={"bin_": "bin", "segment_": "segment"})
+        frame["segment"] = frame["segment"].where(frame["segment"] != "", None)
+        return frame
+
+    def first_state_time(self, session_id: str, clock_fix: dict[str, float]) -> float | None:
+        """The session's first capture time (wrong clocks fixed), None without states."""
+        shift, shift_params = _shift(clock_fix)
+        with self._reader() as db:
+            (t,) = db.execute(f"SELECT MIN(t{shift}) FROM states WHERE session_id = ?",
+                              (*shift_params, session_id)).fetchone()
+        return None if t is None else float(t)
+
+    def clock_sample(self, session_id: str, most: int):
+        """At most about ``most`` of the session's states (every n-th by seq): ``student_id`` and ``offset``
+        (received - t), to tell wrong clocks from network delay."""
+        with self._reader() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM states WHERE session_id = ?", (session_id,)).fetchone()
+        frame = self._read_frame(self._SAMPLE_SQL, (session_id, max(1, n // most)))
+        return frame.rename(columns={"clock_offset": "offset"})
+
+    def _read_frame(self, sql: str, params: tuple):
+        import pandas as pd
+
+        with self._reader() as db:
+            cur = db.execute(sql, params)
+            return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
