@@ -143,6 +143,9 @@ _STATES_CSV_SQL = (
 class Store:
     """SQLite store at ``path`` (a file, or a data directory holding ``smartsession.sqlite3``).
 
+    Its methods are the store protocol the hub and the report use; ``pgstore.PostgresStore`` implements the
+    same for a database every hub node shares (``shared``), so neither asks which one it has.
+
     A context manager; ``close()`` flushes what is queued and may be called twice. ``on_acks(acks)`` is called
     from the writer thread once per commit with the ``ack`` objects of the states it committed, in order: one
     call per batch instead of one callback per row, which the hub's thousands of states per second notice.
@@ -154,6 +157,11 @@ class Store:
         "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
         "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin"
     )
+
+    #: Whether other hub nodes write to this store too; then the database settles what they must agree on (the
+    #: secret, a class's open session, a student's committed seq) and the hub asks it (``credentials``,
+    #: ``open_class_session``, ``stored_seq``).
+    shared = False
 
     # The report's queries (``state_counts``, ``first_state_time``, ``clock_sample``): a lesson's 540,000 rows
     # are counted by the database and never become Python objects. ``{shift}`` puts wrong-clocked students'
@@ -341,6 +349,21 @@ class Store:
         )
 
     # --- reads ---
+
+    def credentials(self, secret: str, data_dir: Path) -> tuple[str, str]:
+        """The token secret (``secret`` if given, else the data dir's, made on first run) and the admin token."""
+        from smartsession.hub import auth
+
+        secret = secret or auth.load_secret(data_dir)
+        return secret, auth.load_admin_token(data_dir, secret)
+
+    def default_class_id(self, make: Callable[[], str]) -> str:
+        """The id of ``serve``'s class on a first start: a new one (``make()``); one hub owns this store."""
+        return make()
+
+    def stored_seq(self, class_id: str, student_id: str) -> int | None:
+        """The student's highest seq committed by another hub: None, no other hub writes here."""
+        return None
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._read_lock:

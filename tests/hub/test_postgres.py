@@ -192,3 +192,28 @@ def test_the_report_reads_a_postgresql_store_as_it_reads_sqlite(pg_url, tmp_path
     assert tables and tables == sorted(p.name for p in out["postgres"].glob("*.csv"))
     for table in tables:
         assert (out["postgres"] / table).read_text() == (out["sqlite"] / table).read_text(), table
+
+
+def test_a_hub_runs_on_the_store_it_is_given_sqlite_or_postgresql(pg_url, tmp_path):
+    """The hub takes any store of the protocol: nodes sharing PostgreSQL offer one default class, while each
+    SQLite hub makes its own."""
+    import asyncio
+
+    from smartsession.hub.core import Hub
+    from smartsession.hub.store import Store
+
+    async def default_classes(make_store) -> list[str]:
+        ids = []
+        for node in ("a", "b"):
+            (tmp_path / node).mkdir(exist_ok=True)
+            store = make_store(node)
+            async with Hub(data_dir=str(tmp_path / node), store=store) as hub:
+                assert hub.store is store
+                ids.append(await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: hub.default_class("Physics")["class_id"]))
+        return ids
+
+    a, b = asyncio.run(default_classes(lambda node: PostgresStore(pg_url)))
+    assert a == b
+    a, b = asyncio.run(default_classes(lambda node: Store(tmp_path / node / "own")))
+    assert a != b
