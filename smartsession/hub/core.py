@@ -22,7 +22,6 @@ from smartsession.hub.backplane import make_backplane
 from smartsession.hub.config import HubConfig
 from smartsession.hub.httpserver import connection_cap
 from smartsession.hub.protocol import (
-    ClassRoom,
     CloseCode,
     Connection,
     ConnectionLimiter,
@@ -35,6 +34,7 @@ from smartsession.hub.protocol import (
     dumps,
     nack,
 )
+from smartsession.hub.room import ClassRoom
 from smartsession.hub.pgstore import open_store
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
