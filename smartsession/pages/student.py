@@ -86,8 +86,8 @@ class StudentPage:
     """All of the student page: widgets, the frame callback, and the link to the hub.
 
     Frames (server analysis) or packed faces (browser analysis) arrive on the camera's worker thread, are
-    analysed there and dropped; only the resulting ``StateMessage`` crosses to the kernel's event loop and on
-    to the hub. ``analysis`` is the mode to try ("browser" needs ``assets``, the URLs of the browser
+    analysed there and dropped; only the resulting observation crosses to the kernel's event loop, the one thread
+    that writes widgets, and from there its ``StateMessage`` goes on to the hub. ``analysis`` is the mode to try ("browser" needs ``assets``, the URLs of the browser
     landmarker's files); by default both come from what ``smartsession serve`` sets for its kernels.
     """
 
@@ -326,8 +326,10 @@ class StudentPage:
             self._show(self.consent, f"Your face cannot be analysed in this browser: {why}. To go on, agree to "
                                      "send pictures to the class server instead (below), or close this page.")
 
+    # --- live: the camera's worker thread analyses, the kernel's event loop writes the widgets ---
+
     def _on_frame(self, frame: np.ndarray, t: float) -> None:
-        """Camera worker thread: analyse the frame, show feedback, publish now and then. The frame dies here."""
+        """Camera worker thread: analyse the frame and hand the result to the kernel's loop. The frame dies here."""
         with self._frame_lock:
             if not self.paused and not self._closed:
                 self._analyse(lambda rel: self.analyzer.process(frame, t=rel, source="camera"), t)
@@ -343,19 +345,34 @@ class StudentPage:
             self._t0 = t
         obs = observe(t - self._t0)
         obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
+        calibrated = None  # once a calibration has just ended: its error, "" when it worked
+        if self._calibrating and not self.analyzer.calibrating:
+            self._calibrating = False
+            calibrated = self.analyzer.calibration_error or ""
+        loop = self._loop
+        if loop is None:  # a page not opened yet has no loop: this thread is the only one writing
+            self._present(obs, calibrated)
+        elif not loop.is_closed():
+            # Widgets are written from one thread only, the kernel's, which also sends their messages.
+            loop.call_soon_threadsafe(self._present, obs, calibrated)
+
+    def _present(self, obs: Any, calibrated: str | None) -> None:
+        """On the kernel's loop: show an observation, say what changed, publish now and then."""
+        if self.paused or self._closed:
+            return  # paused after the frame was analysed: nothing more is shown or sent
+        t = obs.wall_time
         self.last_observation = obs
         shown = (obs.state, obs.face)
         if shown != self._feedback_shown or not 0 <= t - self._feedback_at < FEEDBACK_EVERY:
             self._feedback_shown, self._feedback_at = shown, t
             self.feedback.value = feedback_html(obs)
-        if self._calibrating and not self.analyzer.calibrating:
-            self._calibrating = False
-            error = self.analyzer.calibration_error
+        if calibrated is not None:
             self.calibration.value = (
-                error_html(f"Calibration did not work: {error} Face the camera in good light and press Calibrate again.")
-                if error else muted_html("Calibrated to your relaxed face.")
+                error_html(f"Calibration did not work: {calibrated} Face the camera in good light and press "
+                           "Calibrate again.")
+                if calibrated else muted_html("Calibrated to your relaxed face.")
             )
-            said = f"Calibration failed: {error} Press Calibrate again." if error else "Calibration finished."
+            said = f"Calibration failed: {calibrated} Press Calibrate again." if calibrated else "Calibration finished."
             self.announce.text = self.announcer.say_now(said, time.time())
         now = time.time()
         self.announcer.offer(announcement(obs.state, obs.face), now)
