@@ -37,7 +37,7 @@ from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
-from smartsession.serve import assets, lockdown
+from smartsession.serve import assets, headers, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.cli import OPTIONS
@@ -367,6 +367,7 @@ class SmartSessionApp(Voila):
         if self.certfile:
             ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
+        self.app.add_transform(headers.SecurityHeaders)
         try:
             # The hub's HTTP server: its header/body timeouts, body and header sizes and connection caps
             # apply to every route here (pages, kernels, hub), not only to the hub's own.
