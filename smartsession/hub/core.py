@@ -210,7 +210,7 @@ class Hub:
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event, self._republish)
+            await self.backplane.start(self._on_remote_event, self._republish, self.secret)
         except Exception:
             self.store.close()
             raise
