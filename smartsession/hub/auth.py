@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("admin", "teacher", "student")
+#: Longest token accepted. A student token carries the display name (up to 120 characters of any script, as
+#: UTF-8, never as \\u escapes: 120 emoji are 480 bytes) and stays under it (test_auth checks the worst case).
+MAX_TOKEN = 1024
 TEACHER_TTL = 90 * 24 * 3600.0  # a term
 STUDENT_TTL = 24 * 3600.0  # a school day, with margin
 
@@ -72,8 +75,11 @@ def issue_token(
         body["m"] = name
     if ttl is not None:
         body["e"] = round(time.time() + ttl, 3)
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(_mac(secret, 'token', payload))}"
+    payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    token = f"{payload}.{_b64(_mac(secret, 'token', payload))}"
+    if len(token) > MAX_TOKEN:
+        raise ValueError(f"a token of {len(token)} characters (at most {MAX_TOKEN}): shorten the name")
+    return token
 
 
 def teacher_token(secret: str, class_id: str, ttl: float = TEACHER_TTL) -> str:
@@ -88,7 +94,7 @@ def student_token(
 
 def verify_token(secret: str, token: object, now: float | None = None) -> Claims:
     """Check signature and expiry; raise :class:`AuthError` with a reason fit for the client."""
-    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1024:
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > MAX_TOKEN:
         raise AuthError("malformed token: use the token the server issued")
     payload, signature = token.split(".")
     try:
@@ -106,7 +112,7 @@ def verify_token(secret: str, token: object, now: float | None = None) -> Claims
 def peek_claims(token: object) -> Claims:
     """A token's claims WITHOUT checking its signature or expiry: only for a page to explain a plainly wrong
     token before using it. Whatever it says, the hub verifies every token (``verify_token``)."""
-    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1024:
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > MAX_TOKEN:
         raise AuthError("malformed token: use the token the server issued")
     return _claims(token.split(".")[0])
 

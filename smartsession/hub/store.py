@@ -21,6 +21,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from smartsession.cells import safe_frame, safe_row
 from smartsession.schema import SHARED_FEATURES
 
 FILENAME = "smartsession.sqlite3"
@@ -465,7 +466,7 @@ class Store:
         path = Path(path)
         states = self.states(session_id)
         if format == "csv":
-            states.to_csv(path, index=False)
+            safe_frame(states).to_csv(path, index=False)
         elif format == "parquet":
             states.to_parquet(path, index=False)
         else:
@@ -539,7 +540,7 @@ class Store:
             cursor = db.execute(_STATES_CSV_SQL, (session_id,))
             while True:
                 rows = cursor.fetchmany(rows_per_chunk)
-                writer.writerows(rows)
+                writer.writerows(map(safe_row, rows))
                 yield out.getvalue()
                 out.seek(0)
                 out.truncate()
