@@ -16,7 +16,9 @@ from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
-from smartsession.hub.auth import AuthError, check_join_code, verify_token
+from smartsession.hub.auth import AuthError, check_join_code, peek_claims, verify_token
+from smartsession.schema import is_ident
+from smartsession.serve import linkcookie
 from smartsession.serve.admission import RETRY_AFTER, Refused, page_ticket
 from smartsession.serve.pool import next_kernel
 
@@ -188,6 +190,7 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             raise tornado.web.HTTPError(404, reason="Not Found")
         self.page = path
         arguments = {name: self.get_query_argument(name, "") for name in ("class", "token", "join")}
+        from_cookie = self._secrets_from_cookies(path, arguments)
         try:
             check_page_access(self.secret, path, arguments)
         except PageRefused as refused:
@@ -195,6 +198,7 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page("This link does not open this page", str(refused)))
             return
+        self._keep_secrets(path, arguments, from_cookie)
         if path != STUDENT_PAGE:
             await self._render(path)
             return
@@ -216,11 +220,45 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             page_ticket.reset(reset)
             students.served(ticket)
 
+    def _secrets_from_cookies(self, path: str, arguments: dict[str, str]) -> dict[str, str]:
+        """Fill the link's secrets the address no longer shows from this page's cookies (linkcookie.py)."""
+        found = {}
+        if not is_ident(arguments["class"]):
+            return found
+        for param in linkcookie.SECRET_PARAMS:
+            if not arguments[param]:
+                value = self.get_cookie(linkcookie.cookie_name(path, param, arguments["class"]), "")
+                if value:
+                    arguments[param] = found[param] = value
+        return found
+
+    def _keep_secrets(self, path: str, arguments: dict[str, str], from_cookie: dict[str, str]) -> None:
+        """Secrets that came in the address go into cookies, and the address bar loses them (see _render);
+        secrets that came from cookies go into the query string the page's kernel reads."""
+        self.clean_address = False
+        for param in linkcookie.SECRET_PARAMS:
+            value = arguments[param]
+            if not value or param in from_cookie:
+                continue
+            try:
+                expires = peek_claims(value).expires if param == "token" else None
+            except AuthError:
+                expires = None
+            self.set_cookie(linkcookie.cookie_name(path, param, arguments["class"]), value, path=self.request.path,
+                            max_age=linkcookie.cookie_age(expires), httponly=True, samesite="Strict",
+                            secure=self.request.protocol == "https")
+            self.clean_address = True
+        if from_cookie:
+            self.request.query = linkcookie.with_secrets(self.request.query, from_cookie)
+
     async def _render(self, path: str) -> None:
         # Sets the _xsrf cookie that the page echoes when its tab closes (Voila's beforeunload beacon to
         # /voila/api/shutdown); without it that request is refused and the kernel outlives its page.
         self.xsrf_token
+        cleaner = linkcookie.address_cleaner(self.request.path, self.request.query) if self.clean_address else ""
         async for snippet in self.get_generator(path=path):
+            if cleaner and "<head>" in snippet:
+                snippet, cleaner = snippet.replace("<head>", "<head>\n" + cleaner, 1), ""
             snippet = offline_html(snippet, self.base_url)
             if path == TEACHER_PAGE:
                 snippet = with_pool_status(snippet, self.base_url)
