@@ -35,6 +35,7 @@ class Claims:
     student_id: str | None = None
     expires: float | None = None
     name: str | None = None  # the display name a student joined with
+    issued: float | None = None  # unix time; a teacher token issued before its class's rotation is refused
 
 
 def _b64(data: bytes) -> str:
@@ -70,7 +71,7 @@ def issue_token(
     """Sign a token for ``role``; ``ttl`` in seconds (``None``: never expires, used for the admin token)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    body = {"r": role, "c": class_id, "s": student_id, "n": secrets.token_hex(4)}
+    body = {"r": role, "c": class_id, "s": student_id, "n": secrets.token_hex(4), "i": round(time.time(), 3)}
     if name:
         body["m"] = name
     if ttl is not None:
@@ -124,9 +125,10 @@ def _claims(payload: str) -> Claims:
         raise AuthError("malformed token: use the token the server issued") from None
     if not isinstance(body, dict) or body.get("r") not in ROLES:
         raise AuthError("malformed token: use the token the server issued")
-    expires = body.get("e")
+    expires, issued = body.get("e"), body.get("i")
     return Claims(role=body["r"], class_id=body.get("c"), student_id=body.get("s"),
-                  expires=expires if isinstance(expires, (int, float)) else None, name=body.get("m"))
+                  expires=expires if isinstance(expires, (int, float)) else None, name=body.get("m"),
+                  issued=issued if isinstance(issued, (int, float)) else None)
 
 
 def join_code(secret: str, class_id: str) -> str:

@@ -7,6 +7,7 @@ No sockets here: ``hub.server`` turns bytes into calls on ``Hub`` (``attach_stud
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import secrets
 import time
@@ -241,6 +242,24 @@ class Hub:
         self.store.add_class(class_id, title)
         self.store.flush()  # the teacher's page loads the class right after
         return class_links(self.secret, class_id, title)
+
+    def rotate_teacher_token(self, class_id: str) -> dict[str, Any]:
+        """Revoke every teacher token of the class issued so far and return its links with a new one. Blocks on
+        a commit: call it off the loop. Teacher pages of the class on this hub are closed; on other nodes the
+        old token is refused at the next connection, page load or API call."""
+        info = self.store.class_info(class_id)
+        if info is None:
+            raise KeyError(f"no class {class_id!r}")
+        revoke_teacher_tokens(self.store, class_id)
+        return class_links(self.secret, class_id, info["title"])
+
+    async def teacher_token_current(self, claims: auth.Claims) -> bool:
+        """Whether a verified teacher token was issued after its class's last rotation (read off the loop)."""
+        if claims.role != "teacher" or claims.class_id is None:
+            return True
+        key = teacher_not_before_key(claims.class_id)
+        not_before = await asyncio.get_running_loop().run_in_executor(None, self.store.setting, key)
+        return not_before is None or (claims.issued or 0.0) >= float(not_before)
 
     def default_class(self, title: str) -> dict[str, Any]:
         """``smartsession serve``'s class on first start: a new class, or with a shared store the one the first
@@ -589,6 +608,18 @@ class Hub:
         if now - self._swept_buckets > 10:  # buckets that refilled completely are forgotten (they'd start full)
             self._swept_buckets = now
             self.buckets.sweep(now)
+
+
+def teacher_not_before_key(class_id: str) -> str:
+    """The store setting holding when the class's teacher tokens were last rotated (unix time)."""
+    return f"teacher_not_before:{class_id}"
+
+
+def revoke_teacher_tokens(store: Store, class_id: str) -> None:
+    """From now on the class's teacher tokens issued before this moment are refused; committed on return."""
+    not_before = math.floor(time.time() * 1000) / 1000  # tokens carry their issue time to the millisecond
+    store.set_shared_setting(teacher_not_before_key(class_id), repr(not_before))
+    store.flush()
 
 
 def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:

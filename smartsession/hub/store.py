@@ -48,6 +48,7 @@ CREATE INDEX IF NOT EXISTS states_session ON states (session_id, received);
 CREATE INDEX IF NOT EXISTS states_student ON states (class_id, student_id, seq);
 CREATE TABLE IF NOT EXISTS commands (
     session_id TEXT, class_id TEXT NOT NULL, received REAL NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 STATE_COLUMNS = (
@@ -321,7 +322,17 @@ class Store:
             (session_id, class_id, received, command, json.dumps(args)),
         )
 
+    def set_shared_setting(self, key: str, value: str) -> None:
+        """Set ``key`` (committed with the next batch; ``flush()`` to wait for it)."""
+        self._submit("INSERT INTO settings (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
     # --- reads ---
+
+    def setting(self, key: str) -> str | None:
+        """The value of ``key`` in the settings table, or None."""
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._read_lock:

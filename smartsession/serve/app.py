@@ -329,6 +329,7 @@ class SmartSessionApp(Voila):
                 lockdown.DashboardHandler,
                 {
                     "secret": self.hub.secret,
+                    "current_teacher": self.hub.teacher_token_current,
                     "template_paths": self.template_paths,
                     "config": self.config,
                     "voila_configuration": self.voila_configuration,

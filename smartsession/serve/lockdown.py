@@ -180,8 +180,10 @@ class MessagePageMixin:
 class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
     """Renders ``student.ipynb`` and ``teacher.ipynb`` only, each after checking the link's class and token."""
 
-    def initialize(self, secret: str, **kwargs):
+    def initialize(self, secret: str, current_teacher=None, **kwargs):
         self.secret = secret
+        # async (Claims) -> bool: whether a teacher token survived its class's rotations (Hub.teacher_token_current)
+        self.current_teacher = current_teacher
         super().initialize(**kwargs)
 
     @tornado.web.authenticated
@@ -197,6 +199,15 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_status(403)
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page("This link does not open this page", str(refused)))
+            return
+        if path == TEACHER_PAGE and self.current_teacher is not None \
+                and not await self.current_teacher(verify_token(self.secret, arguments["token"])):
+            self.clear_cookie(linkcookie.cookie_name(path, "token", arguments["class"]), path=self.request.path)
+            self.set_status(403)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(message_page("This teacher link was replaced",
+                                     "Open the new teacher link (<code>smartsession class rotate-token</code> "
+                                     "prints it)."))
             return
         self._keep_secrets(path, arguments, from_cookie)
         if path != STUDENT_PAGE:

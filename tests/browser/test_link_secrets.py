@@ -82,3 +82,14 @@ def test_the_shipped_nginx_config_logs_no_query_string(server, browser):
         log = (proxy.dir / "smartsession.access.log").read_text()
     assert "/voila/render/teacher.ipynb" in log and log.count("\n") >= 10
     assert server.teacher_token not in log and "?" not in log and "token=" not in log
+
+
+def test_a_rotated_teacher_link_stops_opening_the_page(server):
+    # Last in this module: it replaces the shared server's teacher token.
+    from smartsession.hub.client import rotate_teacher_token
+
+    new = rotate_teacher_token(server.url, server.class_id, server.admin_token)
+    old = server.request(server.teacher_url)
+    assert old.status == 403 and "This teacher link was replaced" in old.text
+    fresh = server.request(server.url + new["teacher_path"].lstrip("/"))
+    assert fresh.status == 200
