@@ -27,6 +27,7 @@ from smartsession.hub.protocol import (
     CloseCode,
     Connection,
     ConnectionLimiter,
+    HttpRefusal,
     JoinGate,
     JoinLimits,
     Limits,
@@ -180,6 +181,7 @@ class Hub:
         self._swept_buckets = 0.0
         self.backplane = make_backplane(c.redis_url)
         self.acks = AckPacer()
+        self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
 
     async def __aenter__(self) -> "Hub":
         await self.start()
@@ -234,6 +236,21 @@ class Hub:
         self.store.close()
 
     # --- classes and joining (HTTP API and CLI) ---
+
+    def create_class_for(self, claims: auth.Claims, title: str) -> dict[str, Any]:
+        """``create_class`` asked for with a token: within ``max_classes`` in all and ``max_classes_per_token``
+        per teacher token (counted by this hub). Raises ``HttpRefusal``; blocks on the store: call it off the loop."""
+        if self.store.class_count() >= self.config.max_classes:
+            raise HttpRefusal(429, f"this server holds {self.config.max_classes} classes, its most "
+                                   "(--HubConfig.max_classes): remove old ones or raise the limit")
+        if claims.role == "teacher":
+            key = (claims.class_id, claims.issued)
+            made = self._classes_by_token.get(key, 0)
+            if made >= self.config.max_classes_per_token:
+                raise HttpRefusal(429, f"this teacher link created {made} classes, its most: ask whoever runs "
+                                       "the server (the admin token) for more")
+            self._classes_by_token[key] = made + 1
+        return self.create_class(title)
 
     def create_class(self, title: str) -> dict[str, Any]:
         """A new class: id, teacher token, join code and the page paths for both. Blocks on a commit."""
@@ -562,6 +579,11 @@ class Hub:
     def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
         now = time.time()
         before = room.session_id
+        if cmd.command == "start_segment" and room.session_id is not None \
+                and room.segment_count >= self.config.max_segments:
+            return {"type": "result", "id": cmd.id, "ok": False,
+                    "error": f"this session has {room.segment_count} segments, the most it may have: "
+                             "start a new session for more"}
         try:
             events = room.command(cmd, now, self._new_session_id)
         except KeyError as exc:

@@ -373,7 +373,10 @@ class ClassesHandler(_Api):
             self.fail(403, "only the admin token or a teacher token may create classes")
         body = self.body()
         try:
-            info = await asyncio.get_running_loop().run_in_executor(None, self.hub.create_class, body.get("title"))
+            info = await asyncio.get_running_loop().run_in_executor(
+                None, self.hub.create_class_for, claims, body.get("title"))
+        except HttpRefusal as exc:
+            self.fail(exc.status, exc.reason, exc.retry_after)
         except ValueError as exc:
             self.fail(400, str(exc))
         origin = f"{self.request.protocol}://{self.request.host}"

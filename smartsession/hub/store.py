@@ -344,6 +344,9 @@ class Store:
         with self._read_lock:
             return pd.read_sql_query(sql, self._db, params=params)
 
+    def class_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM classes")[0][0]
+
     def class_info(self, class_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT class_id, title, created, emotions FROM classes WHERE class_id = ?", (class_id,))
         if not rows:
