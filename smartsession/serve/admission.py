@@ -132,3 +132,22 @@ class StudentKernels:
 
     def counts(self) -> dict[str, int]:
         return {"running": len(self._tickets), "max": self.max_total}
+
+
+class TeacherKernels(StudentKernels):
+    """Teacher page kernels (~155 MB each), counted in total and per teacher link instead of per address: a loop
+    of GETs with one teacher token, no browser needed, would otherwise start a kernel each. The key is the link's
+    token; a page that never connects is shut down like a student's."""
+
+    def admit(self, token: str) -> Ticket:
+        if self.max_total and len(self._tickets) >= self.max_total:
+            raise Refused(503, "Too many teacher pages are open, try again in a minute",
+                          f"This server keeps {self.max_total} teacher pages open at once. Close teacher tabs "
+                          "you no longer use; pages opened but never used close within a minute.")
+        if self.max_per_address and self.from_address(token) >= self.max_per_address:
+            raise Refused(429, "This teacher link has too many pages open, try again in a minute",
+                          f"One teacher link opens {self.max_per_address} pages at once. Close the other tabs "
+                          "of this class's teacher page, then try again in a minute.")
+        ticket = Ticket(address=token)
+        self._tickets.append(ticket)
+        return ticket

@@ -38,7 +38,7 @@ from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
 from smartsession.serve import assets, headers, lockdown
-from smartsession.serve.admission import StudentKernels
+from smartsession.serve.admission import StudentKernels, TeacherKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.cli import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
@@ -119,6 +119,10 @@ class SmartSessionApp(Voila):
         config=True,
         help="Student pages served at once to one address (0: no limit; behind a proxy every page has its address).",
     )
+    max_teacher_pages = Int(
+        8, config=True, help="Teacher pages served at once (each runs a kernel of ~155 MB); more get a 503 page.")
+    max_teacher_pages_per_link = Int(
+        3, config=True, help="Teacher pages served at once for one teacher link (token); more get a 429 page.")
     connect_timeout = Float(
         30.0,
         config=True,
@@ -160,7 +164,7 @@ class SmartSessionApp(Voila):
     def _default_max_students(self) -> int:
         return default_max_students(self.machine)
 
-    @validate("pool_size", "max_per_address")
+    @validate("pool_size", "max_per_address", "max_teacher_pages", "max_teacher_pages_per_link")
     def _valid_count(self, proposal):
         if proposal["value"] < 0:
             raise ValueError(f"--{proposal['trait'].name.replace('_', '-')} must be 0 or more")
@@ -292,6 +296,8 @@ class SmartSessionApp(Voila):
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
         self.kernel_manager.students = self.students
+        self.teachers = TeacherKernels(self.max_teacher_pages, self.max_teacher_pages_per_link, self.connect_timeout)
+        self.kernel_manager.teachers = self.teachers
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         self.kernel_manager.warm_slots = self.machine.cores
@@ -358,6 +364,7 @@ class SmartSessionApp(Voila):
         self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
         self.hub.health_extras["warm"] = lambda: self.pool().warm
         self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
+        self.hub.health_extras["teacher_kernels"] = lambda: self.teachers.counts()
         super().start()
 
     def pool(self):
@@ -401,15 +408,18 @@ class SmartSessionApp(Voila):
             self.stop()
 
     async def close_unconnected(self) -> None:
-        """Shut down the kernels of student pages that were sent but never connected (a GET without a browser)."""
-        self.students.keep_only(self.kernel_manager.list_kernel_ids())
-        for kernel_id in self.students.unconnected():
-            self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id, self.connect_timeout)
-            try:
-                await self.kernel_manager.shutdown_kernel(kernel_id)
-            except (KeyError, tornado.web.HTTPError):
-                pass  # its page closed it meanwhile
-            self.students.keep_only(self.kernel_manager.list_kernel_ids())
+        """Shut down the kernels of student and teacher pages that were sent but never connected (a GET without a
+        browser)."""
+        for pages in (self.students, self.teachers):
+            pages.keep_only(self.kernel_manager.list_kernel_ids())
+            for kernel_id in pages.unconnected():
+                self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id,
+                              self.connect_timeout)
+                try:
+                    await self.kernel_manager.shutdown_kernel(kernel_id)
+                except (KeyError, tornado.web.HTTPError):
+                    pass  # its page closed it meanwhile
+                pages.keep_only(self.kernel_manager.list_kernel_ids())
 
     def default_class(self) -> dict:
         """Reopen the class created on the first start (its id is kept in the data dir), or create it."""

@@ -210,20 +210,21 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
                                      "prints it)."))
             return
         self._keep_secrets(path, arguments, from_cookie)
-        if path != STUDENT_PAGE:
-            await self._render(path)
-            return
-        students = self.kernel_manager.students
+        if path == STUDENT_PAGE:
+            students, who = self.kernel_manager.students, self.request.remote_ip
+        else:
+            students, who = self.kernel_manager.teachers, arguments["token"]
         try:
-            ticket = students.admit(self.request.remote_ip)
+            ticket = students.admit(who)
         except Refused as refused:
             self.set_status(refused.status)
             self.set_header("Retry-After", str(RETRY_AFTER))
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page(refused.title, refused.text))
             return
-        # After admission: a flood of refused requests must not hold pool refills back.
-        self.kernel_manager.note_demand()
+        if path == STUDENT_PAGE:
+            # After admission: a flood of refused requests must not hold pool refills back.
+            self.kernel_manager.note_demand()
         reset = page_ticket.set(ticket)
         try:
             await self._render(path)

@@ -33,6 +33,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     """
 
     students: StudentKernels | None = None
+    teachers: StudentKernels | None = None  # teacher pages (admission.TeacherKernels), bound to kernels alike
     #: Kernels this machine holds (0: no limit); pool refills wait while that many run (pages, pool, teacher).
     kernel_budget: int = 0
     #: Pool kernels that warm at once (0: no limit; the app sets the cores). More would only share the same
@@ -148,8 +149,9 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
-        if self.students is not None:
-            self.students.connected(kernel_id)
+        for pages in (self.students, self.teachers):
+            if pages is not None:
+                pages.connected(kernel_id)
 
 
 DELIMITER = b"<IDS|MSG>"
