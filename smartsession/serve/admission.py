@@ -58,6 +58,7 @@ class Ticket:
     kernel_id: str | None = None
     served_at: float | None = None  # when its page was sent; None while rendering
     connected: bool = False  # its page opened the kernel's websocket at least once
+    engaged: bool = False  # its page sent widget traffic the kernel handled (the widget handshake, frames)
 
 
 class StudentKernels:
@@ -115,6 +116,21 @@ class StudentKernels:
         for ticket in self._tickets:
             if ticket.kernel_id == kernel_id:
                 ticket.connected = True
+
+    def engaged(self, kernel_id: str) -> None:
+        for ticket in self._tickets:
+            if ticket.kernel_id == kernel_id:
+                ticket.engaged = True
+
+    def idle(self, seat_timeout: float) -> list[str]:
+        """Kernels whose page was sent more than ``seat_timeout`` seconds ago and never sent widget traffic: a bare
+        websocket holding a seat, or a page that broke before its widgets came up (a reload gets a new kernel)."""
+        now = self._clock()
+        return [
+            t.kernel_id
+            for t in self._tickets
+            if t.kernel_id and not t.engaged and t.served_at is not None and now - t.served_at > seat_timeout
+        ]
 
     def unconnected(self) -> list[str]:
         """Kernels whose page was sent more than ``connect_timeout`` seconds ago and never connected."""

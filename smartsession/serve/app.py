@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -128,6 +129,18 @@ class SmartSessionApp(Voila):
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
     )
+    seat_timeout = Float(
+        90.0,
+        config=True,
+        help="Seconds a page has, once sent, to bring its widgets up (the kernel handles a widget message from "
+        "it); else its kernel is shut down and its seat freed (a bare websocket holds none). At least 10.",
+    )
+    max_address_share = Float(
+        0.5,
+        config=True,
+        help="Most of --max-students one address may hold, as a share (0.5: half the seats), whatever "
+        "--max-per-address says; 1 lets one address (a school's NAT) fill the class.",
+    )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
     fork_kernels = Bool(
@@ -182,6 +195,24 @@ class SmartSessionApp(Voila):
         if not 0 < proposal["value"] <= 60:
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]
+
+    @validate("seat_timeout")
+    def _valid_seat_timeout(self, proposal):
+        if proposal["value"] < 10:
+            raise ValueError("--SmartSessionApp.seat_timeout must be at least 10 seconds (a page loads its widgets)")
+        return proposal["value"]
+
+    @validate("max_address_share")
+    def _valid_share(self, proposal):
+        if not 0 < proposal["value"] <= 1:
+            raise ValueError("--SmartSessionApp.max_address_share must be more than 0 and at most 1")
+        return proposal["value"]
+
+    @property
+    def per_address(self) -> int:
+        """Student pages one address may hold: --max-per-address (0: no count of its own) within the share."""
+        share = max(1, math.ceil(self.max_address_share * self.max_students))
+        return min(self.max_per_address, share) if self.max_per_address else share
 
     @property
     def machine(self) -> Machine:
@@ -294,7 +325,7 @@ class SmartSessionApp(Voila):
         self._trust_pages()
         settings["log_function"] = lockdown.log_request
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
-        self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
+        self.students = StudentKernels(self.max_students, self.per_address, self.connect_timeout)
         self.kernel_manager.students = self.students
         self.teachers = TeacherKernels(self.max_teacher_pages, self.max_teacher_pages_per_link, self.connect_timeout)
         self.kernel_manager.teachers = self.teachers
@@ -409,12 +440,14 @@ class SmartSessionApp(Voila):
 
     async def close_unconnected(self) -> None:
         """Shut down the kernels of student and teacher pages that were sent but never connected (a GET without a
-        browser)."""
+        browser) or never brought their widgets up (a bare websocket holding a seat)."""
         for pages in (self.students, self.teachers):
             pages.keep_only(self.kernel_manager.list_kernel_ids())
-            for kernel_id in pages.unconnected():
-                self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id,
-                              self.connect_timeout)
+            closing = {k: f"its page did not connect within {self.connect_timeout:.0f} s" for k in pages.unconnected()}
+            for kernel_id in pages.idle(self.seat_timeout):
+                closing.setdefault(kernel_id, f"its page brought no widget up within {self.seat_timeout:.0f} s")
+            for kernel_id, why in closing.items():
+                self.log.info("Closing kernel %s: %s", kernel_id, why)
                 try:
                     await self.kernel_manager.shutdown_kernel(kernel_id)
                 except (KeyError, tornado.web.HTTPError):

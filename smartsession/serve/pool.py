@@ -131,12 +131,21 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         kernel._activity_stream = kernel.connect_iopub()
         track = self.track_message_type
 
+        engaged = False
+
         def record_activity(msg_list: list) -> None:
+            nonlocal engaged
             try:
                 msg_type, parent_type, state = activity_of(msg_list)
             except ValueError:
                 self.log.warning("kernel %s published a message that is not Jupyter's", kernel_id)
                 return
+            if not engaged and parent_type == "comm_msg":
+                # The kernel handled a widget message from its page: the page is more than a bare websocket.
+                engaged = True
+                for pages in (self.students, self.teachers):
+                    if pages is not None:
+                        pages.engaged(kernel_id)
             if track(msg_type) or track(parent_type) or kernel.execution_state == "busy":
                 self.last_kernel_activity = kernel.last_activity = datetime.now(timezone.utc)
             if state is not None:
