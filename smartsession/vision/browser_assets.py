@@ -100,11 +100,12 @@ def cache_folder() -> Path:
 
 
 def path_of(asset: Asset) -> Path:
-    return cache_folder() / asset.name
+    # An edited file has a name of its own in the cache: the package's file by the same name is another file.
+    return cache_folder() / (f"{asset.sha256[:16]}-{asset.name}" if asset.patch else asset.name)
 
 
 def gzip_path_of(asset: Asset) -> Path:
-    return cache_folder() / f"{asset.name}.gz"
+    return path_of(asset).with_name(path_of(asset).name + ".gz")
 
 
 def _verified(asset: Asset) -> bool:
