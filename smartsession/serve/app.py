@@ -23,7 +23,7 @@ import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 from voila.app import Voila, _kernel_id_regex
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
@@ -38,7 +38,7 @@ from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
-from smartsession.serve import assets, headers, lockdown
+from smartsession.serve import assets, forwarded, headers, lockdown
 from smartsession.serve.admission import StudentKernels, TeacherKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.cli import OPTIONS
@@ -128,6 +128,12 @@ class SmartSessionApp(Voila):
         30.0,
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
+    )
+    trusted_proxies = List(
+        Unicode(),
+        config=True,
+        help="Addresses of reverse proxies (nginx) whose X-Forwarded-For names the client; from any other peer "
+        "the header is ignored. Behind the shipped nginx on this machine: 127.0.0.1.",
     )
     seat_timeout = Float(
         90.0,
@@ -407,6 +413,8 @@ class SmartSessionApp(Voila):
             ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
         self.app.add_transform(headers.SecurityHeaders)
+        if self.trusted_proxies:
+            self.app.add_transform(forwarded.from_proxies(frozenset(self.trusted_proxies)))
         try:
             # The hub's HTTP server: its header/body timeouts, body and header sizes and connection caps
             # apply to every route here (pages, kernels, hub), not only to the hub's own.
