@@ -65,7 +65,7 @@ def test_the_shipped_nginx_config_logs_no_query_string(server, browser):
     from pathlib import Path
     from urllib.parse import urlsplit
 
-    from smartsession.hub.testing import Nginx
+    from testkit.processes import Nginx
 
     site = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "smartsession.conf"
     with Nginx(site, [urlsplit(server.url).netloc]) as proxy:

@@ -16,8 +16,8 @@ import redis as redis_py
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
 from smartsession.hub.relay import BadRelay, backplane_key, check_event, seal, seal_entry, unseal, unseal_entry
-from smartsession.hub.testing import HubProcess, RedisServer
 from smartsession.schema import SchemaError, StateMessage
+from testkit.processes import HubProcess, RedisServer
 
 KEY = backplane_key("s" * 64)
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from smartsession.hub.testing import Nginx, PostgresServer, RedisServer
-from smartsession.serve.testing import kernel_id, running_server
+from testkit.processes import Nginx, PostgresServer, RedisServer
+from testkit.serving import kernel_id, running_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from smartsession.hub.client import create_class
-from smartsession.serve.testing import running_server
+from testkit.serving import running_server
 
 
 def eventually(predicate, timeout: float, what: str):
