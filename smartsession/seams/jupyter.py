@@ -117,7 +117,11 @@ def _page_handler(_app) -> str | None:
 
 def _query_string(_app) -> str | None:
     # serve/linkcookie.py fills a page's secrets back into request.query, which Voila hands the kernel.
-    if "self.request.query" not in inspect.getsource(voila_handler.VoilaHandler):
+    try:
+        source = inspect.getsource(voila_handler.VoilaHandler)
+    except (OSError, TypeError):
+        source = ""
+    if "self.request.query" not in source:
         return "voila's VoilaHandler no longer hands the kernel self.request.query as its QUERY_STRING"
     return None
 
@@ -174,8 +178,6 @@ SEAMS = (
          "0.5.0", _page_handler),
     Seam("voila", "Voila.init_handlers: the routes serve takes (VOILA_ROUTES), each with its handler", "0.5.0",
          _routes),
-    Seam("voila", "VoilaHandler: request.query becomes the kernel's QUERY_STRING (the link's secrets, from cookies)",
-         "0.5.0", _query_string),
     Seam("jupyter_server", "start_watching_activity(kernel_id) and kernel._activity_stream: the activity watch",
          "2.0", _activity_watch),
     Seam("jupyter_server", "ZMQChannelsWebsocketConnection.handle_outgoing_message(stream, outgoing_msg)", "2.4",
@@ -183,4 +185,6 @@ SEAMS = (
     Seam("jupyter_client", "LocalProvisioner.process, .pid, .pgid: a forked kernel is polled and signalled",
          "7.0", _provisioner),
     *EXTENSION_SEAMS,
+    Seam("voila", "VoilaHandler: request.query becomes the kernel's QUERY_STRING (the link's secrets, from cookies)",
+         "0.5.0", _query_string),
 )
