@@ -38,10 +38,11 @@ class AssetHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", asset.content_type)
         self.set_header("Cache-Control", "public, max-age=31536000, immutable")
         self.set_header("Vary", "Accept-Encoding")
-        self.set_header("ETag", f'"{asset.sha256[:16]}{"-gz" if gzipped else ""}"')
+        etag = f'"{asset.sha256[:16]}{"-gz" if gzipped else ""}"'
+        self.set_header("ETag", etag)
         if gzipped:
             self.set_header("Content-Encoding", "gzip")
-        if self.request.headers.get("If-None-Match", "").strip() == self._headers["ETag"]:
+        if self.request.headers.get("If-None-Match", "").strip() == etag:
             self.set_status(304)
             return
         self.set_header("Content-Length", path.stat().st_size)
