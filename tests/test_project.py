@@ -82,7 +82,7 @@ def test_help_shows_every_option_once_with_its_traits_help(command):
         env={**os.environ, "COLUMNS": "2000"},
     ).stdout
     for option in module.OPTIONS:
-        lines = [line for line in out.splitlines() if re.match(rf"\s+--{option.name}\b", line)]
+        lines = [line for line in out.splitlines() if re.match(rf"\s+--{option.name}(?![\w-])", line)]
         assert len(lines) == 1, f"--{option.name} shown {len(lines)} times"
         text = trait_help(option, module.CLASSES).replace("%%", "%")
         shown = " ".join(f"--{option.name} {option.metavar or ''} {text}".split())
