@@ -1,8 +1,14 @@
 // The browser half of the Camera widget: getUserMedia -> canvas -> JPEG blob -> binary comm buffer, or in browser
 // analysis mode getUserMedia -> canvas -> MediaPipe FaceLandmarker (wasm, in this page) -> packed face -> buffer.
-// Back-pressure: at most `max_in_flight` frames await the kernel's ack; ticks beyond that are skipped.
+// Back-pressure: at most `max_in_flight` messages await the kernel's ack; ticks beyond that are skipped.
+// Browser analysis batches: packed faces gather in a FaceBatch and go as one message every `batch_seconds` (the
+// newest `max_batch` of them), acknowledged by one ack; a message costs the kernel ~2 ms whatever it carries.
 
 const STALE_MS = 5000; // an ack lost with a restarted kernel must not freeze the window forever
+// How often the page's counters reach the kernel (a widget update each): every second for pictures, less often
+// with batches, whose point is few messages.
+const STATS_MS = 1000;
+const BATCH_STATS_MS = 5000;
 // The landmarker's speed is judged over this many frames (the first ones include warm-up, so a window).
 const SPEED_WINDOW = 10;
 
@@ -242,6 +248,30 @@ class FaceFinder {
   }
 }
 
+// The packed faces landmarked since the last batch message, oldest first; past `max` the oldest go (newest win).
+class FaceBatch {
+  constructor() {
+    this.faces = []; // { buffer, t } with t the capture time (ms)
+    this.dropped = 0;
+  }
+
+  add(buffer, t, max) {
+    this.faces.push({ buffer, t });
+    while (this.faces.length > max) (this.faces.shift(), (this.dropped += 1));
+  }
+
+  // Whether the oldest face has waited `ms` (the batch is due).
+  due(now, ms) {
+    return this.faces.length > 0 && now - this.faces[0].t >= ms;
+  }
+
+  take() {
+    const faces = this.faces;
+    this.faces = [];
+    return faces;
+  }
+}
+
 function statusFor(error) {
   switch (error && error.name) {
     case "NotAllowedError":
@@ -300,6 +330,7 @@ function render({ model, el }) {
   function fallBack(reason) {
     if (finder) finder.close();
     finder = null;
+    batch.take(); // gathered before the fall back: the kernel stops taking faces now
     setMode("server", reason);
   }
 
@@ -324,16 +355,21 @@ function render({ model, el }) {
   let timer = null;
   let seq = 0;
   let starting = false;
-  const inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
+  // seq -> { times: capture times of its frames, sent: when handed to the comm } (ms); a picture or a face is one
+  // frame, a batch several.
+  const inFlight = new Map();
+  const batch = new FaceBatch();
   const counts = {
-    sent: 0, faces_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0,
+    sent: 0, faces_sent: 0, batches_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0,
+    bytes_sent: 0,
   };
   let rtts = []; // round trips (ms) of processed frames, newest last
   // Where each round trip went (ms), same frames as rtts: capture -> send (draw + JPEG encode), the kernel's
   // own durations from the ack (slot wait, decode, callbacks), and the rest: both trips through the server.
   const PARTS = ["encode", "wait", "decode", "callbacks", "transit"];
   let parts = [];
-  let processedTimes = []; // when acks of processed frames arrived (ms)
+  let processedTimes = []; // capture times of the processed frames (ms), for the rate
+  let statsSent = 0; // when the stats last went to the kernel (ms)
 
   const now = () => performance.timeOrigin + performance.now();
 
@@ -361,6 +397,7 @@ function render({ model, el }) {
     stream = null;
     video.srcObject = null;
     inFlight.clear();
+    batch.take();
   }
 
   async function start() {
@@ -408,8 +445,9 @@ function render({ model, el }) {
     const mode = model.get("mode");
     if (mode !== "browser" && mode !== "server") return; // the landmarker is still loading: nothing is sent
     const t = now();
-    for (const [s, frame] of inFlight) if (t - frame.t > STALE_MS) inFlight.delete(s);
-    if (inFlight.size >= model.get("max_in_flight")) {
+    for (const [s, frame] of inFlight) if (t - frame.times[0] > STALE_MS) inFlight.delete(s);
+    const batching = mode === "browser" && finder && model.get("batch_seconds") > 0;
+    if (!batching && inFlight.size >= model.get("max_in_flight")) {
       counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
       return;
     }
@@ -418,9 +456,9 @@ function render({ model, el }) {
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
     ctx.drawImage(video, 0, 0, width, height);
+    if (mode === "browser" && finder) return analyseHere(t, width, height);
     const frameSeq = ++seq;
-    const frame = { t, sent: null };
-    if (mode === "browser" && finder) return analyseHere(frameSeq, frame, width, height);
+    const frame = { times: [t], sent: null };
     inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
     canvas.toBlob(
@@ -438,7 +476,7 @@ function render({ model, el }) {
   }
 
   // Browser analysis: the same canvas the JPEG would be made from goes through the landmarker; only numbers leave.
-  function analyseHere(frameSeq, frame, width, height) {
+  function analyseHere(t, width, height) {
     const started = performance.now();
     let face;
     try {
@@ -455,13 +493,35 @@ function render({ model, el }) {
       return fallBack(`this computer analyses ${round1(1000 / percentile(recent, 0.5))} frames a second, ` +
         `fewer than ${model.get("min_browser_fps")}`);
     }
-    const buffer = packFace(face, frame.t / 1000, width, height, model.get("landmark_indices"));
+    const buffer = packFace(face, t / 1000, width, height, model.get("landmark_indices"));
+    if (model.get("batch_seconds") > 0) {
+      batch.add(buffer, t, model.get("max_batch"));
+      return sendBatch();
+    }
+    const frameSeq = ++seq;
+    const frame = { times: [t], sent: now() };
     inFlight.set(frameSeq, frame);
     counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
-    frame.sent = now();
-    model.send({ type: "face", seq: frameSeq, t: frame.t / 1000 }, {}, [buffer]);
+    model.send({ type: "face", seq: frameSeq, t: t / 1000 }, {}, [buffer]);
     counts.faces_sent += 1;
     counts.bytes_sent += buffer.byteLength;
+  }
+
+  // The gathered faces as one message once the oldest has waited batch_seconds and the kernel has a free slot;
+  // until then the batch keeps gathering, its oldest faces going past max_batch (counted as skipped).
+  function sendBatch() {
+    const t = now();
+    if (!batch.due(t, 1000 * model.get("batch_seconds")) || inFlight.size >= model.get("max_in_flight")) return;
+    counts.skipped += batch.dropped;
+    batch.dropped = 0;
+    const faces = batch.take();
+    const frameSeq = ++seq;
+    inFlight.set(frameSeq, { times: faces.map((f) => f.t), sent: t });
+    counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
+    model.send({ type: "faces", seq: frameSeq }, {}, faces.map((f) => f.buffer));
+    counts.batches_sent += 1;
+    counts.faces_sent += faces.length;
+    for (const f of faces) counts.bytes_sent += f.buffer.byteLength;
   }
 
   function onMessage(msg) {
@@ -470,34 +530,38 @@ function render({ model, el }) {
     inFlight.delete(msg.seq);
     if (frame === undefined) return;
     if (msg.processed) {
-      counts.processed += 1;
+      counts.processed += frame.times.length;
       const t = now();
-      const rtt = t - frame.t;
-      rtts.push(rtt);
-      processedTimes.push(t);
       const k = msg.kernel_ms || {};
       const kernel = (k.wait || 0) + (k.decode || 0) + (k.callbacks || 0);
-      const encode = frame.sent === null ? 0 : frame.sent - frame.t;
-      parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+      // Each frame's own round trip: from its capture to the ack (its state is on the page by then); "encode"
+      // includes the wait in its batch.
+      for (const captured of frame.times) {
+        const rtt = t - captured;
+        rtts.push(rtt);
+        processedTimes.push(captured); // capture times: a batch's acks all arrive at once
+        const encode = frame.sent === null ? 0 : frame.sent - captured;
+        parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+      }
       if (rtts.length > 200) {
         rtts = rtts.slice(-100);
         parts = parts.slice(-100);
       }
     } else {
-      counts.dropped_by_kernel += 1;
+      counts.dropped_by_kernel += frame.times.length;
     }
   }
 
   function reportStats() {
     const t = now();
-    processedTimes = processedTimes.filter((x) => t - x <= 5000);
+    processedTimes = processedTimes.filter((x) => t - x <= 6000);
     const sorted = [...rtts].sort((a, b) => a - b);
     const breakdown = {};
     for (const name of PARTS) {
       const values = parts.map((p) => p[name]).filter((x) => typeof x === "number").sort((a, b) => a - b);
       if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
     }
-    const span = processedTimes.length > 1 ? (t - processedTimes[0]) / 1000 : 0;
+    const span = processedTimes.length > 1 ? (processedTimes[processedTimes.length - 1] - processedTimes[0]) / 1000 : 0;
     const sortedDetect = [...detectMs].sort((a, b) => a - b);
     const stats = {
       ...counts,
@@ -512,6 +576,9 @@ function render({ model, el }) {
     };
     // Also on the element, so benchmarks and browser tests can read them without the kernel.
     el.dataset.stats = JSON.stringify(stats);
+    const every = stats.batches_sent > 0 ? BATCH_STATS_MS : STATS_MS;
+    if (t - statsSent < every) return;
+    statsSent = t;
     model.set("stats", stats);
     model.save_changes();
   }
