@@ -157,7 +157,7 @@ class Hub:
         self.started = False
         c = self.config
         self.limits = Limits(c.max_message_bytes, c.rate, c.burst, c.class_rate, c.class_burst, c.max_json_depth,
-                             c.max_clock_skew)
+                             c.max_clock_skew, c.max_batch_bytes, c.state_rate, c.state_burst)
         # One set of buckets for every limit keyed by who (student, class, address): reconnecting resets none.
         self.buckets = RateBuckets()
         self.joins = JoinGate(JoinLimits(c.join_rate_per_address, c.join_burst_per_address, c.join_rate_per_class,

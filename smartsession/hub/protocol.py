@@ -74,6 +74,7 @@ class Limits:
     class_rate: float = 600.0  # messages per second from all the students of one class together
     class_burst: float = 1200.0
     max_json_depth: int = 16  # nesting of arrays and objects (a state needs 2, a batch of states 4)
+    max_clock_skew: float = 3600.0  # seconds a state's ``t`` may be away from the hub's clock
     # A ``states`` message (a student's frames of a second or so, MAX_BATCH_STATES at most) may be this large;
     # every other message stays within max_message_bytes.
     max_batch_bytes: int = 16384
@@ -81,7 +82,6 @@ class Limits:
     # a second of frames at the camera's highest rate, and the resend of what a reconnect left unacknowledged.
     state_rate: float = 40.0
     state_burst: float = 80.0
-    max_clock_skew: float = 3600.0  # seconds a state's ``t`` may be away from the hub's clock
 
 
 # --- parsing: bounded before decoding, duplicate keys refused ---

@@ -88,7 +88,12 @@ class SmartSessionApp(Voila):
     flags = {
         "fork-kernels": (
             {"SmartSessionApp": {"fork_kernels": True}},
-            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
+            "Fork kernels from one preloaded process: they share what they import (less memory, faster start; "
+            "the default on Linux).",
+        ),
+        "no-fork-kernels": (
+            {"SmartSessionApp": {"fork_kernels": False}},
+            "Start every kernel as a process of its own (more memory, slower start).",
         ),
         "self-signed": (
             {"SmartSessionApp": {"self_signed": True}},
@@ -126,10 +131,13 @@ class SmartSessionApp(Voila):
     )
     dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+    # The default where fork() is there to use (Linux): a forked browser-mode kernel takes half the memory of a
+    # spawned one, which is what lets 200+ kernels fit a small server (docs/SERVE.md).
     fork_kernels = Bool(
-        False,
+        sys.platform.startswith("linux"),
         config=True,
-        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+        help="Start kernels as forks of one process that imported what they need (Linux, the default there; see "
+        "serve/forking.py).",
     )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,

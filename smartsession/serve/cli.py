@@ -52,10 +52,16 @@ def register(subparsers) -> None:
         action="store_true",
         help="serve https with a certificate made for this host (browsers only allow the camera on https)",
     )
-    p.add_argument(
+    forking = p.add_mutually_exclusive_group()
+    forking.add_argument(
         "--fork-kernels",
         action="store_true",
-        help="fork student kernels from one preloaded process: they share what they import (Linux)",
+        help="fork student kernels from one preloaded process: they share what they import (the default on Linux)",
+    )
+    forking.add_argument(
+        "--no-fork-kernels",
+        action="store_true",
+        help="start every student kernel as a process of its own (more memory, slower start)",
     )
     p.add_argument("--debug", action="store_true", help="debug logs, and tracebacks shown in the pages")
     p.set_defaults(func=run)
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     app = SmartSessionApp.instance()
     load_config_file(app, args.config, "smartsession serve")
-    flags = [f"--{flag}" for flag in ("self-signed", "fork-kernels", "debug") if getattr(args, flag.replace("-", "_"))]
+    flags = [f"--{flag}" for flag in ("self-signed", "fork-kernels", "no-fork-kernels", "debug")
+             if getattr(args, flag.replace("-", "_"))]
     try:
         app.initialize(traitlets_argv(args, OPTIONS) + flags)
     except TraitError as exc:  # a setting of the wrong type: say which, without a traceback
