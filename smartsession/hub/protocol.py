@@ -342,15 +342,13 @@ class Connection:
             batch = StateBatch.from_dict(msg)
         except SchemaError as exc:
             raise Refusal(CloseCode.BAD_MESSAGE, str(exc)) from None
-        # The batch was one message; its states count against the student's and the class's state budgets.
-        limits, count = self.limits, len(batch.states)
+        # The batch was one message of the student's and the class's message budgets; its states count against the
+        # student's state budget, which bounds what one identity stores whatever it packs into a message.
+        limits = self.limits
         if not self.buckets.take(("states", self.class_id, self.student_id), limits.state_rate, limits.state_burst,
-                                 now, count):
+                                 now, len(batch.states)):
             raise Refusal(CloseCode.RATE_LIMITED,
                           f"more than {limits.state_rate:g} states/s from this student: publish less often")
-        if not self.buckets.take(self._class_key, limits.class_rate, limits.class_burst, now, count - 1):
-            raise Refusal(CloseCode.RATE_LIMITED,
-                          f"this class sends more than {limits.class_rate:g} messages/s: try again shortly")
         return [self._check_state(state, wall) for state in batch.states]
 
     def _state(self, msg: dict[str, Any], wall: float) -> StateMessage | Stale:
