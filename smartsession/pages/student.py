@@ -43,6 +43,9 @@ FEEDBACK_EVERY = 0.25
 #: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
 #: box that names the time to the second. A new state, or a pause, shows at once.
 TEACHER_VIEW_EVERY = 1.0
+#: The same with batches, where it is one of the ~4 kernel messages a student costs a second: the state and a pause
+#: still show at once, the time and numbers of an unchanged state every 5 s.
+TEACHER_VIEW_BATCHED_EVERY = 5.0
 #: Frames per second the page captures.
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
@@ -569,7 +572,8 @@ class StudentPage:
             sent = self._publisher.publish(msg)
         self.last_message = sent
         shown = (sent.state, sent.paused)
-        if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < TEACHER_VIEW_EVERY:
+        every = TEACHER_VIEW_BATCHED_EVERY if self.camera.batch_seconds else TEACHER_VIEW_EVERY
+        if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < every:
             self._teacher_view_shown, self._teacher_view_at = shown, sent.t
             self.teacher_view.value = teacher_view_html(sent)
 
