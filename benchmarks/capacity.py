@@ -71,8 +71,9 @@ TARGETS = {"browser_mode_students": (">=", 200), "server_mode_students": (">=", 
            "parity_state_agreement": (">=", 0.95), "kernel_messages_per_student_s": ("<=", 5)}
 
 
-class Stopped(BaseException):
-    """SIGINT, SIGTERM or the run's time limit: unwinds through every ``finally``, which stops what was started."""
+class Stopped(SystemExit):
+    """SIGINT, SIGTERM or the run's time limit: unwinds through every ``finally``, which stops what was started.
+    A SystemExit, so an asyncio loop running at that moment (the floor's, a page's) lets it through too."""
 
 
 def stop_on_signals(minutes: float) -> None:
