@@ -156,12 +156,10 @@ class Hub:
         self.admin_token = ""
         self.started = False
         c = self.config
-        self.limits = Limits(c.max_message_bytes, c.rate, c.burst, c.class_rate, c.class_burst, c.max_json_depth,
-                             c.max_clock_skew, c.max_batch_bytes, c.state_rate, c.state_burst)
+        self.limits = Limits.of(c)
         # One set of buckets for every limit keyed by who (student, class, address): reconnecting resets none.
         self.buckets = RateBuckets()
-        self.joins = JoinGate(JoinLimits(c.join_rate_per_address, c.join_burst_per_address, c.join_rate_per_class,
-                                         c.join_burst_per_class, c.max_students_per_class), self.buckets)
+        self.joins = JoinGate(JoinLimits.of(c), self.buckets)
         self.seats = TeacherSeats(c.max_teachers_per_token, c.max_teachers_per_class)
         self.connections = ConnectionLimiter(c.max_connections, c.max_connections_per_address,
                                              set(c.trusted_addresses))

@@ -11,6 +11,7 @@ import pytest
 
 from smartsession.hub import auth
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber
+from smartsession.hub.config import HubConfig
 from smartsession.hub.protocol import CloseCode, Connection, Hello, Limits, Refusal, Stale
 from smartsession.hub.standalone import running_hub
 from smartsession.schema import MAX_BATCH_STATES, SchemaError, StateBatch, StateMessage
@@ -19,7 +20,7 @@ SECRET = "s" * 64
 WALL = 1.7e9
 
 
-def authed(limits=Limits()):
+def authed(limits=Limits.of(HubConfig())):
     c = Connection("student", "c1", "s1", SECRET, limits, 0.0)
     token = auth.student_token(SECRET, "c1", "s1")
     assert isinstance(c.receive(json.dumps({"type": "hello", "v": 1, "token": token}), 0.0, WALL), Hello)
@@ -59,7 +60,7 @@ def test_a_batch_gives_each_state_in_order_and_round_trips():
 def test_a_full_batch_of_real_size_fits_and_a_larger_one_is_refused():
     c = authed()
     full = batch([entry(s) for s in range(1, MAX_BATCH_STATES + 1)])
-    assert len(full) <= Limits().max_batch_bytes
+    assert len(full) <= HubConfig().max_batch_bytes
     assert len(c.receive(full, 1.0, WALL)) == MAX_BATCH_STATES
     code, reason = refused(authed(), batch([entry(s) for s in range(1, MAX_BATCH_STATES + 2)]))
     assert code == CloseCode.BAD_MESSAGE and f"1-{MAX_BATCH_STATES} states" in reason
@@ -86,7 +87,7 @@ def test_bad_batches_are_refused_with_their_code(data, code, words):
 
 
 def test_a_teacher_cannot_publish_a_batch():
-    c = Connection("teacher", "c1", None, SECRET, Limits(), 0.0)
+    c = Connection("teacher", "c1", None, SECRET, Limits.of(HubConfig()), 0.0)
     c.receive(json.dumps({"type": "hello", "v": 1, "token": auth.teacher_token(SECRET, "c1")}), 0.0, WALL)
     assert refused(c, batch([entry(1)]))[0] == CloseCode.FORBIDDEN
 
@@ -99,12 +100,12 @@ def test_stale_states_of_a_batch_are_noted_and_the_rest_taken():
 
 
 def test_a_batch_spends_one_message_and_a_token_per_state():
-    c = authed(Limits(rate=5, burst=5, state_rate=20, state_burst=30))
+    c = authed(Limits.of(HubConfig(rate=5, burst=5, state_rate=20, state_burst=30)))
     for k in range(3):  # three batches of ten at once: 30 states, 3 messages
         c.receive(batch([entry(10 * k + s) for s in range(1, 11)]), 1.0, WALL)
     code, reason = refused(c, batch([entry(100)]), 1.0)
     assert code == CloseCode.RATE_LIMITED and "states/s" in reason
-    c = authed(Limits(rate=5, burst=5, state_rate=20, state_burst=30))
+    c = authed(Limits.of(HubConfig(rate=5, burst=5, state_rate=20, state_burst=30)))
     for k in range(20):  # 12 states a second, one message a second: sustained
         c.receive(batch([entry(12 * k + s) for s in range(1, 13)]), 1.0 + k, WALL)
 

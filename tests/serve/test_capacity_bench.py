@@ -68,7 +68,7 @@ def test_sigterm_mid_run_stops_every_server_and_kernel_it_started():
     sys.path.insert(0, str(ROOT / "tests" / "browser"))
     from conftest import chromium_or_skip
 
-    from smartsession.serve import memory
+    from testkit import memory
 
     chromium_or_skip()
     run = subprocess.Popen(

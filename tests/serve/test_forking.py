@@ -3,6 +3,7 @@ student page, analyse real-face frames, shut down, leave no zombie, and share me
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from smartsession.serve import memory
+from testkit import memory
 from smartsession.serve.forking import ForkedKernel, connection_file_of
-from smartsession.serve.pageclient import PageClient, jpeg_frames
-from smartsession.serve.testing import kernel_id, running_server
+from testkit.pageclient import PageClient, jpeg_frames
+from testkit.serving import kernel_id, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +105,9 @@ def test_kernels_are_forked_by_default_on_linux_and_can_be_spawned():
     assert SmartSessionApp.class_traits()["fork_kernels"].default_value is sys.platform.startswith("linux")
     assert SmartSessionApp.flags["no-fork-kernels"][0] == {"SmartSessionApp": {"fork_kernels": False}}
     assert SmartSessionApp.flags["fork-kernels"][0] == {"SmartSessionApp": {"fork_kernels": True}}
+    from smartsession.options import traitlets_argv
+    from smartsession.serve.options import OPTIONS
+
+    args = argparse.Namespace(**{o.dest: None for o in OPTIONS}, settings=[])
+    args.no_fork_kernels = True
+    assert traitlets_argv(args, OPTIONS) == ["--SmartSessionApp.fork_kernels=False"]
