@@ -403,7 +403,8 @@ def measure(server, students: Students, chromium_page, seconds: float, transport
 
 
 def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, seconds: float,
-           fork_kernels: bool, analysis: str, resolution: float) -> tuple[list[Step], Step | None, float]:
+           fork_kernels: bool, analysis: str, resolution: float,
+           batch_seconds: float | None = None) -> tuple[list[Step], Step | None, float]:
     """Double N from ``start`` until a step fails or ``max_students`` held, then bisect down to ``resolution``
     (a share of N); then the largest N that held again with the per-frame transport. The steps, that last
     measurement, and the seconds the first pool took to warm."""
@@ -431,7 +432,7 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
                     # The pool refills right after the pages took its kernels: measure once it has, so no kernel
                     # preheats inside the window; the calibration of the newest pages is over too.
                     wait_warm(server, timeout=900)
-                students.stream(n - 1)
+                students.stream(n - 1, batch_seconds)
                 time.sleep(4)
                 result = measure(server, students, page, seconds, "batched")
                 steps.append(result)
@@ -522,6 +523,8 @@ def main() -> None:
                         help="bisect until the step that held and the one that failed are this share apart")
     parser.add_argument("--no-fork-kernels", dest="fork_kernels", action="store_false",
                         help="spawn every kernel (serve --no-fork-kernels) instead of forking them")
+    parser.add_argument("--batch-seconds", type=float,
+                        help="the simulated pages' Camera.batch_seconds (default: the camera's own, 1 s)")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="minutes the whole run may take; then it stops everything it started")
     args = parser.parse_args()
@@ -565,7 +568,8 @@ def main() -> None:
                           flush=True)
                     steps, per_frame, warm_s = search(
                         browser, tmp / mode, message, start=start, max_students=top, seconds=seconds,
-                        fork_kernels=args.fork_kernels, analysis=mode, resolution=args.resolution)
+                        fork_kernels=args.fork_kernels, analysis=mode, resolution=args.resolution,
+                        batch_seconds=args.batch_seconds)
                     figures[mode] = mode_figures(steps, per_frame, warm_s, min(20, max(2, start)), args.fork_kernels)
             finally:
                 browser.close()
