@@ -7,6 +7,7 @@ analysis mode, runs the face landmarker itself and sends packed faces (Python co
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -145,6 +146,33 @@ class CameraBase:
         self.close()
 
 
+def _non_finite(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first NaN or infinity in a decoded JSON value (Python's json reads ``NaN`` and ``Infinity``)."""
+    if value.__class__ is float:
+        return None if math.isfinite(value) else path
+    if depth > 8:
+        return path  # deeper than any message of ours: refused like a bad number
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}", depth + 1)
+        if found:
+            return found
+    return None
+
+
+def frame_numbers(content: dict) -> tuple[int, float]:
+    """``seq`` and ``t`` of a page's frame or face message; ``ValueError`` saying what is wrong."""
+    bad = _non_finite(content, "message")
+    if bad:
+        raise ValueError(f"{bad} is not a finite number: send finite numbers only")
+    seq, t = content.get("seq"), content.get("t")
+    if seq.__class__ is not int or not 0 <= seq < 2**53:
+        raise ValueError("seq must be an integer from 0 to 2**53")
+    if t.__class__ not in (int, float) or not 0 <= t < 1e11:
+        raise ValueError("t must be the capture time in unix seconds")
+    return seq, float(t)
+
+
 class Camera(CameraBase, anywidget.AnyWidget):
     """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers, or (with
     ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead, gathered
@@ -241,12 +269,22 @@ class Camera(CameraBase, anywidget.AnyWidget):
             return
         dispatcher = self._frames if kind == "frame" else self._faces
         try:
-            frame = self._pending(kind, content, buffers)
-        except (KeyError, IndexError, TypeError, ValueError) as err:
+            seq, t = frame_numbers(content)
+        except ValueError as refused:
+            # Refused here, before anything downstream keeps the number: a NaN capture time once poisoned the
+            # smoothing, and every state after it was refused by the hub. The page learns why; the next works.
+            dispatcher.counts["bad"] += 1
+            dispatcher.last_error = f"{kind} message refused: {refused}"
+            seq = content.get("seq")
+            if seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
+                self.send({"type": "ack", "seq": seq, "processed": False, "error": str(refused)})
+            return
+        try:
+            frame = self._pending(kind, seq, t, buffers)
+        except (IndexError, TypeError, ValueError) as err:
             dispatcher.counts["bad"] += 1
             dispatcher.last_error = f"{kind} message refused: {err}"
-            seq = content.get("seq")
-            if kind == "faces" and type(seq) is int:
+            if kind == "faces":
                 self._frame_done(PendingFrame(seq, 0.0, (), time.time()), False, None)
             return
         if not (self.active and self.accept_frames) or (kind == "frame" and not self.accept_pictures):
@@ -257,11 +295,11 @@ class Camera(CameraBase, anywidget.AnyWidget):
             return
         dispatcher.submit(frame)
 
-    def _pending(self, kind: str, content: dict, buffers: list) -> PendingFrame:
+    def _pending(self, kind: str, seq: int, t: float, buffers: list) -> PendingFrame:
         """The message as a frame or batch to dispatch; bounds checked before any byte is copied or decoded."""
-        seq, received = int(content["seq"]), time.time()
+        received = time.time()
         if kind == "frame":
-            return PendingFrame(seq=seq, t=float(content["t"]), data=bytes(buffers[0]), received=received)
+            return PendingFrame(seq=seq, t=t, data=bytes(buffers[0]), received=received)
         limit = packed.message_size(packed.MAX_LANDMARKS)
         if kind == "face":
             buffers = buffers[:1] if buffers else []
@@ -272,7 +310,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
         if any(len(b) > limit for b in buffers):
             raise ValueError("larger than any packed face")
         data = tuple(bytes(b) for b in buffers)
-        return PendingFrame(seq=seq, t=float(content.get("t", 0.0)), data=data, received=received)
+        return PendingFrame(seq=seq, t=t, data=data, received=received)
 
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         if self.comm is None:

@@ -344,7 +344,7 @@ class PageClient:
                     seq += 1
                     self._in_flight[seq] = [t for t, _ in gathered]
                     await self.send(comm_msg(widgets.camera, {"method": "custom", "content": {"type": "faces",
-                                             "seq": seq}}, self.session, [b for _, b in gathered]))
+                                             "seq": seq, "t": gathered[-1][0]}}, self.session, [b for _, b in gathered]))
                     self.frames.sent += len(gathered)
                     gathered = []
             elif not free:

@@ -188,7 +188,7 @@ def test_a_batch_reaches_on_faces_once_and_on_face_per_face_and_gets_one_ack(ast
         camera.send = sent = Recorder()
         camera.on_faces(lambda faces, ts: batches.append((len(faces), ts)))
         camera.on_face(lambda face, t: each.append(t))
-        camera._on_custom(camera, {"type": "faces", "seq": 3}, [memoryview(b) for b in batch_of(astronaut_face, times)])
+        camera._on_custom(camera, {"type": "faces", "seq": 3, "t": times[-1]}, [memoryview(b) for b in batch_of(astronaut_face, times)])
         wait_for(lambda: sent.sent)
     assert batches == [(12, pytest.approx(times))] and each == pytest.approx(times)
     (ack,) = sent.sent
@@ -211,9 +211,9 @@ def test_a_malformed_or_oversized_batch_is_refused_whole_and_the_next_one_analys
     with Camera(analysis="browser") as camera:
         camera.send = sent = Recorder()
         camera.on_faces(lambda faces, ts: got.append(ts))
-        camera._on_custom(camera, {"type": "faces", "seq": 1}, bad)
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 5.0}, bad)
         wait_for(lambda: sent.sent)  # answered (refused) before the next, which would otherwise displace it
-        camera._on_custom(camera, {"type": "faces", "seq": 2}, good)
+        camera._on_custom(camera, {"type": "faces", "seq": 2, "t": 5.1}, good)
         wait_for(lambda: len(sent.sent) == 2)
         assert camera.face_counts["bad"] == 1 and camera.last_error
     refused, analysed = sorted(sent.sent, key=lambda a: a["seq"])
@@ -224,7 +224,7 @@ def test_a_malformed_or_oversized_batch_is_refused_whole_and_the_next_one_analys
 def test_the_batch_bound_is_a_setting_the_kernel_enforces(astronaut_face):
     with Camera(analysis="browser", max_batch=4) as camera:
         camera.send = sent = Recorder()
-        camera._on_custom(camera, {"type": "faces", "seq": 1}, batch_of(astronaut_face, [1.0, 1.1, 1.2, 1.3, 1.4]))
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.4}, batch_of(astronaut_face, [1.0, 1.1, 1.2, 1.3, 1.4]))
         assert camera.face_counts["bad"] == 1 and "1-4 faces" in camera.last_error
     assert sent.sent == [{"type": "ack", "seq": 1, "processed": False}]
     with pytest.raises(traitlets.TraitError, match="between 1 and 30"):
@@ -239,7 +239,7 @@ def test_batches_are_refused_while_the_camera_is_off(astronaut_face):
     with Camera(analysis="browser", accept_frames=False) as camera:
         camera.send = sent = Recorder()
         camera.on_faces(lambda faces, ts: got.append(ts))
-        camera._on_custom(camera, {"type": "faces", "seq": 1}, batch_of(astronaut_face, [1.0, 1.1]))
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.1}, batch_of(astronaut_face, [1.0, 1.1]))
         assert camera.face_counts["refused"] == 1 and camera.face_counts["received"] == 0
     assert got == [] and sent.sent == [{"type": "ack", "seq": 1, "processed": False, "frames": 2}]
 
@@ -251,6 +251,27 @@ def test_removed_face_callbacks_stop_receiving(astronaut_face):
         camera.send = sent = Recorder()
         camera.on_faces(callback)
         camera.on_faces(callback, remove=True)
-        camera._on_custom(camera, {"type": "faces", "seq": 1}, batch_of(astronaut_face, [1.0]))
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.0}, batch_of(astronaut_face, [1.0]))
         wait_for(lambda: sent.sent)
     assert got == []
+
+
+@pytest.mark.parametrize("content, says", [
+    ({"type": "frame", "seq": 1, "t": float("nan")}, "message.t is not a finite number"),
+    ({"type": "frame", "seq": 1, "t": float("inf")}, "message.t is not a finite number"),
+    ({"type": "frame", "seq": 1, "t": 3.0, "extra": [1.0, float("-inf")]}, "message.extra.1 is not a finite"),
+    ({"type": "frame", "seq": 1, "t": -5.0}, "t must be the capture time"),
+    ({"type": "frame", "seq": 1, "t": True}, "t must be the capture time"),
+])
+def test_non_finite_numbers_are_refused_with_a_reason_and_the_next_frame_works(content, says):
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    with Camera() as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(lambda frame, t: got.append(t))
+        camera._on_custom(camera, content, [data])
+        assert sent.sent and sent.sent[0]["processed"] is False and says in sent.sent[0]["error"], sent.sent
+        camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 4.0}, [data])
+        wait_for(lambda: got == [4.0])
+    assert camera.counts["bad"] == 1 and camera.counts["processed"] == 1

@@ -14,16 +14,8 @@ import pytest
 
 from smartsession.analysis import Analyzer, Observation
 from smartsession.dataset.media import astronaut
-from smartsession.pages.student import (
-    FEEDBACK_EVERY,
-    TIPS,
-    JoinRequest,
-    StudentPage,
-    consent_html,
-    feedback_html,
-    teacher_view_html,
-    tip_for,
-)
+from smartsession.pages.student import FEEDBACK_EVERY, JoinRequest, StudentPage
+from smartsession.pages.student_html import TIPS, consent_html, feedback_html, teacher_view_html, tip_for
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage
 
 
@@ -275,7 +267,7 @@ for i in range(3):
     time.sleep(0.3)
 now = time.time()
 batch = [packed.encode_face(face, now + i / 10) for i in range(5)]
-page.camera._on_custom(page.camera, {"type": "faces", "seq": 3}, batch)
+page.camera._on_custom(page.camera, {"type": "faces", "seq": 3, "t": now + 0.4}, batch)
 time.sleep(0.3)
 page.camera._on_custom(page.camera, {"type": "frame", "seq": 9, "t": time.time()}, [b"\\xff\\xd8\\xff" + bytes(100)])
 deadline = time.time() + 30
@@ -357,7 +349,7 @@ def test_a_batch_of_real_faces_is_one_redraw_and_one_message_with_every_frames_s
             page.feedback.observe(lambda change: redraws.append(change["new"]), names="value")
             now = time.time()
             times = [now + i / 12 for i in range(12)]
-            page.camera._on_custom(page.camera, {"type": "faces", "seq": 1},
+            page.camera._on_custom(page.camera, {"type": "faces", "seq": 1, "t": times[-1]},
                                    [packed.encode_face(found, t) for t in times])
             deadline = time.monotonic() + 30
             while (not acks or len(page._publisher.outbox) < 12) and time.monotonic() < deadline:
