@@ -32,7 +32,9 @@ from fake_camera import fake_camera_file  # noqa: E402
 from testkit.serving import class_arrival, free_port, running_server  # noqa: E402
 
 STUDENT = "Browser Student"
-TARGETS = {"kernel_fps": 10, "roundtrip_p90_ms": 50, "teacher_p95_ms": 250, "class_arrival_s": 5}
+# The student page and its kernel speak once a second (the camera's batches), so the student sees a state within
+# 1.5 s of capture and the teacher within 2 s: the budgets of benchmarks/capacity.py.
+TARGETS = {"kernel_fps": 10, "roundtrip_p90_ms": 1500, "teacher_p95_ms": 2000, "class_arrival_s": 5}
 
 # A camera widget, its frames decoded in the kernel, what the kernel saw written into the page for us to read.
 WIDGET_PROBE = """

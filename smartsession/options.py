@@ -23,8 +23,9 @@ _SETTING = re.compile(r"--[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=.*", re.S)
 class Option:
     name: str  # the command-line option, without "--"
     trait: str  # what it sets, "Class.trait"
-    metavar: str | None = None  # None: a flag, which sets its Bool trait to True
+    metavar: str | None = None  # None: a flag, which sets its Bool trait to ``sets``
     repeat: bool = False  # may be given several times (a List trait)
+    sets: bool = True  # what a flag sets its trait to: False for a "--no-..." flag that turns a default off
 
     @property
     def dest(self) -> str:
@@ -39,6 +40,8 @@ def trait_help(option: Option, classes: Mapping[str, str]) -> str:
     from traitlets import Undefined
 
     text = (trait.help or "").strip().replace("%", "%%")
+    if option.metavar is None and not option.sets:
+        text = f"Do not: {text[:1].lower()}{text[1:]}"
     default = trait.default_value
     plain = default is not Undefined and default not in (None, "", [], ()) and not isinstance(default, (dict, type))
     if option.metavar and plain and "default:" not in text:
@@ -93,7 +96,7 @@ def flags(options: Iterable[Option], app_class: Any) -> dict[str, tuple[dict, st
     for o in options:
         if o.metavar is None:
             cls_name, trait_name = o.trait.split(".")
-            found[o.name] = ({cls_name: {trait_name: True}}, app_class.class_traits()[trait_name].help)
+            found[o.name] = ({cls_name: {trait_name: o.sets}}, app_class.class_traits()[trait_name].help)
     return found
 
 
@@ -114,7 +117,7 @@ def traitlets_argv(args: argparse.Namespace, options: Iterable[Option]) -> list[
     for o in options:
         value: Any = getattr(args, o.dest)
         if o.metavar is None:
-            argv += [f"--{o.trait}=True"] if value else []
+            argv += [f"--{o.trait}={o.sets}"] if value else []
             continue
         for one in (value or []) if o.repeat else ([] if value is None else [value]):
             argv.append(f"--{o.trait}={one}")

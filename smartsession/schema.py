@@ -191,6 +191,61 @@ class StateMessage:
         )
 
 
+#: States one ``states`` message may carry: a second of a student's frames at the camera's highest rate, plus room
+#: for a reconnect's resend of the unacknowledged ones.
+MAX_BATCH_STATES = 32
+#: What each state of a batch carries; ``type``, ``v`` and the ids are the batch's, once.
+BATCH_STATE_FIELDS = STATE_FIELDS - {"type", "v", "class_id", "student_id"}
+BATCH_FIELDS = frozenset({"type", "v", "class_id", "student_id", "states"})
+
+
+@dataclass(frozen=True)
+class StateBatch:
+    """One message with a student's states of the last second or so, one per analysed frame in capture order:
+    what a kernel publishes instead of a ``state`` message a frame (a message costs the same whatever it
+    carries). Each state is validated as a ``state`` message is; seqs strictly increase."""
+
+    class_id: str
+    student_id: str
+    states: tuple[StateMessage, ...]
+    type: str = "states"
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type, "v": self.v, "class_id": self.class_id, "student_id": self.student_id,
+            "states": [{k: v for k, v in m.to_dict().items() if k in BATCH_STATE_FIELDS} for m in self.states],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StateBatch":
+        """Validate a decoded JSON object; raise :class:`SchemaError` naming the first problem."""
+        _require(d.__class__ is dict or isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.get("type") == "states", "type must be 'states'")
+        _version(d.get("v"))
+        if not BATCH_FIELDS.issuperset(d):
+            extra = set(d) - BATCH_FIELDS
+            raise SchemaError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+        entries = d.get("states")
+        _require(isinstance(entries, list), "states must be a list")
+        _require(1 <= len(entries) <= MAX_BATCH_STATES, f"states must hold 1-{MAX_BATCH_STATES} states")
+        class_id, student_id = _ident(d.get("class_id"), "class_id"), _ident(d.get("student_id"), "student_id")
+        states = []
+        for i, entry in enumerate(entries):
+            _require(entry.__class__ is dict or isinstance(entry, Mapping), f"states[{i}] must be an object")
+            if not BATCH_STATE_FIELDS.issuperset(entry):
+                extra = set(entry) - BATCH_STATE_FIELDS
+                raise SchemaError(f"states[{i}]: unknown field(s): {', '.join(sorted(map(str, extra)))}")
+            try:
+                state = StateMessage.from_dict(
+                    {**entry, "type": "state", "v": PROTOCOL_VERSION, "class_id": class_id, "student_id": student_id})
+            except SchemaError as err:
+                raise SchemaError(f"states[{i}]: {err}") from None
+            _require(not states or state.seq > states[-1].seq, f"states[{i}]: seq must be above the one before it")
+            states.append(state)
+        return cls(class_id=class_id, student_id=student_id, states=tuple(states))
+
+
 #: Longest title (class, session, segment) and display name the hub accepts.
 MAX_TITLE = 120
 

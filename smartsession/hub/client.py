@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable
 
 from smartsession.hub.protocol import CloseCode
 from smartsession.hub.room import ClassRoom
-from smartsession.schema import PROTOCOL_VERSION, Snapshot, StateMessage, TeacherCommand
+from smartsession.schema import MAX_BATCH_STATES, PROTOCOL_VERSION, Snapshot, StateBatch, StateMessage, TeacherCommand
 
 log = logging.getLogger("smartsession.hub.client")
 
@@ -207,7 +207,8 @@ class _Client:
 class StudentPublisher(_Client):
     """Publishes a student's states; keeps the unacknowledged ones (at most ``outbox_size``, latest win).
 
-    ``publish(msg)`` stamps the seq (milliseconds since the epoch, strictly increasing, so a restarted
+    ``publish_batch(msgs)`` sends a batch of states (a frame's each) as one ``states`` message; ``publish(msg)``
+    one state as a ``state`` message. Both stamp the seq (milliseconds since the epoch, strictly increasing, so a restarted
     kernel never replays) and the current segment; ``on_class(status)`` is called with the class status
     (session, segment, whether emotions are on) on connect and whenever the teacher changes it.
     """
@@ -219,7 +220,7 @@ class StudentPublisher(_Client):
         token: str,
         url: str | None = None,
         cafile: str | None = None,
-        outbox_size: int = 16,
+        outbox_size: int = MAX_BATCH_STATES,
         on_class: Callable[[dict], Any] | None = None,
         backoff: tuple[float, float] = (0.5, 15.0),
     ):
@@ -262,11 +263,33 @@ class StudentPublisher(_Client):
         self._send(msg)
         return msg
 
+    def publish_batch(self, msgs: list[StateMessage]) -> list[StateMessage]:
+        """Queue ``msgs`` (in capture order; stamped as by :meth:`publish`) and send them as one message."""
+        stamped = []
+        for msg in msgs[-MAX_BATCH_STATES:]:
+            self.seq = max(self.seq + 1, int(time.time() * 1000))
+            stamped.append(replace(msg, class_id=self.class_id, student_id=self.student_id, seq=self.seq,
+                                   segment=msg.segment or self.segment))
+        self.outbox.extend(stamped)
+        if stamped:
+            self._send_batch(stamped)
+        return stamped
+
     def _send(self, msg: StateMessage) -> None:
+        self._send_text(json.dumps(msg.to_dict(), separators=(",", ":")))
+
+    def _send_batch(self, msgs: list[StateMessage]) -> None:
+        self._send_text(self._batch_text(msgs))
+
+    def _batch_text(self, msgs: list[StateMessage]) -> str:
+        batch = StateBatch(class_id=self.class_id, student_id=self.student_id, states=tuple(msgs))
+        return json.dumps(batch.to_dict(), separators=(",", ":"))
+
+    def _send_text(self, text: str) -> None:
         ws = self._ws
         if ws is not None and self.connected.is_set():
             # The loop holds tasks weakly: keep each until it is done, or it may vanish mid-send.
-            task = asyncio.ensure_future(self._send_safely(ws, json.dumps(msg.to_dict(), separators=(",", ":"))))
+            task = asyncio.ensure_future(self._send_safely(ws, text))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
@@ -291,12 +314,12 @@ class StudentPublisher(_Client):
         self._ack(last)
         self.seq = max(self.seq, last)
         self._status(msg)
-        # Resend what is unacknowledged, including states published while we were resending.
+        # Resend what is unacknowledged, including states published while we were resending: one batch holds
+        # the whole outbox.
         sent_upto = last
-        while pending := [m for m in self.outbox if m.seq > sent_upto]:
-            for queued in pending:
-                await ws.send(json.dumps(queued.to_dict(), separators=(",", ":")))
-                sent_upto = queued.seq
+        while pending := [m for m in self.outbox if m.seq > sent_upto][:MAX_BATCH_STATES]:
+            await ws.send(self._batch_text(pending))
+            sent_upto = pending[-1].seq
 
     def _ack(self, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)

@@ -53,6 +53,14 @@ class HubConfig(Configurable):
     max_clock_skew = Float(
         3600.0, help="Seconds a state's capture time t may be away from the hub's clock (4001 beyond)."
     ).tag(config=True)
+    max_batch_bytes = Int(
+        16384, help="Largest states message (a batch of a student's per-frame states); other messages stay within "
+        "max_message_bytes (4009 beyond)."
+    ).tag(config=True)
+    state_rate = Float(
+        40.0, help="States per second per student counted from states batches (kept across reconnects; 4008 beyond)."
+    ).tag(config=True)
+    state_burst = Float(80.0, help="States at once per student in states batches.").tag(config=True)
     max_students_per_class = Int(500, help="Students a class may have; joins beyond get 503.").tag(config=True)
     join_rate_per_address = Float(1.0, help="Join attempts per second from one address, sustained (429).").tag(
         config=True

@@ -542,11 +542,12 @@ class Hub:
         self.seats.leave(handler.class_id, handler)
         self.teachers.get(handler.class_id, set()).discard(handler)
 
-    def accept_state(self, handler: "Peer", msg: StateMessage) -> None:
+    def accept_state(self, handler: "Peer", msg: StateMessage, received: float | None = None) -> None:
         """Route a validated state: teachers first, then the backplane and the store (ack after commit).
 
         Teachers get the hub's own serialisation of what it validated, never the client's text: that text
-        may repeat keys or carry anything the validated object does not.
+        may repeat keys or carry anything the validated object does not. ``received`` is when it arrived on the
+        hub's clock (now, unless a batch says how much earlier each of its frames was captured).
         """
         room = self.rooms[msg.class_id]
         if not room.known_segment(msg.segment):
@@ -555,7 +556,7 @@ class Hub:
         if room.session_id is None and room.ended:
             handler.send(nack(msg.seq, handler.conn.last_seq, "the teacher ended the session: not recorded"))
             return
-        now = time.time()
+        now = time.time() if received is None else received
         if room.session_id is None:
             self.ensure_session(room, now)
             if room.session_id is None:  # the shared store is opening one

@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import Any, Callable, Hashable
 
 from smartsession.hub.auth import AuthError, Claims, verify_token
-from smartsession.schema import PROTOCOL_VERSION, SchemaError, StateMessage, TeacherCommand
+from smartsession.schema import PROTOCOL_VERSION, SchemaError, StateBatch, StateMessage, TeacherCommand
 
 
 class CloseCode(IntEnum):
@@ -66,8 +66,12 @@ class Limits:
     burst: float
     class_rate: float  # messages per second from all the students of one class together
     class_burst: float
-    max_json_depth: int  # nesting of arrays and objects (a state needs 2)
+    max_json_depth: int  # nesting of arrays and objects (a state needs 2, a batch of states 4)
     max_clock_skew: float  # seconds a state's ``t`` may be away from the hub's clock
+    max_batch_bytes: int  # a ``states`` batch may be this large; every other message stays within max_message_bytes
+    # States per second per student, sustained and at once, counted from batches (a batch is also one message).
+    state_rate: float
+    state_burst: float
 
     @classmethod
     def of(cls, config: Any) -> "Limits":
@@ -178,12 +182,12 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float, now: float):
         self.rate, self.burst, self.tokens, self.t = rate, burst, burst, now
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, cost: float = 1) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
         self.t = now
-        if self.tokens < 1:
+        if self.tokens < cost:
             return False
-        self.tokens -= 1
+        self.tokens -= cost
         return True
 
     def full(self, now: float) -> bool:
@@ -204,11 +208,11 @@ class RateBuckets:
     def __init__(self) -> None:
         self.buckets: dict[Hashable, TokenBucket] = {}
 
-    def take(self, key: Hashable, rate: float, burst: float, now: float) -> bool:
+    def take(self, key: Hashable, rate: float, burst: float, now: float, cost: float = 1) -> bool:
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = TokenBucket(rate, burst, now)
-        return bucket.take(now)
+        return bucket.take(now, cost)
 
     def retry_after(self, key: Hashable) -> float:
         bucket = self.buckets.get(key)
@@ -271,12 +275,16 @@ class Connection:
 
     def receive(
         self, data: str | bytes, now: float, wall: float | None = None
-    ) -> Hello | StateMessage | TeacherCommand | Stale:
-        """Handle one message; ``now`` is a monotonic clock (rates), ``wall`` the hub's unix time (``t`` checks)."""
+    ) -> Hello | StateMessage | TeacherCommand | Stale | list[StateMessage | Stale]:
+        """Handle one message; ``now`` is a monotonic clock (rates), ``wall`` the hub's unix time (``t`` checks).
+        A ``states`` batch gives a list: each state, or its ``Stale`` note, in order."""
         if isinstance(data, bytes):
             raise Refusal(CloseCode.BAD_JSON, "binary frames are not accepted: send JSON text")
-        if len(data) > self.limits.max_message_bytes:
-            raise Refusal(CloseCode.TOO_BIG, f"message larger than {self.limits.max_message_bytes} bytes")
+        limits = self.limits
+        # Only a batch of states may be larger than max_message_bytes; anything else that large is refused unread.
+        if len(data) > limits.max_message_bytes and (len(data) > limits.max_batch_bytes or '"states"' not in data):
+            limit = limits.max_batch_bytes if '"states"' in data else limits.max_message_bytes
+            raise Refusal(CloseCode.TOO_BIG, f"message larger than {limit} bytes")
         self._spend(now)
         try:
             msg = parse_json(data, self.limits.max_json_depth)
@@ -285,14 +293,18 @@ class Connection:
         if not isinstance(msg, dict):
             raise Refusal(CloseCode.BAD_MESSAGE, "message must be a JSON object")
         kind = msg.get("type")
+        if len(data) > limits.max_message_bytes and kind != "states":
+            raise Refusal(CloseCode.TOO_BIG, f"message larger than {limits.max_message_bytes} bytes")
         if kind == "hello":
             return self._hello(msg)
-        if kind not in ("state", "command"):
+        if kind not in ("state", "states", "command"):
             raise Refusal(CloseCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:40]!r}")
         if self.claims is None:
             raise Refusal(CloseCode.PROTOCOL, "send hello with your token first")
         if kind == "state":
             return self._state(msg, time.time() if wall is None else wall)
+        if kind == "states":
+            return self._states(msg, now, time.time() if wall is None else wall)
         return self._command(msg)
 
     def _hello(self, msg: dict[str, Any]) -> Hello:
@@ -322,6 +334,22 @@ class Connection:
             self._own_key = ("teachers", self.class_id)
         return Hello(claims)
 
+    def _states(self, msg: dict[str, Any], now: float, wall: float) -> list[StateMessage | Stale]:
+        if self.role != "student":
+            raise Refusal(CloseCode.FORBIDDEN, "teachers cannot publish states")
+        try:
+            batch = StateBatch.from_dict(msg)
+        except SchemaError as exc:
+            raise Refusal(CloseCode.BAD_MESSAGE, str(exc)) from None
+        # The batch was one message of the student's and the class's message budgets; its states count against the
+        # student's state budget, which bounds what one identity stores whatever it packs into a message.
+        limits = self.limits
+        if not self.buckets.take(("states", self.class_id, self.student_id), limits.state_rate, limits.state_burst,
+                                 now, len(batch.states)):
+            raise Refusal(CloseCode.RATE_LIMITED,
+                          f"more than {limits.state_rate:g} states/s from this student: publish less often")
+        return [self._check_state(state, wall) for state in batch.states]
+
     def _state(self, msg: dict[str, Any], wall: float) -> StateMessage | Stale:
         if self.role != "student":
             raise Refusal(CloseCode.FORBIDDEN, "teachers cannot publish states")
@@ -329,6 +357,9 @@ class Connection:
             state = StateMessage.from_dict(msg)
         except SchemaError as exc:
             raise Refusal(CloseCode.BAD_MESSAGE, str(exc)) from None
+        return self._check_state(state, wall)
+
+    def _check_state(self, state: StateMessage, wall: float) -> StateMessage | Stale:
         if state.class_id != self.class_id:
             raise Refusal(CloseCode.FORBIDDEN, "state is for another class")
         if state.student_id != self.student_id:

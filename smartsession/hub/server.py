@@ -148,9 +148,15 @@ class _Socket(WebSocket):
             self.leave()
 
 
+#: Seconds a batch's states may be stamped before its arrival: a batch covers about a second, and a client's times
+#: must not move its states far back in the class's history.
+MAX_BATCH_SPAN = 2.0
+
+
 class StudentSocket(_Socket):
     role = "student"
     stored_seq: int | None = None
+    last_received = 0.0  # the hub's receive time stamped on this socket's latest state from a batch
 
     @property
     def reads_store_first(self) -> bool:
@@ -160,10 +166,23 @@ class StudentSocket(_Socket):
         self.send(dumps(self.hub.attach_student(self, room, hello.claims, self.stored_seq)))
 
     def handle(self, event) -> None:
-        if isinstance(event, Stale):
-            self.send(nack(event.seq, event.last_seq, "seq not above the last accepted one: dropped"))
-        else:
-            self.hub.accept_state(self, event)
+        if not isinstance(event, list):
+            if isinstance(event, Stale):
+                self.send(nack(event.seq, event.last_seq, "seq not above the last accepted one: dropped"))
+            else:
+                self.hub.accept_state(self, event)
+            return
+        # A batch: its states in order, each received (on the hub's clock) as much before the batch arrived as it
+        # was captured before the batch's newest, so the per-second history sees the frames where they were.
+        now = time.time()
+        newest = max((one.t for one in event if not isinstance(one, Stale)), default=0.0)
+        for one in event:
+            if isinstance(one, Stale):
+                self.send(nack(one.seq, one.last_seq, "seq not above the last accepted one: dropped"))
+            else:
+                # Never before a state this socket already passed on: the history stays in seq order.
+                self.last_received = max(self.last_received, now - min(MAX_BATCH_SPAN, max(0.0, newest - one.t)))
+                self.hub.accept_state(self, one, self.last_received)
 
     def leave(self) -> None:
         self.hub.detach_student(self)

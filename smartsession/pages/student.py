@@ -31,17 +31,19 @@ from smartsession.pages.student_html import (
     teacher_view_html,
     tip_html,
 )
-from smartsession.schema import StateMessage, is_ident
+from smartsession.schema import MAX_BATCH_STATES, StateMessage, is_ident
 from smartsession.widgets.camera import ANALYSIS_MODES, ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay
 
 log = logging.getLogger(__name__)
 
-#: Seconds between state messages to the hub: 5 a second is plenty for the teacher and light on the hub.
+#: Seconds between state messages to the hub with the per-frame transport (``Camera.batch_seconds == 0``), which
+#: sends the latest state only. Batches send every frame's state, one ``states`` message per batch.
 PUBLISH_EVERY = 0.2
 #: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
 OVERLAY_EVERY = 0.15
-#: Seconds (of capture time) between redraws of the score and its bars while the state and tip stay the same.
+#: Seconds (of capture time) between redraws of the score and its bars while the state and tip stay the same, with
+#: the per-frame transport; batches redraw once a batch (pictures: every ``Camera.batch_seconds``).
 #: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
 #: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
 FEEDBACK_EVERY = 0.25
@@ -49,6 +51,9 @@ FEEDBACK_EVERY = 0.25
 #: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
 #: box that names the time to the second. A new state, or a pause, shows at once.
 TEACHER_VIEW_EVERY = 1.0
+#: The same with batches, where it is one of the ~4 kernel messages a student costs a second: the state and a pause
+#: still show at once, the time and numbers of an unchanged state every 5 s.
+TEACHER_VIEW_BATCHED_EVERY = 5.0
 #: Frames per second the page captures.
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
@@ -116,6 +121,7 @@ class StudentPage:
         self.last_message: StateMessage | None = None
         self.last_observation: Any = None
         self._last_publish = 0.0
+        self._outgoing: list[StateMessage] = []  # states of frames analysed since the last message to the hub
         self._last_overlay = 0.0
         self._feedback_shown: tuple[str, bool] | None = None  # (state, face) on screen; None: other text is
         self._feedback_at = 0.0  # capture time of the frame last drawn in the feedback
@@ -200,7 +206,7 @@ class StudentPage:
         self.root = w.VBox([w.HTML(style_html()), self.title, self.notice, self.body, self.live, self.announce])
         self.root.add_class("ss-page")
         self.camera.on_frame(self._on_frame)
-        self.camera.on_face(self._on_face)
+        self.camera.on_faces(self._on_faces)
         self.camera.observe(self._on_camera_status, names="status")
         self.camera.observe(self._on_mode, names="mode")
 
@@ -274,6 +280,7 @@ class StudentPage:
             return
         with self._frame_lock:
             self.paused = paused
+            self._outgoing = []  # analysed before the pause: the pause is what the teacher sees next
         self.pause_button.value = paused
         self.pause_button.description = "Resume" if paused else "Pause"
         self._camera_on(not paused and self.consented)
@@ -332,38 +339,49 @@ class StudentPage:
         """Camera worker thread: analyse the frame and hand the result to the kernel's loop. The frame dies here."""
         with self._frame_lock:
             if not self.paused and not self._closed:
-                self._analyse(lambda rel: self.analyzer.process(frame, t=rel, source="camera"), t)
+                if self._t0 is None:
+                    self._t0 = t
+                obs = self.analyzer.process(frame, t=t - self._t0, source="camera")
+                obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
+                self._analysed([obs], batch=False)
 
-    def _on_face(self, face: Any, t: float) -> None:
-        """Camera worker thread, browser analysis: the same, from the face the browser landmarked."""
+    def _on_faces(self, faces: list, times: list[float]) -> None:
+        """Camera worker thread, browser analysis: a batch of faces the browser landmarked, analysed in one call;
+        one feedback redraw and one message to the hub for the batch, every frame's state in it."""
         with self._frame_lock:
-            if not self.paused and not self._closed:
-                self._analyse(lambda rel: self.analyzer.process_face(face, t=rel, source="camera"), t)
+            if not self.paused and not self._closed and faces:
+                if self._t0 is None:
+                    self._t0 = times[0]
+                observations = self.analyzer.process_faces(faces, [t - self._t0 for t in times], source="camera")
+                for obs, t in zip(observations, times):
+                    obs.wall_time = t
+                self._analysed(observations, batch=self.camera.batch_seconds > 0)
 
-    def _analyse(self, observe, t: float) -> None:
-        if self._t0 is None:
-            self._t0 = t
-        obs = observe(t - self._t0)
-        obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
+    def _analysed(self, observations: list, batch: bool) -> None:
         calibrated = None  # once a calibration has just ended: its error, "" when it worked
         if self._calibrating and not self.analyzer.calibrating:
             self._calibrating = False
             calibrated = self.analyzer.calibration_error or ""
         loop = self._loop
         if loop is None:  # a page not opened yet has no loop: this thread is the only one writing
-            self._present(obs, calibrated)
+            self._present(observations, batch, calibrated)
         elif not loop.is_closed():
             # Widgets are written from one thread only, the kernel's, which also sends their messages.
-            loop.call_soon_threadsafe(self._present, obs, calibrated)
+            loop.call_soon_threadsafe(self._present, observations, batch, calibrated)
 
-    def _present(self, obs: Any, calibrated: str | None) -> None:
-        """On the kernel's loop: show an observation, say what changed, publish now and then."""
+    def _present(self, observations: list, batch: bool, calibrated: str | None) -> None:
+        """On the kernel's loop: show what a frame, or a batch of them, gave, say what changed, publish. A batch is
+        redrawn once and sent to the hub as one message; single frames (pictures, or the per-frame transport) are
+        redrawn and published now and then."""
         if self.paused or self._closed:
-            return  # paused after the frame was analysed: nothing more is shown or sent
+            return  # paused after the frames were analysed: nothing more is shown or sent
+        obs = observations[-1]
         t = obs.wall_time
         self.last_observation = obs
         shown = (obs.state, obs.face)
-        if shown != self._feedback_shown or not 0 <= t - self._feedback_at < FEEDBACK_EVERY:
+        # A new state or tip shows at once; moving numbers once a batch (pictures: every batch_seconds).
+        every = self.camera.batch_seconds or FEEDBACK_EVERY
+        if batch or shown != self._feedback_shown or not 0 <= t - self._feedback_at < every:
             self._feedback_shown, self._feedback_at = shown, t
             self.feedback.value = feedback_html(obs)
         if calibrated is not None:
@@ -382,19 +400,30 @@ class StudentPage:
         if self.overlay_toggle.value and now - self._last_overlay >= OVERLAY_EVERY:
             self._last_overlay = now
             self.overlay.show(obs.landmarks if obs.face else None)
-        if now - self._last_publish >= PUBLISH_EVERY:
-            self._last_publish = now
-            self._publish(obs)
+        self._publish(observations, batch, now)
 
     # --- hub ---
 
-    def _publish(self, obs: Any) -> None:
+    def _publish(self, observations: list, batch: bool, now: float) -> None:
+        """Every frame's state goes to the hub, gathered into one message per camera batch (or per
+        ``batch_seconds`` of pictures); the per-frame transport sends the latest state every PUBLISH_EVERY."""
         if self._publisher is None:
             return
         # seq and segment are stamped by the publisher on the event loop.
-        self._send(StateMessage.from_observation(
+        states = [StateMessage.from_observation(
             obs, class_id=self.request.class_id, student_id=self.student_id, seq=0, segment=self.segment,
-        ))
+        ) for obs in observations]
+        every = self.camera.batch_seconds
+        if every == 0:
+            if now - self._last_publish >= PUBLISH_EVERY:
+                self._last_publish = now
+                self._send(states[-1])
+            return
+        self._outgoing = (self._outgoing + states)[-MAX_BATCH_STATES:]
+        if batch or not 0 <= now - self._last_publish < every:
+            self._last_publish = now
+            outgoing, self._outgoing = self._outgoing, []
+            self._send(outgoing)
 
     def _publish_paused(self) -> None:
         if self._publisher is None:
@@ -404,18 +433,23 @@ class StudentPage:
             state="uncertain", engagement=0.0, confidence=0.0, segment=self.segment, paused=True,
         ))
 
-    def _send(self, msg: StateMessage) -> None:
+    def _send(self, msg: StateMessage | list[StateMessage]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._publish_now, msg)
 
-    def _publish_now(self, msg: StateMessage) -> None:
-        """On the kernel's event loop: hand the message to the publisher, show what was sent."""
+    def _publish_now(self, msg: StateMessage | list[StateMessage]) -> None:
+        """On the kernel's event loop: hand the state (or a batch's) to the publisher, show what was sent."""
         if self._publisher is None or self._closed:
             return
-        self.last_message = sent = self._publisher.publish(msg)
+        if isinstance(msg, list):
+            sent = self._publisher.publish_batch(msg)[-1]
+        else:
+            sent = self._publisher.publish(msg)
+        self.last_message = sent
         shown = (sent.state, sent.paused)
-        if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < TEACHER_VIEW_EVERY:
+        every = TEACHER_VIEW_BATCHED_EVERY if self.camera.batch_seconds else TEACHER_VIEW_EVERY
+        if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < every:
             self._teacher_view_shown, self._teacher_view_at = shown, sent.t
             self.teacher_view.value = teacher_view_html(sent)
 

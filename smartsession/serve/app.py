@@ -145,11 +145,13 @@ class SmartSessionApp(Voila):
         config=True, help="Directory with student.ipynb and teacher.ipynb; default: the pages shipped with the package."
     )
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
+    # The default where fork() is there to use (Linux): a forked browser-mode kernel takes half the memory of a
+    # spawned one, which is what lets 200+ kernels fit a small server (docs/SERVE.md).
     fork_kernels = Bool(
-        False,
+        sys.platform.startswith("linux"),
         config=True,
         help="Fork student kernels from one preloaded process: they share what they import (less memory, faster "
-        "start; Linux; see serve/forking.py).",
+        "start; Linux, where it is the default; see serve/forking.py).",
     )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,

@@ -38,4 +38,5 @@ OPTIONS = (
     Option("class-title", "SmartSessionApp.class_title", "TITLE"),
     Option("analysis", "SmartSessionApp.analysis", "browser|server"),
     Option("fork-kernels", "SmartSessionApp.fork_kernels"),
+    Option("no-fork-kernels", "SmartSessionApp.fork_kernels", sets=False),
 )

@@ -1,8 +1,14 @@
 // The browser half of the Camera widget: getUserMedia -> canvas -> JPEG blob -> binary comm buffer, or in browser
 // analysis mode getUserMedia -> canvas -> MediaPipe FaceLandmarker (wasm, in this page) -> packed face -> buffer.
-// Back-pressure: at most `max_in_flight` frames await the kernel's ack; ticks beyond that are skipped.
+// Back-pressure: at most `max_in_flight` messages await the kernel's ack; ticks beyond that are skipped.
+// Browser analysis batches: packed faces gather in a FaceBatch and go as one message every `batch_seconds` (the
+// newest `max_batch` of them), acknowledged by one ack; a message costs the kernel ~2 ms whatever it carries.
 
 const STALE_MS = 5000; // an ack lost with a restarted kernel must not freeze the window forever
+// How often the page's counters reach the kernel (a widget update each): every second for pictures, less often
+// with batches, whose point is few messages.
+const STATS_MS = 1000;
+const BATCH_STATS_MS = 5000;
 // The landmarker's speed is judged over this many frames (the first ones include warm-up, so a window).
 const SPEED_WINDOW = 10;
 
@@ -242,6 +248,30 @@ class FaceFinder {
   }
 }
 
+// The packed faces landmarked since the last batch message, oldest first; past `max` the oldest go (newest win).
+class FaceBatch {
+  constructor() {
+    this.faces = []; // { buffer, t } with t the capture time (ms)
+    this.dropped = 0;
+  }
+
+  add(buffer, t, max) {
+    this.faces.push({ buffer, t });
+    while (this.faces.length > max) (this.faces.shift(), (this.dropped += 1));
+  }
+
+  // Whether the oldest face has waited `ms` (the batch is due).
+  due(now, ms) {
+    return this.faces.length > 0 && now - this.faces[0].t >= ms;
+  }
+
+  take() {
+    const faces = this.faces;
+    this.faces = [];
+    return faces;
+  }
+}
+
 function statusFor(error) {
   switch (error && error.name) {
     case "NotAllowedError":
@@ -292,21 +322,24 @@ function makeView(el) {
 // (slot wait, decode, callbacks), and the rest: both trips through the server.
 const PARTS = ["encode", "wait", "decode", "callbacks", "transit"];
 
-// The frames awaiting the kernel's ack, and what the acks tell: counts, round trips and their parts.
+// The messages awaiting the kernel's ack, and what the acks tell: counts, round trips and their parts, per frame
+// (a picture or a face is one frame, a batch several).
 class FrameStats {
   constructor() {
-    this.inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
+    // seq -> { times: capture times of its frames, sent: when handed to the comm } (ms)
+    this.inFlight = new Map();
     this.counts = {
-      sent: 0, faces_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0,
+      sent: 0, faces_sent: 0, batches_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0,
+      bytes_sent: 0,
     };
     this.rtts = []; // round trips (ms) of processed frames, newest last
     this.parts = []; // the same frames' round trips in PARTS
-    this.processedTimes = []; // when acks of processed frames arrived (ms)
+    this.processedTimes = []; // capture times of the processed frames (ms), for the rate
   }
 
-  // Whether `max` frames already await an ack (after forgetting those whose ack was lost: STALE_MS).
+  // Whether `max` messages already await an ack (after forgetting those whose ack was lost: STALE_MS).
   full(t, max) {
-    for (const [s, frame] of this.inFlight) if (t - frame.t > STALE_MS) this.inFlight.delete(s);
+    for (const [s, frame] of this.inFlight) if (t - frame.times[0] > STALE_MS) this.inFlight.delete(s);
     return this.inFlight.size >= max;
   }
 
@@ -320,22 +353,32 @@ class FrameStats {
     this.counts.bytes_sent += bytes;
   }
 
+  sentBatch(faces) {
+    this.counts.batches_sent += 1;
+    this.counts.faces_sent += faces.length;
+    for (const f of faces) this.counts.bytes_sent += f.buffer.byteLength;
+  }
+
   ack(msg, t) {
     const frame = this.inFlight.get(msg.seq);
     this.inFlight.delete(msg.seq);
     if (frame === undefined) return;
     if (!msg.processed) {
-      this.counts.dropped_by_kernel += 1;
+      this.counts.dropped_by_kernel += frame.times.length;
       return;
     }
-    this.counts.processed += 1;
-    const rtt = t - frame.t;
-    this.rtts.push(rtt);
-    this.processedTimes.push(t);
+    this.counts.processed += frame.times.length;
     const k = msg.kernel_ms || {};
     const kernel = (k.wait || 0) + (k.decode || 0) + (k.callbacks || 0);
-    const encode = frame.sent === null ? 0 : frame.sent - frame.t;
-    this.parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+    // Each frame's own round trip: from its capture to the ack (its state is on the page by then); "encode"
+    // includes the wait in its batch.
+    for (const captured of frame.times) {
+      const rtt = t - captured;
+      this.rtts.push(rtt);
+      this.processedTimes.push(captured); // capture times: a batch's acks all arrive at once
+      const encode = frame.sent === null ? 0 : frame.sent - captured;
+      this.parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+    }
     if (this.rtts.length > 200) {
       this.rtts = this.rtts.slice(-100);
       this.parts = this.parts.slice(-100);
@@ -343,7 +386,7 @@ class FrameStats {
   }
 
   report(t, extra) {
-    this.processedTimes = this.processedTimes.filter((x) => t - x <= 5000);
+    this.processedTimes = this.processedTimes.filter((x) => t - x <= 6000);
     const sorted = [...this.rtts].sort((a, b) => a - b);
     const breakdown = {};
     for (const name of PARTS) {
@@ -351,7 +394,7 @@ class FrameStats {
       if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
     }
     const times = this.processedTimes;
-    const span = times.length > 1 ? (t - times[0]) / 1000 : 0;
+    const span = times.length > 1 ? (times[times.length - 1] - times[0]) / 1000 : 0;
     return {
       ...this.counts,
       ...extra,
@@ -379,6 +422,7 @@ function listen(model, { modelEvents, documentEvents, every }) {
 function render({ model, el }) {
   const { video, note, retry, canvas, ctx } = makeView(el);
   const stats = new FrameStats();
+  const batch = new FaceBatch();
   const now = () => performance.timeOrigin + performance.now();
 
   // --- the analysis mode: the browser's FaceFinder once loaded, else frames to the kernel ---
@@ -397,6 +441,7 @@ function render({ model, el }) {
   function fallBack(reason) {
     if (finder) finder.close();
     finder = null;
+    batch.take(); // gathered before the fall back: the kernel stops taking faces now
     setMode("server", reason);
   }
 
@@ -448,6 +493,7 @@ function render({ model, el }) {
     stream = null;
     video.srcObject = null;
     stats.inFlight.clear();
+    batch.take();
   }
 
   async function start() {
@@ -498,7 +544,8 @@ function render({ model, el }) {
     const mode = model.get("mode");
     if (mode !== "browser" && mode !== "server") return; // the landmarker is still loading: nothing is sent
     const t = now();
-    if (stats.full(t, model.get("max_in_flight"))) {
+    const batching = mode === "browser" && finder && model.get("batch_seconds") > 0;
+    if (!batching && stats.full(t, model.get("max_in_flight"))) {
       stats.counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
       return;
     }
@@ -507,9 +554,9 @@ function render({ model, el }) {
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
     ctx.drawImage(video, 0, 0, width, height);
+    if (mode === "browser" && finder) return analyseHere(t, width, height);
     const frameSeq = ++seq;
-    const frame = { t, sent: null };
-    if (mode === "browser" && finder) return analyseHere(frameSeq, frame, width, height);
+    const frame = { times: [t], sent: null };
     stats.awaiting(frameSeq, frame);
     canvas.toBlob(
       async (blob) => {
@@ -525,7 +572,7 @@ function render({ model, el }) {
   }
 
   // Browser analysis: the same canvas the JPEG would be made from goes through the landmarker; only numbers leave.
-  function analyseHere(frameSeq, frame, width, height) {
+  function analyseHere(t, width, height) {
     const started = performance.now();
     let face;
     try {
@@ -542,11 +589,30 @@ function render({ model, el }) {
       return fallBack(`this computer analyses ${round1(1000 / percentile(recent, 0.5))} frames a second, ` +
         `fewer than ${model.get("min_browser_fps")}`);
     }
-    const buffer = packFace(face, frame.t / 1000, width, height, model.get("landmark_indices"));
-    stats.awaiting(frameSeq, frame);
-    frame.sent = now();
-    model.send({ type: "face", seq: frameSeq, t: frame.t / 1000 }, {}, [buffer]);
+    const buffer = packFace(face, t / 1000, width, height, model.get("landmark_indices"));
+    if (model.get("batch_seconds") > 0) {
+      batch.add(buffer, t, model.get("max_batch"));
+      return sendBatch();
+    }
+    const frameSeq = ++seq;
+    stats.awaiting(frameSeq, { times: [t], sent: now() });
+    model.send({ type: "face", seq: frameSeq, t: t / 1000 }, {}, [buffer]);
     stats.sent("faces_sent", buffer.byteLength);
+  }
+
+  // The gathered faces as one message once the oldest has waited batch_seconds and the kernel has a free slot;
+  // until then the batch keeps gathering, its oldest faces going past max_batch (counted as skipped). The
+  // message's `t` is its newest face's capture time.
+  function sendBatch() {
+    const t = now();
+    if (!batch.due(t, 1000 * model.get("batch_seconds")) || stats.full(t, model.get("max_in_flight"))) return;
+    stats.counts.skipped += batch.dropped;
+    batch.dropped = 0;
+    const faces = batch.take();
+    const frameSeq = ++seq;
+    stats.awaiting(frameSeq, { times: faces.map((f) => f.t), sent: t });
+    model.send({ type: "faces", seq: frameSeq, t: faces[faces.length - 1].t / 1000 }, {}, faces.map((f) => f.buffer));
+    stats.sentBatch(faces);
   }
 
   // --- what the kernel and the page tell the widget ---
@@ -555,15 +621,20 @@ function render({ model, el }) {
     if (msg && msg.type === "ack") stats.ack(msg, now());
   }
 
+  let statsSent = 0; // when the stats last went to the kernel (ms)
+
   function reportStats() {
+    const t = now();
     const sortedDetect = [...detectMs].sort((a, b) => a - b);
-    const report = stats.report(now(), {
+    const report = stats.report(t, {
       mode: model.get("mode"),
       detect_ms_median: sortedDetect.length ? round1(percentile(sortedDetect, 0.5)) : null,
       detect_ms_p90: sortedDetect.length ? round1(percentile(sortedDetect, 0.9)) : null,
     });
     // Also on the element, so benchmarks and browser tests can read them without the kernel.
     el.dataset.stats = JSON.stringify(report);
+    if (t - statsSent < (report.batches_sent > 0 ? BATCH_STATS_MS : STATS_MS)) return;
+    statsSent = t;
     model.set("stats", report);
     model.save_changes();
   }
@@ -604,7 +675,7 @@ function render({ model, el }) {
       "change:analysis": prepareAnalysis,
     },
     documentEvents: { visibilitychange: onVisibility },
-    every: [[1000, reportStats]],
+    every: [[STATS_MS, reportStats]],
   });
   showMessage();
   // Loaded before the student agrees, so the analysis is ready when the camera starts; loading sends nothing.

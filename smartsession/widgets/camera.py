@@ -1,7 +1,8 @@
 """The student's webcam as a widget: the browser sends JPEG frames (Python code gets RGB arrays), or, in browser
 analysis mode, runs the face landmarker itself and sends packed faces (Python code gets ``FaceLandmarks``).
 
-``Camera`` is the default (an anywidget, ``camera.js`` beside it); ``on_frame(f)`` and ``on_face(f)`` are the API.
+``Camera`` is the default (an anywidget, ``camera.js`` beside it); ``on_frame(f)``, ``on_face(f)`` and
+``on_faces(f)`` are the API. Faces travel in batches, one message every ``batch_seconds`` (docs/WIDGETS.md).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import anywidget
 import traitlets
@@ -40,6 +41,22 @@ LIVE_MESSAGES = {
 ANALYSIS_MODES = tuple(LIVE_MESSAGES)
 #: Statuses where no frames flow until the student does something.
 ERROR_STATUSES = ("denied", "no-camera", "in-use", "insecure", "unsupported", "ended", "error")
+#: Packed faces one batch message may carry at most: a second of capture at the widget's highest rate. The page
+#: keeps the newest this many; the kernel refuses a larger batch whole.
+MAX_BATCH_FACES = 30
+#: Seconds between batch messages the page may be set to; 0 is the per-frame transport (a message a face).
+BATCH_SECONDS_RANGE = (0.25, 2.0)
+
+FaceBatchCallback = Callable[[list, list], object]
+
+
+def decode_batch(data: tuple[bytes, ...]) -> list[packed.PackedFace]:
+    """A batch's packed faces in capture order; one malformed face refuses the whole batch
+    (:class:`~smartsession.vision.packed.PackedFaceError`), so the kernel never analyses half of what was sent."""
+    faces = [packed.decode(one) for one in data]
+    if any(b.t < a.t for a, b in zip(faces, faces[1:])):
+        raise packed.PackedFaceError("a batch's faces must be in capture order: reload the page")
+    return faces
 
 
 def status_message(status: str, detail: str = "", mode: str = "server") -> str:
@@ -58,19 +75,40 @@ class CameraBase:
 
     def _init_frames(self) -> None:
         self._frames = FrameDispatcher(self._frame_done)
-        self._faces = FrameDispatcher(self._frame_done, decode=lambda data: packed.decode(data).face,
-                                      refused=(packed.PackedFaceError,))
+        # Every face message is a batch (the per-frame transport sends batches of one).
+        self._faces = FrameDispatcher(self._frame_done, decode=decode_batch, refused=(packed.PackedFaceError,))
+        self._face_callbacks: dict[Any, Callable] = {}
+
+    def on_faces(self, callback: FaceBatchCallback, remove: bool = False) -> None:
+        """Call ``callback(faces, times)`` once per batch of faces the browser landmarked (browser analysis mode):
+        a list of :class:`~smartsession.vision.landmarks.FaceLandmarks` in capture order and their capture times
+        in unix seconds. A batch is what the page gathered since its last message (``batch_seconds``).
+
+        Same threading and newest-wins rule as :meth:`on_frame`, by batch; no picture is involved.
+        """
+        self._on_batches(callback, lambda batch, _t: callback([b.face for b in batch], [b.t for b in batch]),
+                         remove)
 
     def on_face(self, callback, remove: bool = False) -> None:
-        """Call ``callback(face, t)`` for faces the browser landmarked (browser analysis mode): a
-        :class:`~smartsession.vision.landmarks.FaceLandmarks` and the capture time in unix seconds.
+        """Call ``callback(face, t)`` for each face of each batch (see :meth:`on_faces`), in capture order."""
 
-        Same threading and newest-wins rule as :meth:`on_frame`; no picture is involved.
-        """
+        def each(batch, _t):
+            for one in batch:
+                callback(one.face, one.t)
+
+        self._on_batches(callback, each, remove)
+
+    def _on_batches(self, callback, adapter, remove: bool) -> None:
         if remove:
-            self._faces.remove(callback)
-        else:
-            self._faces.add(callback)
+            adapter = self._face_callbacks.pop(callback, None)
+            if adapter is not None:
+                self._faces.remove(adapter)
+            return
+        if not callable(callback):
+            raise TypeError(f"on_face(s) needs a function, got {type(callback).__name__}")
+        if callback not in self._face_callbacks:
+            self._face_callbacks[callback] = adapter
+            self._faces.add(adapter)
 
     def on_frame(self, callback: FrameCallback, remove: bool = False) -> None:
         """Call ``callback(frame, t)`` for frames: RGB uint8 (H, W, 3) and capture time in unix seconds.
@@ -137,10 +175,12 @@ def frame_numbers(content: dict) -> tuple[int, float]:
 
 class Camera(CameraBase, anywidget.AnyWidget):
     """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers, or (with
-    ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead.
+    ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead, gathered
+    into one message every ``batch_seconds`` (at most :data:`MAX_BATCH_FACES` faces, the newest) and acknowledged
+    by one ack.
 
-    At most ``max_in_flight`` frames wait for the kernel at any time; the browser skips ticks
-    beyond that and the kernel keeps only the newest waiting frame. A browser that cannot run the landmarker
+    At most ``max_in_flight`` messages (frames, or batches) wait for the kernel at any time; the browser skips
+    ticks beyond that (a batch keeps gathering instead) and the kernel keeps only the newest waiting one. A browser that cannot run the landmarker
     (no WebAssembly, the files fail to load, slower than ``min_browser_fps``) falls back to sending frames and
     says so in ``mode`` and ``mode_detail``.
     """
@@ -161,9 +201,14 @@ class Camera(CameraBase, anywidget.AnyWidget):
     status = traitlets.Unicode("off", help="Set by the browser: one of STATUS_MESSAGES.").tag(sync=True)
     detail = traitlets.Unicode("", help="Set by the browser: the underlying error, for the log.").tag(sync=True)
     message = traitlets.Unicode(STATUS_MESSAGES["off"], help="The status in plain words.").tag(sync=True)
-    stats = traitlets.Dict(help="Set by the browser every second: sent, skipped, fps, rtt_ms_median/p90...").tag(
-        sync=True
+    # No echo back to the page (ipywidgets 8 echoes every update from the page): the page wrote it.
+    stats = traitlets.Dict(help="Set by the browser every stats_seconds: sent, skipped, fps, rtt_ms_median/p90...").tag(
+        sync=True, echo_update=False
     )
+    batch_seconds = traitlets.Float(1.0, help="Seconds of packed faces per message to the kernel (browser analysis); "
+                                              "0 sends each face on its own (the per-frame transport).").tag(sync=True)
+    max_batch = traitlets.Int(MAX_BATCH_FACES, help="Faces a batch message carries at most (the newest).").tag(
+        sync=True)
     analysis = traitlets.Enum(ANALYSIS_MODES, "server", help="Where faces should be analysed.").tag(sync=True)
     assets = traitlets.Dict(help="URLs of the browser landmarker's files by name (see serve/assets.py).").tag(
         sync=True
@@ -191,6 +236,20 @@ class Camera(CameraBase, anywidget.AnyWidget):
             raise traitlets.TraitError(f"fps must be between 0.5 and 30, got {proposal['value']}")
         return proposal["value"]
 
+    @traitlets.validate("batch_seconds")
+    def _valid_batch_seconds(self, proposal):
+        lo, hi = BATCH_SECONDS_RANGE
+        if proposal["value"] != 0 and not lo <= proposal["value"] <= hi:
+            raise traitlets.TraitError(f"batch_seconds must be 0 (a message a face) or between {lo} and {hi}, "
+                                       f"got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("max_batch")
+    def _valid_max_batch(self, proposal):
+        if not 1 <= proposal["value"] <= MAX_BATCH_FACES:
+            raise traitlets.TraitError(f"max_batch must be between 1 and {MAX_BATCH_FACES}, got {proposal['value']}")
+        return proposal["value"]
+
     @traitlets.validate("max_in_flight")
     def _valid_in_flight(self, proposal):
         if not 1 <= proposal["value"] <= 8:
@@ -206,26 +265,27 @@ class Camera(CameraBase, anywidget.AnyWidget):
 
     def _on_custom(self, _widget, content: Any, buffers: list) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind not in ("frame", "face"):
+        if kind not in ("frame", "face", "faces"):
             return
         dispatcher = self._frames if kind == "frame" else self._faces
-        limit = packed.message_size(packed.MAX_LANDMARKS) if kind == "face" else None
         try:
             seq, t = frame_numbers(content)
         except ValueError as refused:
             # Refused here, before anything downstream keeps the number: a NaN capture time once poisoned the
             # smoothing, and every state after it was refused by the hub. The page learns why; the next works.
             dispatcher.counts["bad"] += 1
+            dispatcher.last_error = f"{kind} message refused: {refused}"
             seq = content.get("seq")
             if seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
                 self.send({"type": "ack", "seq": seq, "processed": False, "error": str(refused)})
             return
         try:
-            if limit is not None and len(buffers[0]) > limit:
-                raise ValueError("larger than any packed face")
-            frame = PendingFrame(seq=seq, t=t, data=bytes(buffers[0]), received=time.time())
-        except (IndexError, TypeError, ValueError):
+            frame = self._pending(kind, seq, t, buffers)
+        except (IndexError, TypeError, ValueError) as err:
             dispatcher.counts["bad"] += 1
+            dispatcher.last_error = f"{kind} message refused: {err}"
+            if kind == "faces":
+                self._frame_done(PendingFrame(seq, 0.0, (), time.time()), False, None)
             return
         if not (self.active and self.accept_frames) or (kind == "frame" and not self.accept_pictures):
             # The camera is off (before the student consents, or paused): the page sends nothing then, and
@@ -235,10 +295,29 @@ class Camera(CameraBase, anywidget.AnyWidget):
             return
         dispatcher.submit(frame)
 
+    def _pending(self, kind: str, seq: int, t: float, buffers: list) -> PendingFrame:
+        """The message as a frame or batch to dispatch; bounds checked before any byte is copied or decoded."""
+        received = time.time()
+        if kind == "frame":
+            return PendingFrame(seq=seq, t=t, data=bytes(buffers[0]), received=received)
+        limit = packed.message_size(packed.MAX_LANDMARKS)
+        if kind == "face":
+            buffers = buffers[:1] if buffers else []
+        elif not 1 <= len(buffers) <= self.max_batch:
+            raise ValueError(f"a batch carries 1-{self.max_batch} faces, this one {len(buffers)}")
+        if not buffers:
+            raise ValueError("no packed face")
+        if any(len(b) > limit for b in buffers):
+            raise ValueError("larger than any packed face")
+        data = tuple(bytes(b) for b in buffers)
+        return PendingFrame(seq=seq, t=t, data=data, received=received)
+
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
         if self.comm is None:
             return
         ack = {"type": "ack", "seq": frame.seq, "processed": processed}
+        if not isinstance(frame.data, bytes) and frame.data:
+            ack["frames"] = frame.count  # a batch's: the page counts its frames from its own record too
         if timing is not None:
             # Durations on the kernel's clock, so the browser can split its round trip without clock skew.
             ack["kernel_ms"] = {k: round(v * 1000, 2) for k, v in vars(timing).items()}

@@ -38,8 +38,18 @@ class FrameDecodeError(ValueError):
 class PendingFrame:
     seq: int  # the browser's frame number, echoed in its ack
     t: float  # capture time, unix seconds (browser clock)
-    data: bytes  # encoded JPEG/PNG (or a packed face), decoded only by the worker
+    data: bytes | tuple[bytes, ...]  # encoded JPEG/PNG, or a batch of packed faces; decoded only by the worker
     received: float  # kernel time when it arrived, unix seconds
+
+    @property
+    def size(self) -> int:
+        """Bytes received for it (all of a batch's faces)."""
+        return len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data))
+
+    @property
+    def count(self) -> int:
+        """Frames it carries: 1, or a batch's faces."""
+        return 1 if isinstance(self.data, bytes) else len(self.data)
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,9 @@ class FrameDispatcher:
         self._callbacks: list[FrameCallback] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "refused": 0, "errors": 0, "bytes": 0}
+        # Frames (a batch counts its faces), except "messages" (what arrived) and "bad" (messages refused).
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "refused": 0, "errors": 0, "bytes": 0,
+                       "messages": 0}
         self.last_error = ""
 
     def add(self, callback: FrameCallback) -> None:
@@ -158,12 +170,13 @@ class FrameDispatcher:
     def submit(self, frame: PendingFrame) -> None:
         if self._slot.closed:
             return
-        self.counts["received"] += 1
-        self.counts["bytes"] += len(frame.data)
+        self.counts["messages"] += 1
+        self.counts["received"] += frame.count
+        self.counts["bytes"] += frame.size
         self._ensure_worker()
         dropped = self._slot.offer(frame)
         if dropped is not None:
-            self.counts["dropped"] += 1
+            self.counts["dropped"] += dropped.count
             self._done(dropped, False, None)
 
     def _ensure_worker(self) -> None:
@@ -192,7 +205,7 @@ class FrameDispatcher:
                     self.counts["errors"] += 1
                     self.last_error = traceback.format_exc(limit=3)
                     log.exception("frame callback %r failed", callback)
-            self.counts["processed"] += 1
+            self.counts["processed"] += frame.count
             done = time.time()
             self._done(frame, True, FrameTiming(taken - frame.received, decoded - taken, done - decoded))
 

@@ -16,7 +16,7 @@ import redis as redis_py
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
 from smartsession.hub.relay import BadRelay, backplane_key, check_event, seal, seal_entry, unseal, unseal_entry
-from smartsession.schema import SchemaError, StateMessage
+from smartsession.schema import SchemaError, StateBatch, StateMessage
 from testkit.processes import HubProcess, RedisServer
 
 KEY = backplane_key("s" * 64)
@@ -55,6 +55,15 @@ def test_a_relayed_state_is_checked_like_a_students(bad):
     assert check_event("c1", a_state(), time.time())["seq"] == 3
     with pytest.raises(SchemaError):
         check_event("c1", a_state(**bad), time.time())
+
+
+def test_a_batch_crosses_the_backplane_only_as_the_states_a_hub_checked():
+    # A hub relays each state of a student's batch as its own state event; a ``states`` event is none a hub makes.
+    states = [{k: v for k, v in a_state(seq=seq).items() if k not in ("type", "v", "class_id", "student_id")}
+              for seq in (3, 4)]
+    with pytest.raises(SchemaError, match="unknown event type"):
+        check_event("c1", {"type": "states", "v": 1, "class_id": "c1", "student_id": "s1", "states": states},
+                    time.time())
 
 
 @pytest.mark.parametrize("event", [
@@ -151,3 +160,49 @@ def test_forged_and_malformed_backplane_messages_change_nothing_on_any_node(tmp_
         assert health_c["ok"]
         log_c = (tmp_path / "c" / "hub.log").read_text()
         assert "Traceback" not in log_c and "room entry" in log_c
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_students_batch_reaches_a_teacher_on_another_node_and_a_forged_batch_does_not(tmp_path, redis_binary, kit):
+    secret = secrets.token_hex(32)
+    with RedisServer(redis_binary) as redis, \
+            HubProcess(tmp_path / "a", redis_url=redis.url, secret=secret) as hub_a, \
+            HubProcess(tmp_path / "b", redis_url=redis.url, secret=secret) as hub_b:
+        info = hub_a.create_class("Batched")
+        class_id = info["class_id"]
+        joined = join_class(hub_a.url, class_id, info["join_code"], "Ada")
+        r = redis_py.Redis.from_url(redis.url)
+        channel = f"smartsession:class:{class_id}"
+
+        async def main():
+            events = []
+            pub = StudentPublisher(class_id, joined["student_id"], joined["token"], url=hub_a.url)
+            async with pub, TeacherSubscriber(class_id, info["teacher_token"], url=hub_b.url,
+                                              on_event=events.append):
+                await pub.wait_connected(30)
+                now = time.time()
+                sent = pub.publish_batch([StateMessage("", "", 0, now - 0.8 + i / 5, "focused", 60.0 + i, 0.9)
+                                          for i in range(5)])
+                await pub.wait_acked(sent[-1].seq, 30)
+                relayed = lambda: [e["seq"] for e in events if e["type"] == "state"]  # noqa: E731
+                await kit.eventually(lambda: [m.seq for m in sent] == relayed()[-5:])
+                # A forged batch for the same student, as the client would send it and as a hub's events: sealed
+                # with a guessed key, or with the secret but of a type no hub relays. Neither reaches the teacher.
+                forged = StateBatch(class_id, joined["student_id"], tuple(
+                    StateMessage(class_id, joined["student_id"], sent[-1].seq + 1 + i, time.time(), "away", 0.0, 0.9)
+                    for i in range(3))).to_dict()
+                for key in (backplane_key("guess"), backplane_key(secret)):
+                    r.publish(channel, seal(key, class_id, "attacker", [json.dumps(forged)], time.time()))
+                await asyncio.sleep(1.5)
+                after = pub.publish_batch([StateMessage("", "", 0, time.time(), "happy", 80.0, 0.9)])
+                await pub.wait_acked(after[-1].seq, 30)
+                await kit.eventually(lambda: after[-1].seq in relayed())
+                assert all(e.get("state") != "away" for e in events if e["type"] == "state")
+                assert relayed()[-6:] == [m.seq for m in sent + after]
+
+        asyncio.run(asyncio.wait_for(main(), 90))
+        for hub in (hub_a, hub_b):
+            log = hub.log_path.read_text()
+            assert "Traceback" not in log, log[-3000:]
+        assert "dropped a backplane message" in hub_b.log_path.read_text() + hub_a.log_path.read_text()

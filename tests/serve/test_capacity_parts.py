@@ -53,6 +53,9 @@ def test_the_student_page_widgets_are_found_by_what_they_show():
         "d": {"state": {"_model_name": "ButtonModel", "description": "Pause"}},
     }
     assert PageWidgets.from_states(states) == PageWidgets("a", "b", "c", 2)
+    # The camera's transport setting too: a page client gathers faces as the page does.
+    states["a"]["state"].update(batch_seconds=1.0, max_batch=30)
+    assert PageWidgets.from_states(states) == PageWidgets("a", "b", "c", 2, 1.0, 30)
     with pytest.raises(PageError, match="no camera"):
         PageWidgets.from_states({k: v for k, v in states.items() if k != "a"})
 

@@ -3,6 +3,7 @@ student page, analyse real-face frames, shut down, leave no zombie, and share me
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -96,3 +97,17 @@ def test_forked_kernels_serve_the_student_page_and_go_away(tmp_path):
         time.sleep(0.5)
     assert not set(_fork_servers()) - before, "the fork server outlived smartsession serve"
     assert not any(memory.footprint(pid) for pid in kernels), "a forked kernel outlived smartsession serve"
+
+
+def test_kernels_are_forked_by_default_on_linux_and_can_be_spawned():
+    from smartsession.serve.app import SmartSessionApp
+
+    assert SmartSessionApp.class_traits()["fork_kernels"].default_value is sys.platform.startswith("linux")
+    assert SmartSessionApp.flags["no-fork-kernels"][0] == {"SmartSessionApp": {"fork_kernels": False}}
+    assert SmartSessionApp.flags["fork-kernels"][0] == {"SmartSessionApp": {"fork_kernels": True}}
+    from smartsession.options import traitlets_argv
+    from smartsession.serve.options import OPTIONS
+
+    args = argparse.Namespace(**{o.dest: None for o in OPTIONS}, settings=[])
+    args.no_fork_kernels = True
+    assert traitlets_argv(args, OPTIONS) == ["--SmartSessionApp.fork_kernels=False"]

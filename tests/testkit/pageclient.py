@@ -2,7 +2,9 @@
 
 Jupyter's kernel websocket (``/api/kernels/<id>/channels``), ipywidgets' comm messages (``comm_info_request``,
 ``request_state``, ``update`` and ``custom``), and the camera widget's frames as binary buffers with its
-back-pressure (at most ``max_in_flight`` frames awaiting an ack, ticks beyond skipped). The message building and
+back-pressure (at most ``max_in_flight`` messages awaiting an ack, ticks beyond skipped), one message a frame or,
+as the page does in browser analysis, packed faces gathered into one message every ``batch_seconds``. It counts
+every kernel message it sends and receives, which is what a student costs the server and the kernel. The message building and
 reading are pure functions; :class:`PageClient` is the thin asyncio shell around them.
 """
 
@@ -95,16 +97,19 @@ class PageWidgets:
     name_field: str
     agree_button: str
     max_in_flight: int
+    batch_seconds: float = 0.0  # the camera's setting: faces gathered this long per message (0: one a message)
+    max_batch: int = 1
 
     @classmethod
     def from_states(cls, states: dict[str, dict]) -> "PageWidgets":
         """Find them in ``update_states`` content (model id -> {model_name, state}) by what the page shows."""
         camera = name = agree = None
-        max_in_flight = 2
+        max_in_flight, batch_seconds, max_batch = 2, 0.0, 1
         for model_id, entry in states.items():
             state = entry.get("state", {})
             if "max_in_flight" in state and "fps" in state:
                 camera, max_in_flight = model_id, int(state["max_in_flight"])
+                batch_seconds, max_batch = float(state.get("batch_seconds", 0.0)), int(state.get("max_batch", 1))
             elif state.get("placeholder") == "as your teacher will see it":
                 name = model_id
             elif str(state.get("description", "")).startswith("I agree"):
@@ -113,7 +118,7 @@ class PageWidgets:
                    if found is None]
         if missing:
             raise PageError(f"not a student page: no {', '.join(missing)} among its {len(states)} widgets")
-        return cls(camera, name, agree, max_in_flight)
+        return cls(camera, name, agree, max_in_flight, batch_seconds, max_batch)
 
 
 @dataclass
@@ -126,9 +131,14 @@ class FrameLog:
     dropped: int = 0  # acked processed=False: the kernel kept a newer frame
     roundtrips: list[float] = field(default_factory=list)  # seconds from capture to the processed ack
     kernel_ms: list[dict] = field(default_factory=list)
+    messages_sent: int = 0  # kernel messages of any kind, both directions, since the last reset
+    messages_received: int = 0
+    since: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.sent = self.skipped = self.processed = self.dropped = 0
+        self.messages_sent = self.messages_received = 0
+        self.since = time.monotonic()
         self.roundtrips.clear()
         self.kernel_ms.clear()
 
@@ -172,7 +182,7 @@ class PageClient:
         self._reader: asyncio.Task | None = None
         self._comms: asyncio.Future | None = None
         self._states: dict[str, asyncio.Future] = {}  # comm id -> its state, while the page loads
-        self._in_flight: dict[int, float] = {}
+        self._in_flight: dict[int, list[float]] = {}  # seq -> capture times of the frames it carries
         self._idle: dict[str, asyncio.Future] = {}  # msg_id -> set once the kernel has handled that message
 
     @classmethod
@@ -201,6 +211,7 @@ class PageClient:
 
     async def send(self, msg: dict) -> None:
         await self._ws.send(encode(msg))
+        self.frames.messages_sent += 1
 
     async def handled(self, msg: dict, timeout: float = 30.0) -> None:
         """Send ``msg`` and wait until the kernel has handled it (its ``idle`` status).
@@ -218,6 +229,7 @@ class PageClient:
     async def _read(self) -> None:
         try:
             async for data in self._ws:
+                self.frames.messages_received += 1
                 self._on_message(decode(data), time.time())
         finally:
             self.closed.set()
@@ -242,15 +254,15 @@ class PageClient:
             if data.get("method") == "update" and data.get("state", {}).get("active"):
                 self.camera_active.set()
             elif (ack := ack_of(msg, self.widgets.camera)) is not None:
-                sent = self._in_flight.pop(ack.get("seq"), None)
-                if sent is None:
+                captured = self._in_flight.pop(ack.get("seq"), None)
+                if captured is None:
                     return
                 if ack.get("processed"):
-                    self.frames.processed += 1
-                    self.frames.roundtrips.append(now - sent)
+                    self.frames.processed += len(captured)
+                    self.frames.roundtrips += [now - t for t in captured]
                     self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
                 else:
-                    self.frames.dropped += 1
+                    self.frames.dropped += len(captured)
 
     async def find_widgets(self, timeout: float = 30.0) -> PageWidgets:
         """Ask the kernel for its widgets and each one's state, as the page's widget manager does when it loads.
@@ -272,11 +284,15 @@ class PageClient:
         await self.handled(comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, self.session),
                            timeout)
 
-    async def consent(self, name: str, analysis: str = "server", timeout: float = 60.0) -> None:
+    async def consent(self, name: str, analysis: str = "server", timeout: float = 60.0,
+                      batch_seconds: float | None = None) -> None:
         """Say where faces are analysed (what camera.js reports once it knows: its landmarker loaded, or not;
         the consent button waits for it), type a name, press "I agree, start my camera", and wait for the
-        kernel to switch the camera on."""
+        kernel to switch the camera on. ``batch_seconds`` sets the camera's transport first (0: a message a
+        face; None: the camera's default)."""
         widgets = self.widgets or await self.find_widgets()
+        if batch_seconds is not None:
+            await self.set_transport(batch_seconds, timeout)
         await self.update(widgets.camera, {"mode": analysis}, timeout)
         await self.update(widgets.name_field, {"value": name}, timeout)
         await self.send(comm_msg(widgets.agree_button, {"method": "custom", "content": {"event": "click"}},
@@ -286,28 +302,65 @@ class PageClient:
         except asyncio.TimeoutError:
             raise PageError(f"the camera did not switch on within {timeout:.0f} s of consenting") from None
 
+    async def set_transport(self, batch_seconds: float, timeout: float = 30.0) -> None:
+        """Switch the camera's transport as its setting does: ``batch_seconds`` of faces a message, 0 a face each."""
+        widgets = self.widgets or await self.find_widgets()
+        await self.update(widgets.camera, {"batch_seconds": batch_seconds}, timeout)
+        self.widgets = PageWidgets(widgets.camera, widgets.name_field, widgets.agree_button, widgets.max_in_flight,
+                                   batch_seconds, widgets.max_batch)
+
     async def stream(self, frame_message: FrameMessage, fps: float, until: asyncio.Event) -> None:
-        """Send frames at ``fps`` as the page's capture timer does, until ``until`` is set or the socket closes."""
+        """Send frames at ``fps`` as the page's capture timer does, until ``until`` is set or the socket closes.
+
+        With the camera's ``batch_seconds`` > 0, the frames' buffers (packed faces) gather and go as one ``faces``
+        message once the oldest has waited that long and a slot is free, the newest ``max_batch`` of them; the
+        page's counters go to the kernel every 5 s then (every second with a message a frame), as camera.js does.
+        """
         widgets = self.widgets
         if widgets is None or not self.camera_active.is_set():
             raise PageError("consent first: the kernel ignores frames until the camera is on")
         period = 1.0 / fps
-        seq = 0
+        # Only packed faces travel in batches (browser analysis); pictures go one a message whatever the setting.
+        faces = frame_message(0, time.time())[0].get("type") == "face"
+        seq = frame_no = 0
+        gathered: list[tuple[float, bytes]] = []
+        stats_due = time.monotonic() + 1.0
         next_tick = time.monotonic()
         while not until.is_set() and not self.closed.is_set():
+            widgets = self.widgets
             now = time.time()
-            for s, sent in list(self._in_flight.items()):
-                if now - sent > STALE_S:
+            for s, captured in list(self._in_flight.items()):
+                if now - captured[0] > STALE_S:
                     del self._in_flight[s]
-            if len(self._in_flight) >= widgets.max_in_flight:
+            free = len(self._in_flight) < widgets.max_in_flight
+            if faces and widgets.batch_seconds > 0:
+                frame_no += 1
+                _content, buffers = frame_message(frame_no, now)
+                gathered.append((now, buffers[0]))
+                if len(gathered) > widgets.max_batch:
+                    del gathered[0]
+                    self.frames.skipped += 1
+                if free and now - gathered[0][0] >= widgets.batch_seconds:
+                    seq += 1
+                    self._in_flight[seq] = [t for t, _ in gathered]
+                    await self.send(comm_msg(widgets.camera, {"method": "custom", "content": {"type": "faces",
+                                             "seq": seq, "t": gathered[-1][0]}}, self.session, [b for _, b in gathered]))
+                    self.frames.sent += len(gathered)
+                    gathered = []
+            elif not free:
                 self.frames.skipped += 1
             else:
                 seq += 1
                 content, buffers = frame_message(seq, now)
-                self._in_flight[seq] = now
+                self._in_flight[seq] = [now]
                 await self.send(comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
                                          buffers))
                 self.frames.sent += 1
+            if time.monotonic() >= stats_due:
+                stats_due = time.monotonic() + (5.0 if faces and widgets.batch_seconds > 0 else 1.0)
+                stats = {"sent": self.frames.sent, "skipped": self.frames.skipped, "processed": self.frames.processed}
+                await self.send(comm_msg(widgets.camera, {"method": "update", "state": {"stats": stats},
+                                                          "buffer_paths": []}, self.session))
             next_tick += period
             delay = next_tick - time.monotonic()
             if delay < -period:

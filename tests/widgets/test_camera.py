@@ -162,6 +162,100 @@ def test_webrtc_snapshots_are_not_decoded_while_paused():
     assert got == [astronaut().shape]
 
 
+# --- packed faces in batches (browser analysis) ---
+
+
+@pytest.fixture(scope="module")
+def astronaut_face():
+    from smartsession.vision.landmarks import FaceLandmarker
+
+    with FaceLandmarker(static_image_mode=True) as lm:
+        face = lm.detect(astronaut())
+    assert face.face
+    return face
+
+
+def batch_of(face, times):
+    from smartsession.vision import packed
+
+    return [packed.encode_face(face, t) for t in times]
+
+
+def test_a_batch_reaches_on_faces_once_and_on_face_per_face_and_gets_one_ack(astronaut_face):
+    times = [1700000000.0 + i / 10 for i in range(12)]
+    batches, each = [], []
+    with Camera(analysis="browser") as camera:
+        camera.send = sent = Recorder()
+        camera.on_faces(lambda faces, ts: batches.append((len(faces), ts)))
+        camera.on_face(lambda face, t: each.append(t))
+        camera._on_custom(camera, {"type": "faces", "seq": 3, "t": times[-1]}, [memoryview(b) for b in batch_of(astronaut_face, times)])
+        wait_for(lambda: sent.sent)
+    assert batches == [(12, pytest.approx(times))] and each == pytest.approx(times)
+    (ack,) = sent.sent
+    ack.pop("kernel_ms")
+    assert ack == {"type": "ack", "seq": 3, "processed": True, "frames": 12}
+    assert camera.face_counts["messages"] == 1 and camera.face_counts["processed"] == 12
+
+
+@pytest.mark.parametrize("problem", ["too many", "none", "oversized face", "garbage face", "out of order"])
+def test_a_malformed_or_oversized_batch_is_refused_whole_and_the_next_one_analysed(astronaut_face, problem):
+    good = batch_of(astronaut_face, [5.0, 5.1])
+    bad = {
+        "too many": batch_of(astronaut_face, [1.0 + i / 100 for i in range(31)]),
+        "none": [],
+        "oversized face": [good[0], good[1] + b"\x00" * 10_000],
+        "garbage face": [good[0], b"SSF1" + b"\x00" * 40],
+        "out of order": batch_of(astronaut_face, [2.0, 1.0]),
+    }[problem]
+    got = []
+    with Camera(analysis="browser") as camera:
+        camera.send = sent = Recorder()
+        camera.on_faces(lambda faces, ts: got.append(ts))
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 5.0}, bad)
+        wait_for(lambda: sent.sent)  # answered (refused) before the next, which would otherwise displace it
+        camera._on_custom(camera, {"type": "faces", "seq": 2, "t": 5.1}, good)
+        wait_for(lambda: len(sent.sent) == 2)
+        assert camera.face_counts["bad"] == 1 and camera.last_error
+    refused, analysed = sorted(sent.sent, key=lambda a: a["seq"])
+    assert refused["processed"] is False and analysed["processed"] is True
+    assert got == [pytest.approx([5.0, 5.1])]  # nothing of the bad batch reached the analysis
+
+
+def test_the_batch_bound_is_a_setting_the_kernel_enforces(astronaut_face):
+    with Camera(analysis="browser", max_batch=4) as camera:
+        camera.send = sent = Recorder()
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.4}, batch_of(astronaut_face, [1.0, 1.1, 1.2, 1.3, 1.4]))
+        assert camera.face_counts["bad"] == 1 and "1-4 faces" in camera.last_error
+    assert sent.sent == [{"type": "ack", "seq": 1, "processed": False}]
+    with pytest.raises(traitlets.TraitError, match="between 1 and 30"):
+        Camera(max_batch=31)
+    with pytest.raises(traitlets.TraitError, match="0 \\(a message a face\\) or between 0.25 and 2.0"):
+        Camera(batch_seconds=5)
+    assert Camera(batch_seconds=0).batch_seconds == 0  # the per-frame transport
+
+
+def test_batches_are_refused_while_the_camera_is_off(astronaut_face):
+    got = []
+    with Camera(analysis="browser", accept_frames=False) as camera:
+        camera.send = sent = Recorder()
+        camera.on_faces(lambda faces, ts: got.append(ts))
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.1}, batch_of(astronaut_face, [1.0, 1.1]))
+        assert camera.face_counts["refused"] == 1 and camera.face_counts["received"] == 0
+    assert got == [] and sent.sent == [{"type": "ack", "seq": 1, "processed": False, "frames": 2}]
+
+
+def test_removed_face_callbacks_stop_receiving(astronaut_face):
+    got = []
+    callback = lambda faces, ts: got.append(ts)  # noqa: E731
+    with Camera(analysis="browser") as camera:
+        camera.send = sent = Recorder()
+        camera.on_faces(callback)
+        camera.on_faces(callback, remove=True)
+        camera._on_custom(camera, {"type": "faces", "seq": 1, "t": 1.0}, batch_of(astronaut_face, [1.0]))
+        wait_for(lambda: sent.sent)
+    assert got == []
+
+
 @pytest.mark.parametrize("content, says", [
     ({"type": "frame", "seq": 1, "t": float("nan")}, "message.t is not a finite number"),
     ({"type": "frame", "seq": 1, "t": float("inf")}, "message.t is not a finite number"),

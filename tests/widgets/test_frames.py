@@ -179,7 +179,7 @@ def test_slow_callback_drops_frames_and_every_frame_is_answered_once():
     assert processed[-1] == 100  # the newest frame always gets processed
     assert seen == [float(s) for s in processed]  # callbacks got each frame's capture time
     assert dispatcher.counts == {"received": 100, "processed": len(processed), "dropped": 100 - len(processed),
-                                 "bad": 0, "refused": 0, "errors": 0, "bytes": 100 * len(data)}
+                                 "bad": 0, "refused": 0, "errors": 0, "bytes": 100 * len(data), "messages": 100}
     # Processed frames say where their kernel time went; dropped ones have none to tell.
     for (_, ok), timing in zip(done, timings):
         assert (timing is not None) == ok
