@@ -203,6 +203,7 @@ class Analyzer:
         t2 = time.perf_counter()
 
         probs: dict[str, float] | None = None
+        expression, expression_confidence = None, math.nan
         if not found.face:
             features = dict(_NO_FEATURES)
             verdict = rules.NO_FACE
@@ -225,14 +226,19 @@ class Analyzer:
                 # looking at the screen, so there the eyes' own reading counts.
                 verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed and stream)
             if verdict is None:
+                # Attending: the expression only names how. An unclear one claims nothing (focused) and never
+                # turns the attention verdict into "uncertain"; its probability goes beside the state.
                 probs = self._probabilities(relative)
                 shown = self._shown(probs)
-                state = max(shown, key=shown.get)
-                if shown[state] < rules.MIN_MODEL_CONFIDENCE:
-                    verdict = rules.Verdict("uncertain", shown[state],
-                                            f"model unsure (best: {state} at {shown[state]:.2f})")
+                expression = max(shown, key=shown.get)
+                expression_confidence = shown[expression]
+                attending = rules.attending_confidence(relative)
+                if expression_confidence < rules.MIN_EXPRESSION_CONFIDENCE:
+                    verdict = rules.Verdict("focused", attending, f"attending; expression unclear (best: {expression} "
+                                                                  f"at {expression_confidence:.2f})")
                 else:
-                    verdict = rules.Verdict(state, shown[state], "model")
+                    verdict = rules.Verdict(expression, attending, f"attending; expression {expression} at "
+                                                                   f"{expression_confidence:.2f}")
             score = engagement_mod.score(relative, probs, base_ear)
         features["detection_score"] = found.score
         t4 = time.perf_counter()
@@ -259,6 +265,6 @@ class Analyzer:
         return Observation(
             source=source, frame=index, media_time=float(t), wall_time=wall, face=found.face, faces=found.faces,
             state=state, engagement=float(value), confidence=float(confidence),
-            engagement_components=components, features=features, reason=reason,
-            ms=(end - start) * 1e3, landmarks=found.landmarks,
+            engagement_components=components, features=features, reason=reason, expression=expression,
+            expression_confidence=float(expression_confidence), ms=(end - start) * 1e3, landmarks=found.landmarks,
         )
