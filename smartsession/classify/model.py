@@ -36,7 +36,7 @@ ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "smartsession.cl
 #: decide; and with few sources, pose, framing and face size would identify the source (every video has its own).
 #: The mouth opens to talk, yawn or gasp as much as to laugh: with it, a surprised face read happy; the smile is
 #: in the lip corners. ``_neutral`` is a constant of the blendshape model, not an expression.
-UNUSED_FEATURES = ("face_size", "roll", "mar", "yaw", "pitch", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x",
+UNUSED_FEATURES = ("face_size", "in_frame", "roll", "mar", "yaw", "pitch", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x",
                    "iris_y", "upper_lid", "_neutral", "jawOpen", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
                    "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
 

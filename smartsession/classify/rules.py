@@ -17,6 +17,9 @@ from smartsession.features.geometry import FEATURE_NAMES
 #: Face smaller than this share of the frame (sqrt of area ratio): in a 640x480 webcam frame the eyes then
 #: span under ~12 pixels and eye openness and gaze are noise.
 MIN_FACE_SIZE = 0.10
+#: Share of the face inside the frame below this: half the face is out of the picture, and the landmarks of the
+#: missing half are MediaPipe's guesses.
+MIN_IN_FRAME = 0.6
 #: Detector confidence below this (only set when the small-face search found the face).
 MIN_DETECTION_SCORE = 0.6
 #: Expression reader's top probability below this: it cannot tell the expressions apart on this frame, so an
@@ -76,12 +79,15 @@ def eyes_closed(ear: float, baseline_ear: float | None = None, lip_corner_lift: 
 
 
 def quality_verdict(vector, detection_score: float = math.nan) -> Verdict | None:
-    """``uncertain`` when the face is too small or too faintly detected to read; else None."""
+    """``uncertain`` when the face is too small, too faintly detected or half out of the frame to read; else None."""
     if not np.isfinite(vector).all():
         return Verdict("uncertain", 0.0, "degenerate landmarks (features not finite)")
     size = vector[_I["face_size"]]
     if size < MIN_FACE_SIZE:
         return Verdict("uncertain", 0.5, f"face too small ({size:.3f} of the frame < {MIN_FACE_SIZE})")
+    in_frame = vector[_I["in_frame"]]
+    if in_frame < MIN_IN_FRAME:
+        return Verdict("uncertain", 0.5, f"face half out of the frame ({in_frame:.0%} of it inside)")
     if math.isfinite(detection_score) and detection_score < MIN_DETECTION_SCORE:
         return Verdict("uncertain", detection_score, f"faint face (detector score {detection_score:.2f})")
     return None

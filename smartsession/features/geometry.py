@@ -33,6 +33,7 @@ upper_lid          height of the upper lid's middle above the line between the e
                    mean of both eyes; ~0.25-0.5 with the eyes on the screen (smiling too), near 0 when the lids
                    follow the eyes down to a desk or close
 face_size          sqrt(area of the landmarks' bounding box / area of the frame): ~0.35 at a laptop, < 0.1 tiny
+in_frame           share of that bounding box inside the frame: 1 for a whole face, ~0.5 for a face half out of it
 yaw, pitch, roll   head pose from FaceLandmarker's facial transformation matrix (its rotation part)
 eye_x, eye_y       the eyes' own rotation in the head, from the eyeLook* blendshapes: ``EYE_RANGE`` degrees
                    times (look towards the image's right - look left), and (look up - look down), both eyes;
@@ -54,6 +55,7 @@ from smartsession.vision.landmarks import BLENDSHAPE_NAMES, head_pose
 GEOMETRY_NAMES = (
     "ear_left", "ear_right", "ear", "mar", "mouth_width", "lip_corner_lift",
     "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow", "iris_x", "iris_y", "upper_lid", "face_size",
+    "in_frame",
 )
 #: Head pose, the eyes' rotation in the head and the gaze direction they add up to (degrees).
 POSE_NAMES = ("yaw", "pitch", "roll", "eye_x", "eye_y", "gaze_x", "gaze_y")
@@ -192,12 +194,14 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray, blendshapes: np.ndarr
     lo, hi = np.fmin.reduce(p[:, :, :2], axis=1), np.fmax.reduce(p[:, :, :2], axis=1)
     span = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
     face_size = np.sqrt(span / (w * h))
+    inside = (np.clip(hi[:, 0], 0, w) - np.clip(lo[:, 0], 0, w)) * (np.clip(hi[:, 1], 0, h) - np.clip(lo[:, 1], 0, h))
+    in_frame = inside / np.maximum(span, 1e-12)
 
     pose = head_pose(matrices)
     eyes = eye_rotation(blendshapes, upper_lid)
     geometry = np.stack([
         ear_l, ear_r, (ear_l + ear_r) / 2, mar, mouth_w / iod, lip_lift,
         brow_l, brow_r, (brow_l + brow_r) / 2, furrow, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2,
-        upper_lid, face_size,
+        upper_lid, face_size, in_frame,
     ], axis=1)
     return np.concatenate([geometry, pose, eyes, pose[:, :2] + eyes, np.asarray(blendshapes, np.float64)], axis=1)

@@ -134,9 +134,10 @@ def test_every_frame_of_a_face_video_has_the_face(state_model, run_video):
 
 @pytest.mark.slow
 def test_steady_face_does_not_flicker(state_model, run_video):
-    # Frames 240-440 of WolfgangLanger_Pexels.mp4: 8 s of one person laughing, head steady, at 24 fps.
+    # Frames 296-440 of WolfgangLanger_Pexels.mp4: 6 s of one person laughing, head steady, at 24 fps (just
+    # before, around frames 276-295, the smile pauses: mouthSmile* falls to 0.25-0.4, a real change of expression).
     with Analyzer(model=state_model) as an:
-        obs = run_video(an, "WolfgangLanger_Pexels.mp4", 24.0, start=240, count=200)
+        obs = run_video(an, "WolfgangLanger_Pexels.mp4", 24.0, start=296, count=145)
     states = [o.state for o in obs]
     flips = sum(a != b for a, b in zip(states, states[1:]))
     assert flips <= 1, collections.Counter(states)
