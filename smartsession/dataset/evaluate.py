@@ -53,7 +53,7 @@ def _record(entry: dict, face: dict, frames: str, frame: int, obs) -> dict:
         "frame": frame, "attention": face.get("attention"), "smile": _smile_truth(face),
         "state": obs.state, "expression": obs.expression, "reason": obs.reason,
         "baseline": "screen" if base == "attending" else "away",
-        "baseline_smile": bool(obs.face and _baseline_smile(features)),
+        "baseline_smile": bool(obs.face and _baseline_smile(features)), "features": features,
     }
 
 
@@ -64,19 +64,18 @@ def _photo_faces(entry: dict) -> Iterator[dict]:
 
 
 def _video_ranges(entry: dict) -> dict[int, dict]:
-    """Frame index -> what is labelled on it (attention, expression), with the range it belongs to."""
+    """Frame index -> what is labelled on it (expression, attention) and the range it is shown under: the
+    attention range where there is one, else the expression segment."""
     wanted: dict[int, dict] = {}
     for seg in entry.get("segments", []):
         if seg.get("label") in ("focused", "happy", "confused"):
             for i in range(seg["start"], seg["end"] + 1):
-                wanted.setdefault(i, {"person": entry["person"], "frames": set()})
-                wanted[i].update(label=seg["label"], smile=seg.get("smile"))
-                wanted[i]["frames"].add(f"{seg['start']}-{seg['end']}")
+                wanted[i] = {"person": entry["person"], "label": seg["label"], "smile": seg.get("smile"),
+                             "frames": f"{seg['start']}-{seg['end']}"}
     for r in entry.get("attention", []):
         for i in range(r["start"], r["end"] + 1):
-            wanted.setdefault(i, {"person": entry["person"], "frames": set()})
-            wanted[i]["attention"] = r["attention"]
-            wanted[i]["frames"].add(f"{r['start']}-{r['end']}")
+            wanted.setdefault(i, {"person": entry["person"]})
+            wanted[i].update(attention=r["attention"], frames=f"{r['start']}-{r['end']}")
     return wanted
 
 
@@ -85,7 +84,8 @@ def observe(part: str = "development", model=None) -> pd.DataFrame:
 
     ``model`` as for :class:`Analyzer` (None: the shipped one). Columns: part, source, person, frames, frame,
     attention ("screen"/"away"/None), smile (1/0/NaN), state, expression, reason, baseline ("screen"/"away"),
-    baseline_smile; then ``read`` (the state as attention), and correctness columns (see :func:`with_scores`).
+    baseline_smile, features (the face's named features); then ``read`` (the state as attention), and the
+    correctness columns (see :func:`with_scores`).
     """
     from smartsession.analysis import Analyzer
     from smartsession.vision.frames import read_video
@@ -118,8 +118,7 @@ def observe(part: str = "development", model=None) -> pd.DataFrame:
                     break
                 obs = analyzer.process(vf.rgb, t=vf.t, source=entry["name"], frame_index=vf.index)
                 if vf.index in wanted:
-                    w = wanted[vf.index]
-                    rows.append(_record(entry, {**w, "frames": None}, ", ".join(sorted(w["frames"])), vf.index, obs))
+                    rows.append(_record(entry, wanted[vf.index], wanted[vf.index]["frames"], vf.index, obs))
     return with_scores(pd.DataFrame(rows))
 
 
