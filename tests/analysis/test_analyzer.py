@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from smartsession.analysis import Analyzer, Observation
+from smartsession.analysis import Analyzer
 from smartsession.schema import ATTENTION_STATES, EMOTION_STATES, StateMessage
 from smartsession.vision.frames import FrameError
 
@@ -17,17 +17,6 @@ from smartsession.vision.frames import FrameError
 def image_analyzer(state_model):
     with Analyzer(mode="image", model=state_model) as an:
         yield an
-
-
-@pytest.fixture(scope="module")
-def run_video(video_frames):
-    """Run an analyzer over a sample video's frames with their media times."""
-
-    def run(analyzer: Analyzer, name: str, fps: float, **kw) -> list[Observation]:
-        return [analyzer.process(f, t=i / fps, source=name, frame_index=i)
-                for i, f in enumerate(video_frames(name, **kw))]
-
-    return run
 
 
 @pytest.mark.slow
