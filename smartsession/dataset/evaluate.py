@@ -1,31 +1,25 @@
 """Scoring on labelled real faces: attention and smiles as the whole analyser reads them, beside the plain rules.
 
-Every face with an attention or expression label in ``labels.json`` is read by the :class:`Analyzer` (photos in
+Every face with an attention or smile label in ``labels.json`` is read by the :class:`Analyzer` (photos in
 image mode, each group-photo face on its crop; videos in stream mode from their first frame, as live) and by the
 baseline rules (``classify/baseline.py`` for attention, mean ``mouthSmile*`` >= 0.5 for a smile) on the same
-landmarks. ``part`` picks the development or the evaluation part of the split in docs/DATA.md.
+landmarks. ``part`` picks the development or the evaluation part of the split in docs/DATA.md: tune on the first,
+only report the second.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from smartsession.classify import baseline
 from smartsession.classify.expression import SMILE
-from smartsession.dataset import build, media
+from smartsession.dataset import labels
 
-PARTS = ("development", "evaluation")
 #: States that mean the analyser saw the person at the screen, and away from it; ``uncertain`` is no call.
 AT_SCREEN, NOT_AT_SCREEN = frozenset({"focused", "happy", "confused"}), frozenset({"distracted", "away", "drowsy"})
-
-
-def part_of(entry: dict) -> str:
-    """The split part a label-file source belongs to (sources without one are development)."""
-    return entry.get("part", "development")
 
 
 def read_attention(state: str) -> str:
@@ -33,93 +27,76 @@ def read_attention(state: str) -> str:
     return "screen" if state in AT_SCREEN else "away" if state in NOT_AT_SCREEN else "no call"
 
 
-def _smile_truth(face: dict) -> float:
-    """1.0 for a labelled smile, 0.0 for a labelled face without one, NaN when the face has no expression label."""
-    if face.get("smile") is not None:
-        return float(bool(face["smile"]))
-    label = face.get("label")
-    return math.nan if label not in ("focused", "happy", "confused") else float(label == "happy")
-
-
-def _baseline_smile(features: dict) -> bool:
-    return (features["mouthSmileLeft"] + features["mouthSmileRight"]) / 2 >= SMILE
-
-
-def _record(entry: dict, face: dict, frames: str, frame: int, obs) -> dict:
+def _record(item: labels.LabelledItem, obs) -> dict:
     features = obs.features
     base = baseline.attention_of(features) if obs.face else "away"
+    smile = (features["mouthSmileLeft"] + features["mouthSmileRight"]) / 2 if obs.face else 0.0
     return {
-        "part": part_of(entry), "source": entry["name"], "person": face.get("person"), "frames": frames,
-        "frame": frame, "attention": face.get("attention"), "smile": _smile_truth(face),
+        "part": item.part, "source": item.source, "person": item.person, "kind": item.kind, "frame": item.index,
+        "attention": item.attention, "smile": math.nan if item.smile is None else float(item.smile), "cue": item.cue,
         "state": obs.state, "expression": obs.expression, "reason": obs.reason,
-        "baseline": "screen" if base == "attending" else "away",
-        "baseline_smile": bool(obs.face and _baseline_smile(features)), "features": features,
+        "baseline": "screen" if base == "attending" else "away", "baseline_smile": bool(smile >= SMILE),
+        "features": features,
     }
 
 
-def _photo_faces(entry: dict) -> Iterator[dict]:
-    for face in entry.get("faces") or [entry]:
-        if face.get("person") and (face.get("attention") or not math.isnan(_smile_truth(face))):
-            yield face
-
-
-def _video_ranges(entry: dict) -> dict[int, dict]:
-    """Frame index -> what is labelled on it (expression, attention) and the range it is shown under: the
-    attention range where there is one, else the expression segment."""
-    wanted: dict[int, dict] = {}
-    for seg in entry.get("segments", []):
-        if seg.get("label") in ("focused", "happy", "confused"):
-            for i in range(seg["start"], seg["end"] + 1):
-                wanted[i] = {"person": entry["person"], "label": seg["label"], "smile": seg.get("smile"),
-                             "frames": f"{seg['start']}-{seg['end']}"}
-    for r in entry.get("attention", []):
-        for i in range(r["start"], r["end"] + 1):
-            wanted.setdefault(i, {"person": entry["person"]})
-            wanted[i].update(attention=r["attention"], frames=f"{r['start']}-{r['end']}")
-    return wanted
-
-
 def observe(part: str = "development", model=None) -> pd.DataFrame:
-    """One row per labelled face of ``part``: its labels, the analyser's state and the baseline's readings.
+    """One row per labelled face of ``part`` that shows a person: its labels, the analyser's state and the
+    baseline's readings.
 
-    ``model`` as for :class:`Analyzer` (None: the shipped one). Columns: part, source, person, frames, frame,
-    attention ("screen"/"away"/None), smile (1/0/NaN), state, expression, reason, baseline ("screen"/"away"),
-    baseline_smile, features (the face's named features); then ``read`` (the state as attention), and the
+    ``model`` as for :class:`Analyzer` (None: the shipped one). Columns: part, source, person, kind, frame (video
+    frame, or face number in a photo), attention ("screen"/"away"/None), smile (1/0/NaN), cue, state, expression,
+    reason, baseline ("screen"/"away"), baseline_smile, features (the face's named features), frames (the run of
+    frames a video face belongs to, "photo" for photos); then ``read`` (the state as attention) and the
     correctness columns (see :func:`with_scores`).
     """
     from smartsession.analysis import Analyzer
     from smartsession.vision.frames import read_video
 
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
-    sources = [e for e in build.load_labels()["sources"] if part_of(e) == part and not e.get("duplicate_of")]
+    entries = {e["name"]: e for e in labels.sources(part)}
+    by_source: dict[str, list[labels.LabelledItem]] = {}
+    for item in labels.items(part):
+        if item.person:
+            by_source.setdefault(item.source, []).append(item)
     rows = []
     with Analyzer(mode="image", model=model) as analyzer:
-        for entry in sources:
-            if entry["kind"] != "photo":
+        for name, faces in by_source.items():
+            if entries[name]["kind"] != "photo":
                 continue
-            faces = list(_photo_faces(entry))
-            if not faces:
-                continue
-            rgb = build._rgb_image(entry["name"])
-            for face in faces:
+            rgb = labels.read_photo(entries[name])
+            for item in faces:
                 image = rgb
-                if face.get("box"):
-                    x0, y0, x1, y1 = face["box"]
+                if item.box is not None:
+                    x0, y0, x1, y1 = item.box
                     image = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-                rows.append(_record(entry, face, "photo", -1, analyzer.process(image, source=entry["name"])))
-    for entry in sources:
-        wanted = _video_ranges(entry) if entry["kind"] == "video" else {}
-        if not wanted:
+                rows.append(_record(item, analyzer.process(image, source=name)))
+    for name, frames in by_source.items():
+        if entries[name]["kind"] != "video":
             continue
+        wanted = {item.index: item for item in frames}
         with Analyzer(mode="stream", model=model) as analyzer:
-            for vf in read_video(media.pyfeat_file(entry["name"])):
+            for vf in read_video(labels.source_path(entries[name])):
                 if vf.index > max(wanted):
                     break
-                obs = analyzer.process(vf.rgb, t=vf.t, source=entry["name"], frame_index=vf.index)
+                obs = analyzer.process(vf.rgb, t=vf.t, source=name, frame_index=vf.index)
                 if vf.index in wanted:
-                    rows.append(_record(entry, wanted[vf.index], wanted[vf.index]["frames"], vf.index, obs))
-    return with_scores(pd.DataFrame(rows))
+                    rows.append(_record(wanted[vf.index], obs))
+    return with_scores(_with_runs(pd.DataFrame(rows)))
+
+
+def _with_runs(observed: pd.DataFrame) -> pd.DataFrame:
+    """Add ``frames``: for a video face, the run of consecutive frames with the same labels it belongs to."""
+    out = observed.copy()
+    runs = []
+    for _, group in out.groupby(["source", "person"], sort=False):
+        key = group["attention"].fillna("-") + "/" + group["smile"].fillna(-1).astype(str)
+        new_run = (group["frame"].diff() != 1) | (key != key.shift())
+        run_id = new_run.cumsum()
+        for _, run in group.groupby(run_id):
+            label = "photo" if run["kind"].iloc[0] == "photo" else f"{run['frame'].min()}-{run['frame'].max()}"
+            runs.append(pd.Series(label, index=run.index))
+    out["frames"] = pd.concat(runs) if runs else pd.Series(dtype=object)
+    return out
 
 
 def with_scores(observed: pd.DataFrame) -> pd.DataFrame:
