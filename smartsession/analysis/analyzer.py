@@ -229,13 +229,18 @@ class Analyzer:
                 # faces meanwhile; a single image cannot tell a blink from eyes lowered to a phone, and neither is
                 # looking at the screen, so there the eyes' own reading counts.
                 verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed and stream)
-            if verdict is None:
-                # Attending: the expression only names how. An unclear one claims nothing (focused) and never
-                # turns the attention verdict into "uncertain"; its probability goes beside the state.
-                probs = self._probabilities(relative)
-                shown = self._shown(probs)
+            readable = verdict is None or verdict.state != "uncertain"
+            if readable:
+                # The expression is read on every face that can be read, beside the attention verdict: a student
+                # laughing at a phone is distracted, and still smiling.
+                face_probs = self._probabilities(relative)
+                shown = self._shown(face_probs)
                 expression = max(shown, key=shown.get)
                 expression_confidence = shown[expression]
+            if verdict is None:
+                # Attending: the expression only names how. An unclear one claims nothing (focused) and never
+                # turns the attention verdict into "uncertain". The score's expression credit is for attending.
+                probs = face_probs
                 attending = rules.attending_confidence(relative)
                 if expression_confidence < rules.MIN_EXPRESSION_CONFIDENCE:
                     verdict = rules.Verdict("focused", attending, f"attending; expression unclear (best: {expression} "

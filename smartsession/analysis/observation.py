@@ -25,8 +25,9 @@ class Observation:
     engagement_components: dict[str, float] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     reason: str = ""  # why this state: which rule fired, or the expression read on an attending face
-    # The expression read on this frame's face when it attends (None otherwise; "focused" with emotions off), and
-    # its probability: beside the state, so an unclear expression never makes an attending face "uncertain".
+    # The expression read on this frame's face, whatever its attention (None without a readable face; never an
+    # emotion with emotions off), and its probability: beside the state, which tells attention first, so an
+    # unclear expression never makes an attending face "uncertain" and a distracted face may still smile.
     expression: str | None = None
     expression_confidence: float = float("nan")
     ms: float = 0.0  # processing time of this frame

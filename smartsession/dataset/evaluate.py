@@ -100,14 +100,17 @@ def _with_runs(observed: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_scores(observed: pd.DataFrame) -> pd.DataFrame:
-    """Add ``read`` and the correctness columns: attention (analyser, baseline) and smile (analyser, baseline)."""
+    """Add ``read`` and the correctness columns: attention (analyser, baseline); smile as the analyser's expression
+    reads it (``smile_right``), as its state shows it (``state_smile_right``: a smile at a phone is ``distracted``,
+    and smoothing holds a state for a moment), and as the baseline rule reads it."""
     out = observed.copy()
     out["read"] = out["state"].map(read_attention)
     has_attention = out["attention"].notna()
     out["attention_right"] = np.where(has_attention, out["read"] == out["attention"], np.nan)
     out["baseline_attention_right"] = np.where(has_attention, out["baseline"] == out["attention"], np.nan)
     has_smile = out["smile"].notna()
-    out["smile_right"] = np.where(has_smile, (out["state"] == "happy") == (out["smile"] == 1), np.nan)
+    out["smile_right"] = np.where(has_smile, (out["expression"] == "happy") == (out["smile"] == 1), np.nan)
+    out["state_smile_right"] = np.where(has_smile, (out["state"] == "happy") == (out["smile"] == 1), np.nan)
     out["baseline_smile_right"] = np.where(has_smile, out["baseline_smile"] == (out["smile"] == 1), np.nan)
     return out
 
@@ -138,14 +141,27 @@ def accuracy(observed: pd.DataFrame, column: str, n_boot: int = 2000, random_sta
             "wilson": (float(wilson.low), float(wilson.high)), "by_person": (float(lo), float(hi))}
 
 
+#: The figures :func:`summary` reports: (measure, reader, correctness column).
+FIGURES = (
+    ("attention", "analyser", "attention_right"),
+    ("attention", "baseline rule", "baseline_attention_right"),
+    ("smile", "analyser", "smile_right"),
+    ("smile", "analyser state", "state_smile_right"),
+    ("smile", "baseline rule", "baseline_smile_right"),
+)
+
+
 def summary(observed: pd.DataFrame) -> pd.DataFrame:
-    """Attention and smile accuracy of the analyser and of the baseline rules, with both intervals."""
+    """Attention and smile accuracy of the analyser and of the baseline rules, with both intervals.
+
+    Smiles are scored twice for the analyser: as its expression reads them on each frame (``analyser``), and as
+    its smoothed, attention-first state shows them (``analyser state``: only an attending face can be ``happy``).
+    """
     rows = []
-    for what, column in (("attention", "attention_right"), ("smile", "smile_right")):
-        for reader, col in (("analyser", column), ("baseline rule", f"baseline_{column}")):
-            a = accuracy(observed, col)
-            rows.append({"measure": what, "reader": reader, "right": a["right"], "faces": a["faces"],
-                         "people": a["people"], "accuracy": round(a["accuracy"], 3),
-                         "95% Wilson": f"{a['wilson'][0]:.3f}-{a['wilson'][1]:.3f}",
-                         "95% by person": f"{a['by_person'][0]:.3f}-{a['by_person'][1]:.3f}"})
+    for what, reader, col in FIGURES:
+        a = accuracy(observed, col)
+        rows.append({"measure": what, "reader": reader, "right": a["right"], "faces": a["faces"],
+                     "people": a["people"], "accuracy": round(a["accuracy"], 3),
+                     "95% Wilson": f"{a['wilson'][0]:.3f}-{a['wilson'][1]:.3f}",
+                     "95% by person": f"{a['by_person'][0]:.3f}-{a['by_person'][1]:.3f}"})
     return pd.DataFrame(rows)
