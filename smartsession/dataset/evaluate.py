@@ -165,3 +165,16 @@ def summary(observed: pd.DataFrame) -> pd.DataFrame:
                      "95% Wilson": f"{a['wilson'][0]:.3f}-{a['wilson'][1]:.3f}",
                      "95% by person": f"{a['by_person'][0]:.3f}-{a['by_person'][1]:.3f}"})
     return pd.DataFrame(rows)
+
+
+def by_source(observed: pd.DataFrame) -> pd.DataFrame:
+    """Right / scored per source for every figure of :data:`FIGURES`: most faces of a part may come from a few
+    videos, so a pooled figure alone hides which source carries it."""
+    rows = []
+    for source, group in observed.groupby("source", sort=False):
+        row = {"source": source, "people": group["person"].nunique()}
+        for what, reader, col in FIGURES:
+            scored = group[col].dropna()
+            row[f"{what}, {reader}"] = f"{int(scored.sum())}/{len(scored)}" if len(scored) else "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
