@@ -21,7 +21,8 @@ from collections import deque
 from dataclasses import replace
 from typing import Any, AsyncIterator, Callable
 
-from smartsession.hub.protocol import ClassRoom, CloseCode
+from smartsession.hub.protocol import CloseCode
+from smartsession.hub.room import ClassRoom
 from smartsession.schema import PROTOCOL_VERSION, Snapshot, StateMessage, TeacherCommand
 
 log = logging.getLogger("smartsession.hub.client")
@@ -78,6 +79,12 @@ def _call(url: str, path: str, body: dict | None = None, token: str | None = Non
 def create_class(url: str | None, title: str, token: str, cafile: str | None = None) -> dict:
     """Create a class with the server's admin token or a teacher token; returns ids, tokens and links."""
     return _call(hub_url(url), "/smartsession/api/classes", {"title": title}, token, cafile)
+
+
+def rotate_teacher_token(url: str | None, class_id: str, admin_token: str, cafile: str | None = None) -> dict:
+    """Revoke the class's teacher tokens (admin token only); returns its links with the new teacher token."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/rotate-token", {},
+                 admin_token, cafile)
 
 
 def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None) -> dict:

@@ -16,7 +16,10 @@ from traitlets.config import Configurable
 class HubConfig(Configurable):
     """Hub settings, settable from the command line and Jupyter/Voila config files (``c.HubConfig.port``...)."""
 
-    data_dir = Unicode(help="Directory for the SQLite store, the secret and the admin token.").tag(config=True)
+    data_dir = Unicode(
+        help="Directory for the SQLite store, the secret and the admin token (and serve's certificate); default: "
+        "$SMARTSESSION_DATA_DIR, else ~/.smartsession."
+    ).tag(config=True)
     secret = Unicode(
         help="HMAC secret for tokens, shared by every hub of a deployment; default: $SMARTSESSION_SECRET, else "
         "<data_dir>/secret, created on first run."
@@ -87,6 +90,14 @@ class HubConfig(Configurable):
         config=True
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+    max_classes = Int(2000, help="Classes a deployment holds; creating more is refused (429).").tag(config=True)
+    max_classes_per_token = Int(
+        10, help="Classes one teacher token may create (each comes with a new teacher token); 429 beyond. The "
+        "admin token has no per-token cap."
+    ).tag(config=True)
+    max_segments = Int(
+        200, help="Lecture segments per session; start_segment beyond is refused with a result error."
+    ).tag(config=True)
     commit_interval = Float(
         0.5, help="Seconds the store gathers rows before one commit; acks follow each commit."
     ).tag(config=True)

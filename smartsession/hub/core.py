@@ -7,6 +7,7 @@ No sockets here: ``hub.server`` turns bytes into calls on ``Hub`` (``attach_stud
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import secrets
 import time
@@ -22,10 +23,10 @@ from smartsession.hub.backplane import make_backplane
 from smartsession.hub.config import HubConfig
 from smartsession.hub.httpserver import connection_cap
 from smartsession.hub.protocol import (
-    ClassRoom,
     CloseCode,
     Connection,
     ConnectionLimiter,
+    HttpRefusal,
     JoinGate,
     JoinLimits,
     Limits,
@@ -35,7 +36,8 @@ from smartsession.hub.protocol import (
     dumps,
     nack,
 )
-from smartsession.hub.pgstore import PostgresStore, open_store, shared_credentials
+from smartsession.hub.room import ClassRoom
+from smartsession.hub.pgstore import open_store
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
 from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
@@ -144,24 +146,24 @@ class Hub:
 
     max_held = 2000  # states per class that wait for a session being opened (a class's states for a few seconds)
 
-    def __init__(self, config: HubConfig | None = None, **settings: Any):
+    def __init__(self, config: HubConfig | None = None, *, store: Store | None = None, backplane: Any = None,
+                 **settings: Any):
         self.config = config if config is not None else HubConfig(**settings)
         self.health_extras: dict[str, Callable[[], Any]] = {}
         self.rooms: dict[str, ClassRoom] = {}
         self.students: dict[tuple[str, str], Peer] = {}
         self.teachers: dict[str, set[Peer]] = {}
         self.pending: set[Peer] = set()
-        self.store: Store | None = None
+        # Given, or opened at start from the config (SQLite in data_dir, or store_url); the hub closes it at stop.
+        self.store: Store | None = store
         self.secret = ""
         self.admin_token = ""
         self.started = False
         c = self.config
-        self.limits = Limits(c.max_message_bytes, c.rate, c.burst, c.class_rate, c.class_burst, c.max_json_depth,
-                             c.max_clock_skew)
+        self.limits = Limits.of(c)
         # One set of buckets for every limit keyed by who (student, class, address): reconnecting resets none.
         self.buckets = RateBuckets()
-        self.joins = JoinGate(JoinLimits(c.join_rate_per_address, c.join_burst_per_address, c.join_rate_per_class,
-                                         c.join_burst_per_class, c.max_students_per_class), self.buckets)
+        self.joins = JoinGate(JoinLimits.of(c), self.buckets)
         self.seats = TeacherSeats(c.max_teachers_per_token, c.max_teachers_per_class)
         self.connections = ConnectionLimiter(c.max_connections, c.max_connections_per_address,
                                              set(c.trusted_addresses))
@@ -177,8 +179,9 @@ class Hub:
         self._ended: dict[str, str] = {}  # class_id: the session a teacher ended last, never to be reopened
         self._exports: asyncio.Semaphore | None = None
         self._swept_buckets = 0.0
-        self.backplane = make_backplane(c.redis_url)
+        self.backplane = backplane if backplane is not None else make_backplane(c.redis_url)
         self.acks = AckPacer()
+        self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
 
     async def __aenter__(self) -> "Hub":
         await self.start()
@@ -193,24 +196,22 @@ class Hub:
         data_dir = private_dir(Path(self.config.data_dir).expanduser())
         loop = asyncio.get_running_loop()
         on_acks = lambda acks: loop.call_soon_threadsafe(self.acks.add, acks)  # noqa: E731
-        if self.config.store_url:
+        if self.store is None:
             # Opening checks the connection and migrates the schema: off the loop.
             self.store = await loop.run_in_executor(None, lambda: open_store(
-                self.config.store_url, batch_seconds=self.config.commit_interval, on_acks=on_acks))
-            try:
-                self.secret, self.admin_token = await loop.run_in_executor(
-                    None, shared_credentials, self.store, self.config.secret, data_dir)
-            except Exception:
-                self.store.close()
-                raise
+                self.config.store_url or str(data_dir), batch_seconds=self.config.commit_interval, on_acks=on_acks))
         else:
-            self.secret = self.config.secret or auth.load_secret(data_dir)
-            self.admin_token = auth.load_admin_token(data_dir, self.secret)
-            self.store = Store(data_dir, batch_seconds=self.config.commit_interval, on_acks=on_acks)
+            self.store.on_acks = on_acks
+        try:
+            self.secret, self.admin_token = await loop.run_in_executor(
+                None, self.store.credentials, self.config.secret, data_dir)
+        except Exception:
+            self.store.close()
+            raise
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event, self._republish)
+            await self.backplane.start(self._on_remote_event, self._republish, self.secret)
         except Exception:
             self.store.close()
             raise
@@ -234,6 +235,21 @@ class Hub:
 
     # --- classes and joining (HTTP API and CLI) ---
 
+    def create_class_for(self, claims: auth.Claims, title: str) -> dict[str, Any]:
+        """``create_class`` asked for with a token: within ``max_classes`` in all and ``max_classes_per_token``
+        per teacher token (counted by this hub). Raises ``HttpRefusal``; blocks on the store: call it off the loop."""
+        if self.store.class_count() >= self.config.max_classes:
+            raise HttpRefusal(429, f"this server holds {self.config.max_classes} classes, its most "
+                                   "(--HubConfig.max_classes): remove old ones or raise the limit")
+        if claims.role == "teacher":
+            key = (claims.class_id, claims.issued)
+            made = self._classes_by_token.get(key, 0)
+            if made >= self.config.max_classes_per_token:
+                raise HttpRefusal(429, f"this teacher link created {made} classes, its most: ask whoever runs "
+                                       "the server (the admin token) for more")
+            self._classes_by_token[key] = made + 1
+        return self.create_class(title)
+
     def create_class(self, title: str) -> dict[str, Any]:
         """A new class: id, teacher token, join code and the page paths for both. Blocks on a commit."""
         title = clean_title(title, "title")
@@ -242,14 +258,30 @@ class Hub:
         self.store.flush()  # the teacher's page loads the class right after
         return class_links(self.secret, class_id, title)
 
+    def rotate_teacher_token(self, class_id: str) -> dict[str, Any]:
+        """Revoke every teacher token of the class issued so far and return its links with a new one. Blocks on
+        a commit: call it off the loop. Teacher pages of the class on this hub are closed; on other nodes the
+        old token is refused at the next connection, page load or API call."""
+        info = self.store.class_info(class_id)
+        if info is None:
+            raise KeyError(f"no class {class_id!r}")
+        revoke_teacher_tokens(self.store, class_id)
+        return class_links(self.secret, class_id, info["title"])
+
+    async def teacher_token_current(self, claims: auth.Claims) -> bool:
+        """Whether a verified teacher token was issued after its class's last rotation (read off the loop)."""
+        if claims.role != "teacher" or claims.class_id is None:
+            return True
+        key = teacher_not_before_key(claims.class_id)
+        not_before = await asyncio.get_running_loop().run_in_executor(None, self.store.setting, key)
+        return not_before is None or (claims.issued or 0.0) >= float(not_before)
+
     def default_class(self, title: str) -> dict[str, Any]:
         """``smartsession serve``'s class on first start: a new class, or with a shared store the one the first
         node created (every node of a deployment offers the same). Blocks on the store: call it off the loop."""
-        if not isinstance(self.store, PostgresStore):
-            return self.create_class(title)
         title = clean_title(title, "title")
-        class_id = self.store.shared_setting("default_class", auth.new_class_id)
-        self.store.add_class(class_id, title)  # the first node's title stays
+        class_id = self.store.default_class_id(auth.new_class_id)
+        self.store.add_class(class_id, title)  # with a shared store, the first node's title stays
         self.store.flush()
         return class_links(self.secret, class_id, self.store.class_info(class_id)["title"])
 
@@ -413,7 +445,7 @@ class Hub:
         that arrive meanwhile wait for it (``accept_state``)."""
         if room.session_id is not None or room.ended:
             return
-        if isinstance(self.store, PostgresStore):
+        if self.store.shared:
             self._open_shared_session(room)
             return
         event = room.ensure_session(self._new_session_id)
@@ -455,8 +487,8 @@ class Hub:
         failing over must be told to resend from what is stored, not from what was relayed. (Resends that
         were stored after all land once: the shared store ignores a repeated seq.)
         """
-        if not isinstance(self.store, PostgresStore):
-            return None
+        if not self.store.shared:
+            return None  # no other hub writes to it: the live room knows every committed state
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 None, self.store.stored_seq, class_id, student_id)
@@ -543,6 +575,11 @@ class Hub:
     def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
         now = time.time()
         before = room.session_id
+        if cmd.command == "start_segment" and room.session_id is not None \
+                and room.segment_count >= self.config.max_segments:
+            return {"type": "result", "id": cmd.id, "ok": False,
+                    "error": f"this session has {room.segment_count} segments, the most it may have: "
+                             "start a new session for more"}
         try:
             events = room.command(cmd, now, self._new_session_id)
         except KeyError as exc:
@@ -589,6 +626,18 @@ class Hub:
         if now - self._swept_buckets > 10:  # buckets that refilled completely are forgotten (they'd start full)
             self._swept_buckets = now
             self.buckets.sweep(now)
+
+
+def teacher_not_before_key(class_id: str) -> str:
+    """The store setting holding when the class's teacher tokens were last rotated (unix time)."""
+    return f"teacher_not_before:{class_id}"
+
+
+def revoke_teacher_tokens(store: Store, class_id: str) -> None:
+    """From now on the class's teacher tokens issued before this moment are refused; committed on return."""
+    not_before = math.floor(time.time() * 1000) / 1000  # tokens carry their issue time to the millisecond
+    store.set_shared_setting(teacher_not_before_key(class_id), repr(not_before))
+    store.flush()
 
 
 def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -22,13 +23,8 @@ import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
-from voila.app import Voila, _kernel_id_regex
-from voila.request_info_handler import RequestInfoSocketHandler
-from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
-from voila.tornado.contentshandler import VoilaContentsHandler
-from voila.tornado.handler import TornadoVoilaHandler
-from voila.tornado.treehandler import TornadoVoilaTreeHandler
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
+from voila.app import Voila
 
 from smartsession import __version__
 from smartsession.hub.config import HubConfig
@@ -37,10 +33,12 @@ from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
-from smartsession.serve import assets, lockdown
-from smartsession.serve.admission import StudentKernels
+from smartsession.options import flags as option_flags
+from smartsession.seams import SeamBroken, check, http, jupyter, kernel
+from smartsession.serve import assets, forwarded, headers, lockdown
+from smartsession.serve.admission import StudentKernels, TeacherKernels
 from smartsession.serve.channels import LiveKernelConnection
-from smartsession.serve.cli import OPTIONS
+from smartsession.serve.options import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
@@ -84,25 +82,22 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
-    flags = {
-        "fork-kernels": (
-            {"SmartSessionApp": {"fork_kernels": True}},
-            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
-        ),
-        "self-signed": (
-            {"SmartSessionApp": {"self_signed": True}},
-            "Serve https with a certificate made for this host (browsers only allow the camera on https).",
-        ),
-        "debug": Voila.flags["debug"],
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/options.py; flags below the class
     classes = [*Voila.classes, HubConfig, QuietRefillKernelManager]
 
     ip = Unicode("127.0.0.1", config=True, help="Address to listen on; 0.0.0.0 for a classroom network.")
+    port = Int(
+        8866, config=True,
+        help="Port to listen on; if it is taken the server says so and stops, so the printed link stays right.",
+    )
     open_browser = Bool(False, config=True, help="Open the teacher page in a browser on start.")
     certfile = Unicode("", config=True, help="TLS certificate (PEM) to serve https.")
     keyfile = Unicode("", config=True, help="Private key of --certfile (PEM), if not inside it.")
-    self_signed = Bool(False, config=True, help="Create (or reuse) a self-signed certificate in the data dir.")
+    self_signed = Bool(
+        False, config=True,
+        help="Serve https with a certificate made for this host, kept in the data dir (browsers only allow the "
+        "camera on https).",
+    )
     class_size = Int(30, config=True, help="Students expected at once; sizes the default pool.")
     pool_size = Int(
         config=True,
@@ -119,17 +114,42 @@ class SmartSessionApp(Voila):
         config=True,
         help="Student pages served at once to one address (0: no limit; behind a proxy every page has its address).",
     )
+    max_teacher_pages = Int(
+        8, config=True, help="Teacher pages served at once (each runs a kernel of ~155 MB); more get a 503 page.")
+    max_teacher_pages_per_link = Int(
+        3, config=True, help="Teacher pages served at once for one teacher link (token); more get a 429 page.")
     connect_timeout = Float(
         30.0,
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
     )
-    dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
+    trusted_proxies = List(
+        Unicode(),
+        config=True,
+        help="Addresses of reverse proxies (nginx) whose X-Forwarded-For names the client; from any other peer "
+        "the header is ignored. Behind the shipped nginx on this machine: 127.0.0.1.",
+    )
+    seat_timeout = Float(
+        90.0,
+        config=True,
+        help="Seconds a page has, once sent, to bring its widgets up (the kernel handles a widget message from "
+        "it); else its kernel is shut down and its seat freed (a bare websocket holds none). At least 10.",
+    )
+    max_address_share = Float(
+        0.5,
+        config=True,
+        help="Most of --max-students one address may hold, as a share (0.5: half the seats), whatever "
+        "--max-per-address says; 1 lets one address (a school's NAT) fill the class.",
+    )
+    dashboards = Unicode(
+        config=True, help="Directory with student.ipynb and teacher.ipynb; default: the pages shipped with the package."
+    )
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
     fork_kernels = Bool(
         False,
         config=True,
-        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+        help="Fork student kernels from one preloaded process: they share what they import (less memory, faster "
+        "start; Linux; see serve/forking.py).",
     )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,
@@ -160,7 +180,7 @@ class SmartSessionApp(Voila):
     def _default_max_students(self) -> int:
         return default_max_students(self.machine)
 
-    @validate("pool_size", "max_per_address")
+    @validate("pool_size", "max_per_address", "max_teacher_pages", "max_teacher_pages_per_link")
     def _valid_count(self, proposal):
         if proposal["value"] < 0:
             raise ValueError(f"--{proposal['trait'].name.replace('_', '-')} must be 0 or more")
@@ -179,6 +199,24 @@ class SmartSessionApp(Voila):
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]
 
+    @validate("seat_timeout")
+    def _valid_seat_timeout(self, proposal):
+        if proposal["value"] < 10:
+            raise ValueError("--SmartSessionApp.seat_timeout must be at least 10 seconds (a page loads its widgets)")
+        return proposal["value"]
+
+    @validate("max_address_share")
+    def _valid_share(self, proposal):
+        if not 0 < proposal["value"] <= 1:
+            raise ValueError("--SmartSessionApp.max_address_share must be more than 0 and at most 1")
+        return proposal["value"]
+
+    @property
+    def per_address(self) -> int:
+        """Student pages one address may hold: --max-per-address (0: no count of its own) within the share."""
+        share = max(1, math.ceil(self.max_address_share * self.max_students))
+        return min(self.max_per_address, share) if self.max_per_address else share
+
     @property
     def machine(self) -> Machine:
         if not hasattr(self, "_machine"):
@@ -188,6 +226,7 @@ class SmartSessionApp(Voila):
     # --- setup ---
 
     def initialize(self, argv=None):
+        self.check_seams(None)  # what can be checked before anything starts; the rest in init_handlers
         super().initialize(argv)
         dashboards = Path(self.dashboards).expanduser().resolve()
         if not (dashboards / lockdown.STUDENT_PAGE).is_file() and not (dashboards / lockdown.TEACHER_PAGE).is_file():
@@ -264,19 +303,21 @@ class SmartSessionApp(Voila):
         return lan_address() if self.ip in _ANY_ADDRESS else self.ip
 
     def _kernel_env(self) -> None:
-        # Kernels inherit the server's environment: the hub client and Voila's preheat handshake read these.
-        os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
-        os.environ["VOILA_APP_IP"] = self.kernel_host
-        os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
-        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
-        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
+        # The kernels' own environment (the kernel manager adds it to each one's): the hub client, the page and
+        # Voila's preheat handshake read these; the server's environment stays as it was.
+        env = {
+            "SMARTSESSION_HUB_URL": f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}",
+            jupyter.APP_IP: self.kernel_host,
+            jupyter.WS_PROTOCOL: "wss" if self.certfile else "ws",
+            "SMARTSESSION_ANALYSIS": self.analysis,
+            browser_assets.ENV_BASE_URL: self.base_url,
+            "SMARTSESSION_HUB_CAFILE": self.certfile if self.self_signed else "",
+        }
         if self.self_signed:
-            os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
             # so kernels get a CA bundle that also trusts our certificate.
-            os.environ["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
-        else:
-            os.environ.pop("SMARTSESSION_HUB_CAFILE", None)
+            env["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
+        self.config.QuietRefillKernelManager.kernel_env = env
 
     def _redact_logs(self) -> None:
         redacting = lockdown.RedactingFilter()
@@ -289,9 +330,14 @@ class SmartSessionApp(Voila):
         settings = super().init_settings()
         self._trust_pages()
         settings["log_function"] = lockdown.log_request
+        # The page's JavaScript reads _xsrf (it echoes it), so not HttpOnly; never sent by another site's request.
+        settings["xsrf_cookie_kwargs"] = {**settings.get("xsrf_cookie_kwargs", {}), "samesite": "Strict",
+                                          **({"secure": True} if self.certfile else {})}
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
-        self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
+        self.students = StudentKernels(self.max_students, self.per_address, self.connect_timeout)
         self.kernel_manager.students = self.students
+        self.teachers = TeacherKernels(self.max_teacher_pages, self.max_teacher_pages_per_link, self.connect_timeout)
+        self.kernel_manager.teachers = self.teachers
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         self.kernel_manager.warm_slots = self.machine.cores
@@ -306,36 +352,43 @@ class SmartSessionApp(Voila):
                 if not notary.check_signature(nb):
                     notary.sign(nb)
 
+    def check_seams(self, app) -> None:
+        """Refuse to start, in one line, if Voila, Jupyter or tornado no longer offer what serve relies on."""
+        try:
+            check((*http.SEAMS, *jupyter.SEAMS, *kernel.SEAMS), app)
+        except SeamBroken as err:
+            raise SystemExit(f"smartsession serve: {err}") from None
+
+    def voila_routes(self) -> dict:
+        """Voila's own routes, relative to the base URL, and their handlers (serve takes a few of them)."""
+        prefix = self.server_url.rstrip("/")
+        return {pattern[len(prefix):]: handler for pattern, handler, *_ in super().init_handlers()}
+
     def init_handlers(self) -> list:
+        """Every route serve answers: its own, the hub's and the few it takes from Voila (an allow-list)."""
+        self.check_seams(self)
         base = self.server_url
-        replaced = (
-            TornadoVoilaTreeHandler,
-            TornadoVoilaHandler,
-            VoilaContentsHandler,
-            AllowListFileHandler,
-            RequestInfoSocketHandler,
-            TemplateStaticFileHandler,
-        )
-        voila = [route for route in super().init_handlers() if route[1] not in replaced]
+        voila = [
+            route for route in super().init_handlers()
+            if route[0][len(base.rstrip("/")):] in jupyter.VOILA_ROUTES
+        ]
         local = frozenset({"127.0.0.1", "::1", self.kernel_host})
         ours = [
             (base, lockdown.LandingHandler),
             (url_path_join(base, r"/logout"), lockdown.LogoutHandler),
-            (url_path_join(base, r"/voila/tree(.*)"), lockdown.GoneHandler),
-            (url_path_join(base, r"/voila/api/contents(.*)"), lockdown.GoneHandler),
-            (url_path_join(base, r"/voila/files/(.*)"), lockdown.GoneHandler),
             (
                 url_path_join(base, r"/voila/render/(.*)"),
                 lockdown.DashboardHandler,
                 {
                     "secret": self.hub.secret,
+                    "current_teacher": self.hub.teacher_token_current,
                     "template_paths": self.template_paths,
                     "config": self.config,
                     "voila_configuration": self.voila_configuration,
                 },
             ),
             (
-                url_path_join(base, r"/voila/query/%s" % _kernel_id_regex),
+                url_path_join(base, r"/voila/query/%s" % jupyter.KERNEL_ID),
                 lockdown.LocalRequestInfoHandler,
                 {"local_addresses": local},
             ),
@@ -357,7 +410,12 @@ class SmartSessionApp(Voila):
         self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
         self.hub.health_extras["warm"] = lambda: self.pool().warm
         self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
-        super().start()
+        self.hub.health_extras["teacher_kernels"] = lambda: self.teachers.counts()
+        try:
+            super().start()
+        except SystemExit:  # a seam that no longer holds (init_handlers): the store still commits what it has
+            self.loop.run_until_complete(self.hub.stop())
+            raise
 
     def pool(self):
         return pool_status(self.kernel_manager, lockdown.STUDENT_PAGE, self.pool_size)
@@ -367,6 +425,9 @@ class SmartSessionApp(Voila):
         if self.certfile:
             ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
+        self.app.add_transform(headers.SecurityHeaders)
+        if self.trusted_proxies:
+            self.app.add_transform(forwarded.from_proxies(frozenset(self.trusted_proxies)))
         try:
             # The hub's HTTP server: its header/body timeouts, body and header sizes and connection caps
             # apply to every route here (pages, kernels, hub), not only to the hub's own.
@@ -399,15 +460,20 @@ class SmartSessionApp(Voila):
             self.stop()
 
     async def close_unconnected(self) -> None:
-        """Shut down the kernels of student pages that were sent but never connected (a GET without a browser)."""
-        self.students.keep_only(self.kernel_manager.list_kernel_ids())
-        for kernel_id in self.students.unconnected():
-            self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id, self.connect_timeout)
-            try:
-                await self.kernel_manager.shutdown_kernel(kernel_id)
-            except (KeyError, tornado.web.HTTPError):
-                pass  # its page closed it meanwhile
-            self.students.keep_only(self.kernel_manager.list_kernel_ids())
+        """Shut down the kernels of student and teacher pages that were sent but never connected (a GET without a
+        browser) or never brought their widgets up (a bare websocket holding a seat)."""
+        for pages in (self.students, self.teachers):
+            pages.keep_only(self.kernel_manager.list_kernel_ids())
+            closing = {k: f"its page did not connect within {self.connect_timeout:.0f} s" for k in pages.unconnected()}
+            for kernel_id in pages.idle(self.seat_timeout):
+                closing.setdefault(kernel_id, f"its page brought no widget up within {self.seat_timeout:.0f} s")
+            for kernel_id, why in closing.items():
+                self.log.info("Closing kernel %s: %s", kernel_id, why)
+                try:
+                    await self.kernel_manager.shutdown_kernel(kernel_id)
+                except (KeyError, tornado.web.HTTPError):
+                    pass  # its page closed it meanwhile
+                pages.keep_only(self.kernel_manager.list_kernel_ids())
 
     def default_class(self) -> dict:
         """Reopen the class created on the first start (its id is kept in the data dir), or create it."""
@@ -480,6 +546,8 @@ class SmartSessionApp(Voila):
         run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
 
+
+SmartSessionApp.flags = {**option_flags(OPTIONS, SmartSessionApp), "debug": Voila.flags["debug"]}
 
 main = SmartSessionApp.launch_instance
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
-from smartsession.hub.testing import HubProcess, Nginx, PostgresServer, RedisServer
+from testkit.processes import HubProcess, Nginx, PostgresServer, RedisServer
 from smartsession.report.build import load_session
 from smartsession.schema import StateMessage
 
@@ -110,8 +110,9 @@ def test_students_on_two_nodes_and_a_teacher_on_a_third_see_one_class(tmp_path, 
             history = get_json(f"{node.url}/smartsession/api/sessions/{session_id}/history", info["teacher_token"])
             assert set(history["students"]) == set(sent)
         # `smartsession report --store URL` reads the same shared store.
-        data = load_session(pg_url, session_id)
-        assert len(data.states) == sum(map(len, sent.values())) and set(data.students.student_id) == set(sent)
+        with load_session(pg_url, session_id) as data:
+            assert len(data.store.states(session_id)) == sum(map(len, sent.values()))
+            assert set(data.students.student_id) == set(sent)
 
 
 def test_students_arriving_on_two_nodes_at_once_open_one_session(tmp_path, redis_binary, pg_url):
@@ -369,7 +370,7 @@ def test_a_redis_restart_mid_lesson_drops_only_live_relays_then_the_class_is_sha
 
 def test_serve_nodes_behind_nginx_share_classes_and_pin_a_class_page_to_one_node(
         tmp_path, redis_binary, nginx_binary, pg_url):
-    from smartsession.serve.testing import running_server
+    from testkit.serving import running_server
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
