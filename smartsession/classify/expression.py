@@ -18,15 +18,15 @@ SMILE = 0.5
 #: reads under 0.05, posed anger 0.4, posed disgust 0.17.
 BROW_DOWN = 0.15
 #: Lip corners pulled sideways (``mouthStretch*``) more than this share of the smile make a grimace, not a smile.
+#: The jaw is no cue: a broad laugh opens it past 0.5, and speaking, a yawn or a gasp open it without raising the
+#: lip corners, which the smile threshold already requires.
 STRETCH_SHARE = 0.5
-#: A jaw open wider than this (``jawOpen``) is speaking, a yawn or a gasp; a laugh opens it about 0.1.
-JAW_OPEN = 0.5
 #: Softness of the probabilities around each threshold (a logistic's scale, in units of the blendshape).
-SOFTNESS = {"smile": 0.06, "brow": 0.03, "stretch": 0.05, "jaw": 0.06}
+SOFTNESS = {"smile": 0.06, "brow": 0.03, "stretch": 0.05}
 
 #: The blendshapes the rule reads.
 CUES = ("mouthSmileLeft", "mouthSmileRight", "browDownLeft", "browDownRight", "mouthStretchLeft",
-        "mouthStretchRight", "jawOpen")
+        "mouthStretchRight")
 CLASSES = ("confused", "focused", "happy")
 
 
@@ -38,17 +38,16 @@ class ExpressionRule(ClassifierMixin, BaseEstimator):
     """focused / happy / confused from a few blendshapes; rows are features in ``feature_names`` order.
 
     ``predict_proba`` softens each threshold with a logistic (``SOFTNESS``), so a face on a threshold reads 0.5
-    and the probabilities say how clear the cue is: happy = smile x not a grimace x not an open jaw; confused =
+    and the probabilities say how clear the cue is: happy = smile x not a grimace; confused =
     (not happy) x lowered brows; focused = the rest.
     """
 
     def __init__(self, feature_names: Sequence[str] = CUES, smile: float = SMILE, brow_down: float = BROW_DOWN,
-                 stretch_share: float = STRETCH_SHARE, jaw_open: float = JAW_OPEN):
+                 stretch_share: float = STRETCH_SHARE):
         self.feature_names = feature_names
         self.smile = smile
         self.brow_down = brow_down
         self.stretch_share = stretch_share
-        self.jaw_open = jaw_open
 
     def _columns(self) -> dict[str, int]:
         names = list(self.feature_names)
@@ -67,7 +66,7 @@ class ExpressionRule(ClassifierMixin, BaseEstimator):
         return self
 
     def cues(self, X) -> dict[str, np.ndarray]:
-        """The rule's cues per row: mean smile, mean lowered brows, mean stretch, jaw opening."""
+        """The rule's cues per row: mean smile, mean lowered brows, mean stretch."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[None, :]
@@ -77,14 +76,13 @@ class ExpressionRule(ClassifierMixin, BaseEstimator):
             return (X[:, c[a]] + X[:, c[b]]) / 2
 
         return {"smile": mean("mouthSmileLeft", "mouthSmileRight"), "brow": mean("browDownLeft", "browDownRight"),
-                "stretch": mean("mouthStretchLeft", "mouthStretchRight"), "jaw": X[:, c["jawOpen"]]}
+                "stretch": mean("mouthStretchLeft", "mouthStretchRight")}
 
     def predict_proba(self, X) -> np.ndarray:
         cue = self.cues(X)
         smile = _sigmoid((cue["smile"] - self.smile) / SOFTNESS["smile"])
         not_grimace = _sigmoid((self.stretch_share * cue["smile"] - cue["stretch"]) / SOFTNESS["stretch"])
-        jaw_closed = _sigmoid((self.jaw_open - cue["jaw"]) / SOFTNESS["jaw"])
-        happy = smile * not_grimace * jaw_closed
+        happy = smile * not_grimace
         confused = (1 - happy) * _sigmoid((cue["brow"] - self.brow_down) / SOFTNESS["brow"])
         return np.stack([confused, 1 - happy - confused, happy], axis=1)
 
