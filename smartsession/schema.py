@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 PROTOCOL_VERSION = 1
 
-#: Every state a student can be in. The first four come from the classifier, the rest from explicit rules.
+#: Every state a student can be in. Attention is decided first: the first three mean attending (with the expression
+#: read on the face; ``focused`` also when it is unclear), then not attending, and ``uncertain`` only when the face
+#: itself cannot be read (too small, too faint, half out of the frame).
 STATES = ("focused", "happy", "confused", "distracted", "drowsy", "away", "uncertain")
 #: States that infer emotion; switched off with ``emotions=False`` (EU AI Act art. 5(1)(f)).
 EMOTION_STATES = ("happy", "confused")

@@ -15,7 +15,7 @@ from smartsession.analysis.observation import Observation
 from smartsession.classify import engagement as engagement_mod
 from smartsession.classify import rules
 from smartsession.classify.calibration import Baseline, Calibration, CalibrationError
-from smartsession.classify.smoothing import StateSmoother
+from smartsession.classify.smoothing import EXPRESSION_MIN_SPAN, EXPRESSION_WINDOW, StateSmoother
 from smartsession.features.featurizer import face_vector
 from smartsession.features.geometry import FEATURE_NAMES
 from smartsession.schema import EMOTION_STATES
@@ -24,6 +24,8 @@ from smartsession.vision.landmarks import FaceLandmarker, FaceLandmarks
 MODES = ("stream", "image")
 _NO_FEATURES = dict.fromkeys(FEATURE_NAMES, math.nan)
 _EAR, _LIP_LIFT = FEATURE_NAMES.index("ear"), FEATURE_NAMES.index("lip_corner_lift")
+#: States of a face that attends (named by its expression); smoothing first decides attending or not, as one state.
+ATTENDING_STATES = frozenset({"focused", "happy", "confused"})
 
 
 class Analyzer:
@@ -61,6 +63,7 @@ class Analyzer:
         self._landmarker: FaceLandmarker | None = None
         self._closure = rules.EyeClosure()
         self._smoother = StateSmoother()
+        self._expression_smoother = StateSmoother(window=EXPRESSION_WINDOW, min_span=EXPRESSION_MIN_SPAN)
         self._frame = 0
         self._t0: float | None = None
         self.baseline: Baseline | None = None
@@ -96,6 +99,7 @@ class Analyzer:
         """Forget the stream's history (smoothing, eye-closure timer, frame counter); keep the baseline."""
         self._closure.reset()
         self._smoother.reset()
+        self._expression_smoother.reset()
         self._frame = 0
         self._t0 = None
 
@@ -226,6 +230,7 @@ class Analyzer:
         t2 = time.perf_counter()
 
         probs: dict[str, float] | None = None
+        expression, expression_confidence = None, math.nan
         if not found.face:
             features = dict(_NO_FEATURES)
             verdict = rules.NO_FACE
@@ -247,15 +252,25 @@ class Analyzer:
                 # faces meanwhile; a single image cannot tell a blink from eyes lowered to a phone, and neither is
                 # looking at the screen, so there the eyes' own reading counts.
                 verdict = drowsy or rules.attention_verdict(relative, eyes_closed=closed and stream)
+            readable = verdict is None or verdict.state != "uncertain"
+            if readable:
+                # The expression is read on every face that can be read, beside the attention verdict: a student
+                # laughing at a phone is distracted, and still smiling.
+                face_probs = (probabilities or self._probabilities)(relative)
+                shown = self._shown(face_probs)
+                expression = max(shown, key=shown.get)
+                expression_confidence = shown[expression]
             if verdict is None:
-                probs = (probabilities or self._probabilities)(relative)
-                shown = self._shown(probs)
-                state = max(shown, key=shown.get)
-                if shown[state] < rules.MIN_MODEL_CONFIDENCE:
-                    verdict = rules.Verdict("uncertain", shown[state],
-                                            f"model unsure (best: {state} at {shown[state]:.2f})")
+                # Attending: the expression only names how. An unclear one claims nothing (focused) and never
+                # turns the attention verdict into "uncertain". The score's expression credit is for attending.
+                probs = face_probs
+                attending = rules.attending_confidence(relative)
+                if expression_confidence < rules.MIN_EXPRESSION_CONFIDENCE:
+                    verdict = rules.Verdict("focused", attending, f"attending; expression unclear (best: {expression} "
+                                                                  f"at {expression_confidence:.2f})")
                 else:
-                    verdict = rules.Verdict(state, shown[state], "model")
+                    verdict = rules.Verdict(expression, attending, f"attending; expression {expression} at "
+                                                                   f"{expression_confidence:.2f}")
             score = engagement_mod.score(relative, probs, base_ear)
         features["detection_score"] = found.score
         t4 = time.perf_counter()
@@ -264,15 +279,25 @@ class Analyzer:
         components = dict(score.components)
         if stream:
             self._calibration_step(t, vector)
-            state, share, value = self._smoother.update(t, verdict.state, verdict.confidence, score.value, components)
+            # Attention first: attending or not is smoothed as one state, then the expression of an attending face
+            # on its own, faster smoother (a smile comes and goes while the student keeps attending).
+            attends = verdict.state in ATTENDING_STATES
+            state, share, value = self._smoother.update(t, "attending" if attends else verdict.state,
+                                                        verdict.confidence, score.value, components)
             components = dict(self._smoother.components)
+            if attends:
+                shown, shown_share, _ = self._expression_smoother.update(t, verdict.state, expression_confidence, 0.0)
+            else:
+                shown, shown_share = self._expression_smoother.state or "focused", 1.0
+            if state == "attending":
+                state, share = shown, min(share, shown_share)
             if state != verdict.state:
                 reason = f"held by smoothing ({share:.0%} of recent evidence); this frame: {verdict.state}, {verdict.reason}"
                 confidence = share
         if not self.emotions and state in EMOTION_STATES:
             # Only reachable when emotions were switched off mid-stream while smoothing held an emotion state.
             state = "focused"
-            self._smoother.state = state
+            self._expression_smoother.state = state
         end = time.perf_counter()
         self.stage_ms = {
             "decode": (t1 - start) * 1e3, "landmarks": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3,
@@ -282,8 +307,8 @@ class Analyzer:
         return Observation(
             source=source, frame=index, media_time=float(t), wall_time=wall, face=found.face, faces=found.faces,
             state=state, engagement=float(value), confidence=float(confidence),
-            engagement_components=components, features=features, reason=reason,
-            ms=(end - start) * 1e3, landmarks=found.landmarks,
+            engagement_components=components, features=features, reason=reason, expression=expression,
+            expression_confidence=float(expression_confidence), ms=(end - start) * 1e3, landmarks=found.landmarks,
         )
 
 

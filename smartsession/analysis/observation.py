@@ -21,10 +21,15 @@ class Observation:
     faces: int
     state: str
     engagement: float  # 0-100
-    confidence: float  # 0-1
+    confidence: float  # 0-1, of the attention call (attending, distracted, drowsy, away)
     engagement_components: dict[str, float] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
-    reason: str = ""  # why this state: which rule fired, or "model"
+    reason: str = ""  # why this state: which rule fired, or the expression read on an attending face
+    # The expression read on this frame's face, whatever its attention (None without a readable face; never an
+    # emotion with emotions off), and its probability: beside the state, which tells attention first, so an
+    # unclear expression never makes an attending face "uncertain" and a distracted face may still smile.
+    expression: str | None = None
+    expression_confidence: float = float("nan")
     ms: float = 0.0  # processing time of this frame
     # Normalised (x, y, z) landmarks of the analysed face, for an on-screen overlay only.
     # Never written to disk or sent to the hub.
@@ -42,6 +47,9 @@ class Observation:
             "engagement": round(self.engagement, 2),
             "confidence": round(self.confidence, 4),
             "reason": self.reason,
+            "expression": self.expression,
+            "expression_confidence": (round(self.expression_confidence, 4)
+                                      if np.isfinite(self.expression_confidence) else None),
         }
         rec.update({f"engagement_{k}": round(v, 2) for k, v in self.engagement_components.items()})
         rec.update({k: (None if v is None or not np.isfinite(v) else round(float(v), 5)) for k, v in self.features.items()})

@@ -22,19 +22,22 @@ DEFAULT_MODEL_PATH = MODEL_DIR / MODEL_NAME
 #: drowsy, away) is the explicit rules' job, decided on gaze and eye closure, never learnt.
 CLASSIFIER_STATES = ("focused", "happy", "confused")
 
-#: The classifier choices notebooks/03 compares; ``build_pipeline`` makes any of them.
+#: The learned classifiers notebooks/03 compares; ``build_pipeline`` makes any of them.
 CLASSIFIERS = ("logistic", "random_forest", "nearest_neighbors")
+#: The transparent blendshape rule (``smartsession.classify.expression``) they must beat to ship; ``build_pipeline``
+#: makes it too, so it is cross-validated and exported the same way.
+RULE = "rule"
 
 #: Types skops does not trust by default that a model of ours may legitimately contain.
 #: Anything else in a model file is refused: it was not made by ``build_pipeline``.
-ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+ALLOWED_UNTRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "smartsession.classify.expression.ExpressionRule"})
 
 #: Featurizer outputs the classifier leaves out. Where the head and eyes point is attention, which the rules
 #: decide; and with few sources, pose, framing and face size would identify the source (every video has its own).
 #: The mouth opens to talk, yawn or gasp as much as to laugh: with it, a surprised face read happy; the smile is
 #: in the lip corners. ``_neutral`` is a constant of the blendshape model, not an expression.
-UNUSED_FEATURES = ("face_size", "roll", "mar", "yaw", "pitch", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x",
-                   "iris_y", "_neutral", "jawOpen", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+UNUSED_FEATURES = ("face_size", "in_frame", "roll", "mar", "yaw", "pitch", "eye_x", "eye_y", "gaze_x", "gaze_y", "iris_x",
+                   "iris_y", "upper_lid", "_neutral", "jawOpen", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
                    "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
 
 SIDECAR_FORMAT = 1
@@ -46,7 +49,8 @@ class ModelError(RuntimeError):
 
 
 def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", random_state: int = 0):
-    """A fresh, unfitted Pipeline: select the named features, standardise, classify.
+    """A fresh, unfitted Pipeline: select the named features, standardise, classify (``classifier`` one of
+    ``CLASSIFIERS``), or select them and apply the expression rule (``classifier=RULE``; thresholds on raw values).
 
     The first step only selects columns by name, so the pipeline accepts any DataFrame that has the
     features; the live path skips it and feeds rows already in ``feature_names`` order.
@@ -59,6 +63,11 @@ def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", r
     from sklearn.preprocessing import StandardScaler
 
     feature_names = [str(f) for f in feature_names]
+    select = ColumnTransformer([("features", "passthrough", feature_names)], verbose_feature_names_out=False)
+    if classifier == RULE:
+        from smartsession.classify.expression import ExpressionRule
+
+        return Pipeline([("select", select), ("classify", ExpressionRule(feature_names=tuple(feature_names)))])
     if classifier == "logistic":
         # Few people stand behind each class: strong regularisation and balanced class weights generalise
         # better to new faces than a flexible model.
@@ -70,8 +79,7 @@ def build_pipeline(feature_names: Sequence[str], classifier: str = "logistic", r
     elif classifier == "nearest_neighbors":
         clf = KNeighborsClassifier(n_neighbors=15)
     else:
-        raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
-    select = ColumnTransformer([("features", "passthrough", feature_names)], verbose_feature_names_out=False)
+        raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join((RULE, *CLASSIFIERS))}")
     return Pipeline([("select", select), ("scale", StandardScaler()), ("classify", clf)])
 
 
@@ -245,7 +253,7 @@ class StateModel:
     def __post_init__(self):
         # Everything after the name-based column selector: the live path feeds rows already in order.
         self._core = self.pipeline[1:]
-        self._fast = _linear_form(self._core) or _forest_form(self._core)
+        self._fast = _linear_form(self._core) or _forest_form(self._core) or _rule_form(self._core)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, one row per sample, columns in ``classes_`` order.
@@ -279,6 +287,14 @@ class StateModel:
     def predict(self, X) -> np.ndarray:
         """The most probable class per sample."""
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _rule_form(core) -> Any:
+    """The expression rule's own ``predict_proba`` (plain numpy), without the Pipeline's per-call checks."""
+    from smartsession.classify.expression import ExpressionRule
+
+    steps = [step for _, step in core.steps]
+    return steps[0].predict_proba if len(steps) == 1 and isinstance(steps[0], ExpressionRule) else None
 
 
 def _forest_form(core) -> Any:

@@ -1,4 +1,4 @@
-"""Explicit rules that decide attention before the classifier reads the expression: away, drowsy, distracted, uncertain.
+"""Explicit rules that decide attention before the expression is read: away, drowsy, distracted, uncertain, attending.
 
 Thresholds are named constants, documented in docs/ANALYSIS.md; the order below is the order they are checked.
 """
@@ -12,14 +12,19 @@ import numpy as np
 
 from smartsession.features.geometry import FEATURE_NAMES
 
-# --- quality: below these the landmarks are not trustworthy enough to call any state -> "uncertain"
+# --- quality: below these the landmarks are not trustworthy enough to call any state -> "uncertain". Only the
+# face itself can make a state uncertain: an unclear expression on an attending face leaves it attending.
 #: Face smaller than this share of the frame (sqrt of area ratio): in a 640x480 webcam frame the eyes then
 #: span under ~12 pixels and eye openness and gaze are noise.
 MIN_FACE_SIZE = 0.10
+#: Share of the face inside the frame below this: half the face is out of the picture, and the landmarks of the
+#: missing half are MediaPipe's guesses.
+MIN_IN_FRAME = 0.6
 #: Detector confidence below this (only set when the small-face search found the face).
 MIN_DETECTION_SCORE = 0.6
-#: Classifier's top probability below this: it cannot tell the expressions apart on this frame.
-MIN_MODEL_CONFIDENCE = 0.40
+#: Expression reader's top probability below this: it cannot tell the expressions apart on this frame, so an
+#: attending face reads ``focused`` (attending, no expression claimed) with that probability reported beside it.
+MIN_EXPRESSION_CONFIDENCE = 0.40
 
 # --- drowsy: eyes shut for a sustained time (a blink lasts 0.1-0.4 s)
 #: Eye aspect ratio below which an eye counts as closed (open eyes read ~0.25-0.35). Eyes lowered to a desk or
@@ -74,12 +79,15 @@ def eyes_closed(ear: float, baseline_ear: float | None = None, lip_corner_lift: 
 
 
 def quality_verdict(vector, detection_score: float = math.nan) -> Verdict | None:
-    """``uncertain`` when the face is too small or too faintly detected to read; else None."""
+    """``uncertain`` when the face is too small, too faintly detected or half out of the frame to read; else None."""
     if not np.isfinite(vector).all():
         return Verdict("uncertain", 0.0, "degenerate landmarks (features not finite)")
     size = vector[_I["face_size"]]
     if size < MIN_FACE_SIZE:
         return Verdict("uncertain", 0.5, f"face too small ({size:.3f} of the frame < {MIN_FACE_SIZE})")
+    in_frame = vector[_I["in_frame"]]
+    if in_frame < MIN_IN_FRAME:
+        return Verdict("uncertain", 0.5, f"face half out of the frame ({in_frame:.0%} of it inside)")
     if math.isfinite(detection_score) and detection_score < MIN_DETECTION_SCORE:
         return Verdict("uncertain", detection_score, f"faint face (detector score {detection_score:.2f})")
     return None
@@ -109,6 +117,13 @@ def attention_verdict(relative, eyes_closed: bool = False) -> Verdict | None:
     if gy > GAZE_UP:
         return Verdict("distracted", _beyond(gy, GAZE_UP), f"looking up ({what} {gy:+.0f}°)")
     return None
+
+
+def attending_confidence(relative) -> float:
+    """How sure an attending verdict is: 0.6 on the nearest gaze threshold, rising to 1 some 20 degrees inside."""
+    gx, gy = relative[_I["gaze_x"]], relative[_I["gaze_y"]]
+    margin = min(GAZE_ASIDE - abs(gx), gy - GAZE_DOWN, GAZE_UP - gy)
+    return float(min(1.0, 0.6 + max(margin, 0.0) / 50)) if math.isfinite(margin) else 0.6
 
 
 class EyeClosure:

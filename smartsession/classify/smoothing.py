@@ -15,6 +15,10 @@ WINDOW = 1.0
 #: window, and the window covers at least ``MIN_SPAN`` seconds; the current state stays otherwise (hysteresis).
 SWITCH_SHARE = 0.6
 MIN_SPAN = 0.5
+#: Attention is smoothed over ``WINDOW``; the expression of an attending face over this shorter window with this
+#: shorter span: a smile comes and goes within a second while the student keeps attending, and flicker between
+#: expressions costs less than a missed smile (the rule's hysteresis still holds a steady face steady).
+EXPRESSION_WINDOW, EXPRESSION_MIN_SPAN = 0.5, 0.25
 #: Time constant (seconds) of the exponential smoothing of the engagement score.
 ENGAGEMENT_TAU = 1.0
 #: A gap longer than this (seconds) between frames starts afresh: old evidence says nothing about now.

