@@ -87,6 +87,10 @@ class HubConfig(Configurable):
         config=True
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+    checkin_min_interval = Float(
+        10.0, help="Seconds between two check-ins of a class; an earlier one is refused in the teacher's result."
+    ).tag(config=True)
+    max_checkins_per_session = Int(200, help="Check-ins a lesson may have; more are refused.").tag(config=True)
     commit_interval = Float(
         0.5, help="Seconds the store gathers rows before one commit; acks follow each commit."
     ).tag(config=True)

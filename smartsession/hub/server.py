@@ -32,7 +32,7 @@ from smartsession.hub.protocol import (
     parse_json,
 )
 from smartsession.hub.wire import WebSocket, WebSocketRoute, keep
-from smartsession.schema import IDENT_PATTERN as IDENT, TeacherCommand
+from smartsession.schema import IDENT_PATTERN as IDENT, CheckinAnswer, CheckinAsk, TeacherCommand
 
 log = logging.getLogger("smartsession.hub")
 
@@ -157,6 +157,8 @@ class StudentSocket(_Socket):
     def handle(self, event) -> None:
         if isinstance(event, Stale):
             self.send(nack(event.seq, event.last_seq, "seq not above the last accepted one: dropped"))
+        elif isinstance(event, CheckinAnswer):
+            self.hub.answer(self, event)
         else:
             self.hub.accept_state(self, event)
 
@@ -178,10 +180,14 @@ class TeacherSocket(_Socket):
         self.seated = True
         snapshot = room.snapshot().to_dict()
         snapshot["join_code"] = auth.join_code(self.hub.secret, room.class_id)  # for the page's join link
+        snapshot["checkin"] = self.hub.book(room.class_id).status()
         self.send(dumps(snapshot))
 
-    def handle(self, cmd: TeacherCommand) -> None:
-        self.enqueue(dumps(self.hub.command(self.room, cmd)))
+    def handle(self, cmd: TeacherCommand | CheckinAsk) -> None:
+        if isinstance(cmd, CheckinAsk):
+            self.enqueue(dumps(self.hub.ask(self.room, cmd)))
+        else:
+            self.enqueue(dumps(self.hub.command(self.room, cmd)))
 
     def enqueue(self, text: str) -> None:
         """Send ``text`` at the end of this loop iteration, together with whatever else is due then.

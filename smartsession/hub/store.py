@@ -47,6 +47,16 @@ CREATE INDEX IF NOT EXISTS states_session ON states (session_id, received);
 CREATE INDEX IF NOT EXISTS states_student ON states (class_id, student_id, seq);
 CREATE TABLE IF NOT EXISTS commands (
     session_id TEXT, class_id TEXT NOT NULL, received REAL NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
+""" + """
+CREATE TABLE IF NOT EXISTS checkins (
+    session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, kind TEXT NOT NULL,
+    question TEXT NOT NULL, options TEXT NOT NULL, asked REAL NOT NULL, closes REAL NOT NULL, closed REAL,
+    segment TEXT, research INTEGER NOT NULL, PRIMARY KEY (session_id, checkin_id));
+CREATE TABLE IF NOT EXISTS answers (
+    session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, student_id TEXT NOT NULL,
+    choice INTEGER NOT NULL, received REAL NOT NULL, research INTEGER NOT NULL,
+    PRIMARY KEY (session_id, checkin_id, student_id));
+CREATE TABLE IF NOT EXISTS plans (class_id TEXT PRIMARY KEY, items TEXT NOT NULL, updated REAL NOT NULL);
 """
 
 STATE_COLUMNS = (
@@ -320,7 +330,60 @@ class Store:
             (session_id, class_id, received, command, json.dumps(args)),
         )
 
+    def add_checkin(self, class_id: str, event: dict[str, Any]) -> None:
+        """Store a ``checkin`` event (the hub's, validated)."""
+        self._submit(
+            "INSERT INTO checkins (session_id, class_id, checkin_id, kind, question, options, asked, closes, "
+            "segment, research) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (event["session_id"], class_id, event["checkin_id"], event["kind"], event["question"],
+             json.dumps(event["options"]), event["asked"], event["closes"], event["segment"],
+             int(event["research"])),
+        )
+
+    def close_checkin(self, session_id: str, checkin_id: str, closed: float) -> None:
+        self._submit("UPDATE checkins SET closed = ? WHERE session_id = ? AND checkin_id = ? AND closed IS NULL",
+                     (closed, session_id, checkin_id))
+
+    def add_answer(self, class_id: str, event: dict[str, Any]) -> None:
+        """Store an ``answered`` event; a second answer of the same student to the same check-in is ignored."""
+        self._submit(
+            "INSERT INTO answers (session_id, class_id, checkin_id, student_id, choice, received, research) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (event["session_id"], class_id, event["checkin_id"], event["student_id"], event["option"],
+             event["received"], int(event["research"])),
+        )
+
+    def save_plan(self, class_id: str, items: list[str]) -> None:
+        """The class's lesson plan (its items, in order), kept for the next lesson."""
+        self._submit(
+            "INSERT INTO plans (class_id, items, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (class_id) DO UPDATE SET items = excluded.items, updated = excluded.updated",
+            (class_id, json.dumps(items), time.time()),
+        )
+
     # --- reads ---
+
+    def plan(self, class_id: str) -> list[str]:
+        rows = self._query("SELECT items FROM plans WHERE class_id = ?", (class_id,))
+        return json.loads(rows[0][0]) if rows else []
+
+    def checkins(self, session_id: str):
+        """A session's check-ins: checkin_id, kind, question, options (a list), asked, closes, closed, segment,
+        research."""
+        df = self._frame(
+            "SELECT checkin_id, kind, question, options, asked, closes, closed, segment, research FROM checkins "
+            "WHERE session_id = ? ORDER BY asked", (session_id,))
+        df["options"] = [json.loads(o) for o in df["options"]]
+        df["research"] = df["research"].astype(bool)
+        return df.astype({"asked": float, "closes": float, "closed": float})
+
+    def answers(self, session_id: str):
+        """A session's answers: checkin_id, student_id, option (the index of the one picked), received, research."""
+        df = self._frame(
+            "SELECT checkin_id, student_id, choice AS option, received, research FROM answers "
+            "WHERE session_id = ? ORDER BY received", (session_id,))
+        df["research"] = df["research"].astype(bool)
+        return df.astype({"option": int, "received": float})
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._read_lock:

@@ -148,3 +148,26 @@ def test_the_migration_keeps_one_open_session_per_class(pg_url):
         assert migrate(conn) == len(MIGRATIONS)
         rows = conn.execute("SELECT session_id, ended FROM sessions ORDER BY session_id").fetchall()
     assert rows == [("x1", 11.0), ("x2", 12.0), ("x3", None), ("y1", None)]
+
+
+def test_check_ins_answers_and_plans_are_kept_by_either_store(pg_url, tmp_path):
+    from smartsession.hub.store import Store
+
+    asked = {"session_id": "S1", "checkin_id": "ck1", "kind": "mind", "question": "Where was your mind just now?",
+             "options": ["on the lesson", "somewhere else"], "asked": 100.0, "closes": 160.0, "segment": "seg1",
+             "research": True}
+    answer = {"session_id": "S1", "checkin_id": "ck1", "student_id": "s1", "option": 1, "received": 101.0,
+              "research": True}
+    for store in (PostgresStore(pg_url), Store(tmp_path)):
+        with store:
+            store.add_checkin("c1", asked)
+            store.add_answer("c1", answer)
+            store.add_answer("c1", {**answer, "option": 0})  # a second answer (another node's race): ignored
+            store.close_checkin("S1", "ck1", 130.0)
+            store.save_plan("c1", ["Intro", "<b>Optics</b>"])
+            store.flush()
+            checkins = store.checkins("S1")
+            assert checkins.options.iloc[0] == asked["options"] and checkins.closed.iloc[0] == 130.0
+            answers = store.answers("S1")
+            assert list(zip(answers.student_id, answers.option)) == [("s1", 1)]
+            assert store.plan("c1") == ["Intro", "<b>Optics</b>"] and store.plan("c2") == []
