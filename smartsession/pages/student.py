@@ -22,6 +22,7 @@ import ipywidgets as w
 import numpy as np
 
 from smartsession.pages.announce import Announcer, LiveRegion
+from smartsession.pages.checkin_card import RESEARCH_CONSENT, CheckinCard
 from smartsession.pages.palette import colour_of, symbol_of, text_colour
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage, is_ident
 from smartsession.widgets.camera import ANALYSIS_MODES, ERROR_STATUSES, Camera
@@ -300,7 +301,13 @@ class StudentPage:
         self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
                                      layout=w.Layout(width="auto"))
         self.agree_button.on_click(lambda _: self._agree())
-        self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
+        # Unticked by default: answers are used for research only with this agreement (and the teacher's).
+        self.research_text = w.HTML(f"<p style='max-width: 640px'><b>Research (optional).</b> "
+                                    f"{html.escape(RESEARCH_CONSENT)}</p>")
+        self.research_box = w.Checkbox(value=False, description="I agree to this research use", indent=False,
+                                       layout=w.Layout(width="auto"))
+        self.consent = w.VBox([self.consent_text, self.research_text, self.research_box, self.name_input,
+                               self.agree_button])
         # Live view.
         # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
         self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS, analysis=self.analysis,
@@ -324,9 +331,11 @@ class StudentPage:
         # Polite and rate-limited: a state is read out once it has held for a moment, not at every frame.
         self.announce = LiveRegion()
         self.announcer = Announcer()
+        self.checkin = CheckinCard(self._answer, lambda said: setattr(
+            self.announce, "text", self.announcer.say_now(said, time.time())))
         controls = w.VBox([w.HBox([self.pause_button, self.calibrate_button]), self.overlay_toggle])
         left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
-        right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
+        right = w.VBox([self.calibration, self.feedback, self.checkin.box, self.teacher_view, self.connection],
                        layout=w.Layout(flex="1", padding="0 0 0 16px"))
         # On the page from the start, hidden until the student agrees: the camera's browser half loads the face
         # landmarker meanwhile (it only renders when on the page), and the consent says which analysis runs.
@@ -563,6 +572,10 @@ class StudentPage:
             if self.paused:
                 self._tell("Your teacher started a new session: press Resume to take part.")
 
+    def _answer(self, checkin_id: str, option: int) -> bool:
+        publisher = self._publisher
+        return publisher is not None and publisher.answer(checkin_id, option, research=self.research_box.value)
+
     def _tell(self, shown: str, said: str | None = None) -> None:
         """A note in place of the feedback, read out at once (``said``, when the spoken words differ)."""
         self.feedback.value = f'<div class="ss-feedback"><div class="ss-tip">{html.escape(shown)}</div></div>'
@@ -574,7 +587,8 @@ class StudentPage:
         req = self.request
         try:
             publisher = await StudentPublisher.join(
-                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class
+                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class,
+                on_checkin=self.checkin.handle,
             )
             await publisher.start()
         except Exception as err:  # back to the form with the reason; the page and the kernel stay usable
