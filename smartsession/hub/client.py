@@ -95,6 +95,24 @@ def fetch_session(url: str | None, session_id: str, token: str, cafile: str | No
                  cafile, timeout=60)
 
 
+def fetch_plan(url: str | None, class_id: str, token: str, cafile: str | None = None) -> list[str]:
+    """The class's stored lesson plan (its items)."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/plan", None, token,
+                 cafile)["items"]
+
+
+def save_plan(url: str | None, class_id: str, text: str, token: str, cafile: str | None = None) -> list[str]:
+    """Store ``text`` (an outline) as the class's lesson plan; returns its items, as the hub parsed them."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/plan", {"text": text},
+                 token, cafile)["items"]
+
+
+def fetch_lessons(url: str | None, class_id: str, token: str, cafile: str | None = None) -> list[dict]:
+    """The class's past lessons, summarised (date, duration, students, engagement, biggest drop, answers)."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/lessons", None, token,
+                 cafile, timeout=60)
+
+
 def fetch_history(url: str | None, session_id: str, token: str, cafile: str | None = None) -> dict:
     """A session so far at one point per second (class series, each student's, segments), for a late page."""
     return _call(hub_url(url), f"/smartsession/api/sessions/{quote(session_id, safe='')}/history", None, token,

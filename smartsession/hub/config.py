@@ -87,6 +87,9 @@ class HubConfig(Configurable):
         config=True
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+    max_plan_bytes = Int(
+        65536, help="Largest lesson plan a teacher may save (the body of POST .../plan; 413 beyond)."
+    ).tag(config=True)
     checkin_min_interval = Float(
         10.0, help="Seconds between two check-ins of a class; an earlier one is refused in the teacher's result."
     ).tag(config=True)

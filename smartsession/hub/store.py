@@ -367,6 +367,31 @@ class Store:
         rows = self._query("SELECT items FROM plans WHERE class_id = ?", (class_id,))
         return json.loads(rows[0][0]) if rows else []
 
+    def lesson_rows(self, class_id: str, limit: int = 50) -> dict[str, list[tuple]]:
+        """What the lesson history needs of the class's last ``limit`` sessions, aggregated by the database:
+        ``sessions`` (session_id, title, started, ended, last state's receive time, students, mean engagement),
+        ``minutes`` (session_id, minute, class mean), ``segments``, and per session ``checkins`` and ``answers``."""
+        recent = ("SELECT session_id FROM (SELECT session_id, started FROM sessions WHERE class_id = ? "
+                  "ORDER BY started DESC LIMIT ?) r")
+        p = (class_id, limit)
+        return {
+            "sessions": self._query(
+                "SELECT s.session_id, s.title, s.started, s.ended, MAX(st.received), COUNT(DISTINCT st.student_id), "
+                "AVG(CASE WHEN st.paused = 0 THEN st.engagement END) FROM sessions s "
+                f"LEFT JOIN states st ON st.session_id = s.session_id WHERE s.session_id IN ({recent}) "
+                "GROUP BY s.session_id, s.title, s.started, s.ended ORDER BY s.started", p),
+            "minutes": self._query(
+                "SELECT session_id, CAST(received / 60 AS INTEGER) AS m, AVG(engagement) FROM states "
+                f"WHERE session_id IN ({recent}) AND paused = 0 GROUP BY session_id, m ORDER BY session_id, m", p),
+            "segments": self._query(
+                f'SELECT session_id, title, start, "end" FROM segments WHERE session_id IN ({recent}) '
+                "ORDER BY session_id, start", p),
+            "checkins": self._query(
+                f"SELECT session_id, COUNT(*) FROM checkins WHERE session_id IN ({recent}) GROUP BY session_id", p),
+            "answers": self._query(
+                f"SELECT session_id, COUNT(*) FROM answers WHERE session_id IN ({recent}) GROUP BY session_id", p),
+        }
+
     def checkins(self, session_id: str):
         """A session's check-ins: checkin_id, kind, question, options (a list), asked, closes, closed, segment,
         research."""
@@ -576,7 +601,18 @@ class Store:
                 "ORDER BY received, rowid",
                 (session_id,),
             ).fetchall()
+            checkins = db.execute(
+                "SELECT checkin_id, kind, question, options, asked, closes, closed, segment, research FROM checkins "
+                "WHERE session_id = ? ORDER BY asked", (session_id,)).fetchall()
+            answers = db.execute(
+                "SELECT checkin_id, student_id, choice, received, research FROM answers WHERE session_id = ? "
+                "ORDER BY received", (session_id,)).fetchall()
             head = {
+                "checkins": [dict(zip(("checkin_id", "kind", "question", "options", "asked", "closes", "closed",
+                                       "segment", "research"), (*r[:3], json.loads(r[3]), *r[4:8], bool(r[8]))))
+                             for r in checkins],
+                "answers": [dict(zip(("checkin_id", "student_id", "option", "received", "research"),
+                                     (*r[:4], bool(r[4])))) for r in answers],
                 "session": dict(zip(("session_id", "class_id", "title", "started", "ended"), session)),
                 "segments": [dict(zip(("segment_id", "title", "start", "end"), r)) for r in segments],
                 "students": [{"student_id": r[0], "name": r[1], "hidden": bool(r[2])} for r in students],
