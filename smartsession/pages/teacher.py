@@ -24,6 +24,8 @@ from smartsession.pages.alerts import Alert, AlertRules
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import ClassView
+from smartsession.pages import lesson_html
+from smartsession.pages.lesson_panel import CheckinPanel, PlanPanel
 
 #: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
 #: a lone student shows up at once, a busy class costs at most four redraws a second.
@@ -103,6 +105,8 @@ class TeacherPage:
         self._history_for: str | None = None  # the session whose earlier history was asked for
         self._chart_points = 0
         self._syncing = False  # set while the page itself moves the emotions switch
+        self._plan_loaded = False
+        self._lessons: list[dict[str, Any]] = []
         self._build()
         if token:
             self.open(class_id, token)
@@ -141,6 +145,19 @@ class TeacherPage:
         self.report_button = w.Button(description="Session report", tooltip="The report of this session so far")
         self.report_button.on_click(lambda _: self._toggle_report())
         self.report = w.HTML()
+        self.plan_panel = PlanPanel(lambda title: self._command("start_segment", title=title), self._save_plan,
+                                    self._notify)
+        self.checkin_panel = CheckinPanel(self._ask, self._present, self._notify)
+        self.history = w.HTML()
+        self.history_chart = w.HTML()
+        self.history_pick = w.Dropdown(description="Lesson", options=[], layout=w.Layout(width="420px"))
+        self.history_open = w.Button(description="Open its report")
+        self.history_open.on_click(lambda _: self._open_past_report())
+        self.history_refresh = w.Button(description="Refresh")
+        self.history_refresh.on_click(lambda _: self._load_lessons())
+        lessons = w.VBox([self.history_chart, self.history,
+                          w.HBox([self.history_pick, self.history_open, self.history_refresh])])
+        self.lesson_tabs = w.Accordion([self.checkin_panel.box, lessons], titles=("Check-ins", "Past lessons"))
         controls = w.HBox(
             [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
         )
@@ -191,6 +208,8 @@ class TeacherPage:
                 self.join,
                 controls,
                 self.notice,
+                self.plan_panel.box,
+                self.lesson_tabs,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
                 self.chart,
                 self.chart_text,
@@ -201,7 +220,7 @@ class TeacherPage:
             ],
             layout=w.Layout(display="none"),
         )
-        self.root = w.VBox([w.HTML(render.style_html()), self.header, self.status_line, self.form, self.dashboard, self.announce])
+        self.root = w.VBox([w.HTML(render.style_html()), w.HTML(lesson_html.LESSON_STYLE), self.header, self.status_line, self.form, self.dashboard, self.announce])
         self.root.add_class("ss-teacher")
 
     def _ipython_display_(self) -> None:
@@ -256,6 +275,7 @@ class TeacherPage:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        self.checkin_panel.close()
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
@@ -291,6 +311,14 @@ class TeacherPage:
             return
         if event.get("type") == "snapshot":
             self.join_code = event.get("join_code") or self.join_code
+            if not self._plan_loaded:
+                self._plan_loaded = True
+                self._tasks.append(asyncio.get_running_loop().create_task(self._load_plan()))
+                self._load_lessons()
+        if event.get("type") in ("snapshot", "checkin", "answered", "checkin_closed"):
+            self.checkin_panel.handle(event)
+        if event.get("type") == "class" and event.get("session_id") is None and self.view.session_id:
+            self._load_lessons()  # the lesson just ended: it belongs to the history now
         self._changed |= self.view.apply(event, now)
         session_id = self.view.session_id
         if event.get("type") == "snapshot" and session_id and session_id != self._history_for:
@@ -500,6 +528,78 @@ class TeacherPage:
         self.report.value = render.report_html(session_id, page)
         self.report_button.description = "Hide report"
         self._notify("")
+
+    # -- lesson plan, check-ins, history -------------------------------------------------------
+
+    async def _load_plan(self) -> None:
+        from smartsession.hub.client import fetch_plan
+
+        try:
+            items = await asyncio.get_running_loop().run_in_executor(
+                None, fetch_plan, self.hub_url, self.class_id, self.token)
+        except Exception as exc:
+            self._notify(f"The lesson plan could not be loaded: {exc}")
+            return
+        self.plan_panel.load(items)
+
+    def _save_plan(self, text: str) -> None:
+        from smartsession.hub.client import save_plan
+
+        async def save() -> None:
+            try:
+                items = await asyncio.get_running_loop().run_in_executor(
+                    None, save_plan, self.hub_url, self.class_id, text, self.token)
+            except Exception as exc:
+                self._notify(f"The lesson plan was not saved: {exc}")
+                return
+            self._notify(f"Lesson plan saved with the class: {len(items)} items.")
+
+        self._tasks.append(asyncio.get_running_loop().create_task(save()))
+
+    def _present(self) -> int:
+        view = self.view
+        if view is None:
+            return 0
+        now = time.time()
+        return sum(1 for c in view.visible() if view.presence(c, now) in ("connected", "paused"))
+
+    def _ask(self, kind: str, question: str | None, options: list[str] | None, seconds: float,
+             research: bool) -> None:
+        sub = self._subscriber
+        if sub is None:
+            self._notify("Not connected to the hub yet: wait a moment and try again")
+            return
+        task = asyncio.get_running_loop().create_task(sub.ask(kind, question, options, seconds, research))
+        task.add_done_callback(lambda t: self._command_done("check-in", t))
+
+    def _load_lessons(self) -> None:
+        from smartsession.hub.client import fetch_lessons
+
+        async def load() -> None:
+            try:
+                lessons = await asyncio.get_running_loop().run_in_executor(
+                    None, fetch_lessons, self.hub_url, self.class_id, self.token)
+            except Exception as exc:
+                self._notify(f"The past lessons could not be loaded: {exc}")
+                return
+            self._lessons = lessons
+            self.history.value = lesson_html.history_html(lessons)
+            self.history_chart.value = lesson_html.history_chart_svg(lessons)
+            self.history_pick.options = [
+                (f"{datetime.fromtimestamp(s['started']):%Y-%m-%d %H:%M} {s.get('title') or ''}".strip(),
+                 s["session_id"]) for s in reversed(lessons)]
+
+        if self.class_id and self.token:
+            self._tasks.append(asyncio.get_running_loop().create_task(load()))
+
+    def _open_past_report(self) -> None:
+        session_id = self.history_pick.value
+        if not session_id:
+            self._notify("No past lesson to open yet")
+            return
+        self._notify("Building the lesson's report…")
+        self.report_button.disabled = True
+        asyncio.get_running_loop().create_task(self._build_report(session_id))
 
     def _toggle_session(self) -> None:
         if self.view is not None and self.view.session_id:
