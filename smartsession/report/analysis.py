@@ -32,6 +32,8 @@ class ReportSettings:
     min_minutes: float = 1.0  # segments with less class data than this are marked as resting on little data
     window_min: float = 5.0  # sessions without lecture segments are cut into windows this long
     max_peaks: int = 3
+    answer_window_s: float = 30.0  # a check-in answer is set against the camera's states this long before it
+    min_answers: int = 10  # fewer "Where was your mind" answers with camera data: "not enough answers"
 
     def __post_init__(self):
         if self.bin_s <= 0 or self.window_s < 2 * self.bin_s:
