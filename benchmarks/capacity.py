@@ -37,15 +37,16 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
+sys.path.append(str(ROOT / "tests"))  # testkit: test and benchmark support
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from e2e import camera_stats, join_as_student, launch, pct, settle, wait_warm  # noqa: E402
 from floor import cpu_seconds, jupyter_floor  # noqa: E402
 from fake_camera import _letterbox, fake_camera_file  # noqa: E402
 
 from smartsession.dataset.media import pyfeat_file  # noqa: E402
-from smartsession.serve import memory  # noqa: E402
-from smartsession.serve.pageclient import PageClient, jpeg_frames  # noqa: E402
-from smartsession.serve.testing import kernel_id, running_server  # noqa: E402
+from testkit import memory  # noqa: E402
+from testkit.pageclient import PageClient, jpeg_frames  # noqa: E402
+from testkit.serving import kernel_id, running_server  # noqa: E402
 
 #: When a step no longer holds (the issue's limits).
 MAX_P95_MS = 150.0

@@ -25,10 +25,11 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
+sys.path.append(str(ROOT / "tests"))  # testkit: test and benchmark support
 from conftest import chromium_args  # noqa: E402
 from fake_camera import fake_camera_file  # noqa: E402
 
-from smartsession.serve.testing import class_arrival, free_port, running_server  # noqa: E402
+from testkit.serving import class_arrival, free_port, running_server  # noqa: E402
 
 STUDENT = "Browser Student"
 TARGETS = {"kernel_fps": 10, "roundtrip_p90_ms": 50, "teacher_p95_ms": 250, "class_arrival_s": 5}

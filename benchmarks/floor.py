@@ -28,9 +28,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from smartsession.serve import memory
-from smartsession.serve.pageclient import PageClient, message
-from smartsession.serve.testing import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit: test and benchmark support
+
+from testkit import memory
+from testkit.pageclient import PageClient, message
+from testkit.serving import free_port
 
 FPS = 5.0
 BUFFER = bytes(1100)  # a packed face is ~1.1 KB

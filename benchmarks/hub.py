@@ -49,6 +49,8 @@ from pathlib import Path
 
 from websockets.utils import apply_mask
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit: test and benchmark support
+
 PER_CLASS = 30
 WARM, MEASURE, GRACE = 1.5, 6.0, 1.0
 TICK = 0.01  # seconds between the load generator's sends
@@ -284,7 +286,7 @@ def layout(kind: str, n: int, secret: str | None) -> list[dict]:
 
 
 def run_case(kind: str, n: int, rate: float, workers: int) -> dict:
-    from smartsession.hub.testing import free_port
+    from testkit.processes import free_port
 
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="smartsession-bench-")
@@ -382,7 +384,7 @@ def run_export_case(rate: float) -> dict:
     import urllib.request
 
     from smartsession.hub import auth
-    from smartsession.hub.testing import free_port
+    from testkit.processes import free_port
 
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="smartsession-bench-")

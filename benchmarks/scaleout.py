@@ -4,7 +4,7 @@ Run: ``python benchmarks/scaleout.py`` (loopback only; needs postgresql, nginx a
 .ci/run installs them). Last line: ``BENCH {"nodes", "students", "delivered_ratio", "p99_ms", "stored_ratio",
 "report_s"}``.
 
-Every server is the real one, started as the tests start them (hub/testing.py): ``smartsession hub`` nodes
+Every server is the real one, started as the tests start them (tests/testkit/processes.py): ``smartsession hub`` nodes
 with ``--store postgresql://...`` and ``--redis-url``, nginx with deploy/nginx/smartsession.conf. Students
 (30 per class) connect through nginx, which sends each class to one node; each class's teacher connects
 straight to a node chosen round-robin, so most teachers watch a class held by another node and see it
@@ -36,8 +36,10 @@ from pathlib import Path
 
 import psycopg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit: test and benchmark support
+
 from smartsession.hub.pgstore import PostgresStore
-from smartsession.hub.testing import HubProcess, Nginx, PostgresServer, RedisServer
+from testkit.processes import HubProcess, Nginx, PostgresServer, RedisServer
 from smartsession.report.build import build_report
 
 HERE = Path(__file__).resolve().parent

@@ -1,17 +1,19 @@
-"""Command-line options that are traitlets settings, each written once for argparse and for the traitlets app.
+"""Command-line options that are traitlets settings, each written once: its help is the trait's own.
 
-``smartsession serve`` and ``smartsession hub`` list their options here as ``Option``s: argparse shows them in
-``--help``, the traitlets app takes them as aliases, and any other setting goes as ``--Class.trait=VALUE`` or
-in a ``--config FILE``. Light on purpose (no traitlets app imported): ``smartsession --help`` stays fast.
+``smartsession serve`` and ``smartsession hub`` list their options here as ``Option``s: argparse parses them, the
+traitlets app takes them as aliases (or flags), and ``--help`` shows each trait's help text and default. Any
+other setting goes as ``--Class.trait=VALUE`` or in a ``--config FILE``. Light on purpose: the classes holding the
+traits are imported only when ``--help`` is asked for, so ``smartsession --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 #: ``--Class.trait=VALUE``: a traitlets setting given on the command line.
 _SETTING = re.compile(r"--[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=.*", re.S)
@@ -21,16 +23,61 @@ _SETTING = re.compile(r"--[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=.*", re.S)
 class Option:
     name: str  # the command-line option, without "--"
     trait: str  # what it sets, "Class.trait"
-    metavar: str
-    help: str
+    metavar: str | None = None  # None: a flag, which sets its Bool trait to True
     repeat: bool = False  # may be given several times (a List trait)
 
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
 
-def add_options(parser: argparse.ArgumentParser, options: Iterable[Option], example: str) -> None:
-    """The options, ``--config FILE``, and a word on ``--Class.trait=VALUE`` for everything else."""
+
+def trait_help(option: Option, classes: Mapping[str, str]) -> str:
+    """The help text of the trait ``option`` sets, with its default when that is a plain value."""
+    cls_name, trait_name = option.trait.split(".")
+    module, _, attr = classes[cls_name].partition(":")
+    trait = getattr(importlib.import_module(module), attr).class_traits()[trait_name]
+    from traitlets import Undefined
+
+    text = (trait.help or "").strip().replace("%", "%%")
+    default = trait.default_value
+    plain = default is not Undefined and default not in (None, "", [], ()) and not isinstance(default, (dict, type))
+    if option.metavar and plain and "default:" not in text:
+        text += f" (default: {default})"
+    return text
+
+
+class _TraitHelp(argparse.Action):
+    """``-h/--help`` that fills in each option's help from its trait (importing the classes), then prints it."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None, **kwargs):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+        self.options: tuple[Option, ...] = ()
+        self.classes: Mapping[str, str] = {}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        by_dest = {o.dest: o for o in self.options}
+        for action in parser._actions:
+            option = by_dest.get(action.dest)
+            if option is not None:
+                action.help = trait_help(option, self.classes)
+        parser.print_help()
+        parser.exit()
+
+
+def add_options(parser: argparse.ArgumentParser, options: Iterable[Option], example: str,
+                classes: Mapping[str, str]) -> None:
+    """The options, ``--config FILE``, ``-h/--help`` with each trait's help (``classes``: class name to
+    ``"module:Class"``), and a word on ``--Class.trait=VALUE`` for everything else.
+
+    The parser must be made with ``add_help=False``."""
+    options = tuple(options)
+    helper = parser.add_argument("-h", "--help", action=_TraitHelp, help="show this help message and exit")
+    helper.options, helper.classes = options, classes
     for o in options:
-        parser.add_argument(f"--{o.name}", metavar=o.metavar, help=o.help,
-                            action="append" if o.repeat else "store")
+        if o.metavar is None:
+            parser.add_argument(f"--{o.name}", action="store_true")
+        else:
+            parser.add_argument(f"--{o.name}", metavar=o.metavar, action="append" if o.repeat else "store")
     parser.add_argument("--config", metavar="FILE",
                         help="a traitlets config file (.py or .json) for any setting, e.g. c.HubConfig.rate = 10")
     parser.epilog = (f"Any other setting as --Class.trait=VALUE, e.g. {example}; "
@@ -39,7 +86,18 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option], exam
 
 
 def aliases(options: Iterable[Option]) -> dict[str, str]:
-    return {o.name: o.trait for o in options}
+    """The traitlets app's aliases: each option that takes a value."""
+    return {o.name: o.trait for o in options if o.metavar is not None}
+
+
+def flags(options: Iterable[Option], app_class: Any) -> dict[str, tuple[dict, str]]:
+    """The traitlets app's flags: each option without a value sets its Bool trait, with the trait's help."""
+    found = {}
+    for o in options:
+        if o.metavar is None:
+            cls_name, trait_name = o.trait.split(".")
+            found[o.name] = ({cls_name: {trait_name: True}}, app_class.class_traits()[trait_name].help)
+    return found
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +115,10 @@ def traitlets_argv(args: argparse.Namespace, options: Iterable[Option]) -> list[
     """The given options as traitlets settings, then the ``--Class.trait=VALUE`` ones as given."""
     argv = []
     for o in options:
-        value: Any = getattr(args, o.name.replace("-", "_"))
+        value: Any = getattr(args, o.dest)
+        if o.metavar is None:
+            argv += [f"--{o.trait}=True"] if value else []
+            continue
         for one in (value or []) if o.repeat else ([] if value is None else [value]):
             argv.append(f"--{o.trait}={one}")
     return argv + list(args.settings)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# testkit (test and benchmark support: real servers, a page client without a browser) is imported by name.
+sys.path.insert(0, str(Path(__file__).parent))
 
 #: Folders where every test starts a real server, Jupyter kernels or Chromium: slow as a whole.
 SLOW_FOLDERS = {"browser", "serve", "notebooks"}

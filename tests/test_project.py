@@ -5,12 +5,14 @@ These read files only; every other test exercises real parts.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +68,29 @@ def test_every_package_folder_is_listed_for_the_wheel():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "smartsession").rglob("__init__.py")}
     assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+
+
+@pytest.mark.parametrize("command", ["serve", "hub"])
+def test_help_shows_every_option_once_with_its_traits_help(command):
+    import importlib
+
+    from smartsession.options import trait_help
+
+    module = importlib.import_module(f"smartsession.{'serve.options' if command == 'serve' else 'hub.cli'}")
+    out = subprocess.run(
+        [sys.executable, "-m", "smartsession", command, "--help"], capture_output=True, text=True, check=True,
+        env={**os.environ, "COLUMNS": "2000"},
+    ).stdout
+    for option in module.OPTIONS:
+        lines = [line for line in out.splitlines() if re.match(rf"\s+--{option.name}\b", line)]
+        assert len(lines) == 1, f"--{option.name} shown {len(lines)} times"
+        text = trait_help(option, module.CLASSES).replace("%%", "%")
+        shown = " ".join(f"--{option.name} {option.metavar or ''} {text}".split())
+        assert text and shown in " ".join(out.split()), f"--{option.name} does not show its trait's help"
+
+
+def test_serve_app_and_its_command_line_do_not_import_each_other():
+    cli = (ROOT / "smartsession" / "serve" / "cli.py").read_text()
+    app = (ROOT / "smartsession" / "serve" / "app.py").read_text()
+    assert "smartsession.serve.cli" not in app
+    assert "from smartsession.serve.app" not in cli.split("def run", 1)[0]

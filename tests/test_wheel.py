@@ -15,7 +15,7 @@ import cv2
 import pytest
 
 from smartsession.dataset.media import astronaut
-from smartsession.serve.testing import running_server
+from testkit.serving import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ ready to send) that ``apply`` folds in again, so hubs sharing a backplane conver
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from smartsession.schema import PROTOCOL_VERSION, CheckinAnswer, CheckinAsk
@@ -21,18 +21,27 @@ class CheckinRefused(Exception):
     """An ask or an answer the hub will not take; ``str(err)`` is the reason for the client (no close)."""
 
 
+#: Closed check-ins a book still names as closed (older ones count as unknown).
+REMEMBERED = 64
+
+
 @dataclass(frozen=True)
 class CheckinLimits:
-    min_interval: float = 10.0  # seconds between two check-ins of a class
-    max_per_session: int = 200  # check-ins a session may have
-    remembered: int = 64  # closed check-ins the book still names as closed (older ones count as unknown)
+    """Each field is the ``HubConfig`` setting of that name (its help says more)."""
+
+    checkin_min_interval: float  # seconds between two check-ins of a class
+    max_checkins_per_session: int  # check-ins a session may have
+
+    @classmethod
+    def of(cls, config: Any) -> "CheckinLimits":
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 class CheckinBook:
     """One class's check-ins for its current session: at most one open at a time (a new one closes the last)."""
 
-    def __init__(self, limits: CheckinLimits | None = None):
-        self.limits = limits or CheckinLimits()
+    def __init__(self, limits: CheckinLimits):
+        self.limits = limits
         self.session_id: str | None = None
         self.count = 0
         self.open: dict[str, Any] | None = None  # the open check-in's event
@@ -63,12 +72,12 @@ class CheckinBook:
         if session_id is None:
             raise CheckinRefused("no session is open: start the lesson first")
         self._new_session(session_id)
-        wait = self.limits.min_interval - (now - self.last_asked)
+        interval, most = self.limits.checkin_min_interval, self.limits.max_checkins_per_session
+        wait = interval - (now - self.last_asked)
         if wait > 0:
-            raise CheckinRefused(f"a check-in went out {self.limits.min_interval - wait:.0f} s ago: "
-                                 f"wait {wait:.0f} s before the next")
-        if self.count >= self.limits.max_per_session:
-            raise CheckinRefused(f"this lesson had {self.limits.max_per_session} check-ins already")
+            raise CheckinRefused(f"a check-in went out {interval - wait:.0f} s ago: wait {wait:.0f} s before the next")
+        if self.count >= most:
+            raise CheckinRefused(f"this lesson had {most} check-ins already")
         events = []
         if self.open is not None:
             events.append(self.close(wall))
@@ -134,7 +143,7 @@ class CheckinBook:
                 self.counts[event["option"]] += 1
         elif kind == "checkin_closed" and event["checkin_id"] == self.open["checkin_id"]:
             self.closed[event["checkin_id"]] = None
-            while len(self.closed) > self.limits.remembered:
+            while len(self.closed) > REMEMBERED:
                 self.closed.popitem(last=False)
             self.open, self.answers = None, {}
 

@@ -11,32 +11,30 @@ import os
 
 from smartsession.options import Option, add_options, load_config_file, parse, traitlets_argv
 
-#: The hub's own options, which ``smartsession serve`` has too.
+#: The hub's own options, which ``smartsession serve`` has too; each option's help is its trait's.
 HUB_OPTIONS = (
-    Option("data-dir", "HubConfig.data_dir", "DIR",
-           "store, secret, admin token (and serve's certificate) (default ~/.smartsession or $SMARTSESSION_DATA_DIR)"),
-    Option("secret", "HubConfig.secret", "SECRET",
-           "token secret shared by every hub of a deployment (default $SMARTSESSION_SECRET, else <data-dir>/secret)"),
-    Option("redis-url", "HubConfig.redis_url", "URL", "redis://HOST:PORT to share classes with other hub processes"),
-    Option("store", "HubConfig.store_url", "URL",
-           "postgresql://USER@HOST:PORT/DB shared by every node (default $SMARTSESSION_STORE, else SQLite in the "
-           "data dir)"),
+    Option("data-dir", "HubConfig.data_dir", "DIR"),
+    Option("secret", "HubConfig.secret", "SECRET"),
+    Option("redis-url", "HubConfig.redis_url", "URL"),
+    Option("store", "HubConfig.store_url", "URL"),
 )
 #: Every option of ``smartsession hub`` and the setting it is (``HubApp`` in hub/standalone.py, ``HubConfig``).
 OPTIONS = (
-    Option("host", "HubApp.host", "ADDR", "address to bind (default 127.0.0.1)"),
-    Option("port", "HubApp.port", "PORT", "port (default 8765; 0 picks a free one)"),
+    Option("host", "HubApp.host", "ADDR"),
+    Option("port", "HubApp.port", "PORT"),
     *HUB_OPTIONS,
-    Option("certfile", "HubApp.certfile", "PEM", "TLS certificate (PEM) to serve wss://"),
-    Option("keyfile", "HubApp.keyfile", "PEM", "TLS private key (PEM)"),
-    Option("allowed-origin", "HubConfig.allowed_origins", "ORIGIN",
-           "an extra page origin allowed to open websockets (repeatable)", repeat=True),
+    Option("certfile", "HubApp.certfile", "PEM"),
+    Option("keyfile", "HubApp.keyfile", "PEM"),
+    Option("allowed-origin", "HubConfig.allowed_origins", "ORIGIN", repeat=True),
 )
+#: Where each option's trait lives, imported only for ``--help``.
+CLASSES = {"HubApp": "smartsession.hub.standalone:HubApp", "HubConfig": "smartsession.hub.config:HubConfig"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    hub = sub.add_parser("hub", help="run the websocket hub alone (no pages), e.g. behind a load balancer")
-    add_options(hub, OPTIONS, "--HubConfig.rate=10 --HubConfig.ping_interval=5")
+    hub = sub.add_parser("hub", help="run the websocket hub alone (no pages), e.g. behind a load balancer",
+                         add_help=False)
+    add_options(hub, OPTIONS, "--HubConfig.rate=10 --HubConfig.ping_interval=5", CLASSES)
     hub.set_defaults(func=run_hub)
 
     cls = sub.add_parser("class", help="manage classes")
@@ -65,7 +63,12 @@ def run_hub(args) -> int:
 
     from smartsession.hub.config import HubConfig
     from smartsession.hub.standalone import HubApp, serve_forever
+    from smartsession.seams import SeamBroken, check, http
 
+    try:
+        check(http.SEAMS)
+    except SeamBroken as err:
+        raise SystemExit(f"smartsession hub: {err}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = HubApp()
     load_config_file(app, args.config, "smartsession hub")

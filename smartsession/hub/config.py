@@ -16,7 +16,10 @@ from traitlets.config import Configurable
 class HubConfig(Configurable):
     """Hub settings, settable from the command line and Jupyter/Voila config files (``c.HubConfig.port``...)."""
 
-    data_dir = Unicode(help="Directory for the SQLite store, the secret and the admin token.").tag(config=True)
+    data_dir = Unicode(
+        help="Directory for the SQLite store, the secret and the admin token (and serve's certificate); default: "
+        "$SMARTSESSION_DATA_DIR, else ~/.smartsession."
+    ).tag(config=True)
     secret = Unicode(
         help="HMAC secret for tokens, shared by every hub of a deployment; default: $SMARTSESSION_SECRET, else "
         "<data_dir>/secret, created on first run."

@@ -164,12 +164,10 @@ class Hub:
         self.admin_token = ""
         self.started = False
         c = self.config
-        self.limits = Limits(c.max_message_bytes, c.rate, c.burst, c.class_rate, c.class_burst, c.max_json_depth,
-                             c.max_clock_skew)
+        self.limits = Limits.of(c)
         # One set of buckets for every limit keyed by who (student, class, address): reconnecting resets none.
         self.buckets = RateBuckets()
-        self.joins = JoinGate(JoinLimits(c.join_rate_per_address, c.join_burst_per_address, c.join_rate_per_class,
-                                         c.join_burst_per_class, c.max_students_per_class), self.buckets)
+        self.joins = JoinGate(JoinLimits.of(c), self.buckets)
         self.seats = TeacherSeats(c.max_teachers_per_token, c.max_teachers_per_class)
         self.connections = ConnectionLimiter(c.max_connections, c.max_connections_per_address,
                                              set(c.trusted_addresses))
@@ -187,7 +185,7 @@ class Hub:
         self._swept_buckets = 0.0
         self.backplane = make_backplane(c.redis_url)
         self.acks = AckPacer()
-        self.checkin_limits = CheckinLimits(c.checkin_min_interval, c.max_checkins_per_session)
+        self.checkin_limits = CheckinLimits.of(c)
         self.checkins: dict[str, CheckinBook] = {}  # class_id: its check-ins (the open one, who answered)
 
     async def __aenter__(self) -> "Hub":

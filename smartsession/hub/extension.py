@@ -6,20 +6,21 @@ settings come from ``c.HubConfig`` in the server's config; routes live under the
 
 from __future__ import annotations
 
-from jupyter_server.extension.application import ExtensionApp
-
 from smartsession.hub.config import HubConfig
 from smartsession.hub.core import Hub
 from smartsession.hub.server import hub_handlers
+from smartsession.seams import check
+from smartsession.seams.jupyter import EXTENSION_SEAMS, ServerStartedExtension
 
 
-class HubExtension(ExtensionApp):
+class HubExtension(ServerStartedExtension):
     """Starts the hub with the server and stops it at shutdown, so the store commits what it holds."""
 
     name = "smartsession.hub.extension"
     load_other_extensions = True
 
     def initialize_settings(self) -> None:
+        check(EXTENSION_SEAMS)
         self.hub = Hub(HubConfig(parent=self.serverapp))
 
     def initialize_handlers(self) -> None:
@@ -28,7 +29,7 @@ class HubExtension(ExtensionApp):
         self.log.info("smartsession hub at %ssmartsession/ (data in %s)",
                       self.serverapp.web_app.settings.get("base_url", "/"), self.hub.config.data_dir)
 
-    async def _start_jupyter_server_extension(self, serverapp) -> None:
+    async def started(self) -> None:
         await self.hub.start()
 
     async def stop_extension(self) -> None:

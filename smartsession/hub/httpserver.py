@@ -27,6 +27,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from smartsession.hub.protocol import ConnectionLimiter, QuietLog
+from smartsession.seams import http
 
 log = logging.getLogger("smartsession.hub")
 
@@ -117,8 +118,7 @@ class HubHTTPServer(HTTPServer):
 
     def add_sockets(self, sockets) -> None:
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = self._accept_on(sock)
+            http.listen_with(self, sock, self._accept_on(sock))
 
     def _accept_on(self, sock: socket.socket):
         loop = IOLoop.current()
@@ -144,7 +144,7 @@ class HubHTTPServer(HTTPServer):
                     state["paused"] = True
                     loop.call_later(ACCEPT_PAUSE, resume)
                     return
-                self._handle_connection(connection, address)
+                http.handle_accepted(self, connection, address)
 
         def resume() -> None:
             if not state["removed"] and state["paused"]:

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Callable, Hashable
 
@@ -67,15 +67,26 @@ class HttpRefusal(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    max_message_bytes: int = 4096
+    """What one connection may send; each field is the ``HubConfig`` setting of that name (its help says more)."""
+
+    max_message_bytes: int
     # Messages per second, sustained, and at once: per student (kept across reconnects), per connection before
     # hello, and per class for its teachers' commands.
-    rate: float = 20.0
-    burst: float = 40.0
-    class_rate: float = 600.0  # messages per second from all the students of one class together
-    class_burst: float = 1200.0
-    max_json_depth: int = 16  # nesting of arrays and objects (a state needs 2)
-    max_clock_skew: float = 3600.0  # seconds a state's ``t`` may be away from the hub's clock
+    rate: float
+    burst: float
+    class_rate: float  # messages per second from all the students of one class together
+    class_burst: float
+    max_json_depth: int  # nesting of arrays and objects (a state needs 2)
+    max_clock_skew: float  # seconds a state's ``t`` may be away from the hub's clock
+
+    @classmethod
+    def of(cls, config: Any) -> "Limits":
+        """The limits a ``HubConfig`` sets, read by name."""
+        return _of(cls, config)
+
+
+def _of(cls, config: Any):
+    return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 # --- parsing: bounded before decoding, duplicate keys refused ---
@@ -527,11 +538,18 @@ class ClassRoom:
 
 @dataclass(frozen=True)
 class JoinLimits:
-    per_address_rate: float = 1.0  # joins per second from one address, sustained (a classroom behind one NAT:
-    per_address_burst: float = 60.0  # the whole class at once)
-    per_class_rate: float = 1.0
-    per_class_burst: float = 60.0
-    max_students: int = 500  # students a class may have (everyone who ever joined it)
+    """Joins allowed; each field is the ``HubConfig`` setting of that name."""
+
+    join_rate_per_address: float  # joins per second from one address, sustained (a classroom behind one NAT:
+    join_burst_per_address: float  # the whole class at once)
+    join_rate_per_class: float
+    join_burst_per_class: float
+    max_students_per_class: int  # students a class may have (everyone who ever joined it)
+
+    @classmethod
+    def of(cls, config: Any) -> "JoinLimits":
+        """The join limits a ``HubConfig`` sets, read by name."""
+        return _of(cls, config)
 
 
 class JoinGate:
@@ -549,15 +567,15 @@ class JoinGate:
         if trusted:
             return
         key = ("join-address", address)
-        if not self.buckets.take(key, self.limits.per_address_rate, self.limits.per_address_burst, now):
+        if not self.buckets.take(key, self.limits.join_rate_per_address, self.limits.join_burst_per_address, now):
             raise HttpRefusal(429, "too many joins from your address: try again in a minute",
                               self.buckets.retry_after(key))
 
     def admit(self, class_id: str, size: int, now: float) -> None:
-        if size >= self.limits.max_students:
-            raise HttpRefusal(503, f"this class is full ({self.limits.max_students} students): ask the teacher")
+        if size >= self.limits.max_students_per_class:
+            raise HttpRefusal(503, f"this class is full ({self.limits.max_students_per_class} students): ask the teacher")
         key = ("join-class", class_id)
-        if not self.buckets.take(key, self.limits.per_class_rate, self.limits.per_class_burst, now):
+        if not self.buckets.take(key, self.limits.join_rate_per_class, self.limits.join_burst_per_class, now):
             raise HttpRefusal(429, "too many students joining this class right now: try again in a minute",
                               self.buckets.retry_after(key))
 

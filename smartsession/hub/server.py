@@ -14,7 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from tornado import iostream, web
+from tornado import httputil, iostream, web
 
 from smartsession.hub import auth
 from smartsession.hub.core import Hub
@@ -246,7 +246,15 @@ def log_request(handler: web.RequestHandler) -> None:
         handler.hub.quiet("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip, ms)
         return
     level = logging.DEBUG if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    logging.getLogger("tornado.access").log(level, "%d %s %.2fms", status, handler._request_summary(), ms)
+    logging.getLogger("tornado.access").log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri,
+                                            request.remote_ip, ms)
+
+
+def reason_of(status_code: int, exc: BaseException | None) -> str:
+    """The reason phrase tornado sends with an error status (an ``HTTPError``'s own, or the standard one)."""
+    if isinstance(exc, web.HTTPError) and exc.reason:
+        return exc.reason
+    return httputil.responses.get(status_code, "Unknown")
 
 
 @web.stream_request_body
@@ -294,7 +302,7 @@ class _Api(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else reason_of(status_code, exc)
         if isinstance(exc, _Refused) and exc.retry_after is not None:
             self.set_header("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
         self.finish(json.dumps({"error": message, "status": status_code}))

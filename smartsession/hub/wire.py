@@ -19,6 +19,8 @@ from tornado import iostream, web
 from websockets.frames import Opcode
 from websockets.protocol import OPEN, Protocol, Side
 
+from smartsession.seams.http import unsent_bytes
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 log = logging.getLogger("smartsession.hub")
 
@@ -242,8 +244,7 @@ class StreamTransport:
         return self.stream.closed()
 
     def get_write_buffer_size(self) -> int:
-        # IOStream keeps what the socket has not taken yet in its write buffer (tornado has no public accessor).
-        return self.stream._total_write_index - self.stream._total_write_done_index
+        return unsent_bytes(self.stream)
 
     def close(self) -> None:
         """Close once what was written has gone out (a close frame, say)."""

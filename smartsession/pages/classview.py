@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 # STATE_COLOURS and PRESENCE_COLOURS are re-exported: pages import them from here.
-from smartsession.pages.palette import PRESENCE_COLOURS, STATE_COLOURS, symbol_of  # noqa: F401
+from smartsession.palette import PRESENCE_COLOURS, STATE_COLOURS, symbol_of  # noqa: F401
 from smartsession.schema import STATES, Segment
 
 #: States that mean the student's attention is elsewhere; the card and the alerts treat them alike.

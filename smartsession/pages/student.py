@@ -23,7 +23,7 @@ import numpy as np
 
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.checkin_card import RESEARCH_CONSENT, CheckinCard
-from smartsession.pages.palette import colour_of, symbol_of, text_colour
+from smartsession.palette import colour_of, symbol_of, text_colour
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage, is_ident
 from smartsession.widgets.camera import ANALYSIS_MODES, ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay

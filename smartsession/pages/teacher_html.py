@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from smartsession.markup import templates
 from smartsession.pages.alerts import Alert
-from smartsession.pages.palette import colour_of, symbol_of
+from smartsession.palette import colour_of, symbol_of
 from smartsession.schema import EMOTION_STATES, STATES
 
 _PAGE = templates("smartsession.pages").get_template("teacher.html").module

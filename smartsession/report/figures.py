@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from smartsession.pages.palette import STATE_COLOURS, STATE_PATTERNS
+from smartsession.palette import STATE_COLOURS, STATE_PATTERNS
 from smartsession.schema import STATES
 
 #: One colour and one bar pattern per state, the same as on the live pages (colour-vision-deficiency safe).

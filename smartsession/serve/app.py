@@ -23,12 +23,7 @@ import tornado.web
 from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
 from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
-from voila.app import Voila, _kernel_id_regex
-from voila.request_info_handler import RequestInfoSocketHandler
-from voila.static_file_handler import AllowListFileHandler, TemplateStaticFileHandler
-from voila.tornado.contentshandler import VoilaContentsHandler
-from voila.tornado.handler import TornadoVoilaHandler
-from voila.tornado.treehandler import TornadoVoilaTreeHandler
+from voila.app import Voila
 
 from smartsession import __version__
 from smartsession.hub.config import HubConfig
@@ -37,10 +32,12 @@ from smartsession.hub.httpserver import hub_http_server
 from smartsession.hub.server import hub_handlers
 from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
+from smartsession.options import flags as option_flags
+from smartsession.seams import SeamBroken, check, http, jupyter, kernel
 from smartsession.serve import assets, lockdown
 from smartsession.serve.admission import StudentKernels
 from smartsession.serve.channels import LiveKernelConnection
-from smartsession.serve.cli import OPTIONS
+from smartsession.serve.options import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
@@ -84,25 +81,22 @@ class SmartSessionApp(Voila):
     )
     examples = "smartsession serve --host 0.0.0.0 --self-signed --class-size 28"
 
-    aliases = option_aliases(OPTIONS)  # written once, in serve/cli.py
-    flags = {
-        "fork-kernels": (
-            {"SmartSessionApp": {"fork_kernels": True}},
-            "Fork kernels from one preloaded process: they share what they import (less memory, faster start).",
-        ),
-        "self-signed": (
-            {"SmartSessionApp": {"self_signed": True}},
-            "Serve https with a certificate made for this host (browsers only allow the camera on https).",
-        ),
-        "debug": Voila.flags["debug"],
-    }
+    aliases = option_aliases(OPTIONS)  # written once, in serve/options.py; flags below the class
     classes = [*Voila.classes, HubConfig, QuietRefillKernelManager]
 
     ip = Unicode("127.0.0.1", config=True, help="Address to listen on; 0.0.0.0 for a classroom network.")
+    port = Int(
+        8866, config=True,
+        help="Port to listen on; if it is taken the server says so and stops, so the printed link stays right.",
+    )
     open_browser = Bool(False, config=True, help="Open the teacher page in a browser on start.")
     certfile = Unicode("", config=True, help="TLS certificate (PEM) to serve https.")
     keyfile = Unicode("", config=True, help="Private key of --certfile (PEM), if not inside it.")
-    self_signed = Bool(False, config=True, help="Create (or reuse) a self-signed certificate in the data dir.")
+    self_signed = Bool(
+        False, config=True,
+        help="Serve https with a certificate made for this host, kept in the data dir (browsers only allow the "
+        "camera on https).",
+    )
     class_size = Int(30, config=True, help="Students expected at once; sizes the default pool.")
     pool_size = Int(
         config=True,
@@ -124,12 +118,15 @@ class SmartSessionApp(Voila):
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
     )
-    dashboards = Unicode(config=True, help="Directory with student.ipynb and teacher.ipynb.")
+    dashboards = Unicode(
+        config=True, help="Directory with student.ipynb and teacher.ipynb; default: the pages shipped with the package."
+    )
     class_title = Unicode("My class", config=True, help="Title of the class created on first start.")
     fork_kernels = Bool(
         False,
         config=True,
-        help="Start kernels as forks of one process that imported what they need (Linux; see serve/forking.py).",
+        help="Fork student kernels from one preloaded process: they share what they import (less memory, faster "
+        "start; Linux; see serve/forking.py).",
     )
     analysis = Enum(
         ("browser", "server"), "browser", config=True,
@@ -188,6 +185,7 @@ class SmartSessionApp(Voila):
     # --- setup ---
 
     def initialize(self, argv=None):
+        self.check_seams(None)  # what can be checked before anything starts; the rest in init_handlers
         super().initialize(argv)
         dashboards = Path(self.dashboards).expanduser().resolve()
         if not (dashboards / lockdown.STUDENT_PAGE).is_file() and not (dashboards / lockdown.TEACHER_PAGE).is_file():
@@ -264,19 +262,21 @@ class SmartSessionApp(Voila):
         return lan_address() if self.ip in _ANY_ADDRESS else self.ip
 
     def _kernel_env(self) -> None:
-        # Kernels inherit the server's environment: the hub client and Voila's preheat handshake read these.
-        os.environ["SMARTSESSION_HUB_URL"] = f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}"
-        os.environ["VOILA_APP_IP"] = self.kernel_host
-        os.environ["VOILA_WS_PROTOCOL"] = "wss" if self.certfile else "ws"
-        os.environ["SMARTSESSION_ANALYSIS"] = self.analysis
-        os.environ[browser_assets.ENV_BASE_URL] = self.base_url
+        # The kernels' own environment (the kernel manager adds it to each one's): the hub client, the page and
+        # Voila's preheat handshake read these; the server's environment stays as it was.
+        env = {
+            "SMARTSESSION_HUB_URL": f"{self.scheme}://{_url_host(self.kernel_host)}:{self.port}",
+            jupyter.APP_IP: self.kernel_host,
+            jupyter.WS_PROTOCOL: "wss" if self.certfile else "ws",
+            "SMARTSESSION_ANALYSIS": self.analysis,
+            browser_assets.ENV_BASE_URL: self.base_url,
+            "SMARTSESSION_HUB_CAFILE": self.certfile if self.self_signed else "",
+        }
         if self.self_signed:
-            os.environ["SMARTSESSION_HUB_CAFILE"] = self.certfile
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
             # so kernels get a CA bundle that also trusts our certificate.
-            os.environ["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
-        else:
-            os.environ.pop("SMARTSESSION_HUB_CAFILE", None)
+            env["SSL_CERT_FILE"] = str(trust_bundle(self.state_dir, self.certfile))
+        self.config.QuietRefillKernelManager.kernel_env = env
 
     def _redact_logs(self) -> None:
         redacting = lockdown.RedactingFilter()
@@ -306,24 +306,30 @@ class SmartSessionApp(Voila):
                 if not notary.check_signature(nb):
                     notary.sign(nb)
 
+    def check_seams(self, app) -> None:
+        """Refuse to start, in one line, if Voila, Jupyter or tornado no longer offer what serve relies on."""
+        try:
+            check((*http.SEAMS, *jupyter.SEAMS, *kernel.SEAMS), app)
+        except SeamBroken as err:
+            raise SystemExit(f"smartsession serve: {err}") from None
+
+    def voila_routes(self) -> dict:
+        """Voila's own routes, relative to the base URL, and their handlers (serve takes a few of them)."""
+        prefix = self.server_url.rstrip("/")
+        return {pattern[len(prefix):]: handler for pattern, handler, *_ in super().init_handlers()}
+
     def init_handlers(self) -> list:
+        """Every route serve answers: its own, the hub's and the few it takes from Voila (an allow-list)."""
+        self.check_seams(self)
         base = self.server_url
-        replaced = (
-            TornadoVoilaTreeHandler,
-            TornadoVoilaHandler,
-            VoilaContentsHandler,
-            AllowListFileHandler,
-            RequestInfoSocketHandler,
-            TemplateStaticFileHandler,
-        )
-        voila = [route for route in super().init_handlers() if route[1] not in replaced]
+        voila = [
+            route for route in super().init_handlers()
+            if route[0][len(base.rstrip("/")):] in jupyter.VOILA_ROUTES
+        ]
         local = frozenset({"127.0.0.1", "::1", self.kernel_host})
         ours = [
             (base, lockdown.LandingHandler),
             (url_path_join(base, r"/logout"), lockdown.LogoutHandler),
-            (url_path_join(base, r"/voila/tree(.*)"), lockdown.GoneHandler),
-            (url_path_join(base, r"/voila/api/contents(.*)"), lockdown.GoneHandler),
-            (url_path_join(base, r"/voila/files/(.*)"), lockdown.GoneHandler),
             (
                 url_path_join(base, r"/voila/render/(.*)"),
                 lockdown.DashboardHandler,
@@ -335,7 +341,7 @@ class SmartSessionApp(Voila):
                 },
             ),
             (
-                url_path_join(base, r"/voila/query/%s" % _kernel_id_regex),
+                url_path_join(base, r"/voila/query/%s" % jupyter.KERNEL_ID),
                 lockdown.LocalRequestInfoHandler,
                 {"local_addresses": local},
             ),
@@ -357,7 +363,11 @@ class SmartSessionApp(Voila):
         self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
         self.hub.health_extras["warm"] = lambda: self.pool().warm
         self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
-        super().start()
+        try:
+            super().start()
+        except SystemExit:  # a seam that no longer holds (init_handlers): the store still commits what it has
+            self.loop.run_until_complete(self.hub.stop())
+            raise
 
     def pool(self):
         return pool_status(self.kernel_manager, lockdown.STUDENT_PAGE, self.pool_size)
@@ -480,6 +490,8 @@ class SmartSessionApp(Voila):
         run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
 
+
+SmartSessionApp.flags = {**option_flags(OPTIONS, SmartSessionApp), "debug": Voila.flags["debug"]}
 
 main = SmartSessionApp.launch_instance
 

@@ -32,7 +32,7 @@ def message_types(parts: list[bytes]) -> tuple[str | None, str | None, str | Non
 
 def busy_for_a_comm_message(parts: list[bytes]) -> bool:
     """Whether an iopub message (its parts after the delimiter) is the kernel's "busy" status for a comm message."""
-    # The server's own kernels no longer send these (kernelio.PageKernel); this keeps any other kernel's out too.
+    # The server's own kernels no longer send these (seams/kernel.py PageKernel); this keeps any other kernel's out too.
     if len(parts) < 5 or b'"status"' not in bytes(parts[1]):
         return False
     return message_types(parts) == ("status", "comm_msg", "busy")

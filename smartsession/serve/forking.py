@@ -42,7 +42,7 @@ PRELOAD = (
     "smartsession.analysis",
     "smartsession.classify.model",
     "smartsession.hub.client",
-    "smartsession.serve.kernelio",
+    "smartsession.seams.kernel",
 )
 #: The longest request line a fork server reads: a connection file path, a working directory and an environment.
 MAX_REQUEST = 256 * 1024

@@ -1,8 +1,9 @@
 """What ``smartsession serve`` lets an anonymous browser reach: two pages, their kernels' widget traffic, the hub.
 
-Voila serves a directory with a notebook tree, a contents API and every notebook in it; here the tree, contents
-and files are gone, only the two dashboards render, the teacher page needs its token, and kernel channels carry
-widget (comm) traffic but never code. docs/SERVE.md lists what stays reachable and why it is harmless.
+Voila serves a directory with a notebook tree, a contents API and every notebook in it; serve routes only what it
+lists (an allow-list: its own handlers, the hub's, and the few of Voila's in ``seams.jupyter.VOILA_ROUTES``), so a
+route Voila adds or renames is never reachable. Only the two dashboards render, the teacher page needs its token,
+and kernel channels carry widget (comm) traffic but never code. docs/SERVE.md lists what is reachable and why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
 from smartsession.hub.auth import AuthError, check_join_code, verify_token
+from smartsession.hub.server import reason_of
 from smartsession.serve.admission import RETRY_AFTER, Refused, page_ticket
 from smartsession.serve.pool import next_kernel
 
@@ -170,7 +172,7 @@ class MessagePageMixin:
     """Error pages that are plain and offline instead of Voila's (which load icons from a CDN)."""
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        reason = self._reason
+        reason = reason_of(status_code, kwargs.get("exc_info", (None, None))[1])
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(message_page(f"{status_code} {reason}", html.escape(reason)))
 
@@ -261,13 +263,6 @@ class LogoutHandler(MessagePageMixin, tornado.web.RequestHandler):
 
     def get(self):
         self.redirect(self.settings.get("base_url", "/"))
-
-
-class GoneHandler(MessagePageMixin, tornado.web.RequestHandler):
-    """Voila's notebook tree, contents API and file server: not served here."""
-
-    def prepare(self):
-        raise tornado.web.HTTPError(404, reason="Not Found")
 
 
 class TemplateAssetsHandler(TemplateStaticFileHandler):

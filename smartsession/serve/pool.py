@@ -11,17 +11,18 @@ so only a few pool kernels warm at once.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Float, default
-from voila.request_info_handler import RequestInfoSocketHandler
+from traitlets import Dict, Float, Unicode, default
 
 from smartsession.serve.admission import StudentKernels, page_ticket
 from smartsession.serve.channels import message_types
-from smartsession.serve.kernelio import KERNEL_ARGUMENTS
+from smartsession.seams.jupyter import keep_activity_stream, pool_entries, starts_a_pool_kernel, waiting_for_its_page
+from smartsession.seams.kernel import KERNEL_ARGUMENTS
 
 
 class QuietRefillKernelManager(AsyncMappingKernelManager):
@@ -47,6 +48,13 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         help="Seconds without page requests before the kernel pool refills (0: refill at once).",
     )
 
+    kernel_env = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="Environment every kernel gets on top of the server's (serve sets where the hub is, the analysis "
+        "mode and what Voila's page handshake needs); the server's own environment is left alone.",
+    )
+
     @default("cull_idle_timeout")
     def _default_cull_idle_timeout(self) -> int:
         # A closed tab leaves its kernel behind (MediaPipe and all); cull it once unconnected and idle.
@@ -68,9 +76,10 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         self._last_demand = time.monotonic()
 
     async def start_kernel(self, *args, **kwargs):
-        # Every kernel here runs a page (python3, ipykernel): see kernelio.py.
+        # Every kernel here runs a page (python3, ipykernel): see seams/kernel.py.
         kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), *KERNEL_ARGUMENTS]
-        if kwargs.get("env", {}).get("VOILA_PREHEAT") == "True":
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), **self.kernel_env}
+        if starts_a_pool_kernel(kwargs):
             while (wait := self._last_demand + self.refill_quiet - time.monotonic()) > 0 or self._full() or (
                 self._no_warm_slot()
             ):
@@ -109,7 +118,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
             self._warming.discard(slot)
 
     def _warm(self, kernel_id: str) -> bool:
-        if kernel_id in RequestInfoSocketHandler._waiters:
+        if waiting_for_its_page(kernel_id):
             return True
         return self.students is not None and self.students.has_kernel(kernel_id)
 
@@ -124,10 +133,11 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         student page's kernel publishes two or three a frame, all of them read once more by the page's websocket
         connection. The messages come from the server's own kernel over a socket in its private directory.
         """
-        kernel = self._kernels[kernel_id]
+        kernel = self.get_kernel(kernel_id)
         kernel.reason = ""
         kernel.last_activity = datetime.now(timezone.utc)
-        kernel._activity_stream = kernel.connect_iopub()
+        stream = kernel.connect_iopub()
+        keep_activity_stream(kernel, stream)  # jupyter_server's stop_watching_activity closes it
         track = self.track_message_type
 
         def record_activity(msg_list: list) -> None:
@@ -144,7 +154,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
                 elif kernel.execution_state == "starting" and state != "starting":
                     kernel.execution_state = "idle"
 
-        kernel._activity_stream.on_recv(record_activity, copy=True)
+        stream.on_recv(record_activity, copy=True)
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
@@ -181,28 +191,24 @@ class PoolStatus:
         return {**asdict(self), "warm": self.warm}
 
 
-def _pool(kernel_manager, notebook: str) -> list:
-    return list(getattr(kernel_manager, "_pools", {}).get(notebook, ()))
-
-
 def pool_status(kernel_manager, notebook: str, size: int) -> PoolStatus:
     """Read Voila's pool of ``notebook``: each entry is a task that resolves once its kernel has started."""
     started = warm = 0
-    for entry in _pool(kernel_manager, notebook):
+    for entry in pool_entries(kernel_manager, notebook):
         if not entry.done() or entry.cancelled() or entry.exception() is not None:
             continue
         started += 1
         content = entry.result()
         # A notebook that calls voila.utils.wait_for_request() blocks there until a page takes the kernel:
         # it has imported everything it needs, which is what warm means.
-        if content["task"].done() or content["kernel_id"] in RequestInfoSocketHandler._waiters:
+        if content["task"].done() or waiting_for_its_page(content["kernel_id"]):
             warm += 1
     return PoolStatus(size=size, started=started, warm_count=warm)
 
 
 def next_kernel(kernel_manager, notebook: str) -> str | None:
     """The running kernel a page would take next from the pool, or None (then a cold kernel is quicker)."""
-    pool = _pool(kernel_manager, notebook)
+    pool = pool_entries(kernel_manager, notebook)
     if pool and pool[0].done() and not pool[0].cancelled() and pool[0].exception() is None:
         return pool[0].result()["kernel_id"]
     return None

@@ -11,7 +11,11 @@ from typing import Any
 
 import ipywidgets as w
 import traitlets
-from ipywebrtc import CameraStream, ImageRecorder
+
+try:
+    from ipywebrtc import CameraStream, ImageRecorder
+except ImportError:  # an optional extra: the pages use the anywidget Camera
+    raise ImportError("WebRTCCamera needs ipywebrtc: pip install 'smartsession[webrtc]'") from None
 
 from smartsession.widgets.camera import CameraBase
 from smartsession.widgets.frames import FrameTiming, PendingFrame

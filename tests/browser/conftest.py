@@ -126,7 +126,7 @@ def camera_denied_context(camera_denied_browser):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `smartsession serve` on a free 127.0.0.1 port with one class, shared by a test module."""
-    from smartsession.serve.testing import running_server
+    from testkit.serving import running_server
 
     with running_server(tmp_path_factory.mktemp("serve")) as srv:
         yield srv

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from smartsession.hub.testing import Nginx, PostgresServer, RedisServer
-from smartsession.serve.testing import running_server
+from testkit.processes import Nginx, PostgresServer, RedisServer
+from testkit.serving import running_server
 
 from .test_classroom import LIVE, PAGE_TIMEOUT_MS, card_of, wait_attr
 

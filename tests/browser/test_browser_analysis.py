@@ -171,7 +171,7 @@ def test_a_browser_that_cannot_load_the_model_asks_before_sending_pictures(brows
 
 @pytest.fixture(scope="module")
 def server_mode_server(tmp_path_factory):
-    from smartsession.serve.testing import running_server
+    from testkit.serving import running_server
 
     with running_server(tmp_path_factory.mktemp("serve-server-mode"), analysis="server") as srv:
         yield srv

@@ -21,7 +21,7 @@ NAME_FIELD = "as your teacher will see it"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Two preheated student kernels: this module opens several student pages."""
-    from smartsession.serve.testing import running_server
+    from testkit.serving import running_server
 
     with running_server(tmp_path_factory.mktemp("serve"), pool_size=2) as srv:
         yield srv

@@ -130,7 +130,7 @@ def kit():
 @pytest.fixture(scope="session")
 def postgres():
     """One PostgreSQL cluster for the whole test session (``pg_url`` gives each test a database of its own)."""
-    from smartsession.hub.testing import PostgresServer, postgres_bindir
+    from testkit.processes import PostgresServer, postgres_bindir
 
     if postgres_bindir() is None:
         if CI:

@@ -23,7 +23,7 @@ import pytest
 import websockets
 
 from smartsession.hub import auth
-from smartsession.hub.testing import closed_by_peer
+from testkit.processes import closed_by_peer
 from smartsession.hub.protocol import CloseCode
 from smartsession.hub.standalone import running_hub
 from smartsession.hub.store import FILENAME, Store

@@ -54,7 +54,7 @@ def test_asks_are_validated_before_anything_is_kept():
 
 
 def test_the_book_takes_one_answer_per_student_and_closes_on_time():
-    book = CheckinBook(CheckinLimits(min_interval=10, max_per_session=2))
+    book = CheckinBook(CheckinLimits(checkin_min_interval=10, max_checkins_per_session=2))
     sense = CheckinAsk.from_dict({"type": "ask", "v": 1, "kind": "sense", "seconds": 30})
     with pytest.raises(CheckinRefused, match="no session"):
         book.ask(sense, None, None, 1000.0, 0.0)

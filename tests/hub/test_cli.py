@@ -10,7 +10,7 @@ import sys
 
 from smartsession.hub import auth
 from smartsession.hub.store import Store
-from smartsession.hub.testing import HubProcess
+from testkit.processes import HubProcess
 
 
 def cli(*args: str, module: str = "smartsession.hub.cli") -> subprocess.CompletedProcess:

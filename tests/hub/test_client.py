@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from smartsession.hub import auth
 from smartsession.hub.client import HubError, StudentPublisher, TeacherSubscriber, hub_url, join_class
 from smartsession.hub.standalone import running_hub
-from smartsession.hub.testing import free_port
+from testkit.processes import free_port
 from smartsession.schema import StateMessage
 
 

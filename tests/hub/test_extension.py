@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, create_class, join_class
-from smartsession.hub.testing import _wait, free_port
+from testkit.processes import _wait, free_port
 from smartsession.schema import StateMessage
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from smartsession.hub import auth
 from smartsession.hub.pgstore import MIGRATIONS, PostgresStore, migrate, shared_credentials
-from smartsession.hub.testing import PostgresServer
+from testkit.processes import PostgresServer
 
 
 def state(seq, student="s1"):
@@ -96,7 +96,7 @@ def test_a_full_buffer_refuses_new_states_unacknowledged(postgres, caplog):
 
 
 def test_an_unreachable_database_is_a_clear_error_without_the_password():
-    from smartsession.hub.testing import free_port
+    from testkit.processes import free_port
 
     with pytest.raises(RuntimeError, match="cannot reach PostgreSQL at postgresql://someone@127.0.0.1") as err:
         PostgresStore(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/smartsession")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from smartsession.hub import auth
+from smartsession.hub.config import HubConfig
 from smartsession.hub.protocol import (
     ClassRoom,
     CloseCode,
@@ -32,7 +33,7 @@ SECRET = "s" * 64
 WALL = 1.7e9  # the hub's clock in these tests: states carry t=1.7e9
 
 
-def conn(role="student", class_id="c1", student_id="s1", limits=Limits(), now=0.0):
+def conn(role="student", class_id="c1", student_id="s1", limits=Limits.of(HubConfig()), now=0.0):
     return Connection(role, class_id, student_id if role == "student" else None, SECRET, limits, now)
 
 
@@ -162,11 +163,11 @@ def test_replayed_and_out_of_order_seq_are_dropped_not_fatal():
 
 
 def test_a_flood_is_cut_off_by_the_token_bucket():
-    c = authed(limits=Limits(rate=10, burst=5))
+    c = authed(limits=Limits.of(HubConfig(rate=10, burst=5)))
     for seq in range(5):
         c.receive(state(seq + 1), 1.0, WALL)
     assert refused(c, state(99), 1.0) == CloseCode.RATE_LIMITED
-    c = authed(limits=Limits(rate=10, burst=5))
+    c = authed(limits=Limits.of(HubConfig(rate=10, burst=5)))
     for seq in range(50):  # 10 Hz sustained is fine
         c.receive(state(seq + 1), 1.0 + seq * 0.1, WALL)
 
@@ -288,7 +289,7 @@ def test_tokens_decode_canonically():
 
 def test_a_students_budget_survives_reconnecting():
     buckets = RateBuckets()
-    limits = Limits(rate=10, burst=5)
+    limits = Limits.of(HubConfig(rate=10, burst=5))
     sent = 0
     for k in range(20):  # twenty connections of the same student, one after another at the same instant
         c = conn(limits=limits)
@@ -307,7 +308,7 @@ def test_a_students_budget_survives_reconnecting():
 
 def test_a_class_has_a_budget_of_its_own():
     buckets = RateBuckets()
-    limits = Limits(rate=100, burst=100, class_rate=10, class_burst=12)
+    limits = Limits.of(HubConfig(rate=100, burst=100, class_rate=10, class_burst=12))
     taken = 0
     with pytest.raises(Refusal, match="this class sends more than 10 messages/s"):
         for s in range(1, 5):
@@ -320,8 +321,8 @@ def test_a_class_has_a_budget_of_its_own():
 
 
 def test_join_gate_limits_addresses_classes_and_class_size():
-    gate = JoinGate(JoinLimits(per_address_rate=1, per_address_burst=3, per_class_rate=1, per_class_burst=4,
-                               max_students=6))
+    gate = JoinGate(JoinLimits.of(HubConfig(join_rate_per_address=1, join_burst_per_address=3, join_rate_per_class=1,
+                                    join_burst_per_class=4, max_students_per_class=6)))
     for _ in range(3):
         gate.attempt("10.0.0.1", 0.0)
     with pytest.raises(HttpRefusal) as err:

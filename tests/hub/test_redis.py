@@ -14,7 +14,7 @@ import pytest
 import redis as redis_py
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
-from smartsession.hub.testing import HubProcess, RedisServer
+from testkit.processes import HubProcess, RedisServer
 from smartsession.schema import StateMessage
 
 pytestmark = pytest.mark.redis

@@ -17,7 +17,7 @@ import time
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
 from smartsession.hub.store import Store
-from smartsession.hub.testing import HubProcess
+from testkit.processes import HubProcess
 from smartsession.schema import StateMessage
 
 

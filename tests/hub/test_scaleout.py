@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
-from smartsession.hub.testing import HubProcess, Nginx, PostgresServer, RedisServer
+from testkit.processes import HubProcess, Nginx, PostgresServer, RedisServer
 from smartsession.report.build import load_session
 from smartsession.schema import StateMessage
 
@@ -369,7 +369,7 @@ def test_a_redis_restart_mid_lesson_drops_only_live_relays_then_the_class_is_sha
 
 def test_serve_nodes_behind_nginx_share_classes_and_pin_a_class_page_to_one_node(
         tmp_path, redis_binary, nginx_binary, pg_url):
-    from smartsession.serve.testing import running_server
+    from testkit.serving import running_server
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

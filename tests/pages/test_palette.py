@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from smartsession.pages.palette import (
+from smartsession.palette import (
     PRESENCE_COLOURS,
     STATE_COLOURS,
     STATE_MARKERS,

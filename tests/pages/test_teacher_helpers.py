@@ -10,7 +10,7 @@ import pytest
 
 from smartsession.hub import auth
 from smartsession.pages.alerts import Alert
-from smartsession.pages.palette import STATE_COLOURS
+from smartsession.palette import STATE_COLOURS
 from smartsession.pages.teacher import TeacherPage, TokenError, peek_token
 from smartsession.pages.teacher_html import (
     alerts_html,

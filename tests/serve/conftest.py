@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from servekit import SECRET, STUDENT, TEACHER, write_notebook  # noqa: E402
 
-from smartsession.serve.testing import running_server  # noqa: E402
+from testkit.serving import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from smartsession.serve.admission import Refused, StudentKernels
-from smartsession.serve.testing import kernel_id, running_server
+from testkit.serving import kernel_id, running_server
 
 from servekit import kernel_message
 

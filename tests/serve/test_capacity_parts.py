@@ -8,8 +8,8 @@ import os
 import pytest
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
 
-from smartsession.serve import memory
-from smartsession.serve.pageclient import (
+from testkit import memory
+from testkit.pageclient import (
     FrameLog,
     PageError,
     PageWidgets,

@@ -12,7 +12,7 @@ import time
 from websockets.sync.client import connect
 
 from smartsession.serve.channels import busy_for_a_comm_message
-from smartsession.serve.testing import kernel_id
+from testkit.serving import kernel_id
 
 from servekit import kernel_message, widget_models
 

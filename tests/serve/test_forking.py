@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from smartsession.serve import memory
+from testkit import memory
 from smartsession.serve.forking import ForkedKernel, connection_file_of
-from smartsession.serve.pageclient import PageClient, jpeg_frames
-from smartsession.serve.testing import kernel_id, running_server
+from testkit.pageclient import PageClient, jpeg_frames
+from testkit.serving import kernel_id, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

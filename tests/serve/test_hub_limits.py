@@ -6,7 +6,7 @@ import socket
 import time
 from urllib.parse import urlparse
 
-from smartsession.hub.testing import closed_by_peer
+from testkit.processes import closed_by_peer
 
 
 def test_slow_headers_and_announced_huge_bodies_are_cut_off(server):

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from smartsession.serve.testing import kernel_id
+from testkit.serving import kernel_id
 
 from servekit import SECRET_MARKERS, kernel_message, widget_models
 

@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from smartsession.serve.testing import class_arrival, kernel_id, running_server
+from testkit.serving import class_arrival, kernel_id, running_server
 
 
 def test_server_prints_both_links_and_writes_them_for_scripts(server):

@@ -7,7 +7,7 @@ import time
 
 from smartsession.serve.pool import PoolStatus
 from smartsession.serve.terminal import Terminal
-from smartsession.serve.testing import running_server
+from testkit.serving import running_server
 
 
 def test_the_pool_and_the_class_in_a_few_lines():

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from cryptography import x509
 
-from smartsession.serve.testing import kernel_id, running_server
+from testkit.serving import kernel_id, running_server
 from smartsession.serve.tls import self_signed_certificate
 
 

@@ -16,7 +16,7 @@ import pytest
 from smartsession.hub.client import HubError
 from smartsession.hub.standalone import running_hub
 from smartsession.hub.store import Store
-from smartsession.hub.testing import HubProcess
+from testkit.processes import HubProcess
 from smartsession.simulate import (
     SCENARIOS,
     STATE_ENGAGEMENT,

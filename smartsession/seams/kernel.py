@@ -15,10 +15,13 @@ its frames and never uses.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
+
+from smartsession.seams import Seam
 
 #: Arguments every kernel of the server starts with (after ``-f CONNECTION_FILE``).
 KERNEL_ARGUMENTS = (
@@ -54,3 +57,29 @@ class PageKernel(IPythonKernel):
             if header.get("msg_type") == "comm_msg":
                 return
         super()._publish_status(status, channel, parent)
+
+
+def _flush_flags(_app) -> str | None:
+    if "self._flush_pending = True" not in inspect.getsource(OutStream._schedule_flush):
+        return "OutStream._schedule_flush no longer sets _flush_pending"
+    cleared = inspect.getsource(OutStream._flush)
+    if "self._flush_pending = False" not in cleared or "self._subprocess_flush_pending = False" not in cleared:
+        return "OutStream._flush no longer clears _flush_pending and _subprocess_flush_pending"
+    return None
+
+
+def _publish_status(_app) -> str | None:
+    method = getattr(IPythonKernel, "_publish_status", None)
+    if method is None:
+        return "Kernel._publish_status is gone"
+    if list(inspect.signature(method).parameters) != ["self", "status", "channel", "parent"]:
+        return f"Kernel._publish_status{inspect.signature(method)} is not (self, status, channel, parent=None)"
+    return None
+
+
+SEAMS = (
+    Seam("ipykernel", "OutStream._flush_pending and ._subprocess_flush_pending: QuietOutStream skips empty flushes",
+         "6.29", _flush_flags),
+    Seam("ipykernel", "Kernel._publish_status(status, channel, parent): PageKernel drops a comm message's busy",
+         "6.29", _publish_status),
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jupyter_client.manager import start_new_kernel
 
-from smartsession.serve.kernelio import KERNEL_ARGUMENTS
+from smartsession.seams.kernel import KERNEL_ARGUMENTS
 
 
 def test_a_kernel_with_quiet_streams_still_sends_what_it_prints():
