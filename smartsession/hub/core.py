@@ -331,6 +331,10 @@ class Hub:
         if info:
             room.title, room.emotions = info["title"], info["emotions"]
         opened = store.open_session(class_id)
+        if not opened and len(store.sessions(class_id)):
+            # Restarted after the teacher ended the last lesson: a teacher page reopened now must not open an
+            # empty one (its report would have no measurements); the next student to join opens the next.
+            room.ended = True
         if opened:
             room.session_id = opened[0]
             room.segment_count = store.segment_count(opened[0])

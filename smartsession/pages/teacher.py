@@ -25,6 +25,7 @@ from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import ClassView
 from smartsession.pages import lesson_html
+from smartsession.pages.hotkey import Focus
 from smartsession.pages.lesson_panel import CheckinPanel, PlanPanel
 
 #: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
@@ -106,6 +107,7 @@ class TeacherPage:
         self._chart_points = 0
         self._syncing = False  # set while the page itself moves the emotions switch
         self._plan_loaded = False
+        self._detail_for: str | None = None
         self._lessons: list[dict[str, Any]] = []
         self._build()
         if token:
@@ -162,6 +164,7 @@ class TeacherPage:
             [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
         )
         self.notice = w.HTML()
+        self.lesson_line = w.HTML()
 
         self.gauge = w.HTML(render.gauge_html(None))
         self.counts = w.HTML()
@@ -184,6 +187,9 @@ class TeacherPage:
                 showlegend=False,
             )
         )
+        # The chart's plotly toolbar is ten tab stops before the first student card: off (a view, not an editor).
+        self.chart._config = {"displayModeBar": False}
+        self.focus = Focus()
         self.grid = ClassGrid()
         self.grid.observe(lambda _: self._draw_detail(), "selected")
         self.show_hidden = w.Checkbox(value=False, description="Show hidden students", indent=False)
@@ -201,12 +207,16 @@ class TeacherPage:
             [self.detail_title, self.detail_timeline, w.HBox([self.rename_input, rename, self.hide_button])],
             layout=w.Layout(display="none", border="1px solid #e0e0e0", padding="8px"),
         )
+        self.detail.add_class("ss-detail")
+        self.report_box = w.VBox([self.report])
+        self.report_box.add_class("ss-report-box")
 
         summary = w.VBox([self.gauge, self.counts], layout=w.Layout(width="300px"))
         self.dashboard = w.VBox(
             [
                 self.join,
                 controls,
+                self.lesson_line,
                 self.notice,
                 self.plan_panel.box,
                 self.lesson_tabs,
@@ -216,7 +226,8 @@ class TeacherPage:
                 self.show_hidden,
                 self.grid,
                 self.detail,
-                self.report,
+                self.report_box,
+                self.focus,
             ],
             layout=w.Layout(display="none"),
         )
@@ -412,9 +423,14 @@ class TeacherPage:
 
     def _draw_controls(self) -> None:
         view = self.view
-        self.session_button.description = "End session" if view.session_id else "Start session"
-        self.session_button.tooltip = ("Session ended: students' cameras are off until you start the next one"
-                                       if view.ended else "")
+        self.session_button.description = "End lesson" if view.session_id else "Start lesson"
+        self.session_button.tooltip = ("Lesson ended: students' cameras are off until you start the next one"
+                                       if view.ended else "The lesson opened when the first student joined; "
+                                       "end it when the class is over" if view.session_id else "")
+        self.lesson_line.value = render.notice_html(
+            "Lesson running: it opened when the first student joined. The plan's Next item marks its parts; "
+            "End lesson when the class is over." if view.session_id else
+            "No lesson running: it opens when a student joins, or press Start lesson.")
         current = view.current_segment()
         self.segment_button.tooltip = f"now: {current.title}" if current else "no segment yet"
         if self.emotions_box.value != view.emotions:
@@ -428,7 +444,7 @@ class TeacherPage:
         view = self.view
         series = [(t, e) for t, e in view.series if now - t <= CHART_WINDOW]
         bands = view.segment_bands(now)
-        if len(series) == self._chart_points and not bands:
+        if series and len(series) == self._chart_points and not bands:
             return
         self._chart_points = len(series)
         self.chart_text.value = render.chart_text_html(series, bands, now)
@@ -440,7 +456,13 @@ class TeacherPage:
                      fillcolor="#bbdefb" if i % 2 == 0 else "#e1bee7", opacity=0.45, layer="below")
             )
             notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=title, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10)))
+        if series:
+            xrange = None
+        else:  # an empty date axis would read "Jan 2000 ... Nov 2000": show the last ten minutes instead
+            xrange = [datetime.fromtimestamp(now - 600), datetime.fromtimestamp(now)]
         with self.chart.batch_update():
+            self.chart.layout.xaxis.range = xrange
+            self.chart.layout.xaxis.autorange = xrange is None
             self.chart.data[0].x = [datetime.fromtimestamp(t) for t, _ in series]
             self.chart.data[0].y = [round(e, 1) for _, e in series]
             self.chart.layout.shapes = shapes
@@ -470,7 +492,11 @@ class TeacherPage:
             self.detail.layout.display = "none"
             return
         card = view.students[sid]
+        opening = self.detail.layout.display == "none" or self._detail_for != sid
+        self._detail_for = sid
         self.detail.layout.display = None
+        if opening:
+            self.focus.bring(".ss-detail")
         self.detail_title.value = render.detail_title_html(sid, card.label, view.presence(card, time.time()),
                                                            card.state)
         self.detail_timeline.value = render.detail_html(view.timeline(sid))
@@ -505,8 +531,10 @@ class TeacherPage:
             return
         # The open session, else the one just ended (its report is what a teacher asks for after "End session").
         session_id = self.view.last_session_id if self.view is not None else None
+        if not session_id and self._lessons:
+            session_id = self._lessons[-1]["session_id"]  # reopened after a restart: the last lesson's report
         if not session_id:
-            self._notify("No session yet: the report covers a session, which starts when a student joins")
+            self._notify("No lesson yet: the report covers a lesson, which starts when the first student joins")
             return
         self._notify("Building the session report…")
         self.report_button.disabled = True
@@ -528,6 +556,7 @@ class TeacherPage:
         self.report.value = render.report_html(session_id, page)
         self.report_button.description = "Hide report"
         self._notify("")
+        self.focus.bring(".ss-report-box")
 
     # -- lesson plan, check-ins, history -------------------------------------------------------
 

@@ -75,3 +75,35 @@ def test_the_lesson_history_summarises_each_session(tmp_path):
 def test_the_biggest_drop_is_between_consecutive_minutes():
     assert biggest_drop([(10, 80.0), (11, 60.0), (12, 70.0), (14, 10.0)]) == (20.0, 660.0)
     assert biggest_drop([(1, 50.0)]) is None
+
+
+def test_after_a_restart_a_teacher_page_opens_no_empty_lesson_and_the_last_one_is_listed(tmp_path):
+    async def lesson():
+        async with running_hub(data_dir=tmp_path) as (hub, url):
+            info = hub.create_class("Restart")
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
+                await teacher.wait_snapshot(30)
+                pub = await StudentPublisher.join(url, info["class_id"], info["join_code"], "Ada")
+                async with pub:
+                    await pub.wait_connected(30)
+                    sent = pub.publish(StateMessage("", "", 0, time.time(), "focused", 70.0, 0.8))
+                    await pub.wait_acked(sent.seq, 30)
+                    await teacher.send_command("end_session")
+            return info
+
+    async def reopened(info):
+        async with running_hub(data_dir=tmp_path) as (hub, url):
+            async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
+                snap = await teacher.wait_snapshot(30)
+                lessons = await asyncio.get_running_loop().run_in_executor(
+                    None, fetch_lessons, url, info["class_id"], info["teacher_token"])
+                pub = await StudentPublisher.join(url, info["class_id"], info["join_code"], "Ben")
+                async with pub:
+                    await pub.wait_connected(30)
+                    return snap, lessons, pub.status["session_id"]
+
+    info = asyncio.run(asyncio.wait_for(lesson(), 120))
+    snap, lessons, new_session = asyncio.run(asyncio.wait_for(reopened(info), 120))
+    assert (snap.session_id, snap.ended) == (None, True)
+    assert len(lessons) == 1 and lessons[0]["students"] == 1
+    assert new_session and new_session != lessons[0]["session_id"]  # a student joining anew opens the next
