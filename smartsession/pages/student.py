@@ -132,8 +132,12 @@ def feedback_html(obs: Any) -> str:
     return "".join(parts)
 
 
-def teacher_view_html(msg: StateMessage | None) -> str:
-    """Exactly what the last message to the hub said, as the teacher's card shows it."""
+def teacher_view_html(msg: StateMessage | None, ended: bool = False) -> str:
+    """Exactly what the last message to the hub said, as the teacher's card shows it; after the teacher ended the
+    lesson, what the teacher's page shows then: this student as disconnected, nothing measured."""
+    if ended:
+        return ('<div class="ss-teacher"><b>What your teacher sees</b><div>The lesson ended: your teacher\'s page '
+                'shows you as <b>disconnected</b>. Nothing is measured or sent.</div></div>')
     if msg is None:
         return '<div class="ss-teacher"><b>What your teacher sees</b><div>Nothing sent yet.</div></div>'
     when = time.strftime("%H:%M:%S", time.localtime(msg.t))
@@ -546,6 +550,8 @@ class StudentPage:
         if self._publisher is None or self._closed:
             return
         self.last_message = sent = self._publisher.publish(msg)
+        if self.session_ended:
+            return  # the hub records nothing now: the teacher's view stays as _on_class set it
         shown = (sent.state, sent.paused)
         if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < TEACHER_VIEW_EVERY:
             self._teacher_view_shown, self._teacher_view_at = shown, sent.t
@@ -563,8 +569,10 @@ class StudentPage:
         ended = status.get("ended") is True and status.get("session_id") is None
         if ended and not self.session_ended:
             # The lesson is over: the camera goes off; nothing more is measured for a session nobody records.
-            self.set_paused(True)
             self.session_ended = True
+            self.set_paused(True)
+            self.teacher_view.value = teacher_view_html(None, ended=True)
+            self._teacher_view_shown = None
             self._tell("Your teacher ended the session: your camera is off and nothing is measured. "
                        "You can close this page.")
         elif self.session_ended and status.get("session_id"):

@@ -35,3 +35,10 @@ def test_the_card_sends_one_answer_announces_and_closes():
     assert "already" in card.status.value
     card.dismiss.click()
     assert card.box.layout.display == "none"
+
+
+def test_after_the_lesson_ended_the_student_is_told_what_the_teacher_really_sees():
+    from smartsession.pages.student import teacher_view_html
+
+    text = teacher_view_html(None, ended=True)
+    assert "disconnected" in text and "paused" not in text
