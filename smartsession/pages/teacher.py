@@ -207,7 +207,7 @@ class TeacherPage:
             [self.detail_title, self.detail_timeline, w.HBox([self.rename_input, rename, self.hide_button])],
             layout=w.Layout(display="none", border="1px solid #e0e0e0", padding="8px"),
         )
-        self.detail.add_class("ss-detail")
+        self.detail.add_class("ss-detail-box")
         self.report_box = w.VBox([self.report])
         self.report_box.add_class("ss-report-box")
 
@@ -496,7 +496,7 @@ class TeacherPage:
         self._detail_for = sid
         self.detail.layout.display = None
         if opening:
-            self.focus.bring(".ss-detail")
+            self.focus.bring(".ss-detail-box")
         self.detail_title.value = render.detail_title_html(sid, card.label, view.presence(card, time.time()),
                                                            card.state)
         self.detail_timeline.value = render.detail_html(view.timeline(sid))
