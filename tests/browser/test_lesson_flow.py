@@ -41,7 +41,7 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
             card_of(teacher, name, timeout_ms=120_000)
 
         # A five-item plan, typed and saved; N starts each item's segment.
-        teacher.get_by_text("Lesson plan").click()
+        teacher.get_by_text("Lesson plan", exact=True).click()
         teacher.get_by_placeholder("One item per line, or Markdown headings").fill(PLAN)
         teacher.get_by_role("button", name="Save plan").click()
         teacher.locator(".ss-plan-now", has_text="5 items").wait_for(timeout=30_000)
@@ -58,7 +58,7 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         assert segment_titles(teacher)[:3] == ["Warm-up", "Vectors", "<script>alert(1)</script>"]
 
         # A check-in: both students see a calm card; one answers with the keyboard, one with the mouse.
-        teacher.get_by_text("Check-ins").click()
+        teacher.get_by_text("Check-ins", exact=True).click()
         teacher.get_by_role("button", name="Where was your mind just now?").click()
         (ada_context, ada), (ben_context, ben) = students
         for page in (ada, ben):
@@ -94,7 +94,7 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
 
     with running_server(tmp_path / "second", data_dir=data_dir) as server:
         teacher_context, teacher, _ = open_teacher(browser, server)
-        teacher.get_by_text("Past lessons").click()
+        teacher.get_by_text("Past lessons", exact=True).click()
         teacher.locator(".ss-history", has_text="100%").wait_for(timeout=60_000)
         assert teacher.locator(".ss-card").count() == 0  # nobody of the last lesson on today's grid
         teacher.get_by_role("button", name="Open its report").click()
