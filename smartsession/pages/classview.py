@@ -125,6 +125,11 @@ class ClassView:
                 self._take_state(card, s["state"], now)
             card.presence = s.get("presence", "disconnected")
             card.received = s.get("last_seen") or card.received
+        if self.session_id is None:
+            # No lesson running (the last one ended, maybe before a restart): students who left are not on the
+            # grid; those still on their pages are. A running lesson's history sorts its own (load_history).
+            for sid in [sid for sid, c in self.students.items() if c.presence == "disconnected"]:
+                del self.students[sid]
         return set(self.students)
 
     def _on_class(self, msg: Mapping[str, Any], now: float) -> set[str]:

@@ -180,3 +180,14 @@ def test_an_ended_lesson_keeps_its_bands_and_the_next_lesson_drops_the_students_
     view.apply({"type": "presence", "student_id": "ada", "presence": "disconnected", "last_seen": 201.0}, 201.0)
     view.apply({"type": "class", "title": "", "session_id": "S2", "segment": None, "emotions": True}, 300.0)
     assert view.students == {} and view.segments == []
+
+
+def test_a_page_opened_between_lessons_shows_only_the_students_still_on_their_pages():
+    from smartsession.pages.classview import ClassView
+
+    view = ClassView("c1")
+    view.apply({"type": "snapshot", "class_id": "c1", "title": "", "session_id": None, "segment": None,
+                "emotions": True, "ended": True, "students": [
+                    {"student_id": "gone", "name": "Gone", "presence": "disconnected", "last_seen": 10.0},
+                    {"student_id": "still", "name": "Still", "presence": "connected", "last_seen": 11.0}]}, 12.0)
+    assert set(view.students) == {"still"}
