@@ -51,12 +51,10 @@ class PlanPanel:
         self.save_button.on_click(lambda _: self._save())
         self.hotkey = Hotkey()
         self.hotkey.observe(lambda _: self.advance(), "presses")
-        self.box = w.VBox([
-            self.now,
-            w.HBox([self.next_button, self.back_button, self.skip_button, self.add_input, self.add_button]),
-            w.Accordion([w.VBox([self.text, w.HBox([self.upload, self.save_button])])], titles=("Lesson plan",)),
-            self.hotkey,
-        ])
+        # Above the grid only what a lesson needs every few minutes (three tab stops); the editor sits below it.
+        self.box = w.VBox([self.now, w.HBox([self.next_button, self.back_button, self.skip_button]), self.hotkey])
+        self.editor = w.VBox([self.text, w.HBox([self.upload, self.save_button]),
+                              w.HBox([self.add_input, self.add_button])])
 
     def load(self, items: list[str]) -> None:
         """The plan stored with the class (at page start): shown, not started."""

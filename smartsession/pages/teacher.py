@@ -159,7 +159,8 @@ class TeacherPage:
         self.history_refresh.on_click(lambda _: self._load_lessons())
         lessons = w.VBox([self.history_chart, self.history,
                           w.HBox([self.history_pick, self.history_open, self.history_refresh])])
-        self.lesson_tabs = w.Accordion([self.checkin_panel.box, lessons], titles=("Check-ins", "Past lessons"))
+        self.lesson_tabs = w.Accordion([self.plan_panel.editor, self.checkin_panel.box, lessons],
+                                       titles=("Lesson plan", "Check-ins", "Past lessons"))
         controls = w.HBox(
             [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
         )
@@ -219,13 +220,13 @@ class TeacherPage:
                 self.lesson_line,
                 self.notice,
                 self.plan_panel.box,
-                self.lesson_tabs,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
                 self.chart,
                 self.chart_text,
                 self.show_hidden,
                 self.grid,
                 self.detail,
+                self.lesson_tabs,
                 self.report_box,
                 self.focus,
             ],
