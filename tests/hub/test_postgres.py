@@ -171,3 +171,18 @@ def test_check_ins_answers_and_plans_are_kept_by_either_store(pg_url, tmp_path):
             answers = store.answers("S1")
             assert list(zip(answers.student_id, answers.option)) == [("s1", 1)]
             assert store.plan("c1") == ["Intro", "<b>Optics</b>"] and store.plan("c2") == []
+
+
+def test_the_lesson_history_reads_the_same_from_postgresql(pg_url):
+    from smartsession.lesson.history import summarise
+
+    with PostgresStore(pg_url) as store:
+        store.start_session("c1", "S1", 100.0)
+        store.start_segment("S1", "seg1", "Optics", 100.0)
+        for seq in range(1, 4):
+            store.add_state("S1", {**state(seq), "received": 100.0 + 60 * seq, "engagement": 90.0 - 20 * seq})
+        store.end_session("c1", 400.0)
+        store.flush()
+        [lesson] = summarise(store.lesson_rows("c1"))
+    assert (lesson["session_id"], lesson["students"], lesson["minutes"]) == ("S1", 1, 5.0)
+    assert lesson["drop"]["points"] == 20.0 and lesson["drop"]["segment"] == "Optics"
