@@ -274,6 +274,8 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro"])
     kernel.run("page.plan_panel.advance()")
     kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro", "<b>Optics</b>"])
+    # The chart bands follow the plan's segments (the chart redraws every 2 s).
+    kernel.wait_for("[a.text for a in page.chart.layout.annotations]", lambda t: t == ["Intro", "<b>Optics</b>"])
     now = kernel.json("page.plan_panel.now.value")
     assert "&lt;b&gt;Optics&lt;/b&gt;" in now and "Quiz" in now
     kernel.run("page.checkin_panel.send('sense')")
