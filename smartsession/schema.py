@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -194,9 +195,36 @@ class StateMessage:
 MAX_TITLE = 120
 
 
+#: Shown where characters were taken out of a name or title, so an edited name never looks like another's.
+REMOVED_MARK = "\ufffd"
+#: Characters nobody sees that change how text reads: controls (ANSI escapes start with one), format characters
+#: (bidi overrides and isolates, zero-width spaces and joiners, the BOM), surrogates, private use, unassigned.
+_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
+_JOINED = frozenset(("So", "Sk"))  # a zero-width joiner between two symbols is an emoji sequence, kept
+
+
+def visible_text(value: str) -> str:
+    """``value`` with each run of invisible characters replaced by one :data:`REMOVED_MARK`."""
+    if value.isprintable():  # the common case, and isprintable() is False for every character removed below
+        return value
+    out: list[str] = []
+    for i, ch in enumerate(value):
+        category = unicodedata.category(ch)
+        if category not in _INVISIBLE or ch.isspace():
+            out.append(ch)
+        elif ch == "\u200d" and 0 < i < len(value) - 1 and unicodedata.category(value[i - 1]) in _JOINED | {"Mn"} \
+                and unicodedata.category(value[i + 1]) in _JOINED:
+            out.append(ch)
+        elif not out or out[-1] != REMOVED_MARK:
+            out.append(REMOVED_MARK)
+    return "".join(out)
+
+
 def clean_title(value: Any, name: str) -> str:
+    """A title or display name as everyone will see it: whitespace collapsed, invisible characters marked."""
     _require(isinstance(value, str), f"{name} must be a string")
-    value = " ".join(value.split())
+    _require(len(value) <= 4 * MAX_TITLE, f"{name} must be 1-{MAX_TITLE} characters")
+    value = " ".join(visible_text(value).split())
     _require(1 <= len(value) <= MAX_TITLE, f"{name} must be 1-{MAX_TITLE} characters")
     return value
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("admin", "teacher", "student")
+#: Longest token accepted. A student token carries the display name (up to 120 characters of any script, as
+#: UTF-8, never as \\u escapes: 120 emoji are 480 bytes) and stays under it (test_auth checks the worst case).
+MAX_TOKEN = 1024
 TEACHER_TTL = 90 * 24 * 3600.0  # a term
 STUDENT_TTL = 24 * 3600.0  # a school day, with margin
 
@@ -32,6 +35,7 @@ class Claims:
     student_id: str | None = None
     expires: float | None = None
     name: str | None = None  # the display name a student joined with
+    issued: float | None = None  # unix time; a teacher token issued before its class's rotation is refused
 
 
 def _b64(data: bytes) -> str:
@@ -67,13 +71,16 @@ def issue_token(
     """Sign a token for ``role``; ``ttl`` in seconds (``None``: never expires, used for the admin token)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    body = {"r": role, "c": class_id, "s": student_id, "n": secrets.token_hex(4)}
+    body = {"r": role, "c": class_id, "s": student_id, "n": secrets.token_hex(4), "i": round(time.time(), 3)}
     if name:
         body["m"] = name
     if ttl is not None:
         body["e"] = round(time.time() + ttl, 3)
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(_mac(secret, 'token', payload))}"
+    payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    token = f"{payload}.{_b64(_mac(secret, 'token', payload))}"
+    if len(token) > MAX_TOKEN:
+        raise ValueError(f"a token of {len(token)} characters (at most {MAX_TOKEN}): shorten the name")
+    return token
 
 
 def teacher_token(secret: str, class_id: str, ttl: float = TEACHER_TTL) -> str:
@@ -88,7 +95,7 @@ def student_token(
 
 def verify_token(secret: str, token: object, now: float | None = None) -> Claims:
     """Check signature and expiry; raise :class:`AuthError` with a reason fit for the client."""
-    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1024:
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > MAX_TOKEN:
         raise AuthError("malformed token: use the token the server issued")
     payload, signature = token.split(".")
     try:
@@ -106,7 +113,7 @@ def verify_token(secret: str, token: object, now: float | None = None) -> Claims
 def peek_claims(token: object) -> Claims:
     """A token's claims WITHOUT checking its signature or expiry: only for a page to explain a plainly wrong
     token before using it. Whatever it says, the hub verifies every token (``verify_token``)."""
-    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1024:
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > MAX_TOKEN:
         raise AuthError("malformed token: use the token the server issued")
     return _claims(token.split(".")[0])
 
@@ -118,9 +125,10 @@ def _claims(payload: str) -> Claims:
         raise AuthError("malformed token: use the token the server issued") from None
     if not isinstance(body, dict) or body.get("r") not in ROLES:
         raise AuthError("malformed token: use the token the server issued")
-    expires = body.get("e")
+    expires, issued = body.get("e"), body.get("i")
     return Claims(role=body["r"], class_id=body.get("c"), student_id=body.get("s"),
-                  expires=expires if isinstance(expires, (int, float)) else None, name=body.get("m"))
+                  expires=expires if isinstance(expires, (int, float)) else None, name=body.get("m"),
+                  issued=issued if isinstance(issued, (int, float)) else None)
 
 
 def join_code(secret: str, class_id: str) -> str:

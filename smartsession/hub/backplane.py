@@ -6,11 +6,14 @@ A backplane publishes each class event to the other hubs and keeps the room's la
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from typing import Any, Callable
+
+from smartsession.hub.protocol import QuietLog, dumps, parse_json
+from smartsession.hub.relay import BadRelay, backplane_key, check_event, seal, seal_entry, unseal, unseal_entry
+from smartsession.schema import SchemaError
 
 log = logging.getLogger("smartsession.hub")
 
@@ -24,7 +27,7 @@ OnReconnect = Callable[[], None]
 class LocalBackplane:
     """One hub process: its own room state is the whole truth, nothing to send anywhere."""
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None, secret: str = "") -> None:
         pass
 
     async def watch(self, class_id: str) -> None:
@@ -53,6 +56,10 @@ class RedisBackplane:
     fields and one PUBLISH of its events, one JSON text a line. A command and a reply for each event (two of
     each per state) cost a node more than the states' own routing.
 
+    Nothing from Redis is trusted (relay.py): batches and room entries are sealed with the deployment's secret,
+    and what opens is checked like a client's message; anything else is dropped with one log line (at most a
+    few per minute, however many arrive), and a bad room entry is skipped, not fatal.
+
     When Redis goes away the hub keeps its own classes running: events for other hubs are dropped (nothing
     piles up; the store has every state), the subscription is retried every ``retry`` seconds, and once it is
     back ``on_reconnect`` republishes what this hub knows. One log line when it goes, one when it is back.
@@ -77,9 +84,14 @@ class RedisBackplane:
         self._watched: set[str] = set()  # channels of the classes this hub holds
         # A channel nobody publishes to, subscribed from the start: a subscription with no channel ends listen().
         self._own = f"{self.PREFIX}hub:{self.origin}"
+        self._key = b""
+        self.dropped = 0  # backplane messages and room entries refused, for health and tests
+        self._quiet = QuietLog(log.warning, per_period=3, period=60.0)
 
-    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None) -> None:
+    async def start(self, on_event: OnEvent, on_reconnect: OnReconnect | None = None, secret: str = "") -> None:
         import redis.asyncio as aioredis
+
+        self._key = backplane_key(secret)
 
         self._redis = aioredis.from_url(self.url)
         try:
@@ -114,18 +126,34 @@ class RedisBackplane:
                 async for message in self._pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    try:
-                        class_id = message["channel"].decode()[prefix:]
-                        origin, *texts = message["data"].decode().split("\n")
-                        if origin == self.origin:
-                            continue
-                        for text in texts:
-                            on_event(class_id, json.loads(text), text)
-                    except Exception:
-                        log.exception("dropped a malformed backplane message")
+                    class_id = message["channel"].decode(errors="replace")[prefix:]
+                    for event in self._opened(class_id, message["data"]):
+                        on_event(class_id, event, dumps(event))
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self._down(exc)
                 await asyncio.sleep(self.retry)
+
+    def _opened(self, class_id: str, data: bytes) -> list[dict[str, Any]]:
+        """The checked events of a batch from another hub; none from this hub, none unsealed or malformed."""
+        now = time.time()
+        try:
+            origin, texts = unseal(self._key, class_id, data, now)
+        except BadRelay as err:
+            self._drop(class_id, str(err))
+            return []
+        if origin == self.origin:
+            return []
+        events = []
+        for text in texts:
+            try:
+                events.append(check_event(class_id, parse_json(text), now))
+            except (ValueError, SchemaError) as err:  # parse_json's JsonError is a ValueError
+                self._drop(class_id, f"a sealed event that is not valid: {err}")
+        return events
+
+    def _drop(self, class_id: str, why: str) -> None:
+        self.dropped += 1
+        self._quiet("dropped a backplane message for class %.64r: %s", class_id, why)
 
     def _down(self, exc: BaseException) -> None:
         if self.down_since is None:
@@ -167,8 +195,10 @@ class RedisBackplane:
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
             for class_id, events in pending.items():
-                pipe.hset(f"{self.PREFIX}room:{class_id}", mapping=dict(events))  # a field's latest wins
-                pipe.publish(f"{self.PREFIX}class:{class_id}", "\n".join([self.origin, *(t for _, t in events)]))
+                latest = {name: seal_entry(self._key, class_id, name, text) for name, text in events}
+                pipe.hset(f"{self.PREFIX}room:{class_id}", mapping=latest)  # a field's latest wins
+                pipe.publish(f"{self.PREFIX}class:{class_id}",
+                             seal(self._key, class_id, self.origin, [t for _, t in events], time.time()))
             try:
                 await pipe.execute()
             except Exception as exc:
@@ -185,7 +215,19 @@ class RedisBackplane:
         except Exception as exc:
             self._down(exc)  # the room comes from the store alone; live events fill it in once Redis is back
             return []
-        events = [json.loads(v) for v in raw.values()]
+        now = time.time()
+        events = []
+        for name, value in raw.items():
+            try:
+                text = unseal_entry(self._key, class_id, name.decode(errors="replace"), value)
+                event = check_event(class_id, parse_json(text), now, max_clock_skew=float("inf"))
+            except (BadRelay, ValueError, SchemaError) as err:
+                self._drop(class_id, f"room entry skipped: {err}")
+                continue
+            if name.decode(errors="replace") == self._field(event):
+                events.append(event)
+            else:
+                self._drop(class_id, f"room entry {name[:80]!r} holds a {event['type']} event")
         order = {"class": 0, "presence": 1, "student": 2, "state": 3}
         return sorted(events, key=lambda e: order[e["type"]])
 

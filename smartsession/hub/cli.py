@@ -47,6 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--data-dir", default="",
                         help="store, secret and admin token (default ~/.smartsession or $SMARTSESSION_DATA_DIR)")
     create.set_defaults(func=run_class_create)
+    rotate = cls_sub.add_parser(
+        "rotate-token", help="revoke a class's teacher links and print a new one (JSON), e.g. after a leak")
+    rotate.add_argument("class_id", metavar="CLASS", help="the class id (in its links: ?class=...)")
+    rotate.add_argument("--url", help="a running server (e.g. http://127.0.0.1:8866); default: the local data dir")
+    rotate.add_argument("--token", default=os.environ.get("SMARTSESSION_TOKEN", ""),
+                        help="the admin token for --url (default: <data-dir>/admin_token)")
+    rotate.add_argument("--data-dir", default="",
+                        help="store, secret and admin token (default ~/.smartsession or $SMARTSESSION_DATA_DIR)")
+    rotate.set_defaults(func=run_class_rotate_token)
 
 
 def _resolved_data_dir(args) -> str:
@@ -117,6 +126,44 @@ def run_class_create(args) -> int:
             store.add_class(class_id, title)
         info = {**class_links(secret, class_id, title), "admin_token": auth.load_admin_token(data_dir, secret),
                 "data_dir": str(data_dir)}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def run_class_rotate_token(args) -> int:
+    """Through the running server when given --url (its teacher pages close at once), else in the local store
+    (the running server refuses the old token at the next page load or connection)."""
+    from pathlib import Path
+
+    from smartsession.hub import auth
+    from smartsession.hub.client import HubError, rotate_teacher_token
+    from smartsession.hub.core import class_links, revoke_teacher_tokens
+    from smartsession.hub.store import FILENAME, Store
+
+    data_dir = Path(_resolved_data_dir(args)).expanduser()
+    if args.url:
+        admin_file = data_dir / "admin_token"
+        token = args.token or (admin_file.read_text().strip() if admin_file.exists() else "")
+        if not token:
+            print("smartsession class rotate-token: give --token (the server's admin token)")
+            return 2
+        try:
+            info = rotate_teacher_token(args.url, args.class_id, token)
+        except HubError as exc:
+            print(f"smartsession class rotate-token: {exc}")
+            return 1
+    else:
+        if not (data_dir / FILENAME).exists():
+            print(f"smartsession class rotate-token: no store in {data_dir}: give --data-dir or --url")
+            return 1
+        secret = auth.load_secret(data_dir)
+        with Store(data_dir) as store:
+            found = store.class_info(args.class_id)
+            if found is None:
+                print(f"smartsession class rotate-token: no class {args.class_id!r} in {data_dir}")
+                return 1
+            revoke_teacher_tokens(store, args.class_id)
+        info = class_links(secret, args.class_id, found["title"])
     print(json.dumps(info, indent=2))
     return 0
 

@@ -80,6 +80,12 @@ def create_class(url: str | None, title: str, token: str, cafile: str | None = N
     return _call(hub_url(url), "/smartsession/api/classes", {"title": title}, token, cafile)
 
 
+def rotate_teacher_token(url: str | None, class_id: str, admin_token: str, cafile: str | None = None) -> dict:
+    """Revoke the class's teacher tokens (admin token only); returns its links with the new teacher token."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/rotate-token", {},
+                 admin_token, cafile)
+
+
 def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None) -> dict:
     """Join with the teacher's join code; returns ``student_id`` and ``token`` for :class:`StudentPublisher`.
 

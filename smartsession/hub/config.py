@@ -90,6 +90,14 @@ class HubConfig(Configurable):
         config=True
     )
     hello_timeout = Float(10.0, help="Seconds a new connection has to send its hello.").tag(config=True)
+    max_classes = Int(2000, help="Classes a deployment holds; creating more is refused (429).").tag(config=True)
+    max_classes_per_token = Int(
+        10, help="Classes one teacher token may create (each comes with a new teacher token); 429 beyond. The "
+        "admin token has no per-token cap."
+    ).tag(config=True)
+    max_segments = Int(
+        200, help="Lecture segments per session; start_segment beyond is refused with a result error."
+    ).tag(config=True)
     max_plan_bytes = Int(
         65536, help="Largest lesson plan a teacher may save (the body of POST .../plan; 413 beyond)."
     ).tag(config=True)

@@ -7,6 +7,7 @@ No sockets here: ``hub.server`` turns bytes into calls on ``Hub`` (``attach_stud
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import secrets
 import time
@@ -27,6 +28,7 @@ from smartsession.hub.protocol import (
     CloseCode,
     Connection,
     ConnectionLimiter,
+    HttpRefusal,
     JoinGate,
     JoinLimits,
     Limits,
@@ -185,6 +187,7 @@ class Hub:
         self._swept_buckets = 0.0
         self.backplane = make_backplane(c.redis_url)
         self.acks = AckPacer()
+        self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
         self.checkin_limits = CheckinLimits.of(c)
         self.checkins: dict[str, CheckinBook] = {}  # class_id: its check-ins (the open one, who answered)
 
@@ -218,7 +221,7 @@ class Hub:
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
-            await self.backplane.start(self._on_remote_event, self._republish)
+            await self.backplane.start(self._on_remote_event, self._republish, self.secret)
         except Exception:
             self.store.close()
             raise
@@ -242,6 +245,21 @@ class Hub:
 
     # --- classes and joining (HTTP API and CLI) ---
 
+    def create_class_for(self, claims: auth.Claims, title: str) -> dict[str, Any]:
+        """``create_class`` asked for with a token: within ``max_classes`` in all and ``max_classes_per_token``
+        per teacher token (counted by this hub). Raises ``HttpRefusal``; blocks on the store: call it off the loop."""
+        if self.store.class_count() >= self.config.max_classes:
+            raise HttpRefusal(429, f"this server holds {self.config.max_classes} classes, its most "
+                                   "(--HubConfig.max_classes): remove old ones or raise the limit")
+        if claims.role == "teacher":
+            key = (claims.class_id, claims.issued)
+            made = self._classes_by_token.get(key, 0)
+            if made >= self.config.max_classes_per_token:
+                raise HttpRefusal(429, f"this teacher link created {made} classes, its most: ask whoever runs "
+                                       "the server (the admin token) for more")
+            self._classes_by_token[key] = made + 1
+        return self.create_class(title)
+
     def create_class(self, title: str) -> dict[str, Any]:
         """A new class: id, teacher token, join code and the page paths for both. Blocks on a commit."""
         title = clean_title(title, "title")
@@ -249,6 +267,24 @@ class Hub:
         self.store.add_class(class_id, title)
         self.store.flush()  # the teacher's page loads the class right after
         return class_links(self.secret, class_id, title)
+
+    def rotate_teacher_token(self, class_id: str) -> dict[str, Any]:
+        """Revoke every teacher token of the class issued so far and return its links with a new one. Blocks on
+        a commit: call it off the loop. Teacher pages of the class on this hub are closed; on other nodes the
+        old token is refused at the next connection, page load or API call."""
+        info = self.store.class_info(class_id)
+        if info is None:
+            raise KeyError(f"no class {class_id!r}")
+        revoke_teacher_tokens(self.store, class_id)
+        return class_links(self.secret, class_id, info["title"])
+
+    async def teacher_token_current(self, claims: auth.Claims) -> bool:
+        """Whether a verified teacher token was issued after its class's last rotation (read off the loop)."""
+        if claims.role != "teacher" or claims.class_id is None:
+            return True
+        key = teacher_not_before_key(claims.class_id)
+        not_before = await asyncio.get_running_loop().run_in_executor(None, self.store.setting, key)
+        return not_before is None or (claims.issued or 0.0) >= float(not_before)
 
     def default_class(self, title: str) -> dict[str, Any]:
         """``smartsession serve``'s class on first start: a new class, or with a shared store the one the first
@@ -557,6 +593,11 @@ class Hub:
     def command(self, room: ClassRoom, cmd: TeacherCommand) -> dict[str, Any]:
         now = time.time()
         before = room.session_id
+        if cmd.command == "start_segment" and room.session_id is not None \
+                and room.segment_count >= self.config.max_segments:
+            return {"type": "result", "id": cmd.id, "ok": False,
+                    "error": f"this session has {room.segment_count} segments, the most it may have: "
+                             "start a new session for more"}
         try:
             events = room.command(cmd, now, self._new_session_id)
         except KeyError as exc:
@@ -651,6 +692,18 @@ class Hub:
         if now - self._swept_buckets > 10:  # buckets that refilled completely are forgotten (they'd start full)
             self._swept_buckets = now
             self.buckets.sweep(now)
+
+
+def teacher_not_before_key(class_id: str) -> str:
+    """The store setting holding when the class's teacher tokens were last rotated (unix time)."""
+    return f"teacher_not_before:{class_id}"
+
+
+def revoke_teacher_tokens(store: Store, class_id: str) -> None:
+    """From now on the class's teacher tokens issued before this moment are refused; committed on return."""
+    not_before = math.floor(time.time() * 1000) / 1000  # tokens carry their issue time to the millisecond
+    store.set_shared_setting(teacher_not_before_key(class_id), repr(not_before))
+    store.flush()
 
 
 def class_links(secret: str, class_id: str, title: str) -> dict[str, Any]:

@@ -124,6 +124,11 @@ class _Socket(WebSocket):
             return
         if self.closed:
             return
+        if not await self.hub.teacher_token_current(hello.claims):
+            self.refuse(Refusal(CloseCode.AUTH_FAILED, REPLACED_LINK))
+            return
+        if self.closed:
+            return
         try:
             self.welcome(room, hello)
         except Refusal as refusal:
@@ -168,6 +173,7 @@ class StudentSocket(_Socket):
 
 class TeacherSocket(_Socket):
     role = "teacher"
+    reads_store_first = True  # whether its token was revoked (rotate_teacher_token) is in the store
 
     def __init__(self, hub: Hub, address: str, class_id: str) -> None:
         super().__init__(hub, address, class_id)
@@ -346,10 +352,21 @@ class _Api(web.RequestHandler):
 
     async def teacher_of_session(self, session_id: str) -> None:
         """401 without a valid token (before any lookup), 403 unless it is the session's class's teacher."""
-        claims = self.claims()
+        claims = await self.current_claims()
         if claims.role != "teacher":
             self.fail(403, "a teacher token of this class is required")
         self.teacher_of(await self.hub.session_class(session_id), claims)
+
+    async def current_claims(self) -> auth.Claims:
+        """``claims()``, and 401 for a teacher token its class rotated away."""
+        claims = self.claims()
+        if not await self.hub.teacher_token_current(claims):
+            self.fail(401, REPLACED_LINK)
+        return claims
+
+
+#: What a teacher hears when their link's token was rotated away.
+REPLACED_LINK = "this teacher link was replaced: open the new link (smartsession class rotate-token prints it)"
 
 
 class _Refused(web.HTTPError):
@@ -369,18 +386,39 @@ class HealthHandler(_Api):
 
 class ClassesHandler(_Api):
     async def post(self) -> None:
-        claims = self.claims()
+        claims = await self.current_claims()
         if claims.role not in ("admin", "teacher"):
             self.fail(403, "only the admin token or a teacher token may create classes")
         body = self.body()
         try:
-            info = await asyncio.get_running_loop().run_in_executor(None, self.hub.create_class, body.get("title"))
+            info = await asyncio.get_running_loop().run_in_executor(
+                None, self.hub.create_class_for, claims, body.get("title"))
+        except HttpRefusal as exc:
+            self.fail(exc.status, exc.reason, exc.retry_after)
         except ValueError as exc:
             self.fail(400, str(exc))
         origin = f"{self.request.protocol}://{self.request.host}"
         info["join_url"] = origin + info["join_path"]
         info["teacher_url"] = origin + info["teacher_path"]
         self.set_status(201)
+        self.finish(json.dumps(info))
+
+
+class RotateTokenHandler(_Api):
+    """``POST .../api/classes/<id>/rotate-token`` with the admin token: old teacher links stop working."""
+
+    async def post(self, class_id: str) -> None:
+        if self.claims().role != "admin":
+            self.fail(403, "only the admin token may rotate a class's teacher token")
+        try:
+            info = await asyncio.get_running_loop().run_in_executor(None, self.hub.rotate_teacher_token, class_id)
+        except KeyError as exc:
+            self.fail(404, str(exc.args[0]))
+        for teacher in list(self.hub.teachers.get(class_id, ())):
+            teacher.close(CloseCode.AUTH_FAILED, REPLACED_LINK)
+        origin = f"{self.request.protocol}://{self.request.host}"
+        info["join_url"] = origin + info["join_path"]
+        info["teacher_url"] = origin + info["teacher_path"]
         self.finish(json.dumps(info))
 
 
@@ -511,6 +549,7 @@ def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
         (f"{root}/health", HealthHandler, kw),
         (f"{root}/api/classes", ClassesHandler, kw),
         (f"{root}/api/join", JoinHandler, kw),
+        (f"{root}/api/classes/({IDENT})/rotate-token", RotateTokenHandler, kw),
         (f"{root}/api/classes/({IDENT})/sessions", SessionsHandler, kw),
         (f"{root}/api/classes/({IDENT})/plan", PlanHandler, kw),
         (f"{root}/api/classes/({IDENT})/lessons", LessonsHandler, kw),

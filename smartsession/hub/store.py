@@ -21,6 +21,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from smartsession.cells import safe_frame, safe_row
 from smartsession.schema import SHARED_FEATURES
 
 FILENAME = "smartsession.sqlite3"
@@ -47,6 +48,7 @@ CREATE INDEX IF NOT EXISTS states_session ON states (session_id, received);
 CREATE INDEX IF NOT EXISTS states_student ON states (class_id, student_id, seq);
 CREATE TABLE IF NOT EXISTS commands (
     session_id TEXT, class_id TEXT NOT NULL, received REAL NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """ + """
 CREATE TABLE IF NOT EXISTS checkins (
     session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -330,6 +332,11 @@ class Store:
             (session_id, class_id, received, command, json.dumps(args)),
         )
 
+    def set_shared_setting(self, key: str, value: str) -> None:
+        """Set ``key`` (committed with the next batch; ``flush()`` to wait for it)."""
+        self._submit("INSERT INTO settings (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
     def add_checkin(self, class_id: str, event: dict[str, Any]) -> None:
         """Store a ``checkin`` event (the hub's, validated)."""
         self._submit(
@@ -362,6 +369,12 @@ class Store:
         )
 
     # --- reads ---
+
+    def setting(self, key: str) -> str | None:
+        """The value of ``key`` in the settings table, or None."""
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
 
     def plan(self, class_id: str) -> list[str]:
         rows = self._query("SELECT items FROM plans WHERE class_id = ?", (class_id,))
@@ -419,6 +432,9 @@ class Store:
 
         with self._read_lock:
             return pd.read_sql_query(sql, self._db, params=params)
+
+    def class_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM classes")[0][0]
 
     def class_info(self, class_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT class_id, title, created, emotions FROM classes WHERE class_id = ?", (class_id,))
@@ -553,7 +569,7 @@ class Store:
         path = Path(path)
         states = self.states(session_id)
         if format == "csv":
-            states.to_csv(path, index=False)
+            safe_frame(states).to_csv(path, index=False)
         elif format == "parquet":
             states.to_parquet(path, index=False)
         else:
@@ -638,7 +654,7 @@ class Store:
             cursor = db.execute(_STATES_CSV_SQL, (session_id,))
             while True:
                 rows = cursor.fetchmany(rows_per_chunk)
-                writer.writerows(rows)
+                writer.writerows(map(safe_row, rows))
                 yield out.getvalue()
                 out.seek(0)
                 out.truncate()

@@ -5,6 +5,8 @@ Class series, per-segment table, drops and peaks; no I/O and no plotting (``buil
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,9 @@ class ReportSettings:
     min_minutes: float = 1.0  # segments with less class data than this are marked as resting on little data
     window_min: float = 5.0  # sessions without lecture segments are cut into windows this long
     max_peaks: int = 3
+    #: Longest stretch of time a report is built for: its series and windows grow with the span, so a hostile
+    #: or broken export (two states 3,000 years apart) is refused with a clear error instead of eating memory.
+    max_span_h: float = 24.0
     answer_window_s: float = 30.0  # a check-in answer is set against the camera's states this long before it
     min_answers: int = 10  # fewer "Where was your mind" answers with camera data: "not enough answers"
 
@@ -40,6 +45,8 @@ class ReportSettings:
             raise ValueError("bin_s must be > 0 and window_s at least two bins: e.g. bin_s=5, window_s=60")
         if self.smooth_bins < 1 or self.min_group < 1 or self.window_min <= 0:
             raise ValueError("smooth_bins and min_group must be >= 1 and window_min > 0")
+        if not 0 < self.max_span_h <= 24 * 366:
+            raise ValueError("max_span_h must be more than 0 and at most a year of hours")
 
     @property
     def window_bins(self) -> int:
@@ -92,6 +99,25 @@ def state_counts(states: pd.DataFrame, t0: float | None, settings: ReportSetting
     ).reset_index()
     out["segment"] = out["segment"].where(out["segment"] != "", None)
     return out[COUNT_COLUMNS]
+
+
+def check_span(counts: pd.DataFrame, t0: float, settings: ReportSettings) -> None:
+    """Refuse, before anything grows with it, data whose capture times span more than ``settings.max_span_h``."""
+    if counts.empty:
+        return
+    t = counts["t"].to_numpy(float)
+    first, last = min(float(t.min()), t0), float(t.max())
+    span = last - first
+    if math.isfinite(span) and span <= settings.max_span_h * 3600:
+        return
+    def when(x: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(x)) if math.isfinite(x) and 0 <= x < 253e9 else repr(x)
+
+    raise ValueError(
+        f"the states span {span / 3600:,.1f} hours (capture times from {when(first)} to {when(last)} UTC), more "
+        f"than a report covers ({settings.max_span_h:g} h): report one lesson's session, or remove the rows "
+        "with wrong times from the export"
+    )
 
 
 def resolve_segments(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from smartsession.cells import safe_frame
 from smartsession.hub.pgstore import is_postgres_url
 from smartsession.hub.store import STATE_COLUMNS
 from smartsession.report import analysis
@@ -388,7 +389,7 @@ class Report:
         for name, table in self.tables().items():
             if "csv" in formats:
                 written.append(out / f"{name}.csv")
-                table.to_csv(written[-1], index=False)
+                safe_frame(table).to_csv(written[-1], index=False)
             if "parquet" in formats:
                 written.append(out / f"{name}.parquet")
                 table.to_parquet(written[-1], index=False)
@@ -412,6 +413,7 @@ def build_report(
     seg_frame = analysis.segment_frame(data.segments)
     t0 = data.lesson_start()
     counts = data.counts(t0, settings)
+    analysis.check_span(counts, t0, settings)
     windows = seg_frame.empty and not counts["segment"].notna().any()
     counts, segments = analysis.resolve_segments(counts, seg_frame, settings)
     bins = analysis.student_bins(counts, t0, settings)

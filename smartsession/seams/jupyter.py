@@ -16,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from voila import app as voila_app
+from voila import handler as voila_handler
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila import utils as voila_utils
@@ -114,6 +115,17 @@ def _page_handler(_app) -> str | None:
     return None
 
 
+def _query_string(_app) -> str | None:
+    # serve/linkcookie.py fills a page's secrets back into request.query, which Voila hands the kernel.
+    try:
+        source = inspect.getsource(voila_handler.VoilaHandler)
+    except (OSError, TypeError):
+        source = ""
+    if "self.request.query" not in source:
+        return "voila's VoilaHandler no longer hands the kernel self.request.query as its QUERY_STRING"
+    return None
+
+
 def _activity_watch(_app) -> str | None:
     if "_activity_stream" not in inspect.getsource(MappingKernelManager.stop_watching_activity):
         return "MappingKernelManager.stop_watching_activity no longer closes kernel._activity_stream"
@@ -173,4 +185,6 @@ SEAMS = (
     Seam("jupyter_client", "LocalProvisioner.process, .pid, .pgid: a forked kernel is polled and signalled",
          "7.0", _provisioner),
     *EXTENSION_SEAMS,
+    Seam("voila", "VoilaHandler: request.query becomes the kernel's QUERY_STRING (the link's secrets, from cookies)",
+         "0.5.0", _query_string),
 )

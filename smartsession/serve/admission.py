@@ -58,6 +58,7 @@ class Ticket:
     kernel_id: str | None = None
     served_at: float | None = None  # when its page was sent; None while rendering
     connected: bool = False  # its page opened the kernel's websocket at least once
+    engaged: bool = False  # its page sent widget traffic the kernel handled (the widget handshake, frames)
 
 
 class StudentKernels:
@@ -116,6 +117,21 @@ class StudentKernels:
             if ticket.kernel_id == kernel_id:
                 ticket.connected = True
 
+    def engaged(self, kernel_id: str) -> None:
+        for ticket in self._tickets:
+            if ticket.kernel_id == kernel_id:
+                ticket.engaged = True
+
+    def idle(self, seat_timeout: float) -> list[str]:
+        """Kernels whose page was sent more than ``seat_timeout`` seconds ago and never sent widget traffic: a bare
+        websocket holding a seat, or a page that broke before its widgets came up (a reload gets a new kernel)."""
+        now = self._clock()
+        return [
+            t.kernel_id
+            for t in self._tickets
+            if t.kernel_id and not t.engaged and t.served_at is not None and now - t.served_at > seat_timeout
+        ]
+
     def unconnected(self) -> list[str]:
         """Kernels whose page was sent more than ``connect_timeout`` seconds ago and never connected."""
         now = self._clock()
@@ -132,3 +148,22 @@ class StudentKernels:
 
     def counts(self) -> dict[str, int]:
         return {"running": len(self._tickets), "max": self.max_total}
+
+
+class TeacherKernels(StudentKernels):
+    """Teacher page kernels (~155 MB each), counted in total and per teacher link instead of per address: a loop
+    of GETs with one teacher token, no browser needed, would otherwise start a kernel each. The key is the link's
+    token; a page that never connects is shut down like a student's."""
+
+    def admit(self, token: str) -> Ticket:
+        if self.max_total and len(self._tickets) >= self.max_total:
+            raise Refused(503, "Too many teacher pages are open, try again in a minute",
+                          f"This server keeps {self.max_total} teacher pages open at once. Close teacher tabs "
+                          "you no longer use; pages opened but never used close within a minute.")
+        if self.max_per_address and self.from_address(token) >= self.max_per_address:
+            raise Refused(429, "This teacher link has too many pages open, try again in a minute",
+                          f"One teacher link opens {self.max_per_address} pages at once. Close the other tabs "
+                          "of this class's teacher page, then try again in a minute.")
+        ticket = Ticket(address=token)
+        self._tickets.append(ticket)
+        return ticket

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import run_sync
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 from voila.app import Voila
 
 from smartsession import __version__
@@ -35,8 +36,8 @@ from smartsession.hub.store import private_dir
 from smartsession.options import aliases as option_aliases
 from smartsession.options import flags as option_flags
 from smartsession.seams import SeamBroken, check, http, jupyter, kernel
-from smartsession.serve import assets, lockdown
-from smartsession.serve.admission import StudentKernels
+from smartsession.serve import assets, forwarded, headers, lockdown
+from smartsession.serve.admission import StudentKernels, TeacherKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.options import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
@@ -121,10 +122,32 @@ class SmartSessionApp(Voila):
         config=True,
         help="Student pages served at once to one address (0: no limit; behind a proxy every page has its address).",
     )
+    max_teacher_pages = Int(
+        8, config=True, help="Teacher pages served at once (each runs a kernel of ~155 MB); more get a 503 page.")
+    max_teacher_pages_per_link = Int(
+        3, config=True, help="Teacher pages served at once for one teacher link (token); more get a 429 page.")
     connect_timeout = Float(
         30.0,
         config=True,
         help="Seconds a student page has to connect to its kernel before the kernel is shut down (at most 60).",
+    )
+    trusted_proxies = List(
+        Unicode(),
+        config=True,
+        help="Addresses of reverse proxies (nginx) whose X-Forwarded-For names the client; from any other peer "
+        "the header is ignored. Behind the shipped nginx on this machine: 127.0.0.1.",
+    )
+    seat_timeout = Float(
+        90.0,
+        config=True,
+        help="Seconds a page has, once sent, to bring its widgets up (the kernel handles a widget message from "
+        "it); else its kernel is shut down and its seat freed (a bare websocket holds none). At least 10.",
+    )
+    max_address_share = Float(
+        0.5,
+        config=True,
+        help="Most of --max-students one address may hold, as a share (0.5: half the seats), whatever "
+        "--max-per-address says; 1 lets one address (a school's NAT) fill the class.",
     )
     dashboards = Unicode(
         config=True, help="Directory with student.ipynb and teacher.ipynb; default: the pages shipped with the package."
@@ -165,7 +188,7 @@ class SmartSessionApp(Voila):
     def _default_max_students(self) -> int:
         return default_max_students(self.machine)
 
-    @validate("pool_size", "max_per_address")
+    @validate("pool_size", "max_per_address", "max_teacher_pages", "max_teacher_pages_per_link")
     def _valid_count(self, proposal):
         if proposal["value"] < 0:
             raise ValueError(f"--{proposal['trait'].name.replace('_', '-')} must be 0 or more")
@@ -183,6 +206,24 @@ class SmartSessionApp(Voila):
         if not 0 < proposal["value"] <= 60:
             raise ValueError("--connect-timeout must be more than 0 and at most 60 seconds")
         return proposal["value"]
+
+    @validate("seat_timeout")
+    def _valid_seat_timeout(self, proposal):
+        if proposal["value"] < 10:
+            raise ValueError("--SmartSessionApp.seat_timeout must be at least 10 seconds (a page loads its widgets)")
+        return proposal["value"]
+
+    @validate("max_address_share")
+    def _valid_share(self, proposal):
+        if not 0 < proposal["value"] <= 1:
+            raise ValueError("--SmartSessionApp.max_address_share must be more than 0 and at most 1")
+        return proposal["value"]
+
+    @property
+    def per_address(self) -> int:
+        """Student pages one address may hold: --max-per-address (0: no count of its own) within the share."""
+        share = max(1, math.ceil(self.max_address_share * self.max_students))
+        return min(self.max_per_address, share) if self.max_per_address else share
 
     @property
     def machine(self) -> Machine:
@@ -298,8 +339,10 @@ class SmartSessionApp(Voila):
         self._trust_pages()
         settings["log_function"] = lockdown.log_request
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
-        self.students = StudentKernels(self.max_students, self.max_per_address, self.connect_timeout)
+        self.students = StudentKernels(self.max_students, self.per_address, self.connect_timeout)
         self.kernel_manager.students = self.students
+        self.teachers = TeacherKernels(self.max_teacher_pages, self.max_teacher_pages_per_link, self.connect_timeout)
+        self.kernel_manager.teachers = self.teachers
         # Memory holds kernels_fit student kernels; a larger --max-students is the teacher's explicit choice.
         self.kernel_manager.kernel_budget = max(self.machine.kernels_fit, self.max_students)
         self.kernel_manager.warm_slots = self.machine.cores
@@ -343,6 +386,7 @@ class SmartSessionApp(Voila):
                 lockdown.DashboardHandler,
                 {
                     "secret": self.hub.secret,
+                    "current_teacher": self.hub.teacher_token_current,
                     "template_paths": self.template_paths,
                     "config": self.config,
                     "voila_configuration": self.voila_configuration,
@@ -371,6 +415,7 @@ class SmartSessionApp(Voila):
         self.hub.health_extras["pool"] = lambda: self.pool().to_dict()
         self.hub.health_extras["warm"] = lambda: self.pool().warm
         self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
+        self.hub.health_extras["teacher_kernels"] = lambda: self.teachers.counts()
         # Set here, whatever was inherited: a supervisor or a script starting serve in the background hands it
         # SIGINT ignored, and Voila handles only SIGTERM. Either one stops the server, saying so.
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -396,6 +441,9 @@ class SmartSessionApp(Voila):
         if self.certfile:
             ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_options.load_cert_chain(self.certfile, self.keyfile or None)
+        self.app.add_transform(headers.SecurityHeaders)
+        if self.trusted_proxies:
+            self.app.add_transform(forwarded.from_proxies(frozenset(self.trusted_proxies)))
         try:
             # The hub's HTTP server: its header/body timeouts, body and header sizes and connection caps
             # apply to every route here (pages, kernels, hub), not only to the hub's own.
@@ -428,15 +476,20 @@ class SmartSessionApp(Voila):
             self.stop()
 
     async def close_unconnected(self) -> None:
-        """Shut down the kernels of student pages that were sent but never connected (a GET without a browser)."""
-        self.students.keep_only(self.kernel_manager.list_kernel_ids())
-        for kernel_id in self.students.unconnected():
-            self.log.info("Closing kernel %s: its page did not connect within %.0f s", kernel_id, self.connect_timeout)
-            try:
-                await self.kernel_manager.shutdown_kernel(kernel_id)
-            except (KeyError, tornado.web.HTTPError):
-                pass  # its page closed it meanwhile
-            self.students.keep_only(self.kernel_manager.list_kernel_ids())
+        """Shut down the kernels of student and teacher pages that were sent but never connected (a GET without a
+        browser) or never brought their widgets up (a bare websocket holding a seat)."""
+        for pages in (self.students, self.teachers):
+            pages.keep_only(self.kernel_manager.list_kernel_ids())
+            closing = {k: f"its page did not connect within {self.connect_timeout:.0f} s" for k in pages.unconnected()}
+            for kernel_id in pages.idle(self.seat_timeout):
+                closing.setdefault(kernel_id, f"its page brought no widget up within {self.seat_timeout:.0f} s")
+            for kernel_id, why in closing.items():
+                self.log.info("Closing kernel %s: %s", kernel_id, why)
+                try:
+                    await self.kernel_manager.shutdown_kernel(kernel_id)
+                except (KeyError, tornado.web.HTTPError):
+                    pass  # its page closed it meanwhile
+                pages.keep_only(self.kernel_manager.list_kernel_ids())
 
     def default_class(self) -> dict:
         """Reopen the class created on the first start (its id is kept in the data dir), or create it."""

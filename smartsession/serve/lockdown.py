@@ -17,8 +17,10 @@ from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
-from smartsession.hub.auth import AuthError, check_join_code, verify_token
+from smartsession.hub.auth import AuthError, check_join_code, peek_claims, verify_token
 from smartsession.hub.server import reason_of
+from smartsession.schema import is_ident
+from smartsession.serve import linkcookie
 from smartsession.serve.admission import RETRY_AFTER, Refused, page_ticket
 from smartsession.serve.pool import next_kernel
 
@@ -180,8 +182,10 @@ class MessagePageMixin:
 class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
     """Renders ``student.ipynb`` and ``teacher.ipynb`` only, each after checking the link's class and token."""
 
-    def initialize(self, secret: str, **kwargs):
+    def initialize(self, secret: str, current_teacher=None, **kwargs):
         self.secret = secret
+        # async (Claims) -> bool: whether a teacher token survived its class's rotations (Hub.teacher_token_current)
+        self.current_teacher = current_teacher
         super().initialize(**kwargs)
 
     @tornado.web.authenticated
@@ -190,6 +194,7 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             raise tornado.web.HTTPError(404, reason="Not Found")
         self.page = path
         arguments = {name: self.get_query_argument(name, "") for name in ("class", "token", "join")}
+        from_cookie = self._secrets_from_cookies(path, arguments)
         try:
             check_page_access(self.secret, path, arguments)
         except PageRefused as refused:
@@ -197,20 +202,31 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page("This link does not open this page", str(refused)))
             return
-        if path != STUDENT_PAGE:
-            await self._render(path)
+        if path == TEACHER_PAGE and self.current_teacher is not None \
+                and not await self.current_teacher(verify_token(self.secret, arguments["token"])):
+            self.clear_cookie(linkcookie.cookie_name(path, "token", arguments["class"]), path=self.request.path)
+            self.set_status(403)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(message_page("This teacher link was replaced",
+                                     "Open the new teacher link (<code>smartsession class rotate-token</code> "
+                                     "prints it)."))
             return
-        students = self.kernel_manager.students
+        self._keep_secrets(path, arguments, from_cookie)
+        if path == STUDENT_PAGE:
+            students, who = self.kernel_manager.students, self.request.remote_ip
+        else:
+            students, who = self.kernel_manager.teachers, arguments["token"]
         try:
-            ticket = students.admit(self.request.remote_ip)
+            ticket = students.admit(who)
         except Refused as refused:
             self.set_status(refused.status)
             self.set_header("Retry-After", str(RETRY_AFTER))
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page(refused.title, refused.text))
             return
-        # After admission: a flood of refused requests must not hold pool refills back.
-        self.kernel_manager.note_demand()
+        if path == STUDENT_PAGE:
+            # After admission: a flood of refused requests must not hold pool refills back.
+            self.kernel_manager.note_demand()
         reset = page_ticket.set(ticket)
         try:
             await self._render(path)
@@ -218,11 +234,45 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             page_ticket.reset(reset)
             students.served(ticket)
 
+    def _secrets_from_cookies(self, path: str, arguments: dict[str, str]) -> dict[str, str]:
+        """Fill the link's secrets the address no longer shows from this page's cookies (linkcookie.py)."""
+        found = {}
+        if not is_ident(arguments["class"]):
+            return found
+        for param in linkcookie.SECRET_PARAMS:
+            if not arguments[param]:
+                value = self.get_cookie(linkcookie.cookie_name(path, param, arguments["class"]), "")
+                if value:
+                    arguments[param] = found[param] = value
+        return found
+
+    def _keep_secrets(self, path: str, arguments: dict[str, str], from_cookie: dict[str, str]) -> None:
+        """Secrets that came in the address go into cookies, and the address bar loses them (see _render);
+        secrets that came from cookies go into the query string the page's kernel reads."""
+        self.clean_address = False
+        for param in linkcookie.SECRET_PARAMS:
+            value = arguments[param]
+            if not value or param in from_cookie:
+                continue
+            try:
+                expires = peek_claims(value).expires if param == "token" else None
+            except AuthError:
+                expires = None
+            self.set_cookie(linkcookie.cookie_name(path, param, arguments["class"]), value, path=self.request.path,
+                            max_age=linkcookie.cookie_age(expires), httponly=True, samesite="Strict",
+                            secure=self.request.protocol == "https")
+            self.clean_address = True
+        if from_cookie:
+            self.request.query = linkcookie.with_secrets(self.request.query, from_cookie)
+
     async def _render(self, path: str) -> None:
         # Sets the _xsrf cookie that the page echoes when its tab closes (Voila's beforeunload beacon to
         # /voila/api/shutdown); without it that request is refused and the kernel outlives its page.
         self.xsrf_token
+        cleaner = linkcookie.address_cleaner(self.request.path, self.request.query) if self.clean_address else ""
         async for snippet in self.get_generator(path=path):
+            if cleaner and "<head>" in snippet:
+                snippet, cleaner = snippet.replace("<head>", "<head>\n" + cleaner, 1), ""
             snippet = offline_html(snippet, self.base_url)
             if path == TEACHER_PAGE:
                 snippet = with_pool_status(snippet, self.base_url)

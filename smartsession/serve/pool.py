@@ -34,6 +34,7 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
     """
 
     students: StudentKernels | None = None
+    teachers: StudentKernels | None = None  # teacher pages (admission.TeacherKernels), bound to kernels alike
     #: Kernels this machine holds (0: no limit); pool refills wait while that many run (pages, pool, teacher).
     kernel_budget: int = 0
     #: Pool kernels that warm at once (0: no limit; the app sets the cores). More would only share the same
@@ -140,12 +141,21 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         keep_activity_stream(kernel, stream)  # jupyter_server's stop_watching_activity closes it
         track = self.track_message_type
 
+        engaged = False
+
         def record_activity(msg_list: list) -> None:
+            nonlocal engaged
             try:
                 msg_type, parent_type, state = activity_of(msg_list)
             except ValueError:
                 self.log.warning("kernel %s published a message that is not Jupyter's", kernel_id)
                 return
+            if not engaged and parent_type == "comm_msg":
+                # The kernel handled a widget message from its page: the page is more than a bare websocket.
+                engaged = True
+                for pages in (self.students, self.teachers):
+                    if pages is not None:
+                        pages.engaged(kernel_id)
             if track(msg_type) or track(parent_type) or kernel.execution_state == "busy":
                 self.last_kernel_activity = kernel.last_activity = datetime.now(timezone.utc)
             if state is not None:
@@ -158,8 +168,9 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
-        if self.students is not None:
-            self.students.connected(kernel_id)
+        for pages in (self.students, self.teachers):
+            if pages is not None:
+                pages.connected(kernel_id)
 
 
 DELIMITER = b"<IDS|MSG>"

@@ -6,6 +6,7 @@ analysis mode, runs the face landmarker itself and sends packed faces (Python co
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,33 @@ class CameraBase:
         self.close()
 
 
+def _non_finite(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first NaN or infinity in a decoded JSON value (Python's json reads ``NaN`` and ``Infinity``)."""
+    if value.__class__ is float:
+        return None if math.isfinite(value) else path
+    if depth > 8:
+        return path  # deeper than any message of ours: refused like a bad number
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}", depth + 1)
+        if found:
+            return found
+    return None
+
+
+def frame_numbers(content: dict) -> tuple[int, float]:
+    """``seq`` and ``t`` of a page's frame or face message; ``ValueError`` saying what is wrong."""
+    bad = _non_finite(content, "message")
+    if bad:
+        raise ValueError(f"{bad} is not a finite number: send finite numbers only")
+    seq, t = content.get("seq"), content.get("t")
+    if seq.__class__ is not int or not 0 <= seq < 2**53:
+        raise ValueError("seq must be an integer from 0 to 2**53")
+    if t.__class__ not in (int, float) or not 0 <= t < 1e11:
+        raise ValueError("t must be the capture time in unix seconds")
+    return seq, float(t)
+
+
 class Camera(CameraBase, anywidget.AnyWidget):
     """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers, or (with
     ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead.
@@ -183,12 +211,20 @@ class Camera(CameraBase, anywidget.AnyWidget):
         dispatcher = self._frames if kind == "frame" else self._faces
         limit = packed.message_size(packed.MAX_LANDMARKS) if kind == "face" else None
         try:
+            seq, t = frame_numbers(content)
+        except ValueError as refused:
+            # Refused here, before anything downstream keeps the number: a NaN capture time once poisoned the
+            # smoothing, and every state after it was refused by the hub. The page learns why; the next works.
+            dispatcher.counts["bad"] += 1
+            seq = content.get("seq")
+            if seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
+                self.send({"type": "ack", "seq": seq, "processed": False, "error": str(refused)})
+            return
+        try:
             if limit is not None and len(buffers[0]) > limit:
                 raise ValueError("larger than any packed face")
-            frame = PendingFrame(
-                seq=int(content["seq"]), t=float(content["t"]), data=bytes(buffers[0]), received=time.time()
-            )
-        except (KeyError, IndexError, TypeError, ValueError):
+            frame = PendingFrame(seq=seq, t=t, data=bytes(buffers[0]), received=time.time())
+        except (IndexError, TypeError, ValueError):
             dispatcher.counts["bad"] += 1
             return
         if not (self.active and self.accept_frames) or (kind == "frame" and not self.accept_pictures):

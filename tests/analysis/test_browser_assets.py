@@ -102,3 +102,15 @@ def test_the_fetch_shows_a_progress_bar_that_ends_full(empty_cache, capsys):
     frames = [f for f in drawn.split("\r") if f.strip()]
     assert frames and all(f.startswith(f"{browser_assets.PACKAGE}@{browser_assets.VERSION} [") for f in frames)
     assert frames[-1].rstrip() == f"{browser_assets.PACKAGE}@{browser_assets.VERSION} [{'#' * 30}]  12.0 of 12.0 MB"
+
+
+def test_the_served_bundle_has_mediapipes_usage_logger_turned_off(empty_cache, tarball):
+    # The package's bundle posts usage logs to a Google host every 60 s; the served one never creates the logger.
+    browser_assets.install_tarball(tarball)
+    asset = browser_assets.BY_NAME["vision_bundle.mjs"]
+    upstream, logger_on, logger_off = asset.patch
+    served = browser_assets.path_of(asset).read_bytes()
+    assert logger_on not in served and served.count(logger_off) == 1
+    assert gzip.decompress(browser_assets.gzip_path_of(asset).read_bytes()) == served
+    with pytest.raises(AssetsMissingError, match="not the file the served vision_bundle.mjs is made from"):
+        browser_assets.patched(asset, served)

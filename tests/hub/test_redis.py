@@ -38,8 +38,10 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary, kit):
                 await pub.wait_acked(first.seq, 30)
                 # Hub A's backplane pipeline has put the state in the room's hash, where hub B will read it.
                 room_key = f"smartsession:room:{info['class_id']}"
-                stored = lambda: redis_client.hget(room_key, f"state:{joined['student_id']}")  # noqa: E731
-                await kit.eventually(lambda: json.loads(stored() or "{}").get("seq") == first.seq)
+                # Each entry is sealed: "<hmac> <event JSON>" (relay.py).
+                stored = lambda: (redis_client.hget(room_key, f"state:{joined['student_id']}")  # noqa: E731
+                                  or b"- {}").split(b" ", 1)[1]
+                await kit.eventually(lambda: json.loads(stored()).get("seq") == first.seq)
                 assert json.loads(stored())["seq"] == first.seq
                 # A teacher arriving late on hub B sees the class as hub A knows it.
                 events = []

@@ -304,3 +304,25 @@ def test_a_kernel_of_the_server_reports_its_activity_and_state_as_jupyter_does()
             await manager.shutdown_kernel(kid)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_bare_websocket_holds_no_seat_and_one_address_holds_at_most_its_share(tmp_path, dashboards):
+    # Four seats, half of them per address: a third page at once from one address is refused, not the class.
+    with running_server(tmp_path, pool_size=0, dashboards=dashboards, max_students=4, max_address_share=0.5,
+                        seat_timeout=10) as srv:
+        with ThreadPoolExecutor(3) as pool:
+            pages = list(pool.map(lambda _: get_from(srv, "127.0.0.1", srv.join_url), range(3)))
+        assert sorted(p[0] for p in pages) == [200, 200, 429]
+        # Connected by a bare websocket that never brings a widget up: the kernel goes after the seat timeout
+        # (the connect timeout, 30 s, spares connected pages), and its seat with it.
+        kid = kernel_id(next(p for p in pages if p[0] == 200)[2])
+        url = srv.url.replace("http", "ws", 1) + f"api/kernels/{kid}/channels"
+        with connect(url, open_timeout=30, max_size=None) as ws:
+            ws.send(json.dumps(kernel_message("kernel_info_request", {})))
+            while json.loads(ws.recv(timeout=30))["msg_type"] != "kernel_info_reply":
+                pass
+            eventually(lambda: srv.request(f"api/kernels/{kid}").status == 404, 40, "the idle seat was kept")
+        assert "its page brought no widget up within 10 s" in srv.log_text()
+        eventually(lambda: srv.health()["student_kernels"]["running"] == 0, 40, "seats were not freed")
+        assert get_from(srv, "127.0.0.1", srv.join_url)[0] == 200

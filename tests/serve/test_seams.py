@@ -15,6 +15,7 @@ import uuid
 import pytest
 import tornado.web
 import voila.app
+import voila.handler
 import voila.utils
 from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
@@ -95,6 +96,7 @@ BREAK = {
     jupyter.SEAMS[7]: lambda mp: _replace(mp, ZMQChannelsWebsocketConnection, "handle_outgoing_message", _outgoing),
     jupyter.SEAMS[8]: lambda mp: mp.delattr(LocalProvisioner, "pgid"),
     jupyter.SEAMS[9]: lambda mp: _replace(mp, extension_manager, "ExtensionPoint", _Point),
+    jupyter.SEAMS[10]: lambda mp: _replace(mp, voila.handler, "VoilaHandler", _Point),
     kernel.SEAMS[0]: lambda mp: _replace(mp, OutStream, "_flush", _flush),
     kernel.SEAMS[1]: lambda mp: _replace(mp, IPythonKernel, "_publish_status", _publish_status),
 }

@@ -244,6 +244,7 @@ class Nginx:
         site = site.replace("    keepalive", servers + "    keepalive", 1)
         site = re.sub(r"(?m)^    listen 80;", f"    listen 127.0.0.1:{self.port};", site)
         d = self.dir
+        site = site.replace("/var/log/nginx/", f"{d}/")  # the shipped access log, in the temp dir
         # What Debian's /etc/nginx/nginx.conf provides around conf.d, with every path in our temp dir.
         # Two descriptors per proxied websocket: the benchmark's 2000 students need more than the defaults.
         return (f"pid {d}/nginx.pid;\nworker_processes 1;\nworker_rlimit_nofile 16384;\n"

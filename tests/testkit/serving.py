@@ -177,6 +177,8 @@ def running_server(
     if dashboards is not None:
         argv += ["--dashboards", str(dashboards)]
     options.setdefault("max_per_address", 0)
+    options.setdefault("max_teacher_pages_per_link", 0)  # tests open one class's teacher page many times
+    options.setdefault("max_address_share", 1)  # and every test page comes from 127.0.0.1
     options.setdefault("max_students", TEST_MAX_STUDENTS)
     argv += _options_argv(options)
     if kernel_log:

@@ -160,3 +160,24 @@ def test_webrtc_snapshots_are_not_decoded_while_paused():
         camera.recorder.image.value = data + b"\x00"  # a new value, so the trait changes
         wait_for(lambda: got)
     assert got == [astronaut().shape]
+
+
+@pytest.mark.parametrize("content, says", [
+    ({"type": "frame", "seq": 1, "t": float("nan")}, "message.t is not a finite number"),
+    ({"type": "frame", "seq": 1, "t": float("inf")}, "message.t is not a finite number"),
+    ({"type": "frame", "seq": 1, "t": 3.0, "extra": [1.0, float("-inf")]}, "message.extra.1 is not a finite"),
+    ({"type": "frame", "seq": 1, "t": -5.0}, "t must be the capture time"),
+    ({"type": "frame", "seq": 1, "t": True}, "t must be the capture time"),
+])
+def test_non_finite_numbers_are_refused_with_a_reason_and_the_next_frame_works(content, says):
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    got = []
+    with Camera() as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(lambda frame, t: got.append(t))
+        camera._on_custom(camera, content, [data])
+        assert sent.sent and sent.sent[0]["processed"] is False and says in sent.sent[0]["error"], sent.sent
+        camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 4.0}, [data])
+        wait_for(lambda: got == [4.0])
+    assert camera.counts["bad"] == 1 and camera.counts["processed"] == 1
