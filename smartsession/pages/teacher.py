@@ -615,9 +615,13 @@ class TeacherPage:
             self._lessons = lessons
             self.history.value = lesson_html.history_html(lessons)
             self.history_chart.value = lesson_html.history_chart_svg(lessons)
+            chosen = self.history_pick.value
             self.history_pick.options = [
                 (f"{datetime.fromtimestamp(s['started']):%Y-%m-%d %H:%M} {s.get('title') or ''}".strip(),
                  s["session_id"]) for s in reversed(lessons)]
+            # New options leave the dropdown on nothing: keep the teacher's pick, else the newest lesson.
+            ids = [s["session_id"] for s in lessons]
+            self.history_pick.value = chosen if chosen in ids else (ids[-1] if ids else None)
 
         if self.class_id and self.token:
             self._tasks.append(asyncio.get_running_loop().create_task(load()))

@@ -294,6 +294,7 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     assert "Did that make sense?" in tally
     kernel.run("page._command('end_session')")
     kernel.wait_for("page.history.value", lambda v: "Past lessons" in v and "100%" in v)
+    assert kernel.json("page.history_pick.value") == kernel.json("page._lessons[-1]['session_id']")
     hub.run(ana.stop())
     # The plan is kept with the class: a page opened later finds it.
     kernel.run("page.close()")
