@@ -51,15 +51,12 @@ class _TraitHelp(argparse.Action):
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None, **kwargs):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-        self.options: tuple[Option, ...] = ()
+        self.options: list[tuple[Option, argparse.Action]] = []  # each option and the argument that parses it
         self.classes: Mapping[str, str] = {}
 
     def __call__(self, parser, namespace, values, option_string=None):
-        by_dest = {o.dest: o for o in self.options}
-        for action in parser._actions:
-            option = by_dest.get(action.dest)
-            if option is not None:
-                action.help = trait_help(option, self.classes)
+        for option, action in self.options:
+            action.help = trait_help(option, self.classes)
         parser.print_help()
         parser.exit()
 
@@ -70,14 +67,14 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option], exam
     ``"module:Class"``), and a word on ``--Class.trait=VALUE`` for everything else.
 
     The parser must be made with ``add_help=False``."""
-    options = tuple(options)
     helper = parser.add_argument("-h", "--help", action=_TraitHelp, help="show this help message and exit")
-    helper.options, helper.classes = options, classes
+    helper.classes = classes
     for o in options:
         if o.metavar is None:
-            parser.add_argument(f"--{o.name}", action="store_true")
+            action = parser.add_argument(f"--{o.name}", action="store_true")
         else:
-            parser.add_argument(f"--{o.name}", metavar=o.metavar, action="append" if o.repeat else "store")
+            action = parser.add_argument(f"--{o.name}", metavar=o.metavar, action="append" if o.repeat else "store")
+        helper.options.append((o, action))
     parser.add_argument("--config", metavar="FILE",
                         help="a traitlets config file (.py or .json) for any setting, e.g. c.HubConfig.rate = 10")
     parser.epilog = (f"Any other setting as --Class.trait=VALUE, e.g. {example}; "

@@ -82,7 +82,7 @@ def test_help_shows_every_option_once_with_its_traits_help(command):
         env={**os.environ, "COLUMNS": "2000"},
     ).stdout
     for option in module.OPTIONS:
-        lines = [line for line in out.splitlines() if re.match(rf"\s+--{option.name}\b", line)]
+        lines = [line for line in out.splitlines() if re.match(rf"\s+--{option.name}(?![\w-])", line)]
         assert len(lines) == 1, f"--{option.name} shown {len(lines)} times"
         text = trait_help(option, module.CLASSES).replace("%%", "%")
         shown = " ".join(f"--{option.name} {option.metavar or ''} {text}".split())
@@ -94,3 +94,22 @@ def test_serve_app_and_its_command_line_do_not_import_each_other():
     app = (ROOT / "smartsession" / "serve" / "app.py").read_text()
     assert "smartsession.serve.cli" not in app
     assert "from smartsession.serve.app" not in cli.split("def run", 1)[0]
+
+
+def test_constraints_pin_every_dependency_within_its_bounds():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(text)
+        version = pinned.get(canonicalize_name(req.name))
+        assert version is not None, f"constraints.txt does not pin {req.name}"
+        assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} is outside {req.specifier}"
+    readme = (ROOT / "README.md").read_text()
+    assert "-c constraints.txt" in readme and "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()

@@ -31,7 +31,7 @@ OPTIONS = (
 CLASSES = {"HubApp": "smartsession.hub.standalone:HubApp", "HubConfig": "smartsession.hub.config:HubConfig"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub) -> None:
     hub = sub.add_parser("hub", help="run the websocket hub alone (no pages), e.g. behind a load balancer",
                          add_help=False)
     add_options(hub, OPTIONS, "--HubConfig.rate=10 --HubConfig.ping_interval=5", CLASSES)

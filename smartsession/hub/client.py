@@ -21,7 +21,8 @@ from collections import deque
 from dataclasses import replace
 from typing import Any, AsyncIterator, Callable
 
-from smartsession.hub.protocol import ClassRoom, CloseCode
+from smartsession.hub.protocol import CloseCode
+from smartsession.hub.room import ClassRoom
 from smartsession.schema import PROTOCOL_VERSION, CheckinAnswer, CheckinAsk, Snapshot, StateMessage, TeacherCommand
 
 log = logging.getLogger("smartsession.hub.client")

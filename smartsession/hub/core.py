@@ -24,7 +24,6 @@ from smartsession.hub.checkins import CHECKIN_EVENTS, STUDENT_EVENTS, CheckinBoo
 from smartsession.hub.config import HubConfig
 from smartsession.hub.httpserver import connection_cap
 from smartsession.hub.protocol import (
-    ClassRoom,
     CloseCode,
     Connection,
     ConnectionLimiter,
@@ -38,7 +37,8 @@ from smartsession.hub.protocol import (
     dumps,
     nack,
 )
-from smartsession.hub.pgstore import PostgresStore, open_store, shared_credentials
+from smartsession.hub.room import ClassRoom
+from smartsession.hub.pgstore import open_store
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
 from smartsession.schema import (
@@ -154,14 +154,16 @@ class Hub:
 
     max_held = 2000  # states per class that wait for a session being opened (a class's states for a few seconds)
 
-    def __init__(self, config: HubConfig | None = None, **settings: Any):
+    def __init__(self, config: HubConfig | None = None, *, store: Store | None = None, backplane: Any = None,
+                 **settings: Any):
         self.config = config if config is not None else HubConfig(**settings)
         self.health_extras: dict[str, Callable[[], Any]] = {}
         self.rooms: dict[str, ClassRoom] = {}
         self.students: dict[tuple[str, str], Peer] = {}
         self.teachers: dict[str, set[Peer]] = {}
         self.pending: set[Peer] = set()
-        self.store: Store | None = None
+        # Given, or opened at start from the config (SQLite in data_dir, or store_url); the hub closes it at stop.
+        self.store: Store | None = store
         self.secret = ""
         self.admin_token = ""
         self.started = False
@@ -185,7 +187,7 @@ class Hub:
         self._ended: dict[str, str] = {}  # class_id: the session a teacher ended last, never to be reopened
         self._exports: asyncio.Semaphore | None = None
         self._swept_buckets = 0.0
-        self.backplane = make_backplane(c.redis_url)
+        self.backplane = backplane if backplane is not None else make_backplane(c.redis_url)
         self.acks = AckPacer()
         self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
         self.checkin_limits = CheckinLimits.of(c)
@@ -204,20 +206,18 @@ class Hub:
         data_dir = private_dir(Path(self.config.data_dir).expanduser())
         loop = asyncio.get_running_loop()
         on_acks = lambda acks: loop.call_soon_threadsafe(self.acks.add, acks)  # noqa: E731
-        if self.config.store_url:
+        if self.store is None:
             # Opening checks the connection and migrates the schema: off the loop.
             self.store = await loop.run_in_executor(None, lambda: open_store(
-                self.config.store_url, batch_seconds=self.config.commit_interval, on_acks=on_acks))
-            try:
-                self.secret, self.admin_token = await loop.run_in_executor(
-                    None, shared_credentials, self.store, self.config.secret, data_dir)
-            except Exception:
-                self.store.close()
-                raise
+                self.config.store_url or str(data_dir), batch_seconds=self.config.commit_interval, on_acks=on_acks))
         else:
-            self.secret = self.config.secret or auth.load_secret(data_dir)
-            self.admin_token = auth.load_admin_token(data_dir, self.secret)
-            self.store = Store(data_dir, batch_seconds=self.config.commit_interval, on_acks=on_acks)
+            self.store.on_acks = on_acks
+        try:
+            self.secret, self.admin_token = await loop.run_in_executor(
+                None, self.store.credentials, self.config.secret, data_dir)
+        except Exception:
+            self.store.close()
+            raise
         for warning in private_warnings(data_dir):
             log.warning("%s", warning)
         try:
@@ -289,11 +289,9 @@ class Hub:
     def default_class(self, title: str) -> dict[str, Any]:
         """``smartsession serve``'s class on first start: a new class, or with a shared store the one the first
         node created (every node of a deployment offers the same). Blocks on the store: call it off the loop."""
-        if not isinstance(self.store, PostgresStore):
-            return self.create_class(title)
         title = clean_title(title, "title")
-        class_id = self.store.shared_setting("default_class", auth.new_class_id)
-        self.store.add_class(class_id, title)  # the first node's title stays
+        class_id = self.store.default_class_id(auth.new_class_id)
+        self.store.add_class(class_id, title)  # with a shared store, the first node's title stays
         self.store.flush()
         return class_links(self.secret, class_id, self.store.class_info(class_id)["title"])
 
@@ -463,7 +461,7 @@ class Hub:
         that arrive meanwhile wait for it (``accept_state``)."""
         if room.session_id is not None or room.ended:
             return
-        if isinstance(self.store, PostgresStore):
+        if self.store.shared:
             self._open_shared_session(room)
             return
         event = room.ensure_session(self._new_session_id)
@@ -505,8 +503,8 @@ class Hub:
         failing over must be told to resend from what is stored, not from what was relayed. (Resends that
         were stored after all land once: the shared store ignores a repeated seq.)
         """
-        if not isinstance(self.store, PostgresStore):
-            return None
+        if not self.store.shared:
+            return None  # no other hub writes to it: the live room knows every committed state
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 None, self.store.stored_seq, class_id, student_id)

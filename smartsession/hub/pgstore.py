@@ -131,6 +131,9 @@ class PostgresStore(Store):
         "SELECT student_id, FLOOR(received / ?)::BIGINT AS bin, engagement, state, received FROM states "
         "WHERE session_id = ? AND paused = 0) b ORDER BY student_id, bin, received DESC) l ORDER BY bin"
     )
+    shared = True
+    _COUNTS_SQL = Store._COUNTS_SQL.replace("CAST((t{shift} - ?) / ? AS INTEGER)", "FLOOR((t{shift} - ?) / ?)::BIGINT")
+    _SAMPLE_SQL = Store._SAMPLE_SQL.replace("seq % ?", "MOD(seq, ?)")
     _STATES_JSON_SQL = (
         "SELECT json_build_object("
         + ", ".join(f"'{c}', paused <> 0" if c == "paused" else f"'{c}', {c}" for c in STATE_COLUMNS)
@@ -285,6 +288,14 @@ class PostgresStore(Store):
             conn.execute("INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
                          (key, make()))
             return conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()[0]
+
+    def credentials(self, secret: str, data_dir: Path) -> tuple[str, str]:
+        """Every node's token secret and admin token, from the database (:func:`shared_credentials`)."""
+        return shared_credentials(self, secret, data_dir)
+
+    def default_class_id(self, make: Callable[[], str]) -> str:
+        """``serve``'s class on a first start: the one the first node made, so every node offers the same."""
+        return self.shared_setting("default_class", make)
 
     def set_shared_setting(self, key: str, value: str) -> None:
         with self._pool.connection() as conn:

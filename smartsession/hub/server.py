@@ -19,7 +19,6 @@ from tornado import httputil, iostream, web
 from smartsession.hub import auth
 from smartsession.hub.core import Hub
 from smartsession.hub.protocol import (
-    ClassRoom,
     CloseCode,
     Connection,
     Hello,
@@ -31,6 +30,7 @@ from smartsession.hub.protocol import (
     nack,
     parse_json,
 )
+from smartsession.hub.room import ClassRoom
 from smartsession.hub.wire import WebSocket, WebSocketRoute, keep
 from smartsession.schema import IDENT_PATTERN as IDENT, CheckinAnswer, CheckinAsk, TeacherCommand
 

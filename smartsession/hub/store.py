@@ -84,6 +84,16 @@ def _insert_states(db: sqlite3.Connection, rows: list[tuple]) -> None:
         db.execute(_INSERT_STATES + ", ".join([_STATE_ROW] * len(part)), list(chain.from_iterable(part)))
 
 
+def _shift(clock_fix: dict[str, float]) -> tuple[str, tuple]:
+    """SQL added to ``t`` for the wrong-clocked students (seconds per student), and its parameters."""
+    if not clock_fix:
+        return "", ()
+    params: list = []
+    for student_id, offset in clock_fix.items():
+        params += [student_id, float(offset)]
+    return f" + CASE student_id {' '.join(['WHEN ? THEN ?'] * len(clock_fix))} ELSE 0 END", tuple(params)
+
+
 def private_dir(path: Path) -> Path:
     """``path`` as a directory, created (with its parents) mode 0700 if missing."""
     if not path.is_dir():
@@ -145,6 +155,9 @@ _STATES_CSV_SQL = (
 class Store:
     """SQLite store at ``path`` (a file, or a data directory holding ``smartsession.sqlite3``).
 
+    Its methods are the store protocol the hub and the report use; ``pgstore.PostgresStore`` implements the
+    same for a database every hub node shares (``shared``), so neither asks which one it has.
+
     A context manager; ``close()`` flushes what is queued and may be called twice. ``on_acks(acks)`` is called
     from the writer thread once per commit with the ``ack`` objects of the states it committed, in order: one
     call per batch instead of one callback per row, which the hub's thousands of states per second notice.
@@ -156,6 +169,21 @@ class Store:
         "SELECT student_id, CAST(received / ? AS INTEGER) AS bin, engagement, state, MAX(received) "
         "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin ORDER BY bin"
     )
+
+    #: Whether other hub nodes write to this store too; then the database settles what they must agree on (the
+    #: secret, a class's open session, a student's committed seq) and the hub asks it (``credentials``,
+    #: ``open_class_session``, ``stored_seq``).
+    shared = False
+
+    # The report's queries (``state_counts``, ``first_state_time``, ``clock_sample``): a lesson's 540,000 rows
+    # are counted by the database and never become Python objects. ``{shift}`` puts wrong-clocked students'
+    # capture times on the hub's clock (``_shift``).
+    _COUNTS_SQL = (
+        "SELECT student_id, CAST((t{shift} - ?) / ? AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state, "
+        "MIN(t{shift}) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum "
+        "FROM states WHERE session_id = ? AND paused = 0 GROUP BY student_id, bin_, segment_, state"
+    )
+    _SAMPLE_SQL = "SELECT student_id, received - t AS clock_offset FROM states WHERE session_id = ? AND seq % ? = 0"
 
     def __init__(self, path: str | Path, batch_seconds: float = 0.05,
                  on_acks: Callable[[list], None] | None = None):
@@ -375,6 +403,21 @@ class Store:
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def credentials(self, secret: str, data_dir: Path) -> tuple[str, str]:
+        """The token secret (``secret`` if given, else the data dir's, made on first run) and the admin token."""
+        from smartsession.hub import auth
+
+        secret = secret or auth.load_secret(data_dir)
+        return secret, auth.load_admin_token(data_dir, secret)
+
+    def default_class_id(self, make: Callable[[], str]) -> str:
+        """The id of ``serve``'s class on a first start: a new one (``make()``); one hub owns this store."""
+        return make()
+
+    def stored_seq(self, class_id: str, student_id: str) -> int | None:
+        """The student's highest seq committed by another hub: None, no other hub writes here."""
+        return None
+
 
     def plan(self, class_id: str) -> list[str]:
         rows = self._query("SELECT items FROM plans WHERE class_id = ?", (class_id,))
@@ -404,6 +447,20 @@ class Store:
             "answers": self._query(
                 f"SELECT session_id, COUNT(*) FROM answers WHERE session_id IN ({recent}) GROUP BY session_id", p),
         }
+
+    def answer_windows(self, session_id: str, window_s: float, attending, not_attending):
+        """Per answer (checkin_id, student_id): how many of the student's unpaused states in the ``window_s``
+        seconds before it were in ``attending`` and in ``not_attending`` (fixed state names), counted here."""
+        marks = lambda states: ", ".join(f"'{s}'" for s in states if s.isalpha())  # noqa: E731
+        df = self._frame(
+            "SELECT a.checkin_id, a.student_id, "
+            f"SUM(CASE WHEN s.state IN ({marks(attending)}) THEN 1 ELSE 0 END) AS attending, "
+            f"SUM(CASE WHEN s.state IN ({marks(not_attending)}) THEN 1 ELSE 0 END) AS not_attending "
+            "FROM answers a JOIN states s ON s.session_id = a.session_id AND s.student_id = a.student_id "
+            "AND s.received < a.received AND s.received >= a.received - ? AND s.paused = 0 "
+            "WHERE a.session_id = ? GROUP BY a.checkin_id, a.student_id",
+            (float(window_s), session_id))
+        return df.astype({"attending": int, "not_attending": int})
 
     def checkins(self, session_id: str):
         """A session's check-ins: checkin_id, kind, question, options (a list), asked, closes, closed, segment,
@@ -579,6 +636,39 @@ class Store:
     def session_json(self, session_id: str) -> str:
         """Everything about a session as one JSON document (see :meth:`iter_session_json`)."""
         return "".join(self.iter_session_json(session_id))
+
+    def state_counts(self, session_id: str, t0: float, bin_s: float, clock_fix: dict[str, float]):
+        """The session's unpaused states per (student_id, bin, segment, state) from ``t0`` in ``bin_s`` bins:
+        columns ``student_id, bin, segment, state, t`` (the first), ``n``, ``engagement_sum``."""
+        shift, shift_params = _shift(clock_fix)
+        frame = self._read_frame(self._COUNTS_SQL.format(shift=shift),
+                                 (*shift_params, t0, bin_s, *shift_params, session_id))
+        frame = frame.rename(columns={"bin_": "bin", "segment_": "segment"})
+        frame["segment"] = frame["segment"].where(frame["segment"] != "", None)
+        return frame
+
+    def first_state_time(self, session_id: str, clock_fix: dict[str, float]) -> float | None:
+        """The session's first capture time (wrong clocks fixed), None without states."""
+        shift, shift_params = _shift(clock_fix)
+        with self._reader() as db:
+            (t,) = db.execute(f"SELECT MIN(t{shift}) FROM states WHERE session_id = ?",
+                              (*shift_params, session_id)).fetchone()
+        return None if t is None else float(t)
+
+    def clock_sample(self, session_id: str, most: int):
+        """At most about ``most`` of the session's states (every n-th by seq): ``student_id`` and ``offset``
+        (received - t), to tell wrong clocks from network delay."""
+        with self._reader() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM states WHERE session_id = ?", (session_id,)).fetchone()
+        frame = self._read_frame(self._SAMPLE_SQL, (session_id, max(1, n // most)))
+        return frame.rename(columns={"clock_offset": "offset"})
+
+    def _read_frame(self, sql: str, params: tuple):
+        import pandas as pd
+
+        with self._reader() as db:
+            cur = db.execute(sql, params)
+            return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:

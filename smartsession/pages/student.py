@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
-import math
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,8 +22,18 @@ import numpy as np
 
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.checkin_card import RESEARCH_CONSENT, CheckinCard
-from smartsession.palette import colour_of, symbol_of, text_colour
-from smartsession.schema import EMOTION_STATES, STATES, StateMessage, is_ident
+from smartsession.pages.student_html import (
+    announcement,
+    consent_html,
+    error_html,
+    feedback_html,
+    muted_html,
+    note_html,
+    style_html,
+    teacher_view_html,
+    tip_html,
+)
+from smartsession.schema import StateMessage, is_ident
 from smartsession.widgets.camera import ANALYSIS_MODES, ERROR_STATUSES, Camera
 from smartsession.widgets.overlay import LandmarkOverlay
 
@@ -46,18 +55,6 @@ TEACHER_VIEW_EVERY = 1.0
 CAMERA_FPS = 12.0
 #: Length of the neutral-face calibration.
 CALIBRATION_SECONDS = 3.0
-
-#: What each state means for the student, as a short friendly tip.
-TIPS = {
-    "focused": "You look focused. Nice.",
-    "happy": "You look cheerful.",
-    "confused": "Something may be unclear: a question to your teacher could help.",
-    "distracted": "You seem to be looking away.",
-    "drowsy": "You seem tired: a stretch or a sip of water can help.",
-    "away": "We cannot see your face: sit in front of the camera.",
-    "uncertain": "Hard to tell right now: light on your face helps.",
-}
-
 
 @dataclass(frozen=True)
 class JoinRequest:
@@ -87,147 +84,12 @@ class JoinRequest:
         return ""
 
 
-def tip_for(state: str, face: bool = True) -> str:
-    if not face:
-        return TIPS["away"]
-    return TIPS.get(state, TIPS["uncertain"])
-
-
-def _chip(state: str) -> str:
-    """The state as a word with its symbol on its colour: colour is never the only carrier."""
-    colour = colour_of(state)
-    return (
-        f'<span class="ss-chip" data-state="{html.escape(state)}" style="background:{colour};color:{text_colour(colour)}">'
-        f'<span aria-hidden="true">{symbol_of(state)}</span> {html.escape(state)}</span>'
-    )
-
-
-def announcement(state: str, face: bool = True) -> str:
-    """What a screen reader says when the student's state has settled: the state and its tip."""
-    return f"{state}: {tip_for(state, face)}"
-
-
-def _bar(label: str, value: float) -> str:
-    pct = max(0.0, min(100.0, value * 100 if value <= 1.0 else value))
-    return (
-        f'<div class="ss-bar"><span class="ss-bar-label">{html.escape(label.replace("_", " "))}</span>'
-        f'<span class="ss-bar-track"><span class="ss-bar-fill" style="width:{pct:.0f}%"></span></span>'
-        f'<span class="ss-bar-value">{pct:.0f}</span></div>'
-    )
-
-
-def feedback_html(obs: Any) -> str:
-    """The student's live view of one observation: state, score, what the score is made of, a tip."""
-    parts = [
-        f'<div class="ss-feedback" data-state="{html.escape(obs.state)}">',
-        f'<div class="ss-state">{_chip(obs.state)}<span class="ss-score">{obs.engagement:.0f}</span>'
-        '<span class="ss-score-unit">/ 100 engagement</span></div>',
-    ]
-    components = {k: float(v) for k, v in (obs.engagement_components or {}).items() if math.isfinite(float(v))}
-    if components:
-        parts.append('<div class="ss-components">')
-        parts += [_bar(name, value) for name, value in components.items()]
-        parts.append("</div>")
-    parts.append(f'<div class="ss-tip">{html.escape(tip_for(obs.state, obs.face))}</div></div>')
-    return "".join(parts)
-
-
-def teacher_view_html(msg: StateMessage | None, ended: bool = False) -> str:
-    """Exactly what the last message to the hub said, as the teacher's card shows it; after the teacher ended the
-    lesson, what the teacher's page shows then: this student as disconnected, nothing measured."""
-    if ended:
-        return ('<div class="ss-teacher"><b>What your teacher sees</b><div>The lesson ended: your teacher\'s page '
-                'shows you as <b>disconnected</b>. Nothing is measured or sent.</div></div>')
-    if msg is None:
-        return '<div class="ss-teacher"><b>What your teacher sees</b><div>Nothing sent yet.</div></div>'
-    when = time.strftime("%H:%M:%S", time.localtime(msg.t))
-    if msg.paused:
-        body = f"{_chip('paused')} nothing is measured or shared"
-    else:
-        body = f"{_chip(msg.state)} engagement <b>{msg.engagement:.0f}</b>"
-    numbers = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in msg.features.items())
-    return (
-        '<div class="ss-teacher"><b>What your teacher sees</b>'
-        f"<div>{body} <span class='ss-muted'>at {when}</span></div>"
-        + (f"<div class='ss-muted'>plus {html.escape(numbers)}</div>" if numbers else "")
-        + "<div class='ss-muted'>Never video, pictures or face points.</div></div>"
-    )
-
-
-def consent_html(emotions: bool, mode: str = "server") -> str:
-    """What the student agrees to, for the analysis mode in use: "browser" (the face is analysed in this browser,
-    only numbers leave it), "server" (pictures go to the class server) or "" (not known yet: nothing to agree to)."""
-    states = [s for s in STATES if emotions or s not in EMOTION_STATES]
-    if mode == "browser":
-        measured = (
-            "A few times a second, this browser looks at a picture from your camera and finds where your face "
-            "points, where your eyes look, how open your eyes and mouth are. <b>The picture never leaves this "
-            "device</b>: only numbers describing your face (the positions of some 50 points on it, 52 expression "
-            "scores and the head's angle) go to the class server, where a program running for you alone "
-            f"estimates a state ({', '.join(states)}) and an engagement score from 0 to 100."
-        )
-        kept = (
-            "No picture is sent or stored anywhere. The face numbers are used in memory on the class server and "
-            "dropped at once. The class server keeps the states and scores for your teacher's session report. "
-            "Should this browser turn out too slow to analyse your face, the camera stops and this page asks you "
-            "again before any picture is sent."
-        )
-    elif mode == "server":
-        measured = (
-            "A few times a second, this page sends a picture from your camera to the class server, where a "
-            "program running for you alone finds where your face points, where your eyes look, how open your eyes "
-            f"and mouth are. From that it estimates a state ({', '.join(states)}) and an engagement score from 0 "
-            "to 100."
-        )
-        kept = (
-            "The pictures are analysed in memory on the class server and dropped at once: never stored, and never "
-            "passed on to your teacher or anyone else. The class server keeps the states and scores for your "
-            "teacher's session report."
-        )
-    else:
-        return ('<div class="ss-consent" data-mode=""><h3>Before you start</h3>'
-                "<p>Getting the face analysis ready in this browser...</p></div>")
-    return f"""
-<div class="ss-consent" data-mode="{mode}">
-<h3>Before you start</h3>
-<p><b>What is measured.</b> {measured}</p>
-<p><b>What your teacher sees.</b> Your name, that state, the score and a few numbers (head angles, gaze,
-eye and mouth openness). <b>Never video, pictures or face points.</b></p>
-<p><b>What is kept.</b> {kept}</p>
-<p>You can pause at any time; pausing stops the camera and the measuring.</p>
-</div>"""
-
-
-_STYLE = """<style>
-.ss-page { font-family: system-ui, sans-serif; color: #263238; max-width: 980px; }
-.ss-page h2 { font-weight: 500; margin: 4px 0 8px; }
-.ss-chip { border-radius: 12px; padding: 2px 10px; font-weight: 600; }
-.ss-state { display: flex; align-items: baseline; gap: 10px; font-size: 1.3em; }
-.ss-score { font-size: 2.2em; font-weight: 600; }
-.ss-score-unit, .ss-muted { color: #455a64; font-size: 0.9em; }
-.ss-tip { margin-top: 8px; font-size: 1.1em; }
-.ss-bar { display: flex; align-items: center; gap: 6px; font-size: 0.9em; margin: 2px 0; }
-.ss-bar-label { width: 90px; }
-.ss-bar-track { width: 160px; height: 8px; background: #eceff1; border-radius: 4px; overflow: hidden; }
-.ss-bar-fill { display: block; height: 100%; background: #4f7cac; }
-.ss-teacher { margin-top: 12px; padding: 8px 10px; background: #f5f7f8; border-radius: 6px; }
-.ss-consent p { max-width: 640px; line-height: 1.45; }
-.ss-error { color: #7a2e00; background: #fff4e5; border-left: 4px solid #e07b00; padding: 6px 8px; }
-/* A focus ring on every control. The repeated pseudo-class outranks the widgets' own
-   `.widget-text input[type="text"]` rule, which removes the outline of text fields. */
-.ss-page :focus-visible:focus-visible:focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px; }
-.ss-stack { display: grid !important; }
-.ss-stack > * { grid-area: 1 / 1; }
-.ss-stack > .ss-overlay-box { z-index: 1; pointer-events: none; }
-</style>"""
-
-
 class StudentPage:
     """All of the student page: widgets, the frame callback, and the link to the hub.
 
     Frames (server analysis) or packed faces (browser analysis) arrive on the camera's worker thread, are
-    analysed there and dropped; only the resulting ``StateMessage`` crosses to the kernel's event loop and on
-    to the hub. ``analysis`` is the mode to try ("browser" needs ``assets``, the URLs of the browser
+    analysed there and dropped; only the resulting observation crosses to the kernel's event loop, the one thread
+    that writes widgets, and from there its ``StateMessage`` goes on to the hub. ``analysis`` is the mode to try ("browser" needs ``assets``, the URLs of the browser
     landmarker's files); by default both come from what ``smartsession serve`` sets for its kernels.
     """
 
@@ -307,7 +169,7 @@ class StudentPage:
         self.agree_button.on_click(lambda _: self._agree())
         # Unticked by default: answers are used for research only with this agreement (and the teacher's).
         self.research_text = w.HTML(f"<p style='max-width: 640px'><b>Research (optional).</b> "
-                                    f"{html.escape(RESEARCH_CONSENT)}</p>")
+                                    f"{escape(RESEARCH_CONSENT)}</p>")
         self.research_box = w.Checkbox(value=False, description="I agree to this research use", indent=False,
                                        layout=w.Layout(width="auto"))
         self.consent = w.VBox([self.consent_text, self.research_text, self.research_box, self.name_input,
@@ -329,7 +191,7 @@ class StudentPage:
         self.overlay_toggle = w.Checkbox(description="Show face points", indent=False)
         self.overlay_toggle.observe(self._toggle_overlay, names="value")
         self.calibration = w.HTML()
-        self.feedback = w.HTML('<div class="ss-feedback">Waiting for the camera...</div>')
+        self.feedback = w.HTML(note_html("Waiting for the camera..."))
         self.teacher_view = w.HTML(teacher_view_html(None))
         self.connection = w.HTML()
         # Polite and rate-limited: a state is read out once it has held for a moment, not at every frame.
@@ -345,7 +207,7 @@ class StudentPage:
         # landmarker meanwhile (it only renders when on the page), and the consent says which analysis runs.
         self.live = w.HBox([left, right], layout=w.Layout(display="none"))
         self.body = w.VBox([])
-        self.root = w.VBox([w.HTML(_STYLE), self.title, self.notice, self.body, self.live, self.announce])
+        self.root = w.VBox([w.HTML(style_html()), self.title, self.notice, self.body, self.live, self.announce])
         self.root.add_class("ss-page")
         self.camera.on_frame(self._on_frame)
         self.camera.on_face(self._on_face)
@@ -373,7 +235,7 @@ class StudentPage:
         return self
 
     def _show(self, step: w.Widget, notice: str = "") -> None:
-        self.notice.value = f'<div class="ss-error">{html.escape(notice)}</div>' if notice else ""
+        self.notice.value = error_html(notice) if notice else ""
         self.body.children = [] if step is self.live else [step]
         self.live.layout.display = None if step is self.live else "none"
 
@@ -395,12 +257,10 @@ class StudentPage:
         self.agree_button.disabled = True
         # Agreed to browser analysis: pictures are refused even from a page that sends them anyway.
         self.camera.accept_pictures = mode == "server"
-        self.title.value = (
-            f"<div class='ss-muted'>{html.escape(name)} in class {html.escape(self.request.class_id)}</div>"
-        )
+        self.title.value = muted_html(f"{name} in class {self.request.class_id}")
         self._show(self.live)
         if self._hub_task is None or self._hub_task.done():
-            self.connection.value = "<span class='ss-muted'>Connecting to your class...</span>"
+            self.connection.value = muted_html("Connecting to your class...", inline=True)
             self._hub_task = self._loop.create_task(self._run_hub())
         self.consented = True
         self._camera_on(True)
@@ -413,9 +273,7 @@ class StudentPage:
         with self._frame_lock:
             self.analyzer.start_calibration(seconds)
             self._calibrating = True
-        self.calibration.value = (
-            f"<div class='ss-tip'>Calibrating: look at the screen with a relaxed face for {seconds:.0f} s.</div>"
-        )
+        self.calibration.value = tip_html(f"Calibrating: look at the screen with a relaxed face for {seconds:.0f} s.")
 
     def set_paused(self, paused: bool) -> None:
         """Pausing stops the camera and the analysis, and tells the teacher the student paused. While the teacher
@@ -452,7 +310,7 @@ class StudentPage:
             # No frames will come: the teacher should see a pause, not a frozen last state.
             if status in ERROR_STATUSES:
                 self._feedback_shown = None
-                self.feedback.value = f'<div class="ss-error">{html.escape(self.camera.message)}</div>'
+                self.feedback.value = error_html(self.camera.message)
                 self.announce.text = self.announcer.say_now(self.camera.message, time.time())
                 self.calibration.value = ""
             self._publish_paused()
@@ -478,8 +336,10 @@ class StudentPage:
             self._show(self.consent, f"Your face cannot be analysed in this browser: {why}. To go on, agree to "
                                      "send pictures to the class server instead (below), or close this page.")
 
+    # --- live: the camera's worker thread analyses, the kernel's event loop writes the widgets ---
+
     def _on_frame(self, frame: np.ndarray, t: float) -> None:
-        """Camera worker thread: analyse the frame, show feedback, publish now and then. The frame dies here."""
+        """Camera worker thread: analyse the frame and hand the result to the kernel's loop. The frame dies here."""
         with self._frame_lock:
             if not self.paused and not self._closed:
                 self._analyse(lambda rel: self.analyzer.process(frame, t=rel, source="camera"), t)
@@ -495,20 +355,34 @@ class StudentPage:
             self._t0 = t
         obs = observe(t - self._t0)
         obs.wall_time = t  # capture time on the student's clock: what the teacher's latency is measured from
+        calibrated = None  # once a calibration has just ended: its error, "" when it worked
+        if self._calibrating and not self.analyzer.calibrating:
+            self._calibrating = False
+            calibrated = self.analyzer.calibration_error or ""
+        loop = self._loop
+        if loop is None:  # a page not opened yet has no loop: this thread is the only one writing
+            self._present(obs, calibrated)
+        elif not loop.is_closed():
+            # Widgets are written from one thread only, the kernel's, which also sends their messages.
+            loop.call_soon_threadsafe(self._present, obs, calibrated)
+
+    def _present(self, obs: Any, calibrated: str | None) -> None:
+        """On the kernel's loop: show an observation, say what changed, publish now and then."""
+        if self.paused or self._closed:
+            return  # paused after the frame was analysed: nothing more is shown or sent
+        t = obs.wall_time
         self.last_observation = obs
         shown = (obs.state, obs.face)
         if shown != self._feedback_shown or not 0 <= t - self._feedback_at < FEEDBACK_EVERY:
             self._feedback_shown, self._feedback_at = shown, t
             self.feedback.value = feedback_html(obs)
-        if self._calibrating and not self.analyzer.calibrating:
-            self._calibrating = False
-            error = self.analyzer.calibration_error
+        if calibrated is not None:
             self.calibration.value = (
-                f'<div class="ss-error">Calibration did not work: {html.escape(error)} '
-                "Face the camera in good light and press Calibrate again.</div>"
-                if error else "<div class='ss-muted'>Calibrated to your relaxed face.</div>"
+                error_html(f"Calibration did not work: {calibrated} Face the camera in good light and press "
+                           "Calibrate again.")
+                if calibrated else muted_html("Calibrated to your relaxed face.")
             )
-            said = f"Calibration failed: {error} Press Calibrate again." if error else "Calibration finished."
+            said = f"Calibration failed: {calibrated} Press Calibrate again." if calibrated else "Calibration finished."
             self.announce.text = self.announcer.say_now(said, time.time())
         now = time.time()
         self.announcer.offer(announcement(obs.state, obs.face), now)
@@ -586,7 +460,7 @@ class StudentPage:
 
     def _tell(self, shown: str, said: str | None = None) -> None:
         """A note in place of the feedback, read out at once (``said``, when the spoken words differ)."""
-        self.feedback.value = f'<div class="ss-feedback"><div class="ss-tip">{html.escape(shown)}</div></div>'
+        self.feedback.value = note_html(shown)
         self.announce.text = self.announcer.say_now(said or shown, time.time())
 
     async def _run_hub(self) -> None:
@@ -623,12 +497,12 @@ class StudentPage:
     @staticmethod
     def _connection_html(publisher: Any, was_connected: bool) -> str:
         if publisher.error is not None:
-            return f'<div class="ss-error">Disconnected from the class: {html.escape(str(publisher.error))}</div>'
+            return error_html(f"Disconnected from the class: {publisher.error}")
         if publisher.connected.is_set():
-            return "<span class='ss-muted'>Connected to your class.</span>"
+            return muted_html("Connected to your class.", inline=True)
         if was_connected:
-            return "<span class='ss-muted'>Reconnecting to your class...</span>"
-        return "<span class='ss-muted'>Connecting to your class...</span>"
+            return muted_html("Reconnecting to your class...", inline=True)
+        return muted_html("Connecting to your class...", inline=True)
 
     def close(self) -> None:
         """Stop the camera, the hub link and the analysis; closing twice is harmless."""

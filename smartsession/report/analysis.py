@@ -63,8 +63,9 @@ def state_counts(states: pd.DataFrame, t0: float | None, settings: ReportSetting
     Paused rows are left out (a paused student chose not to be measured) and so are rows without a
     finite engagement. ``t`` is the group's first capture time, ``n`` its rows and ``engagement_sum``
     their summed engagement, so every mean below weighs each message the same as the raw rows would.
-    ``t0`` (default: the first capture time) is where bin 0 starts. The store computes the same
-    frame in SQL (``build.load_counts``), which is what keeps a 540,000-message session fast.
+    ``t0`` (default: the first capture time) is where bin 0 starts. A store computes the same
+    frame in SQL (``Store.state_counts``, through ``build.SessionData.counts``), which is what keeps a
+    540,000-message session fast.
     """
     required = {"student_id", "t", "state", "engagement"}
     missing = required - set(states.columns)

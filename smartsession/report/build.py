@@ -5,11 +5,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +22,6 @@ from smartsession.report.analysis import ReportSettings
 
 EXPORT_FORMATS = ("html", "csv", "parquet")
 
-
-#: The report's one query: :func:`analysis.state_counts` done by SQLite, so 540,000 rows never become Python objects.
-COUNTS_SQL = """
-SELECT student_id, CAST((t{shift} - :t0) / :bin_s AS INTEGER) AS bin_, COALESCE(segment, '') AS segment_, state,
-       MIN(t{shift}) AS t, COUNT(*) AS n, SUM(engagement) AS engagement_sum
-FROM states WHERE session_id = :session_id AND paused = 0
-GROUP BY student_id, bin_, segment_, state
-"""
 
 #: A student's clock counts as off when its capture times sit this many seconds from the hub's receive times...
 CLOCK_OFF_S = 2.0
@@ -62,18 +52,33 @@ def clock_offsets(offsets: pd.DataFrame) -> dict[str, float]:
 
 @dataclass
 class SessionData:
-    """One stored session: its states (rows, or read on demand from the SQLite store at ``db``),
-    segments and students, as ``Store`` returns them or a session export holds them."""
+    """One stored session: its states (rows, or counted on demand by the ``store`` holding them, SQLite or
+    PostgreSQL alike), segments and students, as a store returns them or a session export holds them.
+
+    ``close()`` closes the store when :func:`load_session` opened it (a data directory or a URL); closing twice
+    is harmless."""
 
     states: pd.DataFrame | None
     segments: pd.DataFrame = field(default_factory=pd.DataFrame)
     students: pd.DataFrame = field(default_factory=pd.DataFrame)
     session_id: str = ""
     title: str = ""
-    db: Path | None = None
+    store: Any = None
+    owns_store: bool = False
     checkins: pd.DataFrame = field(default_factory=pd.DataFrame)
     answers: pd.DataFrame = field(default_factory=pd.DataFrame)
     _clock_fix: dict[str, float] | None = field(default=None, repr=False, compare=False)
+
+    def __enter__(self) -> "SessionData":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.owns_store and self.store is not None:
+            self.store.close()
+        self.owns_store = False
 
     @classmethod
     def from_export(cls, doc: dict[str, Any]) -> "SessionData":
@@ -93,23 +98,14 @@ class SessionData:
 
     def states_before_answers(self, window_s: float) -> pd.DataFrame:
         """Per answer, the attending and not-attending states the student sent in the ``window_s`` seconds
-        before it (``report.checkins.camera_before``); from the SQLite file with one join when rows stay there."""
+        before it (``report.checkins.camera_before``); counted by the store when the rows stay there."""
         from smartsession.report.checkins import ATTENDING, NOT_ATTENDING, camera_before
 
         if self.answers is None or self.answers.empty:
             return camera_before(None, None, window_s)
         if self.states is not None:
             return camera_before(self.states, self.answers, window_s)
-        marks = lambda states: ", ".join(f"'{s}'" for s in states)  # noqa: E731  (fixed names, not input)
-        with self._connect() as db:
-            return pd.read_sql_query(
-                "SELECT a.checkin_id, a.student_id, "
-                f"SUM(CASE WHEN s.state IN ({marks(ATTENDING)}) THEN 1 ELSE 0 END) AS attending, "
-                f"SUM(CASE WHEN s.state IN ({marks(NOT_ATTENDING)}) THEN 1 ELSE 0 END) AS not_attending "
-                "FROM answers a JOIN states s ON s.session_id = a.session_id AND s.student_id = a.student_id "
-                "AND s.received < a.received AND s.received >= a.received - ? AND s.paused = 0 "
-                "WHERE a.session_id = ? GROUP BY a.checkin_id, a.student_id",
-                db, params=(window_s, self.session_id))
+        return self.store.answer_windows(self.session_id, window_s, ATTENDING, NOT_ATTENDING)
 
     @property
     def clock_fix(self) -> dict[str, float]:
@@ -124,25 +120,8 @@ class SessionData:
                 else:
                     self._clock_fix = {}
             else:
-                with self._connect() as db:
-                    (n,) = db.execute("SELECT COUNT(*) FROM states WHERE session_id = ?",
-                                      (self.session_id,)).fetchone()
-                    every = max(1, n // CLOCK_SAMPLE)
-                    frame = pd.read_sql_query(
-                        "SELECT student_id, received - t AS offset FROM states WHERE session_id = ? AND seq % ? = 0",
-                        db, params=(self.session_id, every))
-                self._clock_fix = clock_offsets(frame)
+                self._clock_fix = clock_offsets(self.store.clock_sample(self.session_id, CLOCK_SAMPLE))
         return self._clock_fix
-
-    def _shift_sql(self) -> tuple[str, dict[str, Any]]:
-        """SQL added to ``t`` for the wrong-clocked students, and its parameters."""
-        if not self.clock_fix:
-            return "", {}
-        params, whens = {}, []
-        for i, (student_id, offset) in enumerate(self.clock_fix.items()):
-            params[f"sid{i}"], params[f"off{i}"] = student_id, offset
-            whens.append(f"WHEN :sid{i} THEN :off{i}")
-        return f" + CASE student_id {' '.join(whens)} ELSE 0 END", params
 
     def aligned_states(self) -> pd.DataFrame | None:
         """``states`` with the wrong-clocked students' capture times on the hub's clock."""
@@ -164,29 +143,14 @@ class SessionData:
             states = self.aligned_states()
             t = pd.to_numeric(states["t"]) if len(states) else pd.Series(dtype=float)
             return float(t.min()) if len(t) else None
-        shift, params = self._shift_sql()
-        with self._connect() as db:
-            (t,) = db.execute(f"SELECT MIN(t{shift}) FROM states WHERE session_id = :session_id",
-                              {"session_id": self.session_id, **params}).fetchone()
-        return t
+        return self.store.first_state_time(self.session_id, self.clock_fix)
 
     def counts(self, t0: float, settings: ReportSettings) -> pd.DataFrame:
         """States collapsed per (student, bin, segment, state) from ``t0`` (see :func:`analysis.state_counts`)."""
         if self.states is not None:
             return analysis.state_counts(self.aligned_states(), t0, settings)
-        shift, params = self._shift_sql()
-        with self._connect() as db:
-            df = pd.read_sql_query(
-                COUNTS_SQL.format(shift=shift), db,
-                params={"t0": t0, "bin_s": settings.bin_s, "session_id": self.session_id, **params},
-            )
-        df = df.rename(columns={"bin_": "bin", "segment_": "segment"})
-        df["segment"] = df["segment"].where(df["segment"] != "", None)
-        return df[analysis.COUNT_COLUMNS]
-
-    def _connect(self) -> sqlite3.Connection:
-        # Read-only, so a report never blocks the hub's writer; closed by the ``with`` in the callers.
-        return contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True))
+        # Counted by the store's database (analysis.state_counts in SQL): the rows never become Python objects.
+        return self.store.state_counts(self.session_id, t0, settings.bin_s, self.clock_fix)[analysis.COUNT_COLUMNS]
 
 
 def load_session(source: Any, session_id: str | None = None) -> SessionData:
@@ -204,8 +168,7 @@ def load_session(source: Any, session_id: str | None = None) -> SessionData:
     if isinstance(source, str) and is_postgres_url(source):
         from smartsession.hub.pgstore import PostgresStore
 
-        with PostgresStore(source) as store:
-            return load_session(store, session_id)
+        return _opened(PostgresStore(source), session_id)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
@@ -214,15 +177,25 @@ def load_session(source: Any, session_id: str | None = None) -> SessionData:
             db = path / "smartsession.sqlite3"
             if not db.exists():
                 raise FileNotFoundError(f"no session store at {db}: pass the hub's --data-dir")
-            with Store(db) as store:
-                return load_session(store, session_id)
+            return _opened(Store(db), session_id)
         return _load_export(path, session_id)
-    if hasattr(source, "states") and hasattr(source, "sessions"):
+    if hasattr(source, "state_counts") and hasattr(source, "sessions"):
         return _load_store(source, session_id)
     raise TypeError(
         f"cannot read a session from {type(source).__name__}: pass a Store, a data directory, "
         "an export file or a states DataFrame"
     )
+
+
+def _opened(store: Any, session_id: str | None) -> SessionData:
+    """The session from a store opened for it, which the returned data closes."""
+    try:
+        data = _load_store(store, session_id)
+    except BaseException:
+        store.close()
+        raise
+    data.owns_store = True
+    return data
 
 
 def _load_store(store: Any, session_id: str | None) -> SessionData:
@@ -238,27 +211,24 @@ def _load_store(store: Any, session_id: str | None) -> SessionData:
     title = known["title"].iloc[0]
     if title is None or (isinstance(title, float) and math.isnan(title)):
         # Sessions opened implicitly have no title: name them after their class.
-        info = store.class_info(str(known["class_id"].iloc[0])) if hasattr(store, "class_info") else None
+        info = store.class_info(str(known["class_id"].iloc[0]))
         title = info["title"] if info and info.get("title") else None
-    if getattr(store, "path", None) is not None:
-        store.flush()  # what the hub has accepted so far is in the file the report reads
+    store.flush()  # what the hub has accepted so far is in the database the report reads
     return SessionData(
-        states=None if getattr(store, "path", None) is not None else store.states(session_id),
+        states=None,
         segments=store.segments(session_id),
         # The class's roster (indexed by class) has the names; store.students() scans every state.
-        students=_roster(store, str(known["class_id"].iloc[0]), str(session_id)),
+        students=_roster(store, str(known["class_id"].iloc[0])),
         session_id=str(session_id),
         title="" if title is None or (isinstance(title, float) and math.isnan(title)) else str(title),
-        db=getattr(store, "path", None),
+        store=store,
         checkins=store.checkins(session_id) if hasattr(store, "checkins") else pd.DataFrame(),
         answers=store.answers(session_id) if hasattr(store, "answers") else pd.DataFrame(),
     )
 
 
-def _roster(store: Any, class_id: str, session_id: str) -> pd.DataFrame:
-    if hasattr(store, "class_students"):
-        return pd.DataFrame(store.class_students(class_id), columns=["student_id", "name", "hidden"])
-    return store.students(session_id)
+def _roster(store: Any, class_id: str) -> pd.DataFrame:
+    return pd.DataFrame(store.class_students(class_id), columns=["student_id", "name", "hidden"])
 
 
 def _load_export(path: Path, session_id: str | None) -> SessionData:
@@ -410,6 +380,14 @@ def build_report(
     """
     settings = settings or ReportSettings()
     data = load_session(source, session_id)
+    try:
+        return _report(data, settings, names)
+    finally:
+        if data is not source:
+            data.close()  # the store load_session opened for it (a directory or a URL), if any
+
+
+def _report(data: SessionData, settings: ReportSettings, names: bool) -> Report:
     seg_frame = analysis.segment_frame(data.segments)
     t0 = data.lesson_start()
     counts = data.counts(t0, settings)

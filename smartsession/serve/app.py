@@ -338,6 +338,9 @@ class SmartSessionApp(Voila):
         settings = super().init_settings()
         self._trust_pages()
         settings["log_function"] = lockdown.log_request
+        # The page's JavaScript reads _xsrf (it echoes it), so not HttpOnly; never sent by another site's request.
+        settings["xsrf_cookie_kwargs"] = {**settings.get("xsrf_cookie_kwargs", {}), "samesite": "Strict",
+                                          **({"secure": True} if self.certfile else {})}
         self.kernel_manager.allowed_message_types = list(lockdown.KERNEL_MESSAGES)
         self.students = StudentKernels(self.max_students, self.per_address, self.connect_timeout)
         self.kernel_manager.students = self.students

@@ -268,7 +268,8 @@ function percentile(sorted, q) {
 
 const round1 = (x) => Math.round(x * 10) / 10;
 
-function render({ model, el }) {
+// The widget's elements: the preview, the status note with its retry button, and the canvas frames are drawn on.
+function makeView(el) {
   el.classList.add("smartsession-camera");
   const video = document.createElement("video");
   video.muted = true;
@@ -284,9 +285,105 @@ function render({ model, el }) {
   el.append(video, note, retry);
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  return { video, note, retry, canvas, ctx };
+}
 
-  // Browser analysis: the FaceFinder, once loaded; null while loading or after falling back to frames.
-  let finder = null;
+// Where each round trip went (ms): capture -> send (draw + JPEG encode), the kernel's own durations from the ack
+// (slot wait, decode, callbacks), and the rest: both trips through the server.
+const PARTS = ["encode", "wait", "decode", "callbacks", "transit"];
+
+// The frames awaiting the kernel's ack, and what the acks tell: counts, round trips and their parts.
+class FrameStats {
+  constructor() {
+    this.inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
+    this.counts = {
+      sent: 0, faces_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0,
+    };
+    this.rtts = []; // round trips (ms) of processed frames, newest last
+    this.parts = []; // the same frames' round trips in PARTS
+    this.processedTimes = []; // when acks of processed frames arrived (ms)
+  }
+
+  // Whether `max` frames already await an ack (after forgetting those whose ack was lost: STALE_MS).
+  full(t, max) {
+    for (const [s, frame] of this.inFlight) if (t - frame.t > STALE_MS) this.inFlight.delete(s);
+    return this.inFlight.size >= max;
+  }
+
+  awaiting(seq, frame) {
+    this.inFlight.set(seq, frame);
+    this.counts.max_in_flight_seen = Math.max(this.counts.max_in_flight_seen, this.inFlight.size);
+  }
+
+  sent(kind, bytes) {
+    this.counts[kind] += 1;
+    this.counts.bytes_sent += bytes;
+  }
+
+  ack(msg, t) {
+    const frame = this.inFlight.get(msg.seq);
+    this.inFlight.delete(msg.seq);
+    if (frame === undefined) return;
+    if (!msg.processed) {
+      this.counts.dropped_by_kernel += 1;
+      return;
+    }
+    this.counts.processed += 1;
+    const rtt = t - frame.t;
+    this.rtts.push(rtt);
+    this.processedTimes.push(t);
+    const k = msg.kernel_ms || {};
+    const kernel = (k.wait || 0) + (k.decode || 0) + (k.callbacks || 0);
+    const encode = frame.sent === null ? 0 : frame.sent - frame.t;
+    this.parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
+    if (this.rtts.length > 200) {
+      this.rtts = this.rtts.slice(-100);
+      this.parts = this.parts.slice(-100);
+    }
+  }
+
+  report(t, extra) {
+    this.processedTimes = this.processedTimes.filter((x) => t - x <= 5000);
+    const sorted = [...this.rtts].sort((a, b) => a - b);
+    const breakdown = {};
+    for (const name of PARTS) {
+      const values = this.parts.map((p) => p[name]).filter((x) => typeof x === "number").sort((a, b) => a - b);
+      if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
+    }
+    const times = this.processedTimes;
+    const span = times.length > 1 ? (t - times[0]) / 1000 : 0;
+    return {
+      ...this.counts,
+      ...extra,
+      in_flight: this.inFlight.size,
+      fps: span > 0 ? Number(((times.length - 1) / span).toFixed(2)) : 0,
+      rtt_ms_median: percentile(sorted, 0.5),
+      rtt_ms_p90: percentile(sorted, 0.9),
+      breakdown_ms: breakdown, // part -> [median, p90] over the same frames as the round trip
+    };
+  }
+}
+
+// Every listener and timer of a rendered widget, registered in one place; the function returned removes them all.
+function listen(model, { modelEvents, documentEvents, every }) {
+  for (const [name, fn] of Object.entries(modelEvents)) model.on(name, fn);
+  for (const [name, fn] of Object.entries(documentEvents)) document.addEventListener(name, fn);
+  const timers = every.map(([ms, fn]) => setInterval(fn, ms));
+  return () => {
+    timers.forEach(clearInterval);
+    for (const [name, fn] of Object.entries(documentEvents)) document.removeEventListener(name, fn);
+    for (const [name, fn] of Object.entries(modelEvents)) model.off(name, fn);
+  };
+}
+
+function render({ model, el }) {
+  const { video, note, retry, canvas, ctx } = makeView(el);
+  const stats = new FrameStats();
+  const now = () => performance.timeOrigin + performance.now();
+
+  // --- the analysis mode: the browser's FaceFinder once loaded, else frames to the kernel ---
+
+  let finder = null; // null while loading or after falling back to frames
   let loading = null;
   let detectMs = []; // the finder's own time per frame, newest last
 
@@ -310,7 +407,7 @@ function render({ model, el }) {
     loading = FaceFinder.create(model.get("assets"))
       .then((made) => {
         finder = made;
-        counts.model_load_ms = Math.round(performance.now() - started);
+        stats.counts.model_load_ms = Math.round(performance.now() - started);
         setMode("browser");
       })
       .catch((error) => fallBack(`the face model could not load here (${error.message || error})`))
@@ -320,22 +417,12 @@ function render({ model, el }) {
       });
   }
 
+  // --- the camera: its stream, its status and the message shown ---
+
   let stream = null;
   let timer = null;
   let seq = 0;
   let starting = false;
-  const inFlight = new Map(); // seq -> { t: capture time, sent: when handed to the comm } (ms)
-  const counts = {
-    sent: 0, faces_sent: 0, skipped: 0, processed: 0, dropped_by_kernel: 0, max_in_flight_seen: 0, bytes_sent: 0,
-  };
-  let rtts = []; // round trips (ms) of processed frames, newest last
-  // Where each round trip went (ms), same frames as rtts: capture -> send (draw + JPEG encode), the kernel's
-  // own durations from the ack (slot wait, decode, callbacks), and the rest: both trips through the server.
-  const PARTS = ["encode", "wait", "decode", "callbacks", "transit"];
-  let parts = [];
-  let processedTimes = []; // when acks of processed frames arrived (ms)
-
-  const now = () => performance.timeOrigin + performance.now();
 
   function setStatus(status, detail = "") {
     if (model.get("status") === status && model.get("detail") === detail) return;
@@ -360,7 +447,7 @@ function render({ model, el }) {
     if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null;
     video.srcObject = null;
-    inFlight.clear();
+    stats.inFlight.clear();
   }
 
   async function start() {
@@ -384,7 +471,8 @@ function render({ model, el }) {
       }
       stream = media;
       const [track] = stream.getVideoTracks();
-      // An unplugged camera (or one taken away by the OS) ends the track without an error.
+      // An unplugged camera (or one taken away by the OS) ends the track without an error; the track goes
+      // with the stream, and its listener with it.
       track.addEventListener("ended", () => {
         stopStream();
         setStatus("ended");
@@ -403,14 +491,15 @@ function render({ model, el }) {
     }
   }
 
+  // --- each tick: a frame drawn, then sent as a JPEG or analysed here ---
+
   function tick() {
     if (!stream || document.hidden || video.readyState < 2) return;
     const mode = model.get("mode");
     if (mode !== "browser" && mode !== "server") return; // the landmarker is still loading: nothing is sent
     const t = now();
-    for (const [s, frame] of inFlight) if (t - frame.t > STALE_MS) inFlight.delete(s);
-    if (inFlight.size >= model.get("max_in_flight")) {
-      counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
+    if (stats.full(t, model.get("max_in_flight"))) {
+      stats.counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
       return;
     }
     const width = model.get("width");
@@ -421,16 +510,14 @@ function render({ model, el }) {
     const frameSeq = ++seq;
     const frame = { t, sent: null };
     if (mode === "browser" && finder) return analyseHere(frameSeq, frame, width, height);
-    inFlight.set(frameSeq, frame);
-    counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
+    stats.awaiting(frameSeq, frame);
     canvas.toBlob(
       async (blob) => {
-        if (!blob || !stream) return inFlight.delete(frameSeq);
+        if (!blob || !stream) return stats.inFlight.delete(frameSeq);
         const buffer = await blob.arrayBuffer();
         frame.sent = now();
         model.send({ type: "frame", seq: frameSeq, t: t / 1000, width, height }, {}, [buffer]);
-        counts.sent += 1;
-        counts.bytes_sent += buffer.byteLength;
+        stats.sent("sent", buffer.byteLength);
       },
       "image/jpeg",
       model.get("quality"),
@@ -456,63 +543,28 @@ function render({ model, el }) {
         `fewer than ${model.get("min_browser_fps")}`);
     }
     const buffer = packFace(face, frame.t / 1000, width, height, model.get("landmark_indices"));
-    inFlight.set(frameSeq, frame);
-    counts.max_in_flight_seen = Math.max(counts.max_in_flight_seen, inFlight.size);
+    stats.awaiting(frameSeq, frame);
     frame.sent = now();
     model.send({ type: "face", seq: frameSeq, t: frame.t / 1000 }, {}, [buffer]);
-    counts.faces_sent += 1;
-    counts.bytes_sent += buffer.byteLength;
+    stats.sent("faces_sent", buffer.byteLength);
   }
 
+  // --- what the kernel and the page tell the widget ---
+
   function onMessage(msg) {
-    if (!msg || msg.type !== "ack") return;
-    const frame = inFlight.get(msg.seq);
-    inFlight.delete(msg.seq);
-    if (frame === undefined) return;
-    if (msg.processed) {
-      counts.processed += 1;
-      const t = now();
-      const rtt = t - frame.t;
-      rtts.push(rtt);
-      processedTimes.push(t);
-      const k = msg.kernel_ms || {};
-      const kernel = (k.wait || 0) + (k.decode || 0) + (k.callbacks || 0);
-      const encode = frame.sent === null ? 0 : frame.sent - frame.t;
-      parts.push({ encode, wait: k.wait, decode: k.decode, callbacks: k.callbacks, transit: rtt - encode - kernel });
-      if (rtts.length > 200) {
-        rtts = rtts.slice(-100);
-        parts = parts.slice(-100);
-      }
-    } else {
-      counts.dropped_by_kernel += 1;
-    }
+    if (msg && msg.type === "ack") stats.ack(msg, now());
   }
 
   function reportStats() {
-    const t = now();
-    processedTimes = processedTimes.filter((x) => t - x <= 5000);
-    const sorted = [...rtts].sort((a, b) => a - b);
-    const breakdown = {};
-    for (const name of PARTS) {
-      const values = parts.map((p) => p[name]).filter((x) => typeof x === "number").sort((a, b) => a - b);
-      if (values.length) breakdown[name] = [round1(percentile(values, 0.5)), round1(percentile(values, 0.9))];
-    }
-    const span = processedTimes.length > 1 ? (t - processedTimes[0]) / 1000 : 0;
     const sortedDetect = [...detectMs].sort((a, b) => a - b);
-    const stats = {
-      ...counts,
+    const report = stats.report(now(), {
       mode: model.get("mode"),
       detect_ms_median: sortedDetect.length ? round1(percentile(sortedDetect, 0.5)) : null,
       detect_ms_p90: sortedDetect.length ? round1(percentile(sortedDetect, 0.9)) : null,
-      in_flight: inFlight.size,
-      fps: span > 0 ? Number(((processedTimes.length - 1) / span).toFixed(2)) : 0,
-      rtt_ms_median: percentile(sorted, 0.5),
-      rtt_ms_p90: percentile(sorted, 0.9),
-      breakdown_ms: breakdown, // part -> [median, p90] over the same frames as the round trip
-    };
+    });
     // Also on the element, so benchmarks and browser tests can read them without the kernel.
-    el.dataset.stats = JSON.stringify(stats);
-    model.set("stats", stats);
+    el.dataset.stats = JSON.stringify(report);
+    model.set("stats", report);
     model.save_changes();
   }
 
@@ -536,18 +588,24 @@ function render({ model, el }) {
     timer = setInterval(tick, 1000 / model.get("fps"));
   }
 
+  // The button's listener goes with the button (the widget's own element); the rest is the model's, the
+  // document's and timers, which outlive the view unless removed.
   retry.addEventListener("click", () => {
     stopStream();
     start();
   });
-  model.on("msg:custom", onMessage);
-  model.on("change:active", onActive);
-  model.on("change:message", showMessage);
-  model.on("change:mirror", showMessage);
-  model.on("change:fps", onFps);
-  model.on("change:analysis", prepareAnalysis);
-  document.addEventListener("visibilitychange", onVisibility);
-  const statsTimer = setInterval(reportStats, 1000);
+  const unlisten = listen(model, {
+    modelEvents: {
+      "msg:custom": onMessage,
+      "change:active": onActive,
+      "change:message": showMessage,
+      "change:mirror": showMessage,
+      "change:fps": onFps,
+      "change:analysis": prepareAnalysis,
+    },
+    documentEvents: { visibilitychange: onVisibility },
+    every: [[1000, reportStats]],
+  });
   showMessage();
   // Loaded before the student agrees, so the analysis is ready when the camera starts; loading sends nothing.
   prepareAnalysis();
@@ -555,14 +613,7 @@ function render({ model, el }) {
   else setStatus("off");
 
   return () => {
-    clearInterval(statsTimer);
-    document.removeEventListener("visibilitychange", onVisibility);
-    model.off("msg:custom", onMessage);
-    model.off("change:active", onActive);
-    model.off("change:message", showMessage);
-    model.off("change:mirror", showMessage);
-    model.off("change:fps", onFps);
-    model.off("change:analysis", prepareAnalysis);
+    unlisten();
     stopStream();
     if (finder) finder.close();
   };

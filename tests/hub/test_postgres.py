@@ -150,6 +150,75 @@ def test_the_migration_keeps_one_open_session_per_class(pg_url):
     assert rows == [("x1", 11.0), ("x2", 12.0), ("x3", None), ("y1", None)]
 
 
+def _lesson(store) -> None:
+    """The same ten-minute lesson into any store: six students, two segments, one laptop an hour off."""
+    store.add_class("c1", "Algebra")
+    store.start_session("c1", "L1", 1000.0)
+    store.start_segment("L1", "g1", "Intro", 1000.0)
+    store.start_segment("L1", "g2", "Proof", 1300.0)
+    states = ("focused", "confused", "distracted", "focused", "happy", "away")
+    for i in range(6):
+        store.add_student("c1", f"s{i}", f"Student {i}")
+        skew = 3600.0 if i == 5 else 0.0  # capture times an hour ahead of the hub's clock
+        for seq in range(600):
+            t = 1000.0 + seq
+            store.add_state("L1", {
+                "class_id": "c1", "student_id": f"s{i}", "seq": seq, "t": t + skew, "received": t + 0.2,
+                "state": states[(i + seq // 90) % len(states)], "engagement": float((seq * (i + 3)) % 100),
+                "confidence": 0.8, "features": {}, "segment": "g1" if t < 1300 else "g2",
+                "paused": seq % 97 == 0,
+            })
+    store.flush()
+
+
+def test_the_report_reads_a_postgresql_store_as_it_reads_sqlite(pg_url, tmp_path):
+    """`smartsession report --store postgresql://...` writes what `--data-dir` writes for the same lesson."""
+    import subprocess
+    import sys
+
+    from smartsession.hub.store import Store
+
+    with PostgresStore(pg_url) as pg, Store(tmp_path / "data") as sqlite:
+        _lesson(pg)
+        _lesson(sqlite)
+    out = {}
+    for name, where in (("postgres", ["--store", pg_url]), ("sqlite", ["--data-dir", tmp_path / "data"])):
+        out[name] = tmp_path / name
+        run = subprocess.run([sys.executable, "-m", "smartsession", "report", "L1", *map(str, where), "--out",
+                              str(out[name]), "--format", "html,csv"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert "6 students, 10 min of data, 2 segments" in run.stdout, run.stdout
+    tables = sorted(p.name for p in out["sqlite"].glob("*.csv"))
+    assert tables and tables == sorted(p.name for p in out["postgres"].glob("*.csv"))
+    for table in tables:
+        assert (out["postgres"] / table).read_text() == (out["sqlite"] / table).read_text(), table
+
+
+def test_a_hub_runs_on_the_store_it_is_given_sqlite_or_postgresql(pg_url, tmp_path):
+    """The hub takes any store of the protocol: nodes sharing PostgreSQL offer one default class, while each
+    SQLite hub makes its own."""
+    import asyncio
+
+    from smartsession.hub.core import Hub
+    from smartsession.hub.store import Store
+
+    async def default_classes(make_store) -> list[str]:
+        ids = []
+        for node in ("a", "b"):
+            (tmp_path / node).mkdir(exist_ok=True)
+            store = make_store(node)
+            async with Hub(data_dir=str(tmp_path / node), store=store) as hub:
+                assert hub.store is store
+                ids.append(await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: hub.default_class("Physics")["class_id"]))
+        return ids
+
+    a, b = asyncio.run(default_classes(lambda node: PostgresStore(pg_url)))
+    assert a == b
+    a, b = asyncio.run(default_classes(lambda node: Store(tmp_path / node / "own")))
+    assert a != b
+
+
 def test_check_ins_answers_and_plans_are_kept_by_either_store(pg_url, tmp_path):
     from smartsession.hub.store import Store
 

@@ -9,7 +9,6 @@ import pytest
 from smartsession.hub import auth
 from smartsession.hub.config import HubConfig
 from smartsession.hub.protocol import (
-    ClassRoom,
     CloseCode,
     Connection,
     ConnectionLimiter,
@@ -27,6 +26,7 @@ from smartsession.hub.protocol import (
     json_depth,
     parse_json,
 )
+from smartsession.hub.room import ClassRoom
 from smartsession.schema import SchemaError, StateMessage, TeacherCommand
 
 SECRET = "s" * 64

@@ -110,8 +110,9 @@ def test_students_on_two_nodes_and_a_teacher_on_a_third_see_one_class(tmp_path, 
             history = get_json(f"{node.url}/smartsession/api/sessions/{session_id}/history", info["teacher_token"])
             assert set(history["students"]) == set(sent)
         # `smartsession report --store URL` reads the same shared store.
-        data = load_session(pg_url, session_id)
-        assert len(data.states) == sum(map(len, sent.values())) and set(data.students.student_id) == set(sent)
+        with load_session(pg_url, session_id) as data:
+            assert len(data.store.states(session_id)) == sum(map(len, sent.values()))
+            assert set(data.students.student_id) == set(sent)
 
 
 def test_students_arriving_on_two_nodes_at_once_open_one_session(tmp_path, redis_binary, pg_url):

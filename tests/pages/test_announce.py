@@ -6,7 +6,7 @@ import time
 
 from smartsession.pages.alerts import Alert
 from smartsession.pages.announce import Announcer
-from smartsession.pages.student import announcement, feedback_html, teacher_view_html
+from smartsession.pages.student_html import announcement, feedback_html, teacher_view_html
 from smartsession.pages.teacher_html import alerts_announcement, chart_text, counts_html, gauge_html
 from smartsession.schema import STATES, StateMessage
 

@@ -223,3 +223,32 @@ def test_kernel_settings_go_to_the_kernels_not_to_the_servers_environment(tmp_pa
     assert env["SMARTSESSION_HUB_URL"] == f"http://127.0.0.1:{app.port}" and env["VOILA_APP_IP"] == "127.0.0.1"
     assert env["SMARTSESSION_ANALYSIS"] == app.analysis
     assert not {"SMARTSESSION_HUB_URL", "VOILA_APP_IP", "SMARTSESSION_ANALYSIS"} & set(os.environ)
+
+
+def test_no_private_attribute_of_another_package_is_used_outside_the_seams_room():
+    """Every ``x._name`` in the package names something the package itself defines, except in smartsession/seams."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "smartsession"
+    trees = {path: ast.parse(path.read_text()) for path in root.rglob("*.py")}
+    ours = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                ours.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                ours.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                ours.add(node.attr)
+            elif isinstance(node, ast.arg):
+                ours.add(node.arg)
+    found = []
+    for path, tree in trees.items():
+        if "seams" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if node.attr not in ours and node.attr not in ("_exit",):  # os._exit: the fork child's end
+                    found.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+    assert not found, f"private attributes of other packages outside smartsession/seams: {found}"

@@ -14,16 +14,8 @@ import pytest
 
 from smartsession.analysis import Analyzer, Observation
 from smartsession.dataset.media import astronaut
-from smartsession.pages.student import (
-    FEEDBACK_EVERY,
-    TIPS,
-    JoinRequest,
-    StudentPage,
-    consent_html,
-    feedback_html,
-    teacher_view_html,
-    tip_for,
-)
+from smartsession.pages.student import FEEDBACK_EVERY, JoinRequest, StudentPage
+from smartsession.pages.student_html import TIPS, consent_html, feedback_html, teacher_view_html, tip_for
 from smartsession.schema import EMOTION_STATES, STATES, StateMessage
 
 
