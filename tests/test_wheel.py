@@ -31,7 +31,9 @@ def installed(tmp_path_factory):
     env_dir = work / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)], check=True, cwd=work, timeout=1200)
+    # At the tested versions, as the README installs (constraints.txt).
+    subprocess.run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+                   check=True, cwd=work, timeout=1200)
     return python, work
 
 
@@ -50,6 +52,9 @@ def test_the_wheel_carries_what_the_package_reads(installed):
             "'report.html').filename)")
     markup = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, cwd=work).stdout
     assert ".ss-teacher" in markup and 'data-engagement="50"' in markup
+    code = "from smartsession.pages.student_html import consent_html, style_html; print(style_html(), consent_html(True))"
+    student = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, cwd=work).stdout
+    assert ".ss-chip" in student and 'data-mode="server"' in student
     assert markup.strip().endswith("report.html") and str(ROOT) not in markup.strip().splitlines()[-1]
 
 
