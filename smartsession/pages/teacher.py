@@ -70,6 +70,11 @@ def session_report_html(doc: dict[str, Any]) -> str:
     return build_report(SessionData.from_export(doc), names=True).to_html()
 
 
+def _last_ten_minutes(now: float) -> list[datetime]:
+    """The class chart's time axis while it has no points."""
+    return [datetime.fromtimestamp(now - 600), datetime.fromtimestamp(now)]
+
+
 class TeacherPage:
     """The dashboard for one class. ``TeacherPage.from_request()`` reads class and token from the URL.
 
@@ -161,6 +166,7 @@ class TeacherPage:
                           w.HBox([self.history_pick, self.history_open, self.history_refresh])])
         self.lesson_tabs = w.Accordion([self.plan_panel.editor, self.checkin_panel.box, lessons],
                                        titles=("Lesson plan", "Check-ins", "Past lessons"))
+        self.lesson_tabs.add_class("ss-lesson-tabs")
         controls = w.HBox(
             [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
         )
@@ -183,7 +189,8 @@ class TeacherPage:
                 margin=dict(l=40, r=10, t=30, b=30),
                 title=dict(text="Class engagement", font=dict(size=14)),
                 yaxis=dict(range=[0, 100], title=None, gridcolor="#eceff1"),
-                xaxis=dict(type="date", gridcolor="#eceff1"),
+                # An empty date axis would read "Jan 2000 ... Nov 2000": it starts on the last ten minutes.
+                xaxis=dict(type="date", gridcolor="#eceff1", autorange=False, range=_last_ten_minutes(time.time())),
                 plot_bgcolor="#ffffff",
                 showlegend=False,
             )
@@ -447,6 +454,10 @@ class TeacherPage:
         bands = view.segment_bands(now)
         if series and len(series) == self._chart_points and not bands:
             return
+        if not series and not bands and not self._chart_points:
+            # Nothing drawn yet: the constructor's axis stands. An update sent while the browser is still
+            # rendering the chart (the page's first ticks) can leave it deaf to every later update.
+            return
         self._chart_points = len(series)
         self.chart_text.value = render.chart_text_html(series, bands, now)
         shapes, notes = [], []
@@ -459,8 +470,8 @@ class TeacherPage:
             notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=title, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10)))
         if series:
             xrange = None
-        else:  # an empty date axis would read "Jan 2000 ... Nov 2000": show the last ten minutes instead
-            xrange = [datetime.fromtimestamp(now - 600), datetime.fromtimestamp(now)]
+        else:
+            xrange = _last_ten_minutes(now)
         with self.chart.batch_update():
             self.chart.layout.xaxis.range = xrange
             self.chart.layout.xaxis.autorange = xrange is None
