@@ -23,6 +23,12 @@ def join_student(browser, link: str, name: str):
     return context, page
 
 
+def segment_titles(teacher) -> list[str]:
+    """The titles of the segment bands the browser drew on the class chart (its rendered SVG, not its data)."""
+    return teacher.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')].map(t => t.textContent)")
+
+
 def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, screenshot):
     from testkit.serving import running_server
 
@@ -56,6 +62,11 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         chart_text = teacher.locator(".ss-chart-text")
         for title in ("Warm-up", "Vectors", "<script>alert(1)</script>"):
             chart_text.filter(has_text=title).wait_for(timeout=120_000)
+        # And the chart itself draws a band per segment: the kernel can be held up on a busy 2-core machine.
+        teacher.wait_for_function(
+            "() => document.querySelectorAll('.js-plotly-plot .annotation-text').length >= 3", timeout=120_000)
+        assert segment_titles(teacher)[:3] == ["Warm-up", "Vectors", "<script>alert(1)</script>"]
+        assert teacher.locator(".js-plotly-plot .shapelayer path").count() >= 3
 
         # A check-in: both students see a calm card; one answers with the keyboard, one with the mouse.
         teacher.get_by_text("Check-ins", exact=True).click()
@@ -79,6 +90,7 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         teacher.get_by_role("button", name="Start lesson").wait_for(timeout=30_000)
         # The segments stay on the chart after the lesson ended.
         assert "Vectors" in chart_text.inner_text()
+        assert segment_titles(teacher)[:3] == ["Warm-up", "Vectors", "<script>alert(1)</script>"]
         teacher.get_by_role("button", name="Session report").click()
         report = teacher.frame_locator("iframe.ss-report")
         report.locator("#checkins").wait_for(timeout=120_000)
