@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "smartsession.serve.cli",  # serve
     "smartsession.simulate.cli",  # simulate
     "smartsession.report.cli",  # report
+    "smartsession.dataset.cli",  # labels
 )
 
 

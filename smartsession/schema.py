@@ -416,3 +416,101 @@ class Snapshot:
             students=[StudentStatus(**s) for s in d.get("students", [])],
             ended=bool(d.get("ended", False)),
         )
+
+
+# --- check-ins: a one-tap question to every student, and their answers ---
+
+#: The preset questions a teacher sends with one tap: kind -> (question, options).
+CHECKIN_PRESETS = {
+    "sense": ("Did that make sense?", ("yes", "partly", "no")),
+    "mind": ("Where was your mind just now?", ("on the lesson", "somewhere else")),
+}
+CHECKIN_KINDS = (*CHECKIN_PRESETS, "custom")
+MIN_OPTIONS, MAX_OPTIONS = 2, 5
+#: Longest custom question and option the hub accepts.
+MAX_QUESTION, MAX_OPTION = 200, 40
+#: Seconds a check-in stays open, bounds of what a teacher may ask for.
+CHECKIN_SECONDS = (10.0, 600.0)
+
+
+@dataclass(frozen=True)
+class CheckinAsk:
+    """A teacher's check-in: a preset ``kind`` (its question and options) or ``custom`` with its own."""
+
+    kind: str
+    question: str
+    options: tuple[str, ...]
+    seconds: float = 60.0  # how long it stays open
+    research: bool = False  # the teacher's "use answers for research"
+    id: int | None = None  # comes back in the ``result`` reply
+    type: str = "ask"
+    v: int = PROTOCOL_VERSION
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CheckinAsk":
+        _require(isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.get("type") == "ask", "type must be 'ask'")
+        _version(d.get("v"))
+        extra = set(d) - {"type", "v", "id", "kind", "question", "options", "seconds", "research"}
+        _require(not extra, f"unknown field(s) for ask: {', '.join(sorted(map(str, extra)))}")
+        cid = d.get("id")
+        _require(
+            cid is None or (isinstance(cid, int) and not isinstance(cid, bool) and 0 <= cid < 2**53),
+            "id must be a non-negative integer",
+        )
+        kind = d.get("kind")
+        _require(kind in CHECKIN_KINDS, f"kind must be one of {', '.join(CHECKIN_KINDS)}")
+        if kind == "custom":
+            question = _text(d.get("question"), "question", MAX_QUESTION)
+            options = d.get("options")
+            _require(isinstance(options, list), "options must be a list of strings")
+            _require(MIN_OPTIONS <= len(options) <= MAX_OPTIONS, f"give {MIN_OPTIONS}-{MAX_OPTIONS} options")
+            options = tuple(_text(o, "each option", MAX_OPTION) for o in options)
+            _require(len(set(options)) == len(options), "options must differ from each other")
+        else:
+            _require("question" not in d and "options" not in d, f"the {kind} preset takes no question or options")
+            question, options = CHECKIN_PRESETS[kind]
+        seconds = _number(d.get("seconds", 60.0), "seconds", *CHECKIN_SECONDS)
+        research = d.get("research", False)
+        _require(research is True or research is False, "research must be true or false")
+        return cls(kind, question, options, seconds, research, cid)
+
+
+def _text(value: Any, name: str, longest: int) -> str:
+    """Free text a person typed: whitespace collapsed, 1-``longest`` characters, no control characters.
+    Markup is kept as text: every page renders it escaped."""
+    _require(isinstance(value, str), f"{name} must be a string")
+    _require(len(value) <= 4 * longest, f"{name} must be at most {longest} characters")
+    value = " ".join(value.split())
+    _require(1 <= len(value) <= longest, f"{name} must be 1-{longest} characters")
+    _require(value.isprintable(), f"{name} may not contain control characters")
+    return value
+
+
+@dataclass(frozen=True)
+class CheckinAnswer:
+    """A student's answer: the index of the option picked in check-in ``checkin_id``; ``research``: the
+    student agreed on the consent screen that their answers may be used for research."""
+
+    checkin_id: str
+    option: int
+    research: bool = False
+    type: str = "answer"
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CheckinAnswer":
+        _require(isinstance(d, Mapping), "message must be a JSON object")
+        _require(d.get("type") == "answer", "type must be 'answer'")
+        _version(d.get("v"))
+        extra = set(d) - {"type", "v", "checkin_id", "option", "research"}
+        _require(not extra, f"unknown field(s) for answer: {', '.join(sorted(map(str, extra)))}")
+        option = d.get("option")
+        _require(option.__class__ is int and 0 <= option < MAX_OPTIONS,
+                 f"option must be an integer 0-{MAX_OPTIONS - 1}")
+        research = d.get("research", False)
+        _require(research is True or research is False, "research must be true or false")
+        return cls(_ident(d.get("checkin_id"), "checkin_id"), option, research)

@@ -23,7 +23,16 @@ from typing import Any, AsyncIterator, Callable
 
 from smartsession.hub.protocol import CloseCode
 from smartsession.hub.room import ClassRoom
-from smartsession.schema import MAX_BATCH_STATES, PROTOCOL_VERSION, Snapshot, StateBatch, StateMessage, TeacherCommand
+from smartsession.schema import (
+    MAX_BATCH_STATES,
+    PROTOCOL_VERSION,
+    CheckinAnswer,
+    CheckinAsk,
+    Snapshot,
+    StateBatch,
+    StateMessage,
+    TeacherCommand,
+)
 
 log = logging.getLogger("smartsession.hub.client")
 
@@ -99,6 +108,24 @@ def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile
 def fetch_session(url: str | None, session_id: str, token: str, cafile: str | None = None) -> dict:
     """A session's JSON export (states, segments, students), with its class's teacher token."""
     return _call(hub_url(url), f"/smartsession/api/sessions/{quote(session_id, safe='')}/export.json", None, token,
+                 cafile, timeout=60)
+
+
+def fetch_plan(url: str | None, class_id: str, token: str, cafile: str | None = None) -> list[str]:
+    """The class's stored lesson plan (its items)."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/plan", None, token,
+                 cafile)["items"]
+
+
+def save_plan(url: str | None, class_id: str, text: str, token: str, cafile: str | None = None) -> list[str]:
+    """Store ``text`` (an outline) as the class's lesson plan; returns its items, as the hub parsed them."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/plan", {"text": text},
+                 token, cafile)["items"]
+
+
+def fetch_lessons(url: str | None, class_id: str, token: str, cafile: str | None = None) -> list[dict]:
+    """The class's past lessons, summarised (date, duration, students, engagement, biggest drop, answers)."""
+    return _call(hub_url(url), f"/smartsession/api/classes/{quote(class_id, safe='')}/lessons", None, token,
                  cafile, timeout=60)
 
 
@@ -223,8 +250,10 @@ class StudentPublisher(_Client):
         outbox_size: int = MAX_BATCH_STATES,
         on_class: Callable[[dict], Any] | None = None,
         backoff: tuple[float, float] = (0.5, 15.0),
+        on_checkin: Callable[[dict], Any] | None = None,
     ):
         super().__init__(token, url, cafile, backoff)
+        self.on_checkin = on_checkin
         self.class_id, self.student_id = class_id, student_id
         self.path = f"/smartsession/ws/student/{class_id}/{student_id}"
         self.on_class = on_class
@@ -314,6 +343,8 @@ class StudentPublisher(_Client):
         self._ack(last)
         self.seq = max(self.seq, last)
         self._status(msg)
+        if msg.get("checkin") and self.on_checkin is not None:
+            self.on_checkin({**msg["checkin"], "type": "checkin"})
         # Resend what is unacknowledged, including states published while we were resending: one batch holds
         # the whole outbox.
         sent_upto = last
@@ -341,6 +372,21 @@ class StudentPublisher(_Client):
             self.outbox = deque((m for m in self.outbox if m.seq != msg["seq"]), maxlen=self.outbox.maxlen)
         elif kind == "class":
             self._status(msg)
+        elif kind in ("checkin", "checkin_closed", "answer_ok", "answer_refused") and self.on_checkin is not None:
+            self.on_checkin(msg)
+
+    def answer(self, checkin_id: str, option: int, research: bool = False) -> bool:
+        """Send the answer (the index of the option picked) to a check-in; False when not connected (an answer
+        is not kept for later: the check-in may be closed by then). The hub replies ``answer_ok`` or
+        ``answer_refused`` through ``on_checkin``."""
+        msg = CheckinAnswer(checkin_id, option, research)
+        ws = self._ws
+        if ws is None or not self.connected.is_set():
+            return False
+        task = asyncio.ensure_future(self._send_safely(ws, json.dumps(msg.to_dict(), separators=(",", ":"))))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        return True
 
     def _on_poison(self) -> None:
         self.outbox.clear()
@@ -413,6 +459,23 @@ class TeacherSubscriber(_Client):
     async def wait_snapshot(self, timeout: float = 10) -> Snapshot:
         await self.wait_connected(timeout)
         return self.snapshot
+
+    async def ask(self, kind: str, question: str | None = None, options: list[str] | None = None,
+                  seconds: float = 60.0, research: bool = False, timeout: float = 10) -> dict:
+        """Send a check-in (a preset ``kind`` or ``custom`` with question and options); the hub's ``result``."""
+        msg: dict[str, Any] = {"type": "ask", "v": PROTOCOL_VERSION, "id": next(self._ids), "kind": kind,
+                               "seconds": seconds, "research": research}
+        if kind == "custom":
+            msg.update(question=question, options=options)
+        CheckinAsk.from_dict(msg)  # refuse here what the hub would refuse, with the same words
+        await self.wait_connected(timeout)
+        fut = asyncio.get_running_loop().create_future()
+        self._results[msg["id"]] = fut
+        await self._ws.send(json.dumps(msg))
+        result = await asyncio.wait_for(fut, timeout)
+        if not result.get("ok"):
+            raise HubError(f"check-in refused: {result.get('error')}")
+        return result
 
     async def send_command(self, command: str, timeout: float = 10, **args: Any) -> dict:
         """Send a teacher command (see ``TEACHER_COMMANDS``) and return the hub's ``result``."""

@@ -106,6 +106,13 @@ class HubConfig(Configurable):
     max_segments = Int(
         200, help="Lecture segments per session; start_segment beyond is refused with a result error."
     ).tag(config=True)
+    max_plan_bytes = Int(
+        65536, help="Largest lesson plan a teacher may save (the body of POST .../plan; 413 beyond)."
+    ).tag(config=True)
+    checkin_min_interval = Float(
+        10.0, help="Seconds between two check-ins of a class; an earlier one is refused in the teacher's result."
+    ).tag(config=True)
+    max_checkins_per_session = Int(200, help="Check-ins a lesson may have; more are refused.").tag(config=True)
     commit_interval = Float(
         0.5, help="Seconds the store gathers rows before one commit; acks follow each commit."
     ).tag(config=True)

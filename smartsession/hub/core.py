@@ -20,6 +20,7 @@ from tornado.ioloop import PeriodicCallback
 from smartsession import __version__
 from smartsession.hub import auth
 from smartsession.hub.backplane import make_backplane
+from smartsession.hub.checkins import CHECKIN_EVENTS, STUDENT_EVENTS, CheckinBook, CheckinLimits, CheckinRefused
 from smartsession.hub.config import HubConfig
 from smartsession.hub.httpserver import connection_cap
 from smartsession.hub.protocol import (
@@ -40,7 +41,14 @@ from smartsession.hub.room import ClassRoom
 from smartsession.hub.pgstore import open_store
 from smartsession.hub.store import Store, private_dir, private_warnings
 from smartsession.hub.wire import keep
-from smartsession.schema import PROTOCOL_VERSION, StateMessage, TeacherCommand, clean_title
+from smartsession.schema import (
+    PROTOCOL_VERSION,
+    CheckinAnswer,
+    CheckinAsk,
+    StateMessage,
+    TeacherCommand,
+    clean_title,
+)
 
 log = logging.getLogger("smartsession.hub")
 
@@ -182,6 +190,8 @@ class Hub:
         self.backplane = backplane if backplane is not None else make_backplane(c.redis_url)
         self.acks = AckPacer()
         self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
+        self.checkin_limits = CheckinLimits.of(c)
+        self.checkins: dict[str, CheckinBook] = {}  # class_id: its check-ins (the open one, who answered)
 
     async def __aenter__(self) -> "Hub":
         await self.start()
@@ -355,6 +365,10 @@ class Hub:
         if info:
             room.title, room.emotions = info["title"], info["emotions"]
         opened = store.open_session(class_id)
+        if not opened and len(store.sessions(class_id)):
+            # Restarted after the teacher ended the last lesson: a teacher page reopened now must not open an
+            # empty one (its report would have no measurements); the next student to join opens the next.
+            room.ended = True
         if opened:
             room.session_id = opened[0]
             room.segment_count = store.segment_count(opened[0])
@@ -407,7 +421,7 @@ class Hub:
             text = dumps(event)
         for teacher in self.teachers.get(class_id, ()):
             teacher.enqueue(text)
-        if event["type"] == "class":
+        if event["type"] == "class" or event["type"] in STUDENT_EVENTS:
             for (cid, _), student in self.students.items():
                 if cid == class_id:
                     student.send(text)
@@ -435,6 +449,8 @@ class Hub:
             return  # loaded from the backplane's hash when someone here needs it
         if event["type"] == "class" and event["session_id"] is None and room.session_id is not None:
             self._ended[class_id] = room.session_id
+        if event["type"] in CHECKIN_EVENTS:
+            self.book(class_id).apply(event)
         room.apply(event)
         self._broadcast(class_id, event, text)
 
@@ -517,7 +533,7 @@ class Hub:
             last_seq = stored_seq
         handler.conn.last_seq = last_seq
         return {**room.status_event(), "type": "welcome", "student_id": s.student_id, "name": s.name,
-                "last_seq": last_seq}
+                "last_seq": last_seq, "checkin": self.book(room.class_id).status(s.student_id)}
 
     def detach_student(self, handler: "Peer") -> None:
         key = (handler.conn.class_id, handler.conn.student_id)
@@ -586,6 +602,8 @@ class Hub:
         except KeyError as exc:
             return {"type": "result", "id": cmd.id, "ok": False, "error": exc.args[0]}
         store = self.store
+        if cmd.command == "end_session" or room.session_id != before:
+            self._close_checkin(room.class_id, self.book(room.class_id).end_session(now))
         if cmd.command == "end_session":
             store.end_session(room.class_id, now, before)
             if before is not None:
@@ -607,7 +625,53 @@ class Hub:
             self._broadcast(room.class_id, event)
         return {"type": "result", "id": cmd.id, "ok": True, "session_id": room.session_id}
 
+    # --- check-ins ---
+
+    def book(self, class_id: str) -> CheckinBook:
+        book = self.checkins.get(class_id)
+        if book is None:
+            book = self.checkins[class_id] = CheckinBook(self.checkin_limits)
+        return book
+
+    def ask(self, room: ClassRoom, ask: CheckinAsk) -> dict[str, Any]:
+        """A teacher's check-in: to every student of the class and its teachers, and to the store."""
+        try:
+            events = self.book(room.class_id).ask(
+                ask, room.session_id, room.segment.segment_id if room.segment else None, time.time(),
+                time.monotonic())
+        except CheckinRefused as exc:
+            return {"type": "result", "id": ask.id, "ok": False, "error": str(exc)}
+        for event in events:
+            if event["type"] == "checkin_closed":
+                self._close_checkin(room.class_id, event)
+            else:
+                self.store.add_checkin(room.class_id, event)
+                self._broadcast(room.class_id, event)
+        return {"type": "result", "id": ask.id, "ok": True, "checkin_id": events[-1]["checkin_id"]}
+
+    def answer(self, handler: "Peer", answer: CheckinAnswer) -> None:
+        """A student's answer: stored and shown to the teachers, or refused to the student alone (no close: a
+        late answer is a slow network, not an attack; the student's message budget bounds a flood)."""
+        class_id, student_id = handler.conn.class_id, handler.conn.student_id
+        try:
+            event = self.book(class_id).answer(student_id, answer, time.time())
+        except CheckinRefused as exc:
+            handler.send(dumps({"type": "answer_refused", "checkin_id": answer.checkin_id, "reason": str(exc)}))
+            return
+        self.store.add_answer(class_id, event)
+        self._broadcast(class_id, event)
+        handler.send(dumps({"type": "answer_ok", "checkin_id": answer.checkin_id}))
+
+    def _close_checkin(self, class_id: str, event: dict[str, Any] | None) -> None:
+        if event is None:
+            return
+        self.store.close_checkin(event["session_id"], event["checkin_id"], event["closed"])
+        self._broadcast(class_id, event)
+
     def _sweep(self) -> None:
+        wall = time.time()
+        for class_id, book in self.checkins.items():
+            self._close_checkin(class_id, book.due(wall))
         now = time.monotonic()
         for handler in list(self.pending):
             if now - handler.opened > self.config.hello_timeout:

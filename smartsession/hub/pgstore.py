@@ -63,6 +63,19 @@ MIGRATIONS: list[str] = [
                                       AND (o.started, o.session_id) > (s.started, s.session_id));
     CREATE UNIQUE INDEX sessions_open ON sessions (class_id) WHERE ended IS NULL;
     """,
+    # Check-ins, their answers (one per student per check-in) and each class's lesson plan.
+    """
+    CREATE TABLE checkins (
+        session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, kind TEXT NOT NULL,
+        question TEXT NOT NULL, options TEXT NOT NULL, asked DOUBLE PRECISION NOT NULL,
+        closes DOUBLE PRECISION NOT NULL, closed DOUBLE PRECISION, segment TEXT, research INTEGER NOT NULL,
+        PRIMARY KEY (session_id, checkin_id));
+    CREATE TABLE answers (
+        session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, student_id TEXT NOT NULL,
+        choice INTEGER NOT NULL, received DOUBLE PRECISION NOT NULL, research INTEGER NOT NULL,
+        PRIMARY KEY (session_id, checkin_id, student_id));
+    CREATE TABLE plans (class_id TEXT PRIMARY KEY, items TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL);
+    """,
 ]
 _MIGRATION_LOCK = 0x5355_4D41  # any constant shared by every node: pg_advisory_xact_lock's key
 

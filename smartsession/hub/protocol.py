@@ -18,7 +18,15 @@ from enum import IntEnum
 from typing import Any, Callable, Hashable
 
 from smartsession.hub.auth import AuthError, Claims, verify_token
-from smartsession.schema import PROTOCOL_VERSION, SchemaError, StateBatch, StateMessage, TeacherCommand
+from smartsession.schema import (
+    PROTOCOL_VERSION,
+    CheckinAnswer,
+    CheckinAsk,
+    SchemaError,
+    StateBatch,
+    StateMessage,
+    TeacherCommand,
+)
 
 
 class CloseCode(IntEnum):
@@ -275,7 +283,7 @@ class Connection:
 
     def receive(
         self, data: str | bytes, now: float, wall: float | None = None
-    ) -> Hello | StateMessage | TeacherCommand | Stale | list[StateMessage | Stale]:
+    ) -> Hello | StateMessage | TeacherCommand | CheckinAsk | CheckinAnswer | Stale | list[StateMessage | Stale]:
         """Handle one message; ``now`` is a monotonic clock (rates), ``wall`` the hub's unix time (``t`` checks).
         A ``states`` batch gives a list: each state, or its ``Stale`` note, in order."""
         if isinstance(data, bytes):
@@ -297,7 +305,7 @@ class Connection:
             raise Refusal(CloseCode.TOO_BIG, f"message larger than {limits.max_message_bytes} bytes")
         if kind == "hello":
             return self._hello(msg)
-        if kind not in ("state", "states", "command"):
+        if kind not in ("state", "states", "command", "ask", "answer"):
             raise Refusal(CloseCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:40]!r}")
         if self.claims is None:
             raise Refusal(CloseCode.PROTOCOL, "send hello with your token first")
@@ -305,6 +313,8 @@ class Connection:
             return self._state(msg, time.time() if wall is None else wall)
         if kind == "states":
             return self._states(msg, now, time.time() if wall is None else wall)
+        if kind == "ask" or kind == "answer":
+            return self._checkin(kind, msg)
         return self._command(msg)
 
     def _hello(self, msg: dict[str, Any]) -> Hello:
@@ -380,6 +390,18 @@ class Connection:
             raise Refusal(CloseCode.FORBIDDEN, "students cannot send teacher commands")
         try:
             return TeacherCommand.from_dict(msg)
+        except SchemaError as exc:
+            raise Refusal(CloseCode.BAD_MESSAGE, str(exc)) from None
+
+
+    def _checkin(self, kind: str, msg: dict[str, Any]) -> CheckinAsk | CheckinAnswer:
+        # Teachers ask, students answer; the other way round is a forged role.
+        if kind == "ask" and self.role != "teacher":
+            raise Refusal(CloseCode.FORBIDDEN, "students cannot send check-in questions")
+        if kind == "answer" and self.role != "student":
+            raise Refusal(CloseCode.FORBIDDEN, "teachers cannot answer check-ins")
+        try:
+            return CheckinAsk.from_dict(msg) if kind == "ask" else CheckinAnswer.from_dict(msg)
         except SchemaError as exc:
             raise Refusal(CloseCode.BAD_MESSAGE, str(exc)) from None
 

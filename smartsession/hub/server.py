@@ -32,7 +32,7 @@ from smartsession.hub.protocol import (
 )
 from smartsession.hub.room import ClassRoom
 from smartsession.hub.wire import WebSocket, WebSocketRoute, keep
-from smartsession.schema import IDENT_PATTERN as IDENT, TeacherCommand
+from smartsession.schema import IDENT_PATTERN as IDENT, CheckinAnswer, CheckinAsk, TeacherCommand
 
 log = logging.getLogger("smartsession.hub")
 
@@ -169,6 +169,8 @@ class StudentSocket(_Socket):
         if not isinstance(event, list):
             if isinstance(event, Stale):
                 self.send(nack(event.seq, event.last_seq, "seq not above the last accepted one: dropped"))
+            elif isinstance(event, CheckinAnswer):
+                self.hub.answer(self, event)
             else:
                 self.hub.accept_state(self, event)
             return
@@ -203,10 +205,14 @@ class TeacherSocket(_Socket):
         self.seated = True
         snapshot = room.snapshot().to_dict()
         snapshot["join_code"] = auth.join_code(self.hub.secret, room.class_id)  # for the page's join link
+        snapshot["checkin"] = self.hub.book(room.class_id).status()
         self.send(dumps(snapshot))
 
-    def handle(self, cmd: TeacherCommand) -> None:
-        self.enqueue(dumps(self.hub.command(self.room, cmd)))
+    def handle(self, cmd: TeacherCommand | CheckinAsk) -> None:
+        if isinstance(cmd, CheckinAsk):
+            self.enqueue(dumps(self.hub.ask(self.room, cmd)))
+        else:
+            self.enqueue(dumps(self.hub.command(self.room, cmd)))
 
     def enqueue(self, text: str) -> None:
         """Send ``text`` at the end of this loop iteration, together with whatever else is due then.
@@ -293,8 +299,12 @@ class _Api(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
 
+    @property
+    def body_limit(self) -> int:
+        return self.hub.config.max_message_bytes
+
     def prepare(self) -> None:
-        limit = self.hub.config.max_message_bytes
+        limit = self.body_limit
         declared = self.request.headers.get("Content-Length")
         if declared is not None:
             try:
@@ -310,7 +320,7 @@ class _Api(web.RequestHandler):
                 self.fail(413, f"body larger than {limit} bytes")
 
     def data_received(self, chunk: bytes) -> None:
-        if self._too_big or len(self._body) + len(chunk) > self.hub.config.max_message_bytes:
+        if self._too_big or len(self._body) + len(chunk) > self.body_limit:
             self._too_big = True  # a chunked body past the limit: nothing more is kept
             return
         self._body += chunk
@@ -332,7 +342,7 @@ class _Api(web.RequestHandler):
 
     def body(self) -> dict[str, Any]:
         if self._too_big:
-            self.fail(413, f"body larger than {self.hub.config.max_message_bytes} bytes")
+            self.fail(413, f"body larger than {self.body_limit} bytes")
         try:
             text = bytes(self._body).decode()
         except UnicodeDecodeError:
@@ -455,6 +465,53 @@ class SessionsHandler(_Api):
         self.finish(sessions)
 
 
+class PlanHandler(_Api):
+    """The class's lesson plan: GET it, POST ``{"text": outline}`` to replace it (parsed and bounded here too)."""
+
+    @property
+    def body_limit(self) -> int:
+        return self.hub.config.max_plan_bytes
+
+    async def get(self, class_id: str) -> None:
+        self.teacher_of(class_id)
+        store = self.hub.store
+
+        def read() -> list[str]:
+            store.flush()  # a plan saved a moment ago must come back
+            return store.plan(class_id)
+
+        items = await asyncio.get_running_loop().run_in_executor(None, read)
+        self.finish(json.dumps({"class_id": class_id, "items": items}))
+
+    async def post(self, class_id: str) -> None:
+        from smartsession.lesson.plan import PlanError, parse_plan
+
+        self.teacher_of(class_id)
+        text = self.body().get("text")
+        try:
+            items = parse_plan(text)
+        except PlanError as exc:
+            self.fail(400, str(exc))
+        self.hub.store.save_plan(class_id, items)
+        self.finish(json.dumps({"class_id": class_id, "items": items}))
+
+
+class LessonsHandler(_Api):
+    """The class's past lessons, summarised (``lesson.history``), newest last."""
+
+    async def get(self, class_id: str) -> None:
+        from smartsession.lesson.history import summarise
+
+        self.teacher_of(class_id)
+        store = self.hub.store
+
+        def read() -> str:
+            store.flush()
+            return json.dumps(summarise(store.lesson_rows(class_id)))
+
+        self.finish(await asyncio.get_running_loop().run_in_executor(None, read))
+
+
 class ExportHandler(_Api):
     """A session's export, streamed: SQLite writes the rows' JSON off the loop, piece by piece, and the loop
     only passes the pieces on, so a report of a long lesson does not hold up the class (or any other)."""
@@ -513,6 +570,8 @@ def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
         (f"{root}/api/join", JoinHandler, kw),
         (f"{root}/api/classes/({IDENT})/rotate-token", RotateTokenHandler, kw),
         (f"{root}/api/classes/({IDENT})/sessions", SessionsHandler, kw),
+        (f"{root}/api/classes/({IDENT})/plan", PlanHandler, kw),
+        (f"{root}/api/classes/({IDENT})/lessons", LessonsHandler, kw),
         (f"{root}/api/sessions/({IDENT})/export\\.(csv|json)", ExportHandler, kw),
         (f"{root}/api/sessions/({IDENT})/history", HistoryHandler, kw),
         (f"{root}/ws/student/({IDENT})/({IDENT})", _Route, {**kw, "socket": StudentSocket}),

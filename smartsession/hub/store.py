@@ -49,6 +49,16 @@ CREATE INDEX IF NOT EXISTS states_student ON states (class_id, student_id, seq);
 CREATE TABLE IF NOT EXISTS commands (
     session_id TEXT, class_id TEXT NOT NULL, received REAL NOT NULL, command TEXT NOT NULL, args TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + """
+CREATE TABLE IF NOT EXISTS checkins (
+    session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, kind TEXT NOT NULL,
+    question TEXT NOT NULL, options TEXT NOT NULL, asked REAL NOT NULL, closes REAL NOT NULL, closed REAL,
+    segment TEXT, research INTEGER NOT NULL, PRIMARY KEY (session_id, checkin_id));
+CREATE TABLE IF NOT EXISTS answers (
+    session_id TEXT NOT NULL, class_id TEXT NOT NULL, checkin_id TEXT NOT NULL, student_id TEXT NOT NULL,
+    choice INTEGER NOT NULL, received REAL NOT NULL, research INTEGER NOT NULL,
+    PRIMARY KEY (session_id, checkin_id, student_id));
+CREATE TABLE IF NOT EXISTS plans (class_id TEXT PRIMARY KEY, items TEXT NOT NULL, updated REAL NOT NULL);
 """
 
 STATE_COLUMNS = (
@@ -355,6 +365,37 @@ class Store:
         self._submit("INSERT INTO settings (key, value) VALUES (?, ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def add_checkin(self, class_id: str, event: dict[str, Any]) -> None:
+        """Store a ``checkin`` event (the hub's, validated)."""
+        self._submit(
+            "INSERT INTO checkins (session_id, class_id, checkin_id, kind, question, options, asked, closes, "
+            "segment, research) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (event["session_id"], class_id, event["checkin_id"], event["kind"], event["question"],
+             json.dumps(event["options"]), event["asked"], event["closes"], event["segment"],
+             int(event["research"])),
+        )
+
+    def close_checkin(self, session_id: str, checkin_id: str, closed: float) -> None:
+        self._submit("UPDATE checkins SET closed = ? WHERE session_id = ? AND checkin_id = ? AND closed IS NULL",
+                     (closed, session_id, checkin_id))
+
+    def add_answer(self, class_id: str, event: dict[str, Any]) -> None:
+        """Store an ``answered`` event; a second answer of the same student to the same check-in is ignored."""
+        self._submit(
+            "INSERT INTO answers (session_id, class_id, checkin_id, student_id, choice, received, research) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (event["session_id"], class_id, event["checkin_id"], event["student_id"], event["option"],
+             event["received"], int(event["research"])),
+        )
+
+    def save_plan(self, class_id: str, items: list[str]) -> None:
+        """The class's lesson plan (its items, in order), kept for the next lesson."""
+        self._submit(
+            "INSERT INTO plans (class_id, items, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (class_id) DO UPDATE SET items = excluded.items, updated = excluded.updated",
+            (class_id, json.dumps(items), time.time()),
+        )
+
     # --- reads ---
 
     def setting(self, key: str) -> str | None:
@@ -376,6 +417,68 @@ class Store:
     def stored_seq(self, class_id: str, student_id: str) -> int | None:
         """The student's highest seq committed by another hub: None, no other hub writes here."""
         return None
+
+
+    def plan(self, class_id: str) -> list[str]:
+        rows = self._query("SELECT items FROM plans WHERE class_id = ?", (class_id,))
+        return json.loads(rows[0][0]) if rows else []
+
+    def lesson_rows(self, class_id: str, limit: int = 50) -> dict[str, list[tuple]]:
+        """What the lesson history needs of the class's last ``limit`` sessions, aggregated by the database:
+        ``sessions`` (session_id, title, started, ended, last state's receive time, students, mean engagement),
+        ``minutes`` (session_id, minute, class mean), ``segments``, and per session ``checkins`` and ``answers``."""
+        recent = ("SELECT session_id FROM (SELECT session_id, started FROM sessions WHERE class_id = ? "
+                  "ORDER BY started DESC LIMIT ?) r")
+        p = (class_id, limit)
+        return {
+            "sessions": self._query(
+                "SELECT s.session_id, s.title, s.started, s.ended, MAX(st.received), COUNT(DISTINCT st.student_id), "
+                "AVG(CASE WHEN st.paused = 0 THEN st.engagement END) FROM sessions s "
+                f"LEFT JOIN states st ON st.session_id = s.session_id WHERE s.session_id IN ({recent}) "
+                "GROUP BY s.session_id, s.title, s.started, s.ended ORDER BY s.started", p),
+            "minutes": self._query(
+                "SELECT session_id, CAST(received / 60 AS INTEGER) AS m, AVG(engagement) FROM states "
+                f"WHERE session_id IN ({recent}) AND paused = 0 GROUP BY session_id, m ORDER BY session_id, m", p),
+            "segments": self._query(
+                f'SELECT session_id, title, start, "end" FROM segments WHERE session_id IN ({recent}) '
+                "ORDER BY session_id, start", p),
+            "checkins": self._query(
+                f"SELECT session_id, COUNT(*) FROM checkins WHERE session_id IN ({recent}) GROUP BY session_id", p),
+            "answers": self._query(
+                f"SELECT session_id, COUNT(*) FROM answers WHERE session_id IN ({recent}) GROUP BY session_id", p),
+        }
+
+    def answer_windows(self, session_id: str, window_s: float, attending, not_attending):
+        """Per answer (checkin_id, student_id): how many of the student's unpaused states in the ``window_s``
+        seconds before it were in ``attending`` and in ``not_attending`` (fixed state names), counted here."""
+        marks = lambda states: ", ".join(f"'{s}'" for s in states if s.isalpha())  # noqa: E731
+        df = self._frame(
+            "SELECT a.checkin_id, a.student_id, "
+            f"SUM(CASE WHEN s.state IN ({marks(attending)}) THEN 1 ELSE 0 END) AS attending, "
+            f"SUM(CASE WHEN s.state IN ({marks(not_attending)}) THEN 1 ELSE 0 END) AS not_attending "
+            "FROM answers a JOIN states s ON s.session_id = a.session_id AND s.student_id = a.student_id "
+            "AND s.received < a.received AND s.received >= a.received - ? AND s.paused = 0 "
+            "WHERE a.session_id = ? GROUP BY a.checkin_id, a.student_id",
+            (float(window_s), session_id))
+        return df.astype({"attending": int, "not_attending": int})
+
+    def checkins(self, session_id: str):
+        """A session's check-ins: checkin_id, kind, question, options (a list), asked, closes, closed, segment,
+        research."""
+        df = self._frame(
+            "SELECT checkin_id, kind, question, options, asked, closes, closed, segment, research FROM checkins "
+            "WHERE session_id = ? ORDER BY asked", (session_id,))
+        df["options"] = [json.loads(o) for o in df["options"]]
+        df["research"] = df["research"].astype(bool)
+        return df.astype({"asked": float, "closes": float, "closed": float})
+
+    def answers(self, session_id: str):
+        """A session's answers: checkin_id, student_id, option (the index of the one picked), received, research."""
+        df = self._frame(
+            "SELECT checkin_id, student_id, choice AS option, received, research FROM answers "
+            "WHERE session_id = ? ORDER BY received", (session_id,))
+        df["research"] = df["research"].astype(bool)
+        return df.astype({"option": int, "received": float})
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._read_lock:
@@ -604,7 +707,18 @@ class Store:
                 "ORDER BY received, rowid",
                 (session_id,),
             ).fetchall()
+            checkins = db.execute(
+                "SELECT checkin_id, kind, question, options, asked, closes, closed, segment, research FROM checkins "
+                "WHERE session_id = ? ORDER BY asked", (session_id,)).fetchall()
+            answers = db.execute(
+                "SELECT checkin_id, student_id, choice, received, research FROM answers WHERE session_id = ? "
+                "ORDER BY received", (session_id,)).fetchall()
             head = {
+                "checkins": [dict(zip(("checkin_id", "kind", "question", "options", "asked", "closes", "closed",
+                                       "segment", "research"), (*r[:3], json.loads(r[3]), *r[4:8], bool(r[8]))))
+                             for r in checkins],
+                "answers": [dict(zip(("checkin_id", "student_id", "option", "received", "research"),
+                                     (*r[:4], bool(r[4])))) for r in answers],
                 "session": dict(zip(("session_id", "class_id", "title", "started", "ended"), session)),
                 "segments": [dict(zip(("segment_id", "title", "start", "end"), r)) for r in segments],
                 "students": [{"student_id": r[0], "name": r[1], "hidden": bool(r[2])} for r in students],

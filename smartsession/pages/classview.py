@@ -125,12 +125,23 @@ class ClassView:
                 self._take_state(card, s["state"], now)
             card.presence = s.get("presence", "disconnected")
             card.received = s.get("last_seen") or card.received
+        if self.session_id is None:
+            # No lesson running (the last one ended, maybe before a restart): students who left are not on the
+            # grid; those still on their pages are. A running lesson's history sorts its own (load_history).
+            for sid in [sid for sid, c in self.students.items() if c.presence == "disconnected"]:
+                del self.students[sid]
         return set(self.students)
 
     def _on_class(self, msg: Mapping[str, Any], now: float) -> set[str]:
         self.title = msg.get("title") or ""
-        if msg.get("session_id") != self.session_id:
+        new = msg.get("session_id")
+        if new is not None and new != self.last_session_id:
+            # A new lesson: the last one's segments and the cards of students who left it go. An ended lesson
+            # keeps both on screen (its bands, its students) until then.
             self.segments.clear()
+            if self.last_session_id is not None:
+                for sid in [s for s, c in self.students.items() if c.presence == "disconnected"]:
+                    del self.students[sid]
         self.session_id = msg.get("session_id")
         self.last_session_id = self.session_id or self.last_session_id
         self.ended = bool(msg.get("ended", False))
@@ -194,6 +205,10 @@ class ClassView:
         """
         if doc.get("session_id") != self.session_id:
             return set()
+        # Students who left before this lesson (the class remembers everyone who ever joined) are not on its grid.
+        published = set((doc.get("students") or {}).keys())
+        for sid in [s for s, c in self.students.items() if c.presence == "disconnected" and s not in published]:
+            del self.students[sid]
         first = self.series[0][0] if self.series else math.inf
         self.series[:0] = [(float(t), float(v)) for t, v in doc.get("class") or () if t < first]
         del self.series[: max(0, len(self.series) - HISTORY_SECONDS)]

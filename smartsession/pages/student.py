@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +21,7 @@ import ipywidgets as w
 import numpy as np
 
 from smartsession.pages.announce import Announcer, LiveRegion
+from smartsession.pages.checkin_card import RESEARCH_CONSENT, CheckinCard
 from smartsession.pages.student_html import (
     announcement,
     consent_html,
@@ -171,7 +173,13 @@ class StudentPage:
         self.agree_button = w.Button(description="I agree, start my camera", button_style="primary",
                                      layout=w.Layout(width="auto"))
         self.agree_button.on_click(lambda _: self._agree())
-        self.consent = w.VBox([self.consent_text, self.name_input, self.agree_button])
+        # Unticked by default: answers are used for research only with this agreement (and the teacher's).
+        self.research_text = w.HTML(f"<p style='max-width: 640px'><b>Research (optional).</b> "
+                                    f"{escape(RESEARCH_CONSENT)}</p>")
+        self.research_box = w.Checkbox(value=False, description="I agree to this research use", indent=False,
+                                       layout=w.Layout(width="auto"))
+        self.consent = w.VBox([self.consent_text, self.research_text, self.research_box, self.name_input,
+                               self.agree_button])
         # Live view.
         # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
         self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS, analysis=self.analysis,
@@ -195,9 +203,11 @@ class StudentPage:
         # Polite and rate-limited: a state is read out once it has held for a moment, not at every frame.
         self.announce = LiveRegion()
         self.announcer = Announcer()
+        self.checkin = CheckinCard(self._answer, lambda said: setattr(
+            self.announce, "text", self.announcer.say_now(said, time.time())))
         controls = w.VBox([w.HBox([self.pause_button, self.calibrate_button]), self.overlay_toggle])
         left = w.VBox([stack, controls], layout=w.Layout(width="360px"))
-        right = w.VBox([self.calibration, self.feedback, self.teacher_view, self.connection],
+        right = w.VBox([self.calibration, self.feedback, self.checkin.box, self.teacher_view, self.connection],
                        layout=w.Layout(flex="1", padding="0 0 0 16px"))
         # On the page from the start, hidden until the student agrees: the camera's browser half loads the face
         # landmarker meanwhile (it only renders when on the page), and the consent says which analysis runs.
@@ -447,6 +457,8 @@ class StudentPage:
         else:
             sent = self._publisher.publish(msg)
         self.last_message = sent
+        if self.session_ended:
+            return  # the hub records nothing now: the teacher's view stays as _on_class set it
         shown = (sent.state, sent.paused)
         every = TEACHER_VIEW_BATCHED_EVERY if self.camera.batch_seconds else TEACHER_VIEW_EVERY
         if shown != self._teacher_view_shown or not 0 <= sent.t - self._teacher_view_at < every:
@@ -465,14 +477,20 @@ class StudentPage:
         ended = status.get("ended") is True and status.get("session_id") is None
         if ended and not self.session_ended:
             # The lesson is over: the camera goes off; nothing more is measured for a session nobody records.
-            self.set_paused(True)
             self.session_ended = True
+            self.set_paused(True)
+            self.teacher_view.value = teacher_view_html(None, ended=True)
+            self._teacher_view_shown = None
             self._tell("Your teacher ended the session: your camera is off and nothing is measured. "
                        "You can close this page.")
         elif self.session_ended and status.get("session_id"):
             self.session_ended = False
             if self.paused:
                 self._tell("Your teacher started a new session: press Resume to take part.")
+
+    def _answer(self, checkin_id: str, option: int) -> bool:
+        publisher = self._publisher
+        return publisher is not None and publisher.answer(checkin_id, option, research=self.research_box.value)
 
     def _tell(self, shown: str, said: str | None = None) -> None:
         """A note in place of the feedback, read out at once (``said``, when the spoken words differ)."""
@@ -485,7 +503,8 @@ class StudentPage:
         req = self.request
         try:
             publisher = await StudentPublisher.join(
-                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class
+                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class,
+                on_checkin=self.checkin.handle,
             )
             await publisher.start()
         except Exception as err:  # back to the form with the reason; the page and the kernel stay usable

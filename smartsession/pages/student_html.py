@@ -58,8 +58,12 @@ def feedback_html(obs: Any) -> str:
     return str(_PAGE.feedback(obs.state, chip(obs.state), obs.engagement, bars, tip_for(obs.state, obs.face)))
 
 
-def teacher_view_html(msg: StateMessage | None) -> str:
-    """Exactly what the last message to the hub said, as the teacher's card shows it."""
+def teacher_view_html(msg: StateMessage | None, ended: bool = False) -> str:
+    """Exactly what the last message to the hub said, as the teacher's card shows it; after the teacher ended the
+    lesson, what the teacher's page shows then: this student as disconnected, nothing measured."""
+    if ended:
+        return ('<div class="ss-teacher"><b>What your teacher sees</b><div>The lesson ended: your teacher\'s page '
+                'shows you as <b>disconnected</b>. Nothing is measured or sent.</div></div>')
     if msg is None:
         return str(_PAGE.teacher_view(False, "", False, 0.0, "", ""))
     numbers = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in msg.features.items())

@@ -24,6 +24,9 @@ from smartsession.pages.alerts import Alert, AlertRules
 from smartsession.pages.announce import Announcer, LiveRegion
 from smartsession.pages.classgrid import ClassGrid
 from smartsession.pages.classview import ClassView
+from smartsession.pages import lesson_html
+from smartsession.pages.hotkey import Focus
+from smartsession.pages.lesson_panel import CheckinPanel, PlanPanel
 
 #: Cards and counts are redrawn as soon as a change arrives, then at most every CARDS_EVERY seconds:
 #: a lone student shows up at once, a busy class costs at most four redraws a second.
@@ -67,6 +70,11 @@ def session_report_html(doc: dict[str, Any]) -> str:
     return build_report(SessionData.from_export(doc), names=True).to_html()
 
 
+def _last_ten_minutes(now: float) -> list[datetime]:
+    """The class chart's time axis while it has no points."""
+    return [datetime.fromtimestamp(now - 600), datetime.fromtimestamp(now)]
+
+
 class TeacherPage:
     """The dashboard for one class. ``TeacherPage.from_request()`` reads class and token from the URL.
 
@@ -103,6 +111,9 @@ class TeacherPage:
         self._history_for: str | None = None  # the session whose earlier history was asked for
         self._chart_points = 0
         self._syncing = False  # set while the page itself moves the emotions switch
+        self._plan_loaded = False
+        self._detail_for: str | None = None
+        self._lessons: list[dict[str, Any]] = []
         self._build()
         if token:
             self.open(class_id, token)
@@ -141,10 +152,26 @@ class TeacherPage:
         self.report_button = w.Button(description="Session report", tooltip="The report of this session so far")
         self.report_button.on_click(lambda _: self._toggle_report())
         self.report = w.HTML()
+        self.plan_panel = PlanPanel(lambda title: self._command("start_segment", title=title), self._save_plan,
+                                    self._notify)
+        self.checkin_panel = CheckinPanel(self._ask, self._present, self._notify)
+        self.history = w.HTML()
+        self.history_chart = w.HTML()
+        self.history_pick = w.Dropdown(description="Lesson", options=[], layout=w.Layout(width="420px"))
+        self.history_open = w.Button(description="Open its report")
+        self.history_open.on_click(lambda _: self._open_past_report())
+        self.history_refresh = w.Button(description="Refresh")
+        self.history_refresh.on_click(lambda _: self._load_lessons())
+        lessons = w.VBox([self.history_chart, self.history,
+                          w.HBox([self.history_pick, self.history_open, self.history_refresh])])
+        self.lesson_tabs = w.Accordion([self.plan_panel.editor, self.checkin_panel.box, lessons],
+                                       titles=("Lesson plan", "Check-ins", "Past lessons"))
+        self.lesson_tabs.add_class("ss-lesson-tabs")
         controls = w.HBox(
             [self.session_button, self.segment_title, self.segment_button, self.emotions_box, self.report_button]
         )
         self.notice = w.HTML()
+        self.lesson_line = w.HTML()
 
         self.gauge = w.HTML(render.gauge_html(None))
         self.counts = w.HTML()
@@ -162,11 +189,15 @@ class TeacherPage:
                 margin=dict(l=40, r=10, t=30, b=30),
                 title=dict(text="Class engagement", font=dict(size=14)),
                 yaxis=dict(range=[0, 100], title=None, gridcolor="#eceff1"),
-                xaxis=dict(type="date", gridcolor="#eceff1"),
+                # An empty date axis would read "Jan 2000 ... Nov 2000": it starts on the last ten minutes.
+                xaxis=dict(type="date", gridcolor="#eceff1", autorange=False, range=_last_ten_minutes(time.time())),
                 plot_bgcolor="#ffffff",
                 showlegend=False,
             )
         )
+        # The chart's plotly toolbar is ten tab stops before the first student card: off (a view, not an editor).
+        self.chart._config = {"displayModeBar": False}
+        self.focus = Focus()
         self.grid = ClassGrid()
         self.grid.observe(lambda _: self._draw_detail(), "selected")
         self.show_hidden = w.Checkbox(value=False, description="Show hidden students", indent=False)
@@ -184,24 +215,31 @@ class TeacherPage:
             [self.detail_title, self.detail_timeline, w.HBox([self.rename_input, rename, self.hide_button])],
             layout=w.Layout(display="none", border="1px solid #e0e0e0", padding="8px"),
         )
+        self.detail.add_class("ss-detail-box")
+        self.report_box = w.VBox([self.report])
+        self.report_box.add_class("ss-report-box")
 
         summary = w.VBox([self.gauge, self.counts], layout=w.Layout(width="300px"))
         self.dashboard = w.VBox(
             [
                 self.join,
                 controls,
+                self.lesson_line,
                 self.notice,
+                self.plan_panel.box,
                 w.HBox([summary, w.VBox([w.HTML("<b>Alerts</b>"), self.alerts_box], layout=w.Layout(flex="1"))]),
                 self.chart,
                 self.chart_text,
                 self.show_hidden,
                 self.grid,
                 self.detail,
-                self.report,
+                self.lesson_tabs,
+                self.report_box,
+                self.focus,
             ],
             layout=w.Layout(display="none"),
         )
-        self.root = w.VBox([w.HTML(render.style_html()), self.header, self.status_line, self.form, self.dashboard, self.announce])
+        self.root = w.VBox([w.HTML(render.style_html()), w.HTML(lesson_html.LESSON_STYLE), self.header, self.status_line, self.form, self.dashboard, self.announce])
         self.root.add_class("ss-teacher")
 
     def _ipython_display_(self) -> None:
@@ -256,6 +294,7 @@ class TeacherPage:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        self.checkin_panel.close()
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
@@ -291,6 +330,14 @@ class TeacherPage:
             return
         if event.get("type") == "snapshot":
             self.join_code = event.get("join_code") or self.join_code
+            if not self._plan_loaded:
+                self._plan_loaded = True
+                self._tasks.append(asyncio.get_running_loop().create_task(self._load_plan()))
+                self._load_lessons()
+        if event.get("type") in ("snapshot", "checkin", "answered", "checkin_closed"):
+            self.checkin_panel.handle(event)
+        if event.get("type") == "class" and event.get("session_id") is None and self.view.session_id:
+            self._load_lessons()  # the lesson just ended: it belongs to the history now
         self._changed |= self.view.apply(event, now)
         session_id = self.view.session_id
         if event.get("type") == "snapshot" and session_id and session_id != self._history_for:
@@ -384,9 +431,14 @@ class TeacherPage:
 
     def _draw_controls(self) -> None:
         view = self.view
-        self.session_button.description = "End session" if view.session_id else "Start session"
-        self.session_button.tooltip = ("Session ended: students' cameras are off until you start the next one"
-                                       if view.ended else "")
+        self.session_button.description = "End lesson" if view.session_id else "Start lesson"
+        self.session_button.tooltip = ("Lesson ended: students' cameras are off until you start the next one"
+                                       if view.ended else "The lesson opened when the first student joined; "
+                                       "end it when the class is over" if view.session_id else "")
+        self.lesson_line.value = render.notice_html(
+            "Lesson running: it opened when the first student joined. The plan's Next item marks its parts; "
+            "End lesson when the class is over." if view.session_id else
+            "No lesson running: it opens when a student joins, or press Start lesson.")
         current = view.current_segment()
         self.segment_button.tooltip = f"now: {current.title}" if current else "no segment yet"
         if self.emotions_box.value != view.emotions:
@@ -400,7 +452,11 @@ class TeacherPage:
         view = self.view
         series = [(t, e) for t, e in view.series if now - t <= CHART_WINDOW]
         bands = view.segment_bands(now)
-        if len(series) == self._chart_points and not bands:
+        if series and len(series) == self._chart_points and not bands:
+            return
+        if not series and not bands and not self._chart_points:
+            # Nothing drawn yet: the constructor's axis stands. An update sent while the browser is still
+            # rendering the chart (the page's first ticks) can leave it deaf to every later update.
             return
         self._chart_points = len(series)
         self.chart_text.value = render.chart_text_html(series, bands, now)
@@ -412,7 +468,13 @@ class TeacherPage:
                      fillcolor="#bbdefb" if i % 2 == 0 else "#e1bee7", opacity=0.45, layer="below")
             )
             notes.append(dict(x=x0, y=1, xref="x", yref="paper", text=title, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10)))
+        if series:
+            xrange = None
+        else:
+            xrange = _last_ten_minutes(now)
         with self.chart.batch_update():
+            self.chart.layout.xaxis.range = xrange
+            self.chart.layout.xaxis.autorange = xrange is None
             self.chart.data[0].x = [datetime.fromtimestamp(t) for t, _ in series]
             self.chart.data[0].y = [round(e, 1) for _, e in series]
             self.chart.layout.shapes = shapes
@@ -442,7 +504,11 @@ class TeacherPage:
             self.detail.layout.display = "none"
             return
         card = view.students[sid]
+        opening = self.detail.layout.display == "none" or self._detail_for != sid
+        self._detail_for = sid
         self.detail.layout.display = None
+        if opening:
+            self.focus.bring(".ss-detail-box")
         self.detail_title.value = render.detail_title_html(sid, card.label, view.presence(card, time.time()),
                                                            card.state)
         self.detail_timeline.value = render.detail_html(view.timeline(sid))
@@ -477,8 +543,10 @@ class TeacherPage:
             return
         # The open session, else the one just ended (its report is what a teacher asks for after "End session").
         session_id = self.view.last_session_id if self.view is not None else None
+        if not session_id and self._lessons:
+            session_id = self._lessons[-1]["session_id"]  # reopened after a restart: the last lesson's report
         if not session_id:
-            self._notify("No session yet: the report covers a session, which starts when a student joins")
+            self._notify("No lesson yet: the report covers a lesson, which starts when the first student joins")
             return
         self._notify("Building the session report…")
         self.report_button.disabled = True
@@ -500,6 +568,83 @@ class TeacherPage:
         self.report.value = render.report_html(session_id, page)
         self.report_button.description = "Hide report"
         self._notify("")
+        self.focus.bring(".ss-report-box")
+
+    # -- lesson plan, check-ins, history -------------------------------------------------------
+
+    async def _load_plan(self) -> None:
+        from smartsession.hub.client import fetch_plan
+
+        try:
+            items = await asyncio.get_running_loop().run_in_executor(
+                None, fetch_plan, self.hub_url, self.class_id, self.token)
+        except Exception as exc:
+            self._notify(f"The lesson plan could not be loaded: {exc}")
+            return
+        self.plan_panel.load(items)
+
+    def _save_plan(self, text: str) -> None:
+        from smartsession.hub.client import save_plan
+
+        async def save() -> None:
+            try:
+                items = await asyncio.get_running_loop().run_in_executor(
+                    None, save_plan, self.hub_url, self.class_id, text, self.token)
+            except Exception as exc:
+                self._notify(f"The lesson plan was not saved: {exc}")
+                return
+            self._notify(f"Lesson plan saved with the class: {len(items)} items.")
+
+        self._tasks.append(asyncio.get_running_loop().create_task(save()))
+
+    def _present(self) -> int:
+        view = self.view
+        if view is None:
+            return 0
+        now = time.time()
+        return sum(1 for c in view.visible() if view.presence(c, now) in ("connected", "paused"))
+
+    def _ask(self, kind: str, question: str | None, options: list[str] | None, seconds: float,
+             research: bool) -> None:
+        sub = self._subscriber
+        if sub is None:
+            self._notify("Not connected to the hub yet: wait a moment and try again")
+            return
+        task = asyncio.get_running_loop().create_task(sub.ask(kind, question, options, seconds, research))
+        task.add_done_callback(lambda t: self._command_done("check-in", t))
+
+    def _load_lessons(self) -> None:
+        from smartsession.hub.client import fetch_lessons
+
+        async def load() -> None:
+            try:
+                lessons = await asyncio.get_running_loop().run_in_executor(
+                    None, fetch_lessons, self.hub_url, self.class_id, self.token)
+            except Exception as exc:
+                self._notify(f"The past lessons could not be loaded: {exc}")
+                return
+            self._lessons = lessons
+            self.history.value = lesson_html.history_html(lessons)
+            self.history_chart.value = lesson_html.history_chart_svg(lessons)
+            chosen = self.history_pick.value
+            self.history_pick.options = [
+                (f"{datetime.fromtimestamp(s['started']):%Y-%m-%d %H:%M} {s.get('title') or ''}".strip(),
+                 s["session_id"]) for s in reversed(lessons)]
+            # New options leave the dropdown on nothing: keep the teacher's pick, else the newest lesson.
+            ids = [s["session_id"] for s in lessons]
+            self.history_pick.value = chosen if chosen in ids else (ids[-1] if ids else None)
+
+        if self.class_id and self.token:
+            self._tasks.append(asyncio.get_running_loop().create_task(load()))
+
+    def _open_past_report(self) -> None:
+        session_id = self.history_pick.value
+        if not session_id:
+            self._notify("No past lesson to open yet")
+            return
+        self._notify("Building the lesson's report…")
+        self.report_button.disabled = True
+        asyncio.get_running_loop().create_task(self._build_report(session_id))
 
     def _toggle_session(self) -> None:
         if self.view is not None and self.view.session_id:

@@ -37,6 +37,8 @@ class ReportSettings:
     #: Longest stretch of time a report is built for: its series and windows grow with the span, so a hostile
     #: or broken export (two states 3,000 years apart) is refused with a clear error instead of eating memory.
     max_span_h: float = 24.0
+    answer_window_s: float = 30.0  # a check-in answer is set against the camera's states this long before it
+    min_answers: int = 10  # fewer "Where was your mind" answers with camera data: "not enough answers"
 
     def __post_init__(self):
         if self.bin_s <= 0 or self.window_s < 2 * self.bin_s:

@@ -65,6 +65,8 @@ class SessionData:
     title: str = ""
     store: Any = None
     owns_store: bool = False
+    checkins: pd.DataFrame = field(default_factory=pd.DataFrame)
+    answers: pd.DataFrame = field(default_factory=pd.DataFrame)
     _clock_fix: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     def __enter__(self) -> "SessionData":
@@ -90,7 +92,20 @@ class SessionData:
             students=pd.DataFrame(doc.get("students") or []),
             session_id=str(session.get("session_id") or ""),
             title=session.get("title") or "",
+            checkins=pd.DataFrame(doc.get("checkins") or []),
+            answers=pd.DataFrame(doc.get("answers") or []),
         )
+
+    def states_before_answers(self, window_s: float) -> pd.DataFrame:
+        """Per answer, the attending and not-attending states the student sent in the ``window_s`` seconds
+        before it (``report.checkins.camera_before``); counted by the store when the rows stay there."""
+        from smartsession.report.checkins import ATTENDING, NOT_ATTENDING, camera_before
+
+        if self.answers is None or self.answers.empty:
+            return camera_before(None, None, window_s)
+        if self.states is not None:
+            return camera_before(self.states, self.answers, window_s)
+        return self.store.answer_windows(self.session_id, window_s, ATTENDING, NOT_ATTENDING)
 
     @property
     def clock_fix(self) -> dict[str, float]:
@@ -207,6 +222,8 @@ def _load_store(store: Any, session_id: str | None) -> SessionData:
         session_id=str(session_id),
         title="" if title is None or (isinstance(title, float) and math.isnan(title)) else str(title),
         store=store,
+        checkins=store.checkins(session_id) if hasattr(store, "checkins") else pd.DataFrame(),
+        answers=store.answers(session_id) if hasattr(store, "answers") else pd.DataFrame(),
     )
 
 
@@ -253,6 +270,8 @@ class Report:
     drops: pd.DataFrame
     peaks: pd.DataFrame
     windows: bool  # True when the session had no segments and fixed windows stand in
+    checkins: list = field(default_factory=list)  # per check-in: segment, question, counts per option
+    agreement: dict = field(default_factory=dict)  # "Where was your mind" vs the camera (report.checkins)
 
     @property
     def n_students(self) -> int:
@@ -378,7 +397,12 @@ def _report(data: SessionData, settings: ReportSettings, names: bool) -> Report:
     bins = analysis.student_bins(counts, t0, settings)
     series = analysis.class_series(bins, t0, settings)
     base = analysis.baseline(series)
+    from smartsession.report import checkins as asked
+
+    before = data.states_before_answers(settings.answer_window_s)
     return Report(
+        checkins=asked.answers_per_segment(data.checkins, data.answers),
+        agreement=asked.agreement(data.checkins, data.answers, before, settings.min_answers),
         session_id=data.session_id,
         title=data.title,
         settings=settings,

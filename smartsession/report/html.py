@@ -138,6 +138,7 @@ def render(report) -> str:
             peaks=_peaks(report), states=_states_chart(report, figs["states"]) if shown else None,
             n_students=report.n_students, anonymised=report._anonymised,
             students=_students_chart(report, figs["students"]), resize_js=Markup(RESIZE_JS),
+            checkins=_checkins(report), agreement=_agreement(report),
         )
     return templates("smartsession.report").get_template("report.html").render(page)
 
@@ -186,6 +187,31 @@ def _segments(report) -> dict:
                 f"{kind.capitalize()}s with fewer than {s.min_group} students show counts only.",
         "kind": kind,
         "rows": rows,
+    }
+
+
+def _checkins(report) -> list[dict]:
+    means = dict(zip(report.segments["segment_id"], report.segments["mean"])) if len(report.segments) else {}
+    rows = []
+    for c in report.checkins:
+        rows.append({
+            "segment": report.segment_title(c["segment"]) if c["segment"] else "before the first segment",
+            "mean": _fmt(means.get(c["segment"])), "question": c["question"], "answered": c["answered"],
+            "answers": ", ".join(f"{o}: {n}" for o, n in zip(c["options"], c["counts"])),
+        })
+    return rows
+
+
+def _agreement(report) -> dict:
+    a = report.agreement or {}
+    table = a.get("table") or {}
+    return {
+        "window": f"{report.settings.answer_window_s:g}", "n": a.get("n", 0), "min_group": a.get("min_group", 0),
+        "enough": a.get("enough", False), "no_camera": a.get("no_camera", 0),
+        "share": _fmt(None if a.get("agreement") is None else 100 * a["agreement"]) + "%",
+        "kappa": _fmt(a.get("kappa"), ".2f"),
+        "rows": [(said, [table.get(said, {}).get(cam, 0) for cam in ("attending", "not attending")])
+                 for said in ("attending", "not attending")],
     }
 
 

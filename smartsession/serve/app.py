@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -41,7 +42,14 @@ from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.options import OPTIONS
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
-from smartsession.serve.sizing import Machine, about, default_max_students, default_pool_size, warm_seconds
+from smartsession.serve.sizing import (
+    Machine,
+    about,
+    cpu_students,
+    default_max_students,
+    default_pool_size,
+    warm_seconds,
+)
 from smartsession.shipped import shipped
 from smartsession.vision import browser_assets, model_file
 from smartsession.serve.tls import self_signed_certificate, trust_bundle
@@ -413,11 +421,22 @@ class SmartSessionApp(Voila):
         self.hub.health_extras["warm"] = lambda: self.pool().warm
         self.hub.health_extras["student_kernels"] = lambda: self.students.counts()
         self.hub.health_extras["teacher_kernels"] = lambda: self.teachers.counts()
+        # Set here, whatever was inherited: a supervisor or a script starting serve in the background hands it
+        # SIGINT ignored, and Voila handles only SIGTERM. Either one stops the server, saying so.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop_on_signal)
         try:
             super().start()
         except SystemExit:  # a seam that no longer holds (init_handlers): the store still commits what it has
             self.loop.run_until_complete(self.hub.stop())
             raise
+
+    def _stop_on_signal(self, sig, frame) -> None:
+        print(f"smartsession serve: {signal.Signals(sig).name} received, stopping", flush=True)
+        ioloop = getattr(self, "ioloop", None)
+        if ioloop is None:  # before the server listens: nothing to wind down yet
+            raise SystemExit(130 if sig == signal.SIGINT else 143)
+        ioloop.add_callback_from_signal(ioloop.stop)
 
     def pool(self):
         return pool_status(self.kernel_manager, lockdown.STUDENT_PAGE, self.pool_size)
@@ -523,8 +542,9 @@ class SmartSessionApp(Voila):
             "the teacher page shows them filling."
             if self.pool_size
             else "  No student pool (--pool-size 0): each student page starts its own kernel.",
-            f"  Up to {self.max_students} student pages at once (--max-students); more see a "
-            "'class is full' page.",
+            f"  About {cpu_students(self.machine.cores, self.analysis)} students measured at full rate on "
+            f"{self.machine.cores} cores in {self.analysis} mode (README: Sizing); pages beyond "
+            f"{self.max_students} (--max-students, what memory holds) see a 'class is full' page.",
         ]
         if self.self_signed:
             lines.append(
@@ -547,6 +567,9 @@ class SmartSessionApp(Voila):
         # replies then failed on closed sockets (a ZMQ traceback per kernel); they hold nothing to save.
         run_sync(self.kernel_manager.shutdown_all)(now=True)
         super().stop()
+        if not getattr(self, "_said_stopped", False):
+            self._said_stopped = True
+            print("smartsession serve stopped: student kernels ended, the store committed", flush=True)
 
 
 SmartSessionApp.flags = {**option_flags(OPTIONS, SmartSessionApp), "debug": Voila.flags["debug"]}

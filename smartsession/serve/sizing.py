@@ -68,6 +68,16 @@ def default_pool_size(machine: Machine, class_size: int) -> int:
     return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit))
 
 
+#: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (README, Sizing): 51 in browser
+#: mode and 21 in server mode on 2 cores.
+STUDENTS_PER_CORE = {"browser": 25, "server": 10}
+
+
+def cpu_students(cores: int, analysis: str) -> int:
+    """About how many students this machine's cores measure at full rate in ``analysis`` mode."""
+    return STUDENTS_PER_CORE.get(analysis, STUDENTS_PER_CORE["server"]) * max(1, cores)
+
+
 def default_max_students(machine: Machine) -> int:
     """Student pages served at once: what memory holds (pool refills wait while it is full, see pool.py)."""
     return machine.kernels_fit

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ class SimulationResult:
     segments: list[dict[str, Any]]  # segment_id, title, t (capture-time position)
     drops: list[dict[str, Any]]  # at, until (capture times), students (ids)
     presence: dict[str, tuple[float, float]]  # student_id -> (first, last) capture time
+    answers: int = 0  # check-in answers the simulated students sent
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class SimulationResult:
             "duration_s": self.duration_s,
             "speed": self.speed,
             "segments": [s["title"] for s in self.segments],
+            "answers": self.answers,
         }
 
 
@@ -104,6 +107,12 @@ async def run_simulation(
     dt = 1.0 / rate_hz
     seg_starts = [seg["at"] * duration for seg in sc["segments"]]
     next_seg = 0
+    ck_starts = [ck["at"] * duration for ck in sc["checkins"]]
+    next_ck = 0
+    latest: dict[int, tuple[str, bool]] = {}  # student index -> (state, paused) just published
+    due: list[tuple[float, Any, str, str, int]] = []  # (s, publisher, checkin_id, kind, student index)
+    answered = 0
+    answer_rng = random.Random(seed)  # its own stream: adding check-ins leaves the states of a seed as they were
     try:
         for k in range(int(round(duration * rate_hz))):
             s = k * dt
@@ -121,6 +130,30 @@ async def run_simulation(
                 segments.append({"segment_id": current_segment, "title": title, "t": capture_time(s)})
                 say(f"{s:7.1f} s  segment: {title}")
                 next_seg += 1
+            while next_ck < len(ck_starts) and ck_starts[next_ck] <= s:
+                kind = sc["checkins"][next_ck]["kind"]
+                next_ck += 1
+                if teacher is None:
+                    continue
+                try:
+                    ck = (await teacher.ask(kind, seconds=60, research=sc["answers"]["research"]))["checkin_id"]
+                except Exception as exc:  # e.g. too soon after the last at this speed: the lesson goes on
+                    say(f"{s:7.1f} s  check-in not sent: {exc}")
+                    continue
+                say(f"{s:7.1f} s  check-in {ck}: {kind}")
+                for st in classroom.students:
+                    if st.index in pubs and answer_rng.random() < sc["answers"]["share"]:
+                        # Students answer a few (simulated) seconds later, each at their own pace.
+                        due.append((s + answer_rng.uniform(2.0, 8.0), pubs[st.index], ck, kind, st.index))
+            for item in [d for d in due if d[0] <= s]:
+                due.remove(item)
+                _, pub, ck, kind, index = item
+                state, paused = latest.get(index, ("uncertain", True))
+                if paused or state == "uncertain":
+                    continue  # nobody at the screen answers nothing
+                option = simulated_answer(kind, state, sc["answers"]["agree"], answer_rng)
+                if pub.answer(ck, option, research=sc["answers"]["research"]):
+                    answered += 1
             for st in classroom.students:
                 if st.present(s) and st.index not in pubs:
                     pub = await StudentPublisher.join(url, class_id, join_code, st.name)
@@ -143,6 +176,7 @@ async def run_simulation(
                         features=feats, segment=current_segment, paused=paused,
                     )
                 )
+                latest[st.index] = (state, paused)
                 span = presence.setdefault(pub.student_id, [t, t])
                 span[1] = t
                 sent += 1
@@ -178,7 +212,23 @@ async def run_simulation(
         segments=segments,
         drops=drops,
         presence={sid: (a, b) for sid, (a, b) in presence.items()},
+        answers=answered,
     )
+
+
+def simulated_answer(kind: str, state: str, agree: float, rng) -> int:
+    """What a simulated student answers: true to its simulated attention with probability ``agree``.
+
+    "mind": on the lesson (0) when attending, somewhere else (1) when not; "sense": yes (0) or partly (1) when
+    attending, no (2) when not. A student who does not agree with the truth picks the other side."""
+    from smartsession.report.checkins import ATTENDING
+
+    attending = state in ATTENDING
+    if rng.random() >= agree:
+        attending = not attending
+    if kind == "mind":
+        return 0 if attending else 1
+    return rng.choice((0, 1)) if attending else 2
 
 
 async def _leave(pub) -> None:

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from smartsession.schema import STATES
+from smartsession.schema import CHECKIN_PRESETS, STATES
 
 #: Built-in scenarios. Times (``at``, ``until``, ``join``, ``leave``) are fractions of the duration.
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -36,6 +36,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "late-early": {
         "segments": [{"title": "First half", "at": 0.0}, {"title": "Second half", "at": 0.5}],
         "attendance": [{"share": 0.3, "join": 0.3}, {"share": 0.2, "leave": 0.6}],
+    },
+    # The drop scenario with check-ins: "Where was your mind?" before, in and after the drop, answered by most
+    # students, in agreement with their simulated attention 80% of the time; answers usable for research.
+    "checkins": {
+        "segments": [
+            {"title": "Introduction", "at": 0.0},
+            {"title": "Worked example", "at": 0.25},
+            {"title": "Long derivation", "at": 0.5},
+            {"title": "Exercises", "at": 0.75},
+        ],
+        "drops": [{"at": 0.55, "until": 0.75, "share": 0.8, "mix": {"distracted": 3, "drowsy": 2, "away": 1}}],
+        "attendance": [],
+        "checkins": [
+            {"at": 0.2, "kind": "mind"}, {"at": 0.45, "kind": "sense"}, {"at": 0.68, "kind": "mind"},
+            {"at": 0.9, "kind": "mind"},
+        ],
+        "answers": {"share": 0.9, "agree": 0.8, "research": True},
     },
     "break": {
         "segments": [
@@ -112,7 +129,7 @@ def _mix(value: Any, where: str) -> dict[str, float]:
 
 
 def _check(raw: dict[str, Any]) -> dict[str, Any]:
-    known = {"name", "duration_s", "segments", "drops", "attendance", "silent", "pauses"}
+    known = {"name", "duration_s", "segments", "drops", "attendance", "silent", "pauses", "checkins", "answers"}
     extra = set(raw) - known
     if extra:
         raise ScenarioError(f"unknown scenario field(s) {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}")
@@ -172,4 +189,19 @@ def _check(raw: dict[str, Any]) -> dict[str, Any]:
         if until <= at:
             raise ScenarioError(f"{where}: until must come after at")
         out["pauses"].append({"at": at, "until": until, "share": _frac(pause.get("share", 1.0), f"{where}.share")})
+    out["checkins"] = []
+    for i, ck in enumerate(_entries(raw, "checkins", '{"at": 0.5, "kind": "mind"}')):
+        where = f"checkins[{i}]"
+        if ck.get("kind", "mind") not in CHECKIN_PRESETS:
+            raise ScenarioError(f"{where}.kind must be one of {', '.join(CHECKIN_PRESETS)}")
+        out["checkins"].append({"at": _frac(ck.get("at"), f"{where}.at"), "kind": ck.get("kind", "mind")})
+    out["checkins"].sort(key=lambda c: c["at"])
+    answers = raw.get("answers") or {}
+    if not isinstance(answers, dict) or set(answers) - {"share", "agree", "research"}:
+        raise ScenarioError('answers must be an object like {"share": 0.9, "agree": 0.8, "research": false}')
+    if not isinstance(answers.get("research", False), bool):
+        raise ScenarioError("answers.research must be true or false")
+    out["answers"] = {"share": _frac(answers.get("share", 0.9), "answers.share"),
+                      "agree": _frac(answers.get("agree", 0.8), "answers.agree"),
+                      "research": answers.get("research", False)}
     return out

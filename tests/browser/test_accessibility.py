@@ -156,19 +156,19 @@ def test_teacher_page_by_keyboard_has_no_axe_violation_in_any_state(browser, ser
         assert_no_violations(frame, "teacher: the report in its frame")
         screenshot(page, "teacher-report")
 
-        # The lesson is over: the students leave first, since a state arriving after "End session" rightly
-        # opens the next session at once and "Start session" would show only for a moment.
+        # The lesson is over: the students leave first, since a state arriving after "End lesson" rightly
+        # opens the next lesson at once and "Start lesson" would show only for a moment.
         stop(sim)
         page.wait_for_function(
             "() => document.querySelectorAll('.ss-card[data-presence=\"connected\"]').length === 0",
             timeout=STEP_TIMEOUT_MS,
         )
-        # End the session with the keyboard, then start a new one with the same key on the same button.
-        tab_to(page, named("End session"), shift=True)
+        # End the lesson with the keyboard, then start a new one with the same key on the same button.
+        tab_to(page, named("End lesson"), shift=True)
         page.keyboard.press("Enter")
-        page.get_by_role("button", name="Start session").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_role("button", name="Start lesson").wait_for(timeout=STEP_TIMEOUT_MS)
         page.keyboard.press("Enter")
-        page.get_by_role("button", name="End session").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_role("button", name="End lesson").wait_for(timeout=STEP_TIMEOUT_MS)
     finally:
         stop(sim)
         context.close()

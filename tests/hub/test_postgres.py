@@ -217,3 +217,41 @@ def test_a_hub_runs_on_the_store_it_is_given_sqlite_or_postgresql(pg_url, tmp_pa
     assert a == b
     a, b = asyncio.run(default_classes(lambda node: Store(tmp_path / node / "own")))
     assert a != b
+
+
+def test_check_ins_answers_and_plans_are_kept_by_either_store(pg_url, tmp_path):
+    from smartsession.hub.store import Store
+
+    asked = {"session_id": "S1", "checkin_id": "ck1", "kind": "mind", "question": "Where was your mind just now?",
+             "options": ["on the lesson", "somewhere else"], "asked": 100.0, "closes": 160.0, "segment": "seg1",
+             "research": True}
+    answer = {"session_id": "S1", "checkin_id": "ck1", "student_id": "s1", "option": 1, "received": 101.0,
+              "research": True}
+    for store in (PostgresStore(pg_url), Store(tmp_path)):
+        with store:
+            store.add_checkin("c1", asked)
+            store.add_answer("c1", answer)
+            store.add_answer("c1", {**answer, "option": 0})  # a second answer (another node's race): ignored
+            store.close_checkin("S1", "ck1", 130.0)
+            store.save_plan("c1", ["Intro", "<b>Optics</b>"])
+            store.flush()
+            checkins = store.checkins("S1")
+            assert checkins.options.iloc[0] == asked["options"] and checkins.closed.iloc[0] == 130.0
+            answers = store.answers("S1")
+            assert list(zip(answers.student_id, answers.option)) == [("s1", 1)]
+            assert store.plan("c1") == ["Intro", "<b>Optics</b>"] and store.plan("c2") == []
+
+
+def test_the_lesson_history_reads_the_same_from_postgresql(pg_url):
+    from smartsession.lesson.history import summarise
+
+    with PostgresStore(pg_url) as store:
+        store.start_session("c1", "S1", 100.0)
+        store.start_segment("S1", "seg1", "Optics", 100.0)
+        for seq in range(1, 4):
+            store.add_state("S1", {**state(seq), "received": 100.0 + 60 * seq, "engagement": 90.0 - 20 * seq})
+        store.end_session("c1", 400.0)
+        store.flush()
+        [lesson] = summarise(store.lesson_rows("c1"))
+    assert (lesson["session_id"], lesson["students"], lesson["minutes"]) == ("S1", 1, 5.0)
+    assert lesson["drop"]["points"] == 20.0 and lesson["drop"]["segment"] == "Optics"

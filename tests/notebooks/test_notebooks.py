@@ -80,9 +80,27 @@ def test_02_exploration_runs_top_to_bottom_and_only_reads(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == [], "this notebook only reads"
 
 
+def simulated_labels(data_dir: Path) -> None:
+    """A simulated lesson whose students answer check-ins for research, stored in ``data_dir``."""
+    import asyncio
+
+    from smartsession.hub.standalone import running_hub
+    from smartsession.simulate import run_simulation
+
+    async def main():
+        async with running_hub(data_dir=data_dir, checkin_min_interval=1) as (hub, url):
+            info = hub.create_class("Simulated")
+            await run_simulation(url, info["class_id"], info["join_code"], 8, rate_hz=2.0, duration_s=60,
+                                 scenario="checkins", teacher_token=info["teacher_token"], seed=5, speed=6)
+
+    asyncio.run(asyncio.wait_for(main(), 300))
+
+
 def test_03_evaluates_by_person_and_publishes_the_docs_figures(tmp_path, monkeypatch):
     out, figures = tmp_path / "out", tmp_path / "figures"
     out.mkdir()
+    simulated_labels(tmp_path / "labels")
+    monkeypatch.setenv("SMARTSESSION_LABELS_DIR", str(tmp_path / "labels"))
     nb = run_notebook("03_train_evaluate.ipynb", out, monkeypatch, figures_dir=figures)
     assert list(out.iterdir()) == [], "this notebook writes nothing but its figures"
     text = _text(nb)
@@ -90,6 +108,7 @@ def test_03_evaluates_by_person_and_publishes_the_docs_figures(tmp_path, monkeyp
     assert "would read 'focused' with the expression unclear" in text
     assert "the rule: balanced accuracy" in text and "the learned classifiers (nested)" in text
     assert "development attention (analyser)" in text and "development attention (baseline rule)" in text
+    assert "labelled rows; 'Where was your mind' vs analyser attention" in text
     assert sorted(p.name for p in figures.iterdir()) == sorted(DOCS_FIGURES)
     for name in DOCS_FIGURES:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -160,3 +160,34 @@ def test_an_ended_session_is_still_the_one_the_report_covers(view):
     assert view.session_id is None and view.ended and view.last_session_id == "S1"
     view.apply(klass(session="S2"), 9.0)
     assert view.last_session_id == "S2" and not view.ended
+
+
+def test_an_ended_lesson_keeps_its_bands_and_the_next_lesson_drops_the_students_who_left():
+    from smartsession.pages.classview import ClassView
+
+    view = ClassView("c1")
+    seg = {"segment_id": "seg1", "title": "Optics", "start": 100.0}
+    view.apply({"type": "snapshot", "class_id": "c1", "title": "", "session_id": "S1", "segment": seg,
+                "emotions": True, "students": [
+                    {"student_id": "old", "name": "Old", "presence": "disconnected", "last_seen": 10.0},
+                    {"student_id": "ada", "name": "Ada", "presence": "connected", "last_seen": 101.0}]}, 102.0)
+    # The session's history lists who published in it: the student of an earlier lesson leaves the grid.
+    view.load_history({"session_id": "S1", "class": [], "segments": [], "students": {"ada": []}})
+    assert set(view.students) == {"ada"}
+    view.apply({"type": "class", "title": "", "session_id": None, "segment": None, "emotions": True,
+                "ended": True}, 200.0)
+    assert [s.title for s in view.segments] == ["Optics"]  # the bands stay after "End session"
+    view.apply({"type": "presence", "student_id": "ada", "presence": "disconnected", "last_seen": 201.0}, 201.0)
+    view.apply({"type": "class", "title": "", "session_id": "S2", "segment": None, "emotions": True}, 300.0)
+    assert view.students == {} and view.segments == []
+
+
+def test_a_page_opened_between_lessons_shows_only_the_students_still_on_their_pages():
+    from smartsession.pages.classview import ClassView
+
+    view = ClassView("c1")
+    view.apply({"type": "snapshot", "class_id": "c1", "title": "", "session_id": None, "segment": None,
+                "emotions": True, "ended": True, "students": [
+                    {"student_id": "gone", "name": "Gone", "presence": "disconnected", "last_seen": 10.0},
+                    {"student_id": "still", "name": "Still", "presence": "connected", "last_seen": 11.0}]}, 12.0)
+    assert set(view.students) == {"still"}

@@ -251,3 +251,53 @@ def test_a_page_opened_mid_session_shows_the_session_from_its_start(hub, kernel)
     kernel.wait_for("page.chart.data[0].y if page.chart.data else []", lambda y: list(y)[:3] == [20.0, 40.0, 60.0])
     hub.run(pub.stop())
     kernel.run("page.close()")
+
+
+@pytest.mark.slow
+def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_are_listed(hub, kernel):
+    klass = hub.call(hub.hub.create_class, "Physics")
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.status", lambda s: s == "live")
+
+    async def student(name):
+        pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], name,
+                                          on_checkin=seen.append)
+        await pub.start()
+        await pub.wait_connected()
+        return pub
+
+    seen: list[dict] = []
+    ana = hub.run(student("Ana"))
+    kernel.run("page.plan_panel.text.value = '# Intro\\n# <b>Optics</b>\\n# Quiz'; page.plan_panel._save()")
+    assert "Intro" in kernel.wait_for("page.plan_panel.now.value", lambda v: "3 items" in v)
+    kernel.run("page.plan_panel.hotkey.presses += 1")  # the key N, as the browser half reports it
+    kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro"])
+    kernel.run("page.plan_panel.advance()")
+    kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro", "<b>Optics</b>"])
+    # The chart bands follow the plan's segments (the chart redraws every 2 s).
+    kernel.wait_for("[a.text for a in page.chart.layout.annotations]", lambda t: t == ["Intro", "<b>Optics</b>"])
+    now = kernel.json("page.plan_panel.now.value")
+    assert "&lt;b&gt;Optics&lt;/b&gt;" in now and "Quiz" in now
+    kernel.run("page.checkin_panel.send('sense')")
+    deadline = time.monotonic() + 30
+    while not any(m["type"] == "checkin" for m in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    question = next(m for m in seen if m["type"] == "checkin")
+    assert ana.answer(question["checkin_id"], 1)
+
+    async def publish():
+        msg = ana.publish(StateMessage("x", "x", 0, time.time(), "focused", 80.0, 0.9))
+        await ana.wait_acked(msg.seq)
+
+    hub.run(publish())
+    tally = kernel.wait_for("page.checkin_panel.tally.value", lambda v: "1 of 1 present answered (100%)" in v)
+    assert "Did that make sense?" in tally
+    kernel.run("page._command('end_session')")
+    kernel.wait_for("page.history.value", lambda v: "Past lessons" in v and "100%" in v)
+    assert kernel.json("page.history_pick.value") == kernel.json("page._lessons[-1]['session_id']")
+    hub.run(ana.stop())
+    # The plan is kept with the class: a page opened later finds it.
+    kernel.run("page.close()")
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.plan_panel.plan.items", lambda items: items == ["Intro", "<b>Optics</b>", "Quiz"])
+    kernel.run("page.close()")
