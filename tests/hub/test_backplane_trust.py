@@ -179,13 +179,19 @@ def test_a_students_batch_reaches_a_teacher_on_another_node_and_a_forged_batch_d
             events = []
             pub = StudentPublisher(class_id, joined["student_id"], joined["token"], url=hub_a.url)
             async with pub, TeacherSubscriber(class_id, info["teacher_token"], url=hub_b.url,
-                                              on_event=events.append):
+                                              on_event=events.append) as teacher:
                 await pub.wait_connected(30)
+                await teacher.wait_connected(30)
+                relayed = lambda: [e["seq"] for e in events if e["type"] == "state"]  # noqa: E731
+                # Hub B relays the class once its subscription to the class's channel is live: wait for a first
+                # state to come through, so the batch below cannot be published before it listens.
+                first = pub.publish(StateMessage("", "", 0, time.time(), "focused", 50.0, 0.9))
+                await kit.eventually(lambda: first.seq in relayed())
+                assert first.seq in relayed()
                 now = time.time()
                 sent = pub.publish_batch([StateMessage("", "", 0, now - 0.8 + i / 5, "focused", 60.0 + i, 0.9)
                                           for i in range(5)])
                 await pub.wait_acked(sent[-1].seq, 30)
-                relayed = lambda: [e["seq"] for e in events if e["type"] == "state"]  # noqa: E731
                 await kit.eventually(lambda: [m.seq for m in sent] == relayed()[-5:])
                 # A forged batch for the same student, as the client would send it and as a hub's events: sealed
                 # with a guessed key, or with the secret but of a type no hub relays. Neither reaches the teacher.
