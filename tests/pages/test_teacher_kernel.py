@@ -283,7 +283,10 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     while not any(m["type"] == "checkin" for m in seen) and time.monotonic() < deadline:
         time.sleep(0.1)
     question = next(m for m in seen if m["type"] == "checkin")
-    assert ana.answer(question["checkin_id"], 1)
+    async def answer():  # on the hub fixture's loop, where the publisher's connection lives
+        return ana.answer(question["checkin_id"], 1)
+
+    assert hub.run(answer())
 
     async def publish():
         msg = ana.publish(StateMessage("x", "x", 0, time.time(), "focused", 80.0, 0.9))
