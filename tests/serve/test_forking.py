@@ -55,9 +55,6 @@ def _fork_servers():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="since the 2026-12-07 merges of issues 20/23/24 the page client's camera does not switch on "
-                          "in this test's forked pool kernel (it does in capacity.py's forked kernels); open, see the "
-                          "closing note of that session", strict=False)
 def test_forked_kernels_serve_the_student_page_and_go_away(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from capacity import jpegs_of, recorded_frames

@@ -112,8 +112,8 @@ class PageWidgets:
                 batch_seconds, max_batch = float(state.get("batch_seconds", 0.0)), int(state.get("max_batch", 1))
             elif state.get("placeholder") == "as your teacher will see it":
                 name = model_id
-            elif str(state.get("description", "")).startswith("I agree"):
-                agree = model_id
+            elif state.get("_model_name") == "ButtonModel" and str(state.get("description", "")).startswith("I agree"):
+                agree = model_id  # the consent button; the research-use checkbox's label starts the same way
         missing = [what for what, found in (("camera", camera), ("name field", name), ("consent button", agree))
                    if found is None]
         if missing:
