@@ -1,24 +1,28 @@
-"""Which student page requests get a kernel: a cap in total and per address, and pages that never connect.
+"""Which student page requests get a kernel: a cap in total and per address, pages that never connect, and reloads.
 
 Each student page costs a kernel of 80-300 MB (the model; MediaPipe too in server mode, see sizing.py), so a loop
 of GETs on the join link would exhaust the machine. Pure bookkeeping, no I/O: the server asks
-:meth:`StudentKernels.admit` before rendering and shuts down what :meth:`StudentKernels.unconnected` names.
+:meth:`StudentKernels.reclaim` (a reload presenting its page's seat) or :meth:`StudentKernels.admit` before
+rendering, and shuts down what :meth:`StudentKernels.unconnected` and :meth:`StudentKernels.idle` name.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 
 class Refused(Exception):
     """A student page that gets no kernel now; ``status``, ``title`` and ``text`` make the page that says so."""
 
-    def __init__(self, status: int, title: str, text: str) -> None:
+    def __init__(self, status: int, title: str, text: str, retry_after: int | None = None) -> None:
         super().__init__(text)
         self.status, self.title, self.text = status, title, text
+        self.retry_after = RETRY_AFTER if retry_after is None else retry_after
 
 
 #: Seconds a refused page asks the browser (and the student) to wait: about one cull of unconnected pages.
@@ -45,6 +49,15 @@ def too_many_from_address(limit: int) -> Refused:
     )
 
 
+def still_opening() -> Refused:
+    return Refused(
+        429,
+        "This page is still opening, wait a few seconds",
+        "This page is still opening in another tab or from an earlier reload. Wait a few seconds, then reload.",
+        retry_after=5,
+    )
+
+
 #: The ticket of the page request being rendered in this task, so the kernel manager can tell which request a
 #: cold kernel starts for (Voila starts it deep inside its handler, without saying so).
 page_ticket: ContextVar["Ticket | None"] = ContextVar("page_ticket", default=None)
@@ -55,6 +68,9 @@ class Ticket:
     """One admitted page request: reserved before its kernel exists, bound to it once Voila picked one."""
 
     address: str
+    class_id: str = ""
+    #: The secret a reload of this page presents (its HttpOnly seat cookie) to take this place over.
+    seat: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     kernel_id: str | None = None
     served_at: float | None = None  # when its page was sent; None while rendering
     connected: bool = False  # its page opened the kernel's websocket at least once
@@ -87,15 +103,44 @@ class StudentKernels:
     def from_address(self, address: str) -> int:
         return sum(1 for t in self._tickets if t.address == address)
 
-    def admit(self, address: str) -> Ticket:
+    def admit(self, address: str, class_id: str = "") -> Ticket:
         """Reserve a place for a page from ``address``, or raise :class:`Refused`."""
         if self.max_total and len(self._tickets) >= self.max_total:
             raise class_full()
         if self.max_per_address and self.from_address(address) >= self.max_per_address:
-            raise too_many_from_address(self.max_per_address)
-        ticket = Ticket(address=address)
+            raise self.too_many(address)
+        ticket = Ticket(address=address, class_id=class_id)
         self._tickets.append(ticket)
         return ticket
+
+    def reclaim(self, seat: str, address: str, class_id: str) -> tuple[Ticket, str] | None:
+        """A reload's place: the page of ``class_id`` that handed out ``seat`` gives its place to this request,
+        which gets a new seat; returns the new ticket and the old page's kernel (to shut down now). None when no
+        page holds that seat (a forged or stale cookie, a culled kernel): the request is admitted as any other.
+
+        The seat is a secret only the browser that loaded the page holds (HttpOnly cookie), so nobody frees or
+        takes over another's place; the count never grows (the old ticket goes as the new one comes), and the
+        address's own cap still holds when the reload comes from elsewhere. A seat whose page is still being
+        rendered is not handed over: its kernel is not known yet, so it could not be shut down.
+        """
+        if not seat:
+            return None
+        presented = seat.encode("utf-8", "replace")  # compare_digest takes only ASCII str; a cookie may be anything
+        old = next((t for t in self._tickets
+                    if hmac.compare_digest(t.seat.encode(), presented) and t.class_id == class_id), None)
+        if old is None:
+            return None
+        if old.kernel_id is None or old.served_at is None:
+            raise still_opening()
+        if self.max_per_address and address != old.address and self.from_address(address) >= self.max_per_address:
+            raise self.too_many(address)
+        self._tickets.remove(old)
+        ticket = Ticket(address=address, class_id=class_id)
+        self._tickets.append(ticket)
+        return ticket, old.kernel_id
+
+    def too_many(self, address: str) -> Refused:
+        return too_many_from_address(self.max_per_address)
 
     def served(self, ticket: Ticket) -> None:
         """The page was sent: from now on its kernel has ``connect_timeout`` seconds to see the page connect."""
@@ -124,7 +169,8 @@ class StudentKernels:
 
     def idle(self, seat_timeout: float) -> list[str]:
         """Kernels whose page was sent more than ``seat_timeout`` seconds ago and never sent widget traffic: a bare
-        websocket holding a seat, or a page that broke before its widgets came up (a reload gets a new kernel)."""
+        websocket holding a seat, or a page that broke before its widgets came up (a reload takes its place over,
+        :meth:`reclaim`)."""
         now = self._clock()
         return [
             t.kernel_id
@@ -155,15 +201,18 @@ class TeacherKernels(StudentKernels):
     of GETs with one teacher token, no browser needed, would otherwise start a kernel each. The key is the link's
     token; a page that never connects is shut down like a student's."""
 
-    def admit(self, token: str) -> Ticket:
+    def admit(self, token: str, class_id: str = "") -> Ticket:
         if self.max_total and len(self._tickets) >= self.max_total:
             raise Refused(503, "Too many teacher pages are open, try again in a minute",
                           f"This server keeps {self.max_total} teacher pages open at once. Close teacher tabs "
                           "you no longer use; pages opened but never used close within a minute.")
         if self.max_per_address and self.from_address(token) >= self.max_per_address:
-            raise Refused(429, "This teacher link has too many pages open, try again in a minute",
-                          f"One teacher link opens {self.max_per_address} pages at once. Close the other tabs "
-                          "of this class's teacher page, then try again in a minute.")
-        ticket = Ticket(address=token)
+            raise self.too_many(token)
+        ticket = Ticket(address=token, class_id=class_id)
         self._tickets.append(ticket)
         return ticket
+
+    def too_many(self, token: str) -> Refused:
+        return Refused(429, "This teacher link has too many pages open, try again in a minute",
+                       f"One teacher link opens {self.max_per_address} pages at once. Close the other tabs "
+                       "of this class's teacher page, then try again in a minute.")

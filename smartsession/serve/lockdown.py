@@ -21,7 +21,7 @@ from smartsession.hub.auth import AuthError, check_join_code, peek_claims, verif
 from smartsession.hub.server import reason_of
 from smartsession.schema import is_ident
 from smartsession.serve import linkcookie
-from smartsession.serve.admission import RETRY_AFTER, Refused, page_ticket
+from smartsession.serve.admission import Refused, page_ticket
 from smartsession.serve.pool import next_kernel
 
 STUDENT_PAGE = "student.ipynb"
@@ -216,14 +216,22 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             students, who = self.kernel_manager.students, self.request.remote_ip
         else:
             students, who = self.kernel_manager.teachers, arguments["token"]
+        class_id = arguments["class"]
+        seat_cookie = linkcookie.cookie_name(path, "seat", class_id)
         try:
-            ticket = students.admit(who)
+            reclaimed = students.reclaim(self.get_cookie(seat_cookie, ""), who, class_id)
+            ticket = reclaimed[0] if reclaimed else students.admit(who, class_id)
         except Refused as refused:
             self.set_status(refused.status)
-            self.set_header("Retry-After", str(RETRY_AFTER))
+            self.set_header("Retry-After", str(refused.retry_after))
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(message_page(refused.title, refused.text))
             return
+        # A session cookie: the place lasts as long as the page's kernel, and a reload presents it (admission.py).
+        self.set_cookie(seat_cookie, ticket.seat, path=self.request.path, httponly=True, samesite="Strict",
+                        secure=self.request.protocol == "https")
+        if reclaimed:
+            await self._end_replaced(reclaimed[1])
         if path == STUDENT_PAGE:
             # After admission: a flood of refused requests must not hold pool refills back.
             self.kernel_manager.note_demand()
@@ -233,6 +241,15 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
         finally:
             page_ticket.reset(reset)
             students.served(ticket)
+
+    async def _end_replaced(self, kernel_id: str) -> None:
+        """Shut down the kernel of the page this reload replaces, before its own starts: at once, it holds
+        nothing to save (its states are in the hub)."""
+        self.log.info("Closing kernel %s: its page was reloaded", kernel_id)
+        try:
+            await self.kernel_manager.shutdown_kernel(kernel_id, now=True)
+        except (KeyError, tornado.web.HTTPError):
+            pass  # its page closed it meanwhile
 
     def _secrets_from_cookies(self, path: str, arguments: dict[str, str]) -> dict[str, str]:
         """Fill the link's secrets the address no longer shows from this page's cookies (linkcookie.py)."""

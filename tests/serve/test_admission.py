@@ -75,6 +75,35 @@ def test_only_served_pages_that_never_connected_are_named_after_the_timeout():
     assert kernels.unconnected() == ["k-silent"]
 
 
+def test_a_reload_presenting_its_seat_takes_its_place_over_and_nobody_else_can():
+    kernels = StudentKernels(max_total=2, max_per_address=1, connect_timeout=30)
+    ada, bob = kernels.admit("10.0.0.1", "c1"), kernels.admit("10.0.0.2", "c1")
+    ada.kernel_id, bob.kernel_id = "k-ada", "k-bob"
+    with pytest.raises(Refused) as still:  # Ada's page is still rendering: its kernel could not be shut down yet
+        kernels.reclaim(ada.seat, "10.0.0.1", "c1")
+    assert still.value.status == 429 and still.value.retry_after == 5
+    kernels.served(ada)
+    kernels.served(bob)
+    # Unknown, forged, another class's or empty seats take nothing over: such a request is admitted as any other.
+    for seat, class_id in (("x" * 32, "c1"), (ada.seat + "x", "c1"), (ada.seat, "c2"), ("", "c1"), ("ä€", "c1")):
+        assert kernels.reclaim(seat, "10.0.0.3", class_id) is None
+    with pytest.raises(Refused):
+        kernels.admit("10.0.0.3", "c1")
+    # Ada's reload gets her place back, with a new seat; her old kernel is named to be shut down.
+    ticket, replaced = kernels.reclaim(ada.seat, "10.0.0.1", "c1")
+    assert replaced == "k-ada" and ticket.seat != ada.seat and len(kernels) == 2
+    assert kernels.from_address("10.0.0.1") == 1
+    # The old seat is spent: presented again (a copy of the cookie) it holds nothing.
+    assert kernels.reclaim(ada.seat, "10.0.0.1", "c1") is None
+    # A reload from another device still keeps that device's own cap.
+    ticket.kernel_id = "k-ada2"
+    kernels.served(ticket)
+    with pytest.raises(Refused) as per_address:
+        kernels.reclaim(ticket.seat, "10.0.0.2", "c1")
+    assert per_address.value.status == 429
+    assert len(kernels) == 2
+
+
 # --- a real server ---
 
 
@@ -326,3 +355,50 @@ def test_a_bare_websocket_holds_no_seat_and_one_address_holds_at_most_its_share(
         assert "its page brought no widget up within 10 s" in srv.log_text()
         eventually(lambda: srv.health()["student_kernels"]["running"] == 0, 40, "seats were not freed")
         assert get_from(srv, "127.0.0.1", srv.join_url)[0] == 200
+
+
+def load_page(server, url: str, cookies: dict[str, str] | None = None):
+    """GET a page as a browser would, presenting ``cookies``: status, body and the cookies it sets (name: header)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=180)
+    try:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        response = conn.getresponse()
+        set_cookies = {h.split("=", 1)[0]: h for h in response.msg.get_all("Set-Cookie") or []}
+        return response.status, response.read().decode(), set_cookies
+    finally:
+        conn.close()
+
+
+def cookie_value(header: str) -> str:
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_reload_gets_its_seat_back_in_a_full_class_and_nobody_else_does(tmp_path, dashboards):
+    with running_server(tmp_path, pool_size=0, dashboards=dashboards, max_students=2, connect_timeout=60) as srv:
+        seat_name = f"ss-student-seat-{srv.class_id}"
+        ada, bob = load_page(srv, srv.join_url), load_page(srv, srv.join_url)
+        assert (ada[0], bob[0]) == (200, 200)
+        seat = ada[2][seat_name]
+        assert "HttpOnly" in seat and "SameSite=Strict" in seat and "Path=/voila/render/student.ipynb" in seat
+        assert "expires" not in seat.lower()  # a session cookie: the place lasts as long as the page
+        old_kernel = kernel_id(ada[1])
+        # The class is full: a newcomer is refused, with or without a made-up seat.
+        assert load_page(srv, srv.join_url)[0] == 503
+        assert load_page(srv, srv.join_url, {seat_name: "A" * 32})[0] == 503
+        # Ada reloads: her browser presents the seat; she gets a new kernel, the old one is shut down at once.
+        status, body, cookies = load_page(srv, srv.join_url, {seat_name: cookie_value(seat)})
+        assert status == 200
+        assert kernel_id(body) not in (None, old_kernel, kernel_id(bob[1]))
+        assert cookie_value(cookies[seat_name]) != cookie_value(seat)  # a new seat for the next reload
+        assert srv.request(f"api/kernels/{old_kernel}").status == 404
+        assert srv.health()["student_kernels"] == {"running": 2, "max": 2}
+        assert "its page was reloaded" in srv.log_text()
+        # The spent seat (a copied cookie) and a stranger still get nothing: the class stays at two.
+        assert load_page(srv, srv.join_url, {seat_name: cookie_value(seat)})[0] == 503
+        assert load_page(srv, srv.join_url)[0] == 503
+        # The new seat works again, as many reloads as the student makes.
+        again = load_page(srv, srv.join_url, {seat_name: cookie_value(cookies[seat_name])})
+        assert again[0] == 200 and srv.health()["student_kernels"]["running"] == 2
