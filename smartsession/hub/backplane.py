@@ -170,9 +170,12 @@ class RedisBackplane:
                 self._on_reconnect()
 
     @staticmethod
-    def _field(event: dict[str, Any]) -> str:
+    def _field(event: dict[str, Any]) -> str | None:
+        """The room hash's field the event updates; None for a notice that is no part of the room (``revoked``)."""
         if event["type"] == "class":
             return "class"
+        if event["type"] == "revoked":
+            return None
         return f"{event['type']}:{event['student_id']}"
 
     def publish(self, class_id: str, event: dict[str, Any], text: str) -> None:
@@ -195,8 +198,9 @@ class RedisBackplane:
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
             for class_id, events in pending.items():
-                latest = {name: seal_entry(self._key, class_id, name, text) for name, text in events}
-                pipe.hset(f"{self.PREFIX}room:{class_id}", mapping=latest)  # a field's latest wins
+                latest = {name: seal_entry(self._key, class_id, name, text) for name, text in events if name}
+                if latest:
+                    pipe.hset(f"{self.PREFIX}room:{class_id}", mapping=latest)  # a field's latest wins
                 pipe.publish(f"{self.PREFIX}class:{class_id}",
                              seal(self._key, class_id, self.origin, [t for _, t in events], time.time()))
             try:

@@ -270,13 +270,27 @@ class Hub:
 
     def rotate_teacher_token(self, class_id: str) -> dict[str, Any]:
         """Revoke every teacher token of the class issued so far and return its links with a new one. Blocks on
-        a commit: call it off the loop. Teacher pages of the class on this hub are closed; on other nodes the
-        old token is refused at the next connection, page load or API call."""
+        a commit: call it off the loop, then :meth:`announce_revocation` on it."""
         info = self.store.class_info(class_id)
         if info is None:
             raise KeyError(f"no class {class_id!r}")
         revoke_teacher_tokens(self.store, class_id)
         return class_links(self.secret, class_id, info["title"])
+
+    async def announce_revocation(self, class_id: str) -> None:
+        """After a rotation (committed): close the class's teacher pages on this hub whose token it revoked, and
+        tell the other hubs to do the same. The event only makes them look in the store, which every node
+        shares: who is revoked is never taken from the backplane."""
+        self.backplane.publish(class_id, {"type": "revoked", "class_id": class_id},
+                               dumps({"type": "revoked", "class_id": class_id}))
+        await self.close_revoked_teachers(class_id)
+
+    async def close_revoked_teachers(self, class_id: str) -> None:
+        """Close (4003) this hub's teacher sockets of the class whose token the store says was rotated away."""
+        for teacher in list(self.teachers.get(class_id, ())):
+            claims = teacher.conn.claims if teacher.conn is not None else None
+            if claims is not None and not await self.teacher_token_current(claims):
+                teacher.close(CloseCode.AUTH_FAILED, REPLACED_LINK)
 
     async def teacher_token_current(self, claims: auth.Claims) -> bool:
         """Whether a verified teacher token was issued after its class's last rotation (read off the loop)."""
@@ -429,8 +443,11 @@ class Hub:
             self.backplane.publish(class_id, event, text)
 
     def _republish(self) -> None:
-        """After a backplane outage: what this hub's own students and teachers did, for the other hubs."""
+        """After a backplane outage: what this hub's own students and teachers did, for the other hubs; and its
+        teachers' tokens checked again (a rotation announced meanwhile was lost with the outage)."""
         now = time.time()
+        for class_id in [c for c, ts in self.teachers.items() if ts]:
+            keep(asyncio.ensure_future(self.close_revoked_teachers(class_id)))
         for class_id, room in self.rooms.items():
             mine = [sid for cid, sid in self.students if cid == class_id]
             if not mine and not self.teachers.get(class_id):
@@ -444,6 +461,10 @@ class Hub:
                 self.backplane.publish(class_id, event, dumps(event))
 
     def _on_remote_event(self, class_id: str, event: dict[str, Any], text: str) -> None:
+        if event["type"] == "revoked":
+            if self.teachers.get(class_id):
+                keep(asyncio.ensure_future(self.close_revoked_teachers(class_id)))
+            return
         room = self.rooms.get(class_id)
         if room is None:
             return  # loaded from the backplane's hash when someone here needs it
@@ -691,6 +712,10 @@ class Hub:
         if now - self._swept_buckets > 10:  # buckets that refilled completely are forgotten (they'd start full)
             self._swept_buckets = now
             self.buckets.sweep(now)
+
+
+#: What a teacher hears when their link's token was rotated away.
+REPLACED_LINK = "this teacher link was replaced: open the new link (smartsession class rotate-token prints it)"
 
 
 def teacher_not_before_key(class_id: str) -> str:

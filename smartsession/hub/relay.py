@@ -144,6 +144,7 @@ _PRESENCE = frozenset({"type", "student_id", "presence", "last_seen", "name"})
 _STUDENT = frozenset({"type", "student_id", "name", "hidden"})
 _CLASS = frozenset({"type", "v", "class_id", "title", "session_id", "segment", "emotions", "ended"})
 _SEGMENT = frozenset({"segment_id", "title", "start", "end"})
+_REVOKED = frozenset({"type", "class_id"})
 
 
 def check_event(class_id: str, event: Any, now: float, max_clock_skew: float = MAX_CLOCK_SKEW) -> dict[str, Any]:
@@ -195,4 +196,10 @@ def check_event(class_id: str, event: Any, now: float, max_clock_skew: float = M
                 "title": _name(event.get("title"), "title", optional=True), "session_id": session_id,
                 "segment": segment, "emotions": _flag(event.get("emotions"), "emotions"),
                 "ended": _flag(event.get("ended", False), "ended")}
+    if kind == "revoked":
+        # Tells a hub to check its teachers' tokens in the store; the store, not this event, says who is revoked.
+        _fields(event, _REVOKED, kind)
+        if event.get("class_id") != class_id:
+            raise SchemaError("a revoked event for another class")
+        return {"type": kind, "class_id": class_id}
     raise SchemaError(f"unknown event type {str(kind)[:40]!r}")

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from tornado import httputil, iostream, web
 
 from smartsession.hub import auth
-from smartsession.hub.core import Hub
+from smartsession.hub.core import REPLACED_LINK, Hub
 from smartsession.hub.protocol import (
     CloseCode,
     Connection,
@@ -384,8 +384,6 @@ class _Api(web.RequestHandler):
         return claims
 
 
-#: What a teacher hears when their link's token was rotated away.
-REPLACED_LINK = "this teacher link was replaced: open the new link (smartsession class rotate-token prints it)"
 
 
 class _Refused(web.HTTPError):
@@ -433,8 +431,7 @@ class RotateTokenHandler(_Api):
             info = await asyncio.get_running_loop().run_in_executor(None, self.hub.rotate_teacher_token, class_id)
         except KeyError as exc:
             self.fail(404, str(exc.args[0]))
-        for teacher in list(self.hub.teachers.get(class_id, ())):
-            teacher.close(CloseCode.AUTH_FAILED, REPLACED_LINK)
+        await self.hub.announce_revocation(class_id)
         origin = f"{self.request.protocol}://{self.request.host}"
         info["join_url"] = origin + info["join_path"]
         info["teacher_url"] = origin + info["teacher_path"]

@@ -74,6 +74,7 @@ def test_a_batch_crosses_the_backplane_only_as_the_states_a_hub_checked():
      "segment": None},
     {"type": "class", "v": 1, "class_id": "c1", "title": "T", "session_id": None, "emotions": True, "ended": False,
      "segment": {"segment_id": "seg1", "title": "S", "start": 1.0}},
+    {"type": "revoked", "class_id": "c2"}, {"type": "revoked", "class_id": "c1", "token": "x"},
     {"type": "welcome"}, [], "class",
 ])
 def test_other_relayed_events_are_checked_too(event):
