@@ -189,7 +189,6 @@ class Hub:
         self._swept_buckets = 0.0
         self.backplane = backplane if backplane is not None else make_backplane(c.redis_url)
         self.acks = AckPacer()
-        self._classes_by_token: dict[tuple, int] = {}  # classes created per teacher token (create_class_for)
         self.checkin_limits = CheckinLimits.of(c)
         self.checkins: dict[str, CheckinBook] = {}  # class_id: its check-ins (the open one, who answered)
 
@@ -247,17 +246,16 @@ class Hub:
 
     def create_class_for(self, claims: auth.Claims, title: str) -> dict[str, Any]:
         """``create_class`` asked for with a token: within ``max_classes`` in all and ``max_classes_per_token``
-        per teacher token (counted by this hub). Raises ``HttpRefusal``; blocks on the store: call it off the loop."""
+        per teacher token, counted in the store (so across restarts and, with a shared store, across nodes).
+        Raises ``HttpRefusal``; blocks on the store: call it off the loop."""
         if self.store.class_count() >= self.config.max_classes:
             raise HttpRefusal(429, f"this server holds {self.config.max_classes} classes, its most "
                                    "(--HubConfig.max_classes): remove old ones or raise the limit")
         if claims.role == "teacher":
-            key = (claims.class_id, claims.issued)
-            made = self._classes_by_token.get(key, 0)
-            if made >= self.config.max_classes_per_token:
-                raise HttpRefusal(429, f"this teacher link created {made} classes, its most: ask whoever runs "
+            most = self.config.max_classes_per_token
+            if self.store.count_up(f"classes_made:{claims.class_id}:{claims.issued!r}", most) is None:
+                raise HttpRefusal(429, f"this teacher link created {most} classes, its most: ask whoever runs "
                                        "the server (the admin token) for more")
-            self._classes_by_token[key] = made + 1
         return self.create_class(title)
 
     def create_class(self, title: str) -> dict[str, Any]:

@@ -302,6 +302,18 @@ class PostgresStore(Store):
             conn.execute("INSERT INTO settings (key, value) VALUES (%s, %s) "
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def count_up(self, key: str, most: int) -> int | None:
+        """Add one to the counter ``key`` unless it reached ``most`` (one statement: two nodes counting at
+        once are serialised by the row's lock); the new count, or None."""
+        if most <= 0:
+            return None
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, '1') ON CONFLICT (key) DO UPDATE "
+                "SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT) "
+                "WHERE CAST(settings.value AS INTEGER) < %s RETURNING value", (key, most)).fetchone()
+        return int(row[0]) if row else None
+
     # --- reads ---
 
     def stored_seq(self, class_id: str, student_id: str) -> int:

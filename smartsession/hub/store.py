@@ -202,6 +202,7 @@ class Store:
         self._db.executescript(SCHEMA)
         self._db.commit()
         self._read_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="smartsession-store", daemon=True)
         self._writer.start()
@@ -364,6 +365,18 @@ class Store:
         """Set ``key`` (committed with the next batch; ``flush()`` to wait for it)."""
         self._submit("INSERT INTO settings (key, value) VALUES (?, ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def count_up(self, key: str, most: int) -> int | None:
+        """Add one to the counter ``key`` unless it reached ``most``: the new count, or None (nothing added).
+        Committed on return; blocks, call it off the loop."""
+        with self._count_lock:  # one process holds this store: the lock makes read-then-write one step
+            self.flush()
+            made = int(self.setting(key) or 0)
+            if made >= most:
+                return None
+            self.set_shared_setting(key, str(made + 1))
+            self.flush()
+            return made + 1
 
     def add_checkin(self, class_id: str, event: dict[str, Any]) -> None:
         """Store a ``checkin`` event (the hub's, validated)."""

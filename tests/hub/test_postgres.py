@@ -255,3 +255,21 @@ def test_the_lesson_history_reads_the_same_from_postgresql(pg_url):
         [lesson] = summarise(store.lesson_rows("c1"))
     assert (lesson["session_id"], lesson["students"], lesson["minutes"]) == ("S1", 1, 5.0)
     assert lesson["drop"]["points"] == 20.0 and lesson["drop"]["segment"] == "Optics"
+
+
+def test_a_counter_in_the_shared_store_stops_at_its_most_whichever_node_counts(pg_url):
+    # Two nodes, eight threads each, counting one key at once (a teacher token minting classes on both).
+    with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        counted = []
+
+        def count(store):
+            for _ in range(4):
+                counted.append(store.count_up("classes_made:c1:1.0", 5))
+        threads = [threading.Thread(target=count, args=(store,)) for store in (a, b) * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(n for n in counted if n is not None) == [1, 2, 3, 4, 5]
+        assert counted.count(None) == 32 - 5
+        assert a.setting("classes_made:c1:1.0") == "5" and b.count_up("classes_made:c1:1.0", 5) is None
