@@ -1,14 +1,18 @@
 """Teacher and join links keep working as links, but their secrets leave the address on first load.
 
 The token moves into an HttpOnly, SameSite=Strict cookie scoped to the page, the address bar loses it, a reload
-still opens the page, and no request the page makes carries it (no Referer: Referrer-Policy no-referrer).
+still opens the page, and no request the page makes carries it (no Referer: Referrer-Policy no-referrer). A reload
+presents its page's seat cookie and gets its place back in a full class; another browser does not.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from test_browser_analysis import PAGE_TIMEOUT_MS, name_field
+
+from testkit.serving import running_server
 
 LIVE = '.ss-status[data-status="live"]'
 
@@ -52,6 +56,29 @@ def test_the_join_code_leaves_the_students_address_and_a_reload_rejoins(browser,
     assert server.join_code not in shown
     cookie = cookies[f"ss-student-join-{server.class_id}"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+@pytest.mark.slow
+def test_a_reload_in_a_full_class_gets_its_seat_back_and_another_browser_does_not(browser, tmp_path):
+    # One seat: the first page fills the class. Without its seat the reload was refused until the old
+    # kernel's place was noticed free (or culled, minutes later for a page that never closed).
+    with running_server(tmp_path, max_students=1) as srv:
+        context, stranger = browser.new_context(), browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(srv.join_url, timeout=PAGE_TIMEOUT_MS)
+            name_field(page)
+            seat = {c["name"]: c for c in context.cookies()}[f"ss-student-seat-{srv.class_id}"]
+            page.reload(timeout=PAGE_TIMEOUT_MS)
+            name_field(page)  # the reload got in
+            other = stranger.new_page()
+            refused = other.goto(srv.join_url, timeout=PAGE_TIMEOUT_MS)
+            assert refused.status == 503 and "This class is full" in other.content()
+            assert srv.health()["student_kernels"] == {"running": 1, "max": 1}
+        finally:
+            context.close()
+            stranger.close()
+    assert seat["httpOnly"] and seat["sameSite"] == "Strict" and seat["expires"] == -1  # gone with the browser
 
 
 def test_without_the_link_or_its_cookie_the_page_is_refused(server):
