@@ -179,6 +179,9 @@ class Hub:
         self.class_sizes: dict[str, int] = {}
         self.lag = LoopLag()
         self._loading: dict[str, asyncio.Future] = {}
+        # Events other hubs sent while a class's room was loading here, applied once it is loaded (else one that
+        # came after the room's hash was read, such as the class's first status, was lost on this node).
+        self._early: dict[str, list[tuple[dict[str, Any], str]]] = {}
         # Students who joined and have not connected yet: their arrival opens a session even after the teacher
         # ended one (a new lesson), where a reconnect does not. Bounded: joins are limited, the oldest go first.
         self._newcomers: dict[tuple[str, str], None] = {}
@@ -394,14 +397,22 @@ class Hub:
         return room
 
     async def _load_room(self, class_id: str) -> ClassRoom:
-        await self.backplane.watch(class_id)
-        room = await asyncio.get_running_loop().run_in_executor(None, self._read_room, class_id)
-        events = await self.backplane.load(class_id)
+        self._early[class_id] = []
+        try:
+            await self.backplane.watch(class_id)
+            room = await asyncio.get_running_loop().run_in_executor(None, self._read_room, class_id)
+            events = await self.backplane.load(class_id)
+        finally:
+            early = self._early.pop(class_id)
         if class_id in self.rooms:
             return self.rooms[class_id]
         for event in events:
             room.apply(event)
         self.rooms[class_id] = room
+        # After the hash: each of these was published (and written to the hash) no earlier than what the hash
+        # holds for its field, so applied in order they leave every field at its latest.
+        for event, text in early:
+            self._on_remote_event(class_id, event, text)
         return room
 
     async def session_class(self, session_id: str) -> str | None:
@@ -465,7 +476,10 @@ class Hub:
             return
         room = self.rooms.get(class_id)
         if room is None:
-            return  # loaded from the backplane's hash when someone here needs it
+            early = self._early.get(class_id)
+            if early is not None and len(early) < MAX_EARLY_EVENTS:
+                early.append((event, text))
+            return  # else loaded from the backplane's hash when someone here needs it
         if event["type"] == "class" and event["session_id"] is None and room.session_id is not None:
             self._ended[class_id] = room.session_id
         if event["type"] in CHECKIN_EVENTS:
@@ -711,6 +725,9 @@ class Hub:
             self._swept_buckets = now
             self.buckets.sweep(now)
 
+
+#: Events from other hubs kept for a class while its room loads (a class of 500 sends about that many a second).
+MAX_EARLY_EVENTS = 5000
 
 #: What a teacher hears when their link's token was rotated away.
 REPLACED_LINK = "this teacher link was replaced: open the new link (smartsession class rotate-token prints it)"

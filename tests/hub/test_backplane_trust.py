@@ -103,37 +103,41 @@ def test_forged_and_malformed_backplane_messages_change_nothing_on_any_node(tmp_
         async def main():
             events = []
             pub = StudentPublisher(class_id, joined["student_id"], joined["token"], url=hub_a.url)
-            async with pub, TeacherSubscriber(class_id, info["teacher_token"], url=hub_b.url,
-                                              on_event=events.append) as teacher:
+            async with pub:
+                # The class is live on node A (its session open, its status on the backplane) before node B
+                # hears of it: each node has its own SQLite store here, and a node that saw the class first would
+                # open a session of its own (a shared store picks one, DEPLOY.md).
                 await pub.wait_connected(30)
-                await teacher.wait_snapshot(30)
                 first = pub.publish(StateMessage("", "", 0, time.time(), "focused", 60.0, 0.9))
                 await pub.wait_acked(first.seq, 30)
-                # What someone with access to Redis but not the secret can send: the old unsealed format, a
-                # batch sealed with a guessed key, garbage, a huge batch, a replay of a real batch from long ago.
-                lines = [json.dumps(e) for e in (forged_class, forged_state, forged_rename)]
-                for i in range(200):
-                    r.publish(channel, "\n".join(["attacker", *lines]))
-                r.publish(channel, seal(backplane_key("guess"), class_id, "attacker", lines, time.time()))
-                r.publish(channel, b"\xff\xfe" * 1000)
-                r.publish(channel, "x" * (5 << 20))
-                r.publish(channel, seal(backplane_key(secret), class_id, "attacker", lines, time.time() - 7200))
-                # Sealed with the secret, but not what a hub makes: dropped all the same.
-                r.publish(channel, seal(backplane_key(secret), class_id, "attacker",
-                                        [json.dumps(forged_state), "{", "[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]"],
-                                        time.time()))
-                await asyncio.sleep(1.5)
-                # The class still records: the next state is acknowledged and reaches the teacher on hub B.
-                after = pub.publish(StateMessage("", "", 0, time.time(), "happy", 80.0, 0.9))
-                await pub.wait_acked(after.seq, 30)
-                relayed = lambda: [e.get("seq") for e in events if e["type"] == "state"]  # noqa: E731
-                await kit.eventually(lambda: after.seq in relayed())
-                room = teacher.room
-                ada = room.students[joined["student_id"]]
-                assert (ada.name, ada.state["state"], ada.state["seq"]) == ("Ada", "happy", after.seq)
-                assert not room.ended and room.title == "Guarded" and room.session_id is not None
-                assert all(e.get("title") != "Owned" and e.get("name") != "Mallory" for e in events)
-                assert all(e.get("state") != "<b>x</b>" for e in events)
+                async with TeacherSubscriber(class_id, info["teacher_token"], url=hub_b.url,
+                                             on_event=events.append) as teacher:
+                    await teacher.wait_snapshot(30)
+                    # What someone with access to Redis but not the secret can send: the old unsealed format, a batch
+                    # sealed with a guessed key, garbage, a huge batch, a replay of a real batch from long ago.
+                    lines = [json.dumps(e) for e in (forged_class, forged_state, forged_rename)]
+                    for i in range(200):
+                        r.publish(channel, "\n".join(["attacker", *lines]))
+                    r.publish(channel, seal(backplane_key("guess"), class_id, "attacker", lines, time.time()))
+                    r.publish(channel, b"\xff\xfe" * 1000)
+                    r.publish(channel, "x" * (5 << 20))
+                    r.publish(channel, seal(backplane_key(secret), class_id, "attacker", lines, time.time() - 7200))
+                    # Sealed with the secret, but not what a hub makes: dropped all the same.
+                    deep = "[" * 25 + "1" + "]" * 25
+                    r.publish(channel, seal(backplane_key(secret), class_id, "attacker",
+                                            [json.dumps(forged_state), "{", deep], time.time()))
+                    await asyncio.sleep(1.5)
+                    # The class still records: the next state is acknowledged and reaches the teacher on hub B.
+                    after = pub.publish(StateMessage("", "", 0, time.time(), "happy", 80.0, 0.9))
+                    await pub.wait_acked(after.seq, 30)
+                    relayed = lambda: [e.get("seq") for e in events if e["type"] == "state"]  # noqa: E731
+                    await kit.eventually(lambda: after.seq in relayed())
+                    room = teacher.room
+                    ada = room.students[joined["student_id"]]
+                    assert (ada.name, ada.state["state"], ada.state["seq"]) == ("Ada", "happy", after.seq)
+                    assert not room.ended and room.title == "Guarded" and room.session_id is not None
+                    assert all(e.get("title") != "Owned" and e.get("name") != "Mallory" for e in events)
+                    assert all(e.get("state") != "<b>x</b>" for e in events)
             return pub
 
         asyncio.run(asyncio.wait_for(main(), 90))

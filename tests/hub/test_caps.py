@@ -58,8 +58,9 @@ def test_the_per_token_class_count_survives_a_restart(tmp_path):
         async with running_hub(data_dir=tmp_path, max_classes_per_token=2) as (hub, url):
             loop = asyncio.get_running_loop()
             make = lambda token: loop.run_in_executor(None, create_class, url, "Minted", token)  # noqa: E731
-            token = (tmp_path / "teacher").read_text() if made_before else (await make(hub.admin_token))["teacher_token"]
-            (tmp_path / "teacher").write_text(token)
+            if not made_before:
+                (tmp_path / "teacher").write_text((await make(hub.admin_token))["teacher_token"])
+            token = (tmp_path / "teacher").read_text()
             for _ in range(2 - made_before):
                 await make(token)
             with pytest.raises(HubError, match="created 2 classes, its most"):
