@@ -92,3 +92,10 @@ def test_self_signed_server_answers_https_and_its_kernels_trust_it(tmp_path, das
         assert f"Using pre-heated kernel: {kernel_id(page.text)}" in srv.log_text()
         assert f"class {srv.class_id}" in page.text
         assert f"hub https://127.0.0.1:{srv.url.rsplit(':', 1)[1].rstrip('/')} ok" in page.text
+        # Under https every cookie a page sets is Secure: the _xsrf cookie (SameSite=Strict; the page's script
+        # reads it), the join code's and the seat's (HttpOnly too), so none travels over plain http.
+        with urllib.request.urlopen(srv.join_url, timeout=120, context=srv.ssl_context) as again:
+            cookies = {c.split("=", 1)[0]: c for c in again.headers.get_all("Set-Cookie")}
+        assert "Secure" in cookies["_xsrf"] and "SameSite=Strict" in cookies["_xsrf"], cookies
+        for name in (f"ss-student-join-{srv.class_id}", f"ss-student-seat-{srv.class_id}"):
+            assert all(flag in cookies[name] for flag in ("Secure", "HttpOnly", "SameSite=Strict")), cookies
