@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.sync.client import connect
 
-from smartsession.serve.admission import Refused, StudentKernels
+from smartsession.serve.admission import Refused, StudentKernels, TeacherKernels
 from testkit.serving import kernel_id, running_server
 
 from servekit import kernel_message
@@ -102,6 +102,22 @@ def test_a_reload_presenting_its_seat_takes_its_place_over_and_nobody_else_can()
         kernels.reclaim(ticket.seat, "10.0.0.2", "c1")
     assert per_address.value.status == 429
     assert len(kernels) == 2
+
+
+def test_a_reloaded_teacher_page_takes_its_place_over_within_its_links_cap():
+    teachers = TeacherKernels(max_total=1, max_per_address=1, connect_timeout=30)
+    page = teachers.admit("token-a", "c1")
+    page.kernel_id = "k-1"
+    teachers.served(page)
+    with pytest.raises(Refused):
+        teachers.admit("token-a", "c1")  # the link's one page is open, and the server's one
+    ticket, replaced = teachers.reclaim(page.seat, "token-a", "c1")
+    assert replaced == "k-1" and len(teachers) == 1
+    # The same browser opening the class's new link (after rotate-token): its place moves to that link's count.
+    ticket.kernel_id = "k-2"
+    teachers.served(ticket)
+    moved, replaced = teachers.reclaim(ticket.seat, "token-b", "c1")
+    assert replaced == "k-2" and (teachers.from_address("token-a"), teachers.from_address("token-b")) == (0, 1)
 
 
 # --- a real server ---
