@@ -13,7 +13,9 @@ import time
 import pytest
 import redis as redis_py
 
+from smartsession.hub.backplane import RedisBackplane
 from smartsession.hub.client import StudentPublisher, TeacherSubscriber, join_class
+from smartsession.hub.standalone import running_hub
 from testkit.processes import HubProcess, RedisServer
 from smartsession.schema import StateMessage
 
@@ -78,3 +80,34 @@ def test_fan_out_and_snapshot_across_two_hubs(tmp_path, redis_binary, kit):
         asyncio.run(asyncio.wait_for(main(), 60))
         kit.eventually_sync(lambda: hub_a.health()["students"] == 0)
         assert hub_a.health()["students"] == 0 and hub_b.health()["ok"]
+
+
+def test_what_another_hub_publishes_while_a_room_loads_is_applied_once_it_is_loaded(tmp_path, redis_binary, kit):
+    secret = secrets.token_hex(32)
+
+    async def main():
+        async with running_hub(data_dir=tmp_path, redis_url=redis.url, secret=secret) as (hub, url):
+            info = hub.create_class("Loading")
+            ada = await kit.join(url, info, "Ada")
+            other = RedisBackplane(redis.url)  # another hub: its own origin, the deployment's secret
+            await other.start(lambda *_: None, secret=secret)
+            renamed = {"type": "student", "student_id": ada["student_id"], "name": "Ada L.", "hidden": False}
+            read_hash = hub.backplane.load
+
+            async def load(class_id):
+                # The room's hash is read; only then does the other hub's rename go out, before the room is ready.
+                events = await read_hash(class_id)
+                other.publish(class_id, renamed, json.dumps(renamed))
+                await asyncio.sleep(0.5)
+                return events
+
+            hub.backplane.load = load
+            try:
+                ws, snap = await kit.teacher(url, info)
+            finally:
+                await other.stop()
+            assert [s["name"] for s in snap["students"]] == ["Ada L."]
+            await ws.close()
+
+    with RedisServer(redis_binary) as redis:
+        asyncio.run(asyncio.wait_for(main(), 60))
