@@ -217,9 +217,10 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
         else:
             students, who = self.kernel_manager.teachers, arguments["token"]
         class_id = arguments["class"]
-        seat_cookie = linkcookie.cookie_name(path, "seat", class_id)
+        # Only an id names a cookie (the admin token opens a teacher page with any ``class``).
+        seat_cookie = linkcookie.cookie_name(path, "seat", class_id) if is_ident(class_id) else None
         try:
-            reclaimed = students.reclaim(self.get_cookie(seat_cookie, ""), who, class_id)
+            reclaimed = students.reclaim(self.get_cookie(seat_cookie, ""), who, class_id) if seat_cookie else None
             ticket = reclaimed[0] if reclaimed else students.admit(who, class_id)
         except Refused as refused:
             self.set_status(refused.status)
@@ -228,8 +229,9 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
             self.finish(message_page(refused.title, refused.text))
             return
         # A session cookie: the place lasts as long as the page's kernel, and a reload presents it (admission.py).
-        self.set_cookie(seat_cookie, ticket.seat, path=self.request.path, httponly=True, samesite="Strict",
-                        secure=self.request.protocol == "https")
+        if seat_cookie:
+            self.set_cookie(seat_cookie, ticket.seat, path=self.request.path, httponly=True, samesite="Strict",
+                            secure=self.request.protocol == "https")
         if reclaimed:
             await self._end_replaced(reclaimed[1])
         if path == STUDENT_PAGE:
