@@ -353,3 +353,39 @@ def test_the_page_asks_by_itself_at_jittered_moments_only_when_switched_on(tmp_p
         kernel.run("page.close()")
     finally:
         hub.close()
+
+
+@pytest.mark.slow
+def test_a_lesson_starts_with_start_lesson_or_the_first_student_and_the_page_says_so(hub, kernel):
+    klass = hub.call(hub.hub.create_class, "Physics")
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.status", lambda s: s == "live")
+    controls = "{'button': page.session_button.description, 'line': page.lesson_line.value, 'session': page.view.session_id}"
+    # Opened before the class arrives: the teacher can start the lesson, and the page says when it would start.
+    before = kernel.json(controls)
+    assert before["button"] == "Start lesson" and before["session"] is None
+    assert "it starts when you press Start lesson or when the first student joins, whichever comes first" in before["line"]
+    kernel.run("page.session_button.click()")
+    running = kernel.wait_for(controls, lambda c: c["session"] is not None and c["button"] == "End lesson")
+    assert "a lesson starts when you press Start lesson or when the first student joins" in running["line"]
+
+    async def student():
+        pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], "Ana")
+        await pub.start()
+        await pub.wait_connected()
+        return pub
+
+    ana = hub.run(student())
+    assert ana.status.get("session_id") in (None, running["session"])  # joins the teacher's lesson, opens none
+    time.sleep(1)
+    assert kernel.json(controls)["session"] == running["session"]
+    # Ended with Ana still connected: no lesson opens by itself, and Start lesson opens the next one.
+    kernel.run("page.session_button.click()")
+    kernel.wait_for(controls, lambda c: c["session"] is None and c["button"] == "Start lesson")
+    time.sleep(1)
+    assert kernel.json(controls)["session"] is None
+    kernel.run("page.session_button.click()")
+    again = kernel.wait_for(controls, lambda c: c["session"] is not None and c["button"] == "End lesson")
+    assert again["session"] != running["session"]
+    hub.run(ana.stop())
+    kernel.run("page.close()")
