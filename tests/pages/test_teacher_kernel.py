@@ -271,6 +271,12 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     ana = hub.run(student("Ana"))
     kernel.run("page.plan_panel.text.value = '# Intro\\n# <b>Optics</b>\\n# Quiz'; page.plan_panel._save()")
     assert "Intro" in kernel.wait_for("page.plan_panel.now.value", lambda v: "3 items" in v)
+    # Hostile plans pasted into the page: refused with what to do, the saved plan kept.
+    for hostile, words in (("'\\n'.join(f'item {i}' for i in range(10_000))", "more than 100 items"),
+                           ("'x' * 1_000_000", "longer than 100,000 characters")):
+        kernel.run(f"page.plan_panel.text.value = {hostile}; page.plan_panel._save()")
+        assert words in kernel.json("page.notice.value")
+        assert kernel.json("page.plan_panel.plan.items") == ["Intro", "<b>Optics</b>", "Quiz"]
     kernel.run("page.plan_panel.hotkey.presses += 1")  # the key N, as the browser half reports it
     kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro"])
     kernel.run("page.plan_panel.advance()")
