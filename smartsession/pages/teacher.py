@@ -549,7 +549,8 @@ class TeacherPage:
         if not session_id and self._lessons:
             session_id = self._lessons[-1]["session_id"]  # reopened after a restart: the last lesson's report
         if not session_id:
-            self._notify("No lesson yet: the report covers a lesson, which starts when the first student joins")
+            self._notify("No lesson yet: the report covers a lesson, which starts when you press Start lesson or "
+                         "when the first student joins")
             return
         self._notify("Building the session report…")
         self.report_button.disabled = True
