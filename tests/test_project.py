@@ -113,3 +113,14 @@ def test_constraints_pin_every_dependency_within_its_bounds():
         assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} is outside {req.specifier}"
     readme = (ROOT / "README.md").read_text()
     assert "-c constraints.txt" in readme and "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_commands_after_the_install_run_from_its_venv():
+    # The first command installs into .venv without activating it: a later `smartsession ...` line would not be
+    # on the PATH of someone following the README, so each says .venv/bin/smartsession.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)
+    lines = [line.strip() for block in blocks[1:] for line in block.splitlines()]
+    bare = [line for line in lines if re.match(r"(smartsession|python|pip|pytest)\b", line)]
+    assert not bare, bare
+    assert any(line.startswith(".venv/bin/smartsession simulate") for line in lines)

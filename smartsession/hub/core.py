@@ -488,7 +488,7 @@ class Hub:
         self._broadcast(class_id, event, text)
 
     def ensure_session(self, room: ClassRoom, now: float) -> None:
-        """Open a session implicitly when a student or teacher arrives and none is open.
+        """Open a session implicitly when a student arrives and none is open.
 
         With a shared store every node must use the same one: the database picks it, off the loop, and states
         that arrive meanwhile wait for it (``accept_state``)."""
@@ -584,7 +584,8 @@ class Hub:
                       f"this teacher link is open in more than {self.config.max_teachers_per_token} pages: "
                       "the oldest was closed")
             old.on_close()
-        self.ensure_session(room, time.time())
+        # A teacher's page opening starts no lesson: the teacher's Start lesson (or a plan item) or the first
+        # student to join does, so the page can offer Start lesson before the class arrives.
         self.teachers.setdefault(room.class_id, set()).add(handler)
 
     def detach_teacher(self, handler: "Peer") -> None:

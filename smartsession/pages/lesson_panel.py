@@ -118,6 +118,11 @@ class CheckinPanel:
 
     ``ask(kind, question, options, seconds, research)`` sends one; ``present()`` counts connected students."""
 
+    #: The automatic check-in comes ``every`` minutes times a random factor from this range.
+    JITTER = (0.7, 1.3)
+    #: Seconds in one of those minutes (a test makes them shorter to watch several questions go out).
+    minute_s = 60.0
+
     def __init__(self, ask: Callable[..., None], present: Callable[[], int], notify: Callable[[str], None]):
         self.ask_hub, self.present, self.notify = ask, present, notify
         self.checkin: dict[str, Any] | None = None
@@ -202,7 +207,7 @@ class CheckinPanel:
         while True:
             minutes = float(self.every.value)
             # Jitter: students who can predict the question answer the prediction, not the moment.
-            await asyncio.sleep(60 * minutes * random.uniform(0.7, 1.3))
+            await asyncio.sleep(self.minute_s * minutes * random.uniform(*self.JITTER))
             self.send("mind")
 
     def close(self) -> None:

@@ -432,13 +432,16 @@ class TeacherPage:
     def _draw_controls(self) -> None:
         view = self.view
         self.session_button.description = "End lesson" if view.session_id else "Start lesson"
+        # One rule, said the same way before and during a lesson: whichever comes first opens it.
         self.session_button.tooltip = ("Lesson ended: students' cameras are off until you start the next one"
-                                       if view.ended else "The lesson opened when the first student joined; "
-                                       "end it when the class is over" if view.session_id else "")
+                                       if view.ended else "End the lesson when the class is over"
+                                       if view.session_id else "Start the lesson now (or it starts when a student joins)")
         self.lesson_line.value = render.notice_html(
-            "Lesson running: it opened when the first student joined. The plan's Next item marks its parts; "
-            "End lesson when the class is over." if view.session_id else
-            "No lesson running: it opens when a student joins, or press Start lesson.")
+            "Lesson running: a lesson starts when you press Start lesson or when the first student joins, "
+            "whichever comes first. The plan's Next item marks its parts; End lesson when the class is over."
+            if view.session_id else
+            "No lesson running: it starts when you press Start lesson or when the first student joins, "
+            "whichever comes first.")
         current = view.current_segment()
         self.segment_button.tooltip = f"now: {current.title}" if current else "no segment yet"
         if self.emotions_box.value != view.emotions:
@@ -546,7 +549,8 @@ class TeacherPage:
         if not session_id and self._lessons:
             session_id = self._lessons[-1]["session_id"]  # reopened after a restart: the last lesson's report
         if not session_id:
-            self._notify("No lesson yet: the report covers a lesson, which starts when the first student joins")
+            self._notify("No lesson yet: the report covers a lesson, which starts when you press Start lesson or "
+                         "when the first student joins")
             return
         self._notify("Building the session report…")
         self.report_button.disabled = True

@@ -171,16 +171,39 @@ def resolve_segments(
     )
     lost = span.index[~inside.groupby(states["segment"]).any().reindex(span.index).fillna(False).to_numpy(bool)]
     if len(lost):
-        seg = seg.set_index("segment_id")
-        seg.loc[lost, "start"] = span.loc[lost, "min"]
-        seg.loc[lost, "end"] = span.loc[lost, "max"] + settings.bin_s
-        seg = seg.reset_index()
+        seg = _onto_capture_clock(seg.set_index("segment_id"), span, lost, settings.bin_s).reset_index()
     seg = seg.sort_values("start", kind="stable").reset_index(drop=True)
-    # An open segment (end NaN) ends where the next one starts, or with the last message.
-    next_start = seg["start"].shift(-1)
+    # Segments tile the lesson as the store records them: each ends where the next starts (a repaired or
+    # lead-in row must not overlap its neighbour); the last one ends when it was ended, or with the last message.
     last_t = states["t"].max() + settings.bin_s if len(states) else seg["start"].max()
-    seg["end"] = seg["end"].fillna(next_start).fillna(max(last_t, seg["start"].max()))
+    seg["end"] = seg["start"].shift(-1).fillna(seg["end"]).fillna(max(last_t, seg["start"].max()))
     return states, seg
+
+
+def _onto_capture_clock(seg: pd.DataFrame, span: pd.DataFrame, lost, bin_s: float) -> pd.DataFrame:
+    """Move segments stored on the hub's clock onto the messages' clock (``seg`` indexed by segment_id).
+
+    Each lost segment starts with its first message; a segment without messages (a silent break) keeps
+    its place between them, interpolated along the hub-to-capture mapping the lost segments give."""
+    seg = seg.copy()
+    pairs = pd.DataFrame({"hub": seg["start"].reindex(lost), "capture": span.loc[lost, "min"]}).dropna()
+    pairs = pairs.sort_values("hub")
+    hub, capture = pairs["hub"].to_numpy(float), pairs["capture"].to_numpy(float)
+    silent = [s for s in seg.index if s not in span.index and pd.notna(seg.at[s, "start"])]
+    if silent and len(hub):
+        rate = (capture[-1] - capture[0]) / (hub[-1] - hub[0]) if len(hub) > 1 and hub[-1] > hub[0] else 1.0
+
+        def onto(h):
+            h = np.asarray(h, float)
+            inner = np.interp(h, hub, capture)
+            return np.where(h < hub[0], capture[0] + (h - hub[0]) * rate,
+                            np.where(h > hub[-1], capture[-1] + (h - hub[-1]) * rate, inner))
+
+        seg.loc[silent, "start"] = onto(seg.loc[silent, "start"])
+        seg.loc[silent, "end"] = onto(seg.loc[silent, "end"])
+    seg.loc[lost, "start"] = span.loc[lost, "min"]
+    seg.loc[lost, "end"] = span.loc[lost, "max"] + bin_s
+    return seg
 
 
 def segment_frame(segments: pd.DataFrame | None) -> pd.DataFrame:

@@ -17,7 +17,9 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from voila import app as voila_app
 from voila import handler as voila_handler
+from tornado.websocket import WebSocketProtocol13
 from voila.request_info_handler import RequestInfoSocketHandler
+from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila import utils as voila_utils
 from voila.utils import ENV_VARIABLE
@@ -43,6 +45,36 @@ VOILA_ROUTES = {
     r"/voila/api/shutdown/(.*)": "VoilaShutdownKernelHandler",  # a closing tab ends its kernel (xsrf-checked)
     r"/voila/labextensions/(.*)": "FileFindHandler",  # the widgets' front ends
 }
+
+
+#: Seconds between keepalive pings on a page's kernel websocket, and how long its pong may take: a page whose
+#: laptop vanished without closing is found within a minute, and its kernel culled (pool.py).
+KEEPALIVE_S = 30.0
+
+#: The settings serve gives jupyter_server: its WebSocketMixin's own millisecond ping timer off (one keepalive).
+KEEPALIVE_SETTINGS = {"ws_ping_interval": 0}
+
+
+class KeptAliveKernelWebsocketHandler(VoilaKernelWebsocketHandler):
+    """A page's kernel websocket with one keepalive: tornado's own, in seconds.
+
+    jupyter_server's ``WebSocketMixin`` runs a millisecond ping timer from ``ping_interval``/``ping_timeout``
+    (30000, 90000), the very properties tornado >= 6.5 reads in seconds for its keepalive, which it then logs
+    as "The websocket_ping_timeout (90000) cannot be longer than the websocket_ping_interval (30000)". With the
+    mixin's timer off (:data:`KEEPALIVE_SETTINGS`) the protocol gets the keepalive in its own unit."""
+
+    def get_websocket_protocol(self):
+        protocol = super().get_websocket_protocol()
+        if protocol is not None:
+            protocol.params.ping_interval = protocol.params.ping_timeout = KEEPALIVE_S
+        return protocol
+
+
+def with_keepalive(route: tuple) -> tuple:
+    """Voila's route with its kernel websocket handler swapped for :class:`KeptAliveKernelWebsocketHandler`."""
+    if len(route) > 1 and route[1] is VoilaKernelWebsocketHandler:
+        return (route[0], KeptAliveKernelWebsocketHandler, *route[2:])
+    return route
 
 
 def starts_a_pool_kernel(start_kwargs: dict) -> bool:
@@ -151,6 +183,15 @@ def _routes(app) -> str | None:
     return None
 
 
+def _keepalive(_app) -> str | None:
+    source = inspect.getsource(WebSocketProtocol13)
+    if "self.params.ping_interval" not in source or "self.params.ping_timeout" not in source:
+        return "tornado's WebSocketProtocol13 no longer reads its keepalive from self.params"
+    if "ws_ping_interval" not in inspect.getsource(VoilaKernelWebsocketHandler.ping_interval.fget):
+        return "jupyter_server's WebSocketMixin.ping_interval no longer reads the ws_ping_interval setting"
+    return None
+
+
 def _provisioner(_app) -> str | None:
     missing = [n for n in ("process", "pid", "pgid") if not hasattr(LocalProvisioner, n)]
     return f"LocalProvisioner no longer has {', '.join(missing)}" if missing else None
@@ -187,4 +228,6 @@ SEAMS = (
     *EXTENSION_SEAMS,
     Seam("voila", "VoilaHandler: request.query becomes the kernel's QUERY_STRING (the link's secrets, from cookies)",
          "0.5.0", _query_string),
+    Seam("tornado", "WebSocketProtocol13.params.ping_interval/ping_timeout (seconds); jupyter_server's ws_ping_interval "
+         "setting (its millisecond timer): one keepalive on kernel websockets", "6.5", _keepalive),
 )

@@ -340,6 +340,7 @@ class SmartSessionApp(Voila):
         settings = super().init_settings()
         self._trust_pages()
         settings["log_function"] = lockdown.log_request
+        settings.update(jupyter.KEEPALIVE_SETTINGS)
         # The page's JavaScript reads _xsrf (it echoes it), so not HttpOnly; never sent by another site's request.
         settings["xsrf_cookie_kwargs"] = {**settings.get("xsrf_cookie_kwargs", {}), "samesite": "Strict",
                                           **({"secure": True} if self.certfile else {})}
@@ -379,7 +380,7 @@ class SmartSessionApp(Voila):
         self.check_seams(self)
         base = self.server_url
         voila = [
-            route for route in super().init_handlers()
+            jupyter.with_keepalive(route) for route in super().init_handlers()
             if route[0][len(base.rstrip("/")):] in jupyter.VOILA_ROUTES
         ]
         local = frozenset({"127.0.0.1", "::1", self.kernel_host})

@@ -158,6 +158,10 @@ class ForkServer:
             from ipykernel.kernelapp import IPKernelApp
 
             app = IPKernelApp.instance()
+            # Its parent, as jupyter_client's launcher tells the kernels it starts (JPY_PARENT_PID, read when
+            # ipykernel was imported, before this fork): without one, the kernel takes itself for `ipython kernel`
+            # run by hand and prints its Ctrl-C note on serve's terminal.
+            app.parent_handle = os.getppid()
             app.initialize(arguments)
             app.start()
         except BaseException:

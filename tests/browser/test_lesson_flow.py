@@ -29,6 +29,21 @@ def segment_titles(teacher) -> list[str]:
         "() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')].map(t => t.textContent)")
 
 
+def brought_into_view(teacher, box: str, timeout_ms: float = 30_000) -> None:
+    """Wait until keyboard focus is inside ``box`` and its top is on screen (what the page does on opening it)."""
+    teacher.wait_for_function(
+        """(box) => {
+            const el = document.querySelector(box);
+            if (!el || !el.contains(document.activeElement)) return false;
+            const top = el.getBoundingClientRect().top;
+            return top >= 0 && top < window.innerHeight;
+        }""", arg=box, timeout=timeout_ms)
+
+
+#: What serve's terminal must never show during a lesson (kernel and framework noise).
+NOISE = ("Traceback", "websocket_ping_timeout", "not aligned", "Ctrl-C will not work", "To connect another client")
+
+
 def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, screenshot):
     from testkit.serving import running_server
 
@@ -37,6 +52,16 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         (tmp_path / run).mkdir()
     with running_server(tmp_path / "first", data_dir=data_dir) as server:
         teacher_context, teacher, outside = open_teacher(browser, server)
+        # Before the class arrives: no lesson yet, "Start lesson" can be pressed, and the page says when one starts.
+        teacher.get_by_role("button", name="Start lesson").wait_for(timeout=30_000)
+        teacher.get_by_text("it starts when you press Start lesson or when the first student joins").wait_for(
+            timeout=30_000)
+        # The empty chart's time axis shows today's clock, never plotly's placeholder year 2000.
+        ticks = teacher.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]"
+                                 ".map(t => t.textContent)")
+        assert ticks and not any("2000" in t for t in ticks), ticks
+        teacher.get_by_role("button", name="Start lesson").click()
+        teacher.get_by_role("button", name="End lesson").wait_for(timeout=30_000)
         link = teacher.locator(".ss-join a").get_attribute("data-join", timeout=30_000)
         students = [join_student(browser, link, name) for name in ("Ada", "Ben")]
         for name in ("Ada", "Ben"):
@@ -86,14 +111,22 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         screenshot(ada, "student-check-in")
         screenshot(teacher, "teacher-tally")
 
+        # A student's detail opens in view with the focus on it.
+        card_of(teacher, "Ada").click()
+        brought_into_view(teacher, ".ss-detail-box")
+
         teacher.get_by_role("button", name="End lesson").click()
         teacher.get_by_role("button", name="Start lesson").wait_for(timeout=30_000)
+        # The students' pages say what the teacher's page now shows: disconnected (not "paused").
+        for page in (ada, ben):
+            page.locator(".ss-teacher", has_text="disconnected").wait_for(timeout=60_000)
         # The segments stay on the chart after the lesson ended.
         assert "Vectors" in chart_text.inner_text()
         assert segment_titles(teacher)[:3] == ["Warm-up", "Vectors", "<script>alert(1)</script>"]
         teacher.get_by_role("button", name="Session report").click()
         report = teacher.frame_locator("iframe.ss-report")
         report.locator("#checkins").wait_for(timeout=120_000)
+        brought_into_view(teacher, ".ss-report-box")
         assert "Where was your mind just now?" in report.locator("#checkins").inner_text()
         assert "on the lesson: 1, somewhere else: 1" in report.locator("#checkins").inner_text()
         assert "Not enough answers" in report.locator("#agreement-note").inner_text()
@@ -103,6 +136,8 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         for context in (ada_context, ben_context, teacher_context):
             context.close()
         assert outside == []
+        log = server.log_text()
+        assert not [n for n in NOISE if n in log], log
 
     with running_server(tmp_path / "second", data_dir=data_dir) as server:
         teacher_context, teacher, _ = open_teacher(browser, server)

@@ -527,12 +527,14 @@ def test_history_right_after_the_session_opens_is_not_refused(tmp_path, kit):
         # A long commit interval makes the race certain: the session row is still queued when the page asks.
         async with running_hub(data_dir=tmp_path, commit_interval=3.0) as (hub, url):
             info = await asyncio.get_running_loop().run_in_executor(None, hub.create_class, "Fresh")
-            tws, snap = await kit.teacher(url, info)
-            status, text, _ = await call(url + f"/smartsession/api/sessions/{snap['session_id']}/history",
+            tws, _ = await kit.teacher(url, info)
+            await tws.send(json.dumps({"type": "command", "v": 1, "id": 1, "command": "start_session"}))
+            session_id = (await kit.until(tws, lambda m: m["type"] == "result"))["session_id"]
+            status, text, _ = await call(url + f"/smartsession/api/sessions/{session_id}/history",
                                          token=info["teacher_token"])
             assert status == 200, text
-            assert json.loads(text)["session_id"] == snap["session_id"]
-            status, _, _ = await call(url + f"/smartsession/api/sessions/{snap['session_id']}/history",
+            assert json.loads(text)["session_id"] == session_id
+            status, _, _ = await call(url + f"/smartsession/api/sessions/{session_id}/history",
                                       token=auth.teacher_token(hub.secret, "cother"))
             assert status == 403
 

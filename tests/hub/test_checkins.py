@@ -197,6 +197,10 @@ def test_the_teacher_is_told_why_a_check_in_was_refused(tmp_path):
             info = hub.create_class("Too soon")
             async with TeacherSubscriber(info["class_id"], info["teacher_token"], url=url) as teacher:
                 await teacher.wait_snapshot(30)
+                # A teacher's page alone opens no lesson: the teacher starts it (or the first student joins).
+                with pytest.raises(HubError, match="start the lesson first"):
+                    await teacher.ask("sense")
+                await teacher.send_command("start_session")
                 await teacher.ask("sense")
                 with pytest.raises(HubError, match="wait"):
                     await teacher.ask("sense")

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 
+import numpy as np
 import pytest
 from jupyter_client.manager import start_new_kernel
 
@@ -25,11 +26,11 @@ from smartsession.schema import StateMessage
 class HubThread:
     """A real hub on a free port, served from a background event loop."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, **settings):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self._cm = running_hub(data_dir=str(data_dir))
+        self._cm = running_hub(data_dir=str(data_dir), **settings)
         self.hub, self.url = self.run(self._cm.__aenter__())
 
     def run(self, coro, timeout=30):
@@ -270,6 +271,12 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     ana = hub.run(student("Ana"))
     kernel.run("page.plan_panel.text.value = '# Intro\\n# <b>Optics</b>\\n# Quiz'; page.plan_panel._save()")
     assert "Intro" in kernel.wait_for("page.plan_panel.now.value", lambda v: "3 items" in v)
+    # Hostile plans pasted into the page: refused with what to do, the saved plan kept.
+    for hostile, words in (("'\\n'.join(f'item {i}' for i in range(10_000))", "more than 100 items"),
+                           ("'x' * 1_000_000", "longer than 100,000 characters")):
+        kernel.run(f"page.plan_panel.text.value = {hostile}; page.plan_panel._save()")
+        assert words in kernel.json("page.notice.value")
+        assert kernel.json("page.plan_panel.plan.items") == ["Intro", "<b>Optics</b>", "Quiz"]
     kernel.run("page.plan_panel.hotkey.presses += 1")  # the key N, as the browser half reports it
     kernel.wait_for("[s.title for s in page.view.segments]", lambda t: t == ["Intro"])
     kernel.run("page.plan_panel.advance()")
@@ -303,4 +310,88 @@ def test_the_plan_marks_segments_check_ins_show_a_live_tally_and_past_lessons_ar
     kernel.run("page.close()")
     open_page(kernel, hub, klass)
     kernel.wait_for("page.plan_panel.plan.items", lambda items: items == ["Intro", "<b>Optics</b>", "Quiz"])
+    kernel.run("page.close()")
+
+
+@pytest.mark.slow
+def test_the_page_asks_by_itself_at_jittered_moments_only_when_switched_on(tmp_path, kernel):
+    # Minutes of one second, and a hub that takes a check-in every half second, to watch several go out.
+    hub = HubThread(tmp_path / "hub", checkin_min_interval=0.5)
+    try:
+        klass = hub.call(hub.hub.create_class, "Physics")
+        open_page(kernel, hub, klass)
+        kernel.wait_for("page.status", lambda s: s == "live")
+        arrived: list[tuple[float, dict]] = []
+
+        async def student():
+            pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], "Ana",
+                                              on_checkin=lambda m: arrived.append((time.monotonic(), m)))
+            await pub.start()
+            await pub.wait_connected()
+            return pub
+
+        ana = hub.run(student())
+        panel = kernel.json("{'auto': page.checkin_panel.auto.value, 'every': page.checkin_panel.every.value, "
+                            "'task': page.checkin_panel._auto_task is not None}")
+        assert panel == {"auto": False, "every": 10, "task": False}  # off by default
+        kernel.run("page.checkin_panel.minute_s = 1.0; page.checkin_panel.every.value = 2")
+        time.sleep(4)  # two "minutes" with the box unticked: nothing is asked
+        assert not [m for _, m in arrived if m["type"] == "checkin"]
+
+        on = time.monotonic()
+        kernel.run("page.checkin_panel.auto.value = True")
+        deadline = time.monotonic() + 30
+        while len([m for _, m in arrived if m["type"] == "checkin"]) < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kernel.run("page.checkin_panel.auto.value = False")
+        off = time.monotonic()
+        asked = [(t, m) for t, m in arrived if m["type"] == "checkin"]
+        assert len(asked) >= 7, asked
+        assert all(m["kind"] == "mind" and m["question"] == "Where was your mind just now?" for _, m in asked)
+        gaps = np.diff([on] + [t for t, _ in asked])
+        low, high = 2 * 0.7, 2 * 1.3  # every 2 "minutes", times 0.7-1.3
+        assert ((gaps > low - 0.05) & (gaps < high + 0.5)).all(), gaps
+        assert gaps.max() - gaps.min() > 0.2, gaps  # jittered, not a metronome
+        # Switched off, it stops.
+        time.sleep(high + 1)
+        assert not [t for t, m in arrived if m["type"] == "checkin" and t > off]
+        hub.run(ana.stop())
+        kernel.run("page.close()")
+    finally:
+        hub.close()
+
+
+@pytest.mark.slow
+def test_a_lesson_starts_with_start_lesson_or_the_first_student_and_the_page_says_so(hub, kernel):
+    klass = hub.call(hub.hub.create_class, "Physics")
+    open_page(kernel, hub, klass)
+    kernel.wait_for("page.status", lambda s: s == "live")
+    controls = "{'button': page.session_button.description, 'line': page.lesson_line.value, 'session': page.view.session_id}"
+    # Opened before the class arrives: the teacher can start the lesson, and the page says when it would start.
+    before = kernel.json(controls)
+    assert before["button"] == "Start lesson" and before["session"] is None
+    assert "it starts when you press Start lesson or when the first student joins, whichever comes first" in before["line"]
+    kernel.run("page.session_button.click()")
+    running = kernel.wait_for(controls, lambda c: c["session"] is not None and c["button"] == "End lesson")
+    assert "a lesson starts when you press Start lesson or when the first student joins" in running["line"]
+
+    async def student():
+        pub = await StudentPublisher.join(hub.url, klass["class_id"], klass["join_code"], "Ana")
+        await pub.start()
+        await pub.wait_connected()
+        return pub
+
+    ana = hub.run(student())
+    assert ana.status.get("session_id") in (None, running["session"])  # joins the teacher's lesson, opens none
+    time.sleep(1)
+    assert kernel.json(controls)["session"] == running["session"]
+    # Ended with Ana still connected: no lesson opens by itself, and Start lesson opens the next one.
+    kernel.run("page.session_button.click()")
+    kernel.wait_for(controls, lambda c: c["session"] is None and c["button"] == "Start lesson")
+    time.sleep(1)
+    assert kernel.json(controls)["session"] is None
+    kernel.run("page.session_button.click()")
+    again = kernel.wait_for(controls, lambda c: c["session"] is not None and c["button"] == "End lesson")
+    assert again["session"] != running["session"]
+    hub.run(ana.stop())
     kernel.run("page.close()")

@@ -121,13 +121,48 @@ def test_rows_before_the_first_segment_and_unknown_segments_get_their_own_rows()
 def test_segments_on_another_clock_are_placed_where_their_messages_are():
     # A time-compressed simulation: the hub stamped segment starts with its own (later) clock.
     df = lesson(students=3, seconds=600)
-    df["segment"] = np.where(df["t"] < T0 + 300, "seg1", "seg2")
+    # B starts in the middle of a 5 s bin (as a simulated segment mostly does).
+    df["segment"] = np.where(df["t"] < T0 + 302, "seg1", "seg2")
     table = pd.DataFrame({"segment_id": ["seg1", "seg2"], "title": ["A", "B"],
                           "start": [T0 + 5000, T0 + 5030], "end": [T0 + 5030, T0 + 5060]})
     report = build_report(SessionData(df, table))
     seg = report.segments.set_index("title")
-    assert seg.loc["A", "start"] == T0 and seg.loc["B", "start"] == pytest.approx(T0 + 300)
+    assert seg.loc["A", "start"] == T0 and seg.loc["B", "start"] == pytest.approx(T0 + 302)
     assert seg.loc["B", "duration_min"] == pytest.approx(5, abs=0.1)
+    assert seg.loc["A", "end"] == seg.loc["B", "start"]  # no overlap: A ends where B begins
+
+
+def test_a_silent_segment_on_another_clock_keeps_its_place_between_its_neighbours():
+    # Compressed 10x: 300 s of lesson per 30 s of hub clock; nobody sent anything during the break.
+    df = lesson(students=3, seconds=900)
+    df = df[(df["t"] < T0 + 300) | (df["t"] >= T0 + 600)].copy()
+    df["segment"] = np.where(df["t"] < T0 + 300, "seg1", "seg3")
+    table = pd.DataFrame({"segment_id": ["seg1", "seg2", "seg3"], "title": ["A", "Break", "C"],
+                          "start": [T0 + 5000, T0 + 5030, T0 + 5060], "end": [T0 + 5030, T0 + 5060, T0 + 5090]})
+    seg = build_report(SessionData(df, table)).segments.set_index("title")
+    assert list(seg.sort_values("start").index) == ["A", "Break", "C"]
+    assert seg.loc["Break", "start"] == pytest.approx(T0 + 300) and seg.loc["Break", "end"] == pytest.approx(T0 + 600)
+    assert seg.loc["Break", "messages"] == 0
+    assert_tiles(seg.reset_index())
+
+
+def assert_tiles(segments: pd.DataFrame) -> None:
+    """Segments in start order, each ending exactly where the next begins, none empty or reversed."""
+    seg = segments.sort_values("start")
+    assert (seg["end"] > seg["start"]).all(), seg[["title", "start", "end"]]
+    assert (seg["end"].to_numpy()[:-1] == seg["start"].to_numpy()[1:]).all(), seg[["title", "start", "end"]]
+
+
+@pytest.mark.parametrize("case", ["lead_in", "unknown", "open_last"])
+def test_segments_tile_the_session(case):
+    df = lesson(students=3, seconds=600)
+    if case == "unknown":
+        df.loc[df["t"] >= T0 + 450, "segment"] = "seg9"
+    table = segments(("Intro", 100 if case == "lead_in" else 0), ("Proof", 300))
+    report = build_report(SessionData(df, table))
+    assert_tiles(report.segments)
+    assert report.segments["start"].min() == pytest.approx(T0)
+    assert report.segments["end"].max() >= df["t"].max()
 
 
 def test_fixed_windows_without_segments():

@@ -22,6 +22,28 @@ def test_every_message_the_simulator_sent_is_stored(lessons, store):
         assert set(states["student_id"]) == set(lesson.result.students), name
 
 
+def test_segments_never_overlap_and_tile_the_session(lessons, store):
+    # Simulated lessons are time-compressed: the hub stamps segment starts on its own clock, states carry the
+    # simulated timeline's; the report places the segments on the states' clock without overlap or gap.
+    for name, lesson in lessons.items():
+        if lesson.result is None:
+            continue
+        report = build_report(store, lesson.session_id)
+        seg = report.segments.sort_values("start")
+        states = store.states(lesson.session_id)
+        assert (seg["end"] > seg["start"]).all(), (name, seg[["title", "start", "end"]])
+        assert (seg["end"].to_numpy()[:-1] == seg["start"].to_numpy()[1:]).all(), (name, seg[["title", "start", "end"]])
+        assert seg["start"].iloc[0] <= states["t"].min() and seg["end"].iloc[-1] >= states["t"].max(), name
+        if not report.windows:
+            # In the scripted order, each where the script put it (within a few seconds of its simulated start).
+            scripted = lesson.result.segments
+            assert list(seg["title"]) == [s["title"] for s in scripted], name
+            for s, start in zip(scripted, seg["start"]):
+                assert abs(start - s["t"]) < 5, (name, s["title"])
+        html = report.to_html()
+        assert "This session has no measurements" not in html, name
+
+
 def test_finds_the_segment_and_the_moment_engagement_dropped(lessons, store):
     lesson = lessons["drop"]
     report = build_report(store, lesson.session_id)

@@ -135,6 +135,9 @@ def test_a_taken_port_is_a_clear_error(tmp_path, dashboards):
         )
     assert result.returncode == 1
     assert "pick another --port" in result.stderr
+    # One line that says what to do, no traceback after it.
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and len(result.stderr.strip().splitlines()) <= 2, output
 
 
 def test_closing_the_tab_shuts_its_kernel_down(server):

@@ -78,3 +78,17 @@ def test_teacher_page_carries_the_pool_note_and_its_script_is_served(server):
     assert 'src="/smartsession/static/pool-status.js" data-health="/smartsession/health"' in page.text
     script = server.request("smartsession/static/pool-status.js")
     assert script.status == 200 and b"preheated kernels ready" in script.body
+
+
+def test_the_banner_figure_is_the_one_readme_and_benchmarks_give():
+    # serve's banner says cpu_students(); README and docs/BENCHMARKS.md say the same per-core figures.
+    from pathlib import Path
+
+    from smartsession.serve.sizing import STUDENTS_PER_CORE
+
+    root = Path(__file__).resolve().parents[2]
+    words = (f"{STUDENTS_PER_CORE['server']} server-mode or {STUDENTS_PER_CORE['browser']} browser-mode "
+             "students per core")
+    readme = " ".join((root / "README.md").read_text().split())
+    bench = " ".join((root / "docs" / "BENCHMARKS.md").read_text().split()).replace("~", "")
+    assert f"about {words}" in readme and words in bench

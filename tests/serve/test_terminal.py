@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
+from websockets.sync.client import connect
+
 from smartsession.serve.pool import PoolStatus
 from smartsession.serve.terminal import Terminal
-from testkit.serving import running_server
+from testkit.serving import kernel_id, running_server
+
+from servekit import kernel_message
 
 
 def test_the_pool_and_the_class_in_a_few_lines():
@@ -31,10 +36,18 @@ def test_serve_says_what_a_teacher_needs_and_nothing_alarming(tmp_path, dashboar
         server.wait_warm(240)
         page = server.request(server.join_url, timeout=240)  # takes a kernel; the pool refills
         assert page.status == 200
+        # The page's kernel websocket, as its browser opens it (tornado and jupyter_server both keep it alive).
+        channels = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id(page.text)}/channels"
+        with connect(channels, open_timeout=30) as ws:
+            ws.send(json.dumps(kernel_message("kernel_info_request", {})))
+            while json.loads(ws.recv(timeout=30))["msg_type"] != "kernel_info_reply":
+                pass
+            ws.ping().wait(10)
         deadline = time.monotonic() + 120
         while "student kernels ready" not in server.log_text() and time.monotonic() < deadline:
             time.sleep(1)
     log = server.log_text()
     assert server.teacher_url in log and re.search(r"\d\d:\d\d:\d\d  student kernels ready: 2 warm", log), log
-    for noise in ("not trusted", "without encryption", "Traceback", "ZMQError", "Kernel started", "connection files"):
+    for noise in ("not trusted", "without encryption", "Traceback", "ZMQError", "Kernel started", "connection files",
+                  "websocket_ping_timeout", "Ctrl-C will not work", "To connect another client"):
         assert noise not in log, f"{noise!r} on the teacher's terminal:\n{log}"
