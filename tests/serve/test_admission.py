@@ -92,6 +92,8 @@ def test_a_reload_presenting_its_seat_takes_its_place_over_and_nobody_else_can()
     # Ada's reload gets her place back, with a new seat; her old kernel is named to be shut down.
     ticket, replaced = kernels.reclaim(ada.seat, "10.0.0.1", "c1")
     assert replaced == "k-ada" and ticket.seat != ada.seat and len(kernels) == 2
+    # It stays the same student to the hub (the id its kernel's seat token names); every other page is another.
+    assert ticket.student_id == ada.student_id != bob.student_id
     assert kernels.from_address("10.0.0.1") == 1
     # The old seat is spent: presented again (a copy of the cookie) it holds nothing.
     assert kernels.reclaim(ada.seat, "10.0.0.1", "c1") is None
