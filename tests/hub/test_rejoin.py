@@ -94,3 +94,15 @@ def test_a_seat_joins_once_as_a_new_student_then_rejoins_as_the_same_one(tmp_pat
                 await sock.close()
 
     run(main())
+
+
+def test_whether_a_seat_joined_is_read_from_any_node_of_a_shared_store(pg_url):
+    # The rejoin asks the store whether the seat's student joined: with PostgreSQL, what any node committed.
+    from smartsession.hub.pgstore import PostgresStore
+
+    with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        a.add_student("c1", "s1", "Ada")
+        a.update_student("c1", "s2", "Bob", True)
+        a.flush()
+        assert b.class_student("c1", "s1") == ("Ada", False) and b.class_student("c1", "s2") == ("Bob", True)
+        assert b.class_student("c1", "s3") is None and b.class_student("c2", "s1") is None
