@@ -76,11 +76,15 @@ def issue_token(
         body["m"] = name
     if ttl is not None:
         body["e"] = round(time.time() + ttl, 3)
-    payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
-    token = f"{payload}.{_b64(_mac(secret, 'token', payload))}"
+    token = _sign(secret, "token", body)
     if len(token) > MAX_TOKEN:
         raise ValueError(f"a token of {len(token)} characters (at most {MAX_TOKEN}): shorten the name")
     return token
+
+
+def _sign(secret: str, purpose: str, body: dict) -> str:
+    payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    return f"{payload}.{_b64(_mac(secret, purpose, payload))}"
 
 
 def teacher_token(secret: str, class_id: str, ttl: float = TEACHER_TTL) -> str:
@@ -93,7 +97,7 @@ def student_token(
     return issue_token(secret, "student", class_id=class_id, student_id=student_id, ttl=ttl, name=name)
 
 
-def verify_token(secret: str, token: object, now: float | None = None) -> Claims:
+def verify_token(secret: str, token: object, now: float | None = None, purpose: str = "token") -> Claims:
     """Check signature and expiry; raise :class:`AuthError` with a reason fit for the client."""
     if not isinstance(token, str) or token.count(".") != 1 or len(token) > MAX_TOKEN:
         raise AuthError("malformed token: use the token the server issued")
@@ -102,12 +106,31 @@ def verify_token(secret: str, token: object, now: float | None = None) -> Claims
         given = _unb64(signature)
     except ValueError:
         raise AuthError("malformed token: use the token the server issued") from None
-    if not hmac.compare_digest(given, _mac(secret, "token", payload)):
+    if not hmac.compare_digest(given, _mac(secret, purpose, payload)):
         raise AuthError("invalid token signature: get a new token from this server")
     claims = _claims(payload)  # a payload we did not write is refused there (signed: only with a leaked secret)
     if claims.expires is not None and (time.time() if now is None else now) > claims.expires:
         raise AuthError("token expired: join the class again or ask the teacher for a new link")
     return claims
+
+
+def seat_token(secret: str, class_id: str, student_id: str, ttl: float = STUDENT_TTL) -> str:
+    """The student id a student page's seat keeps across reloads, signed for the hub's join (``rejoin``).
+
+    ``smartsession serve`` gives it to the page's kernel only (its request's query string, which the browser never
+    sees) and the same id again to the kernel of each reload presenting the page's seat cookie, so a reload joins
+    as the same student. Signed for another purpose than tokens: it never opens a hub connection by itself.
+    """
+    return _sign(secret, "seat", {"r": "student", "c": class_id, "s": student_id, "n": secrets.token_hex(4),
+                                  "e": round(time.time() + ttl, 3)})
+
+
+def seat_student(secret: str, seat: object, class_id: object) -> str:
+    """The student id a seat token from :func:`seat_token` names for ``class_id``, or :class:`AuthError`."""
+    claims = verify_token(secret, seat, purpose="seat")
+    if claims.role != "student" or claims.class_id != class_id or not isinstance(claims.student_id, str):
+        raise AuthError("this page's seat is for another class: open the join link your teacher shared")
+    return claims.student_id
 
 
 def peek_claims(token: object) -> Claims:

@@ -96,13 +96,16 @@ def rotate_teacher_token(url: str | None, class_id: str, admin_token: str, cafil
                  admin_token, cafile)
 
 
-def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None) -> dict:
+def join_class(url: str | None, class_id: str, join_code: str, name: str, cafile: str | None = None,
+               seat: str = "") -> dict:
     """Join with the teacher's join code; returns ``student_id`` and ``token`` for :class:`StudentPublisher`.
 
-    ``?class=`` lets a load balancer send the join to the class's node (docs/DEPLOY.md), the node the student
-    then connects to: that node knows the student is new, which opens the next lesson after an ended one."""
-    return _call(hub_url(url), f"/smartsession/api/join?class={quote(class_id, safe='')}",
-                 {"class_id": class_id, "join_code": join_code, "name": name}, None, cafile)
+    ``seat``: the seat token ``smartsession serve`` gave this page's kernel; a reloaded page joins with it as the
+    student it was (docs/PROTOCOL.md). ``?class=`` lets a load balancer send the join to the class's node
+    (docs/DEPLOY.md), the node the student then connects to: that node knows the student is new, which opens
+    the next lesson after an ended one."""
+    body = {"class_id": class_id, "join_code": join_code, "name": name, **({"seat": seat} if seat else {})}
+    return _call(hub_url(url), f"/smartsession/api/join?class={quote(class_id, safe='')}", body, None, cafile)
 
 
 def fetch_session(url: str | None, session_id: str, token: str, cafile: str | None = None) -> dict:
@@ -264,11 +267,13 @@ class StudentPublisher(_Client):
         self._sending: set[asyncio.Task] = set()
 
     @classmethod
-    async def join(cls, url: str | None, class_id: str, join_code: str, name: str, **kwargs) -> "StudentPublisher":
-        """Join the class over HTTP (off the loop) and return a publisher for the new student (not started)."""
+    async def join(cls, url: str | None, class_id: str, join_code: str, name: str, seat: str = "",
+                   **kwargs) -> "StudentPublisher":
+        """Join the class over HTTP (off the loop) and return a publisher for the student (not started); with
+        ``seat`` (see :func:`join_class`) as the student that seat keeps."""
         cafile = kwargs.get("cafile")
         info = await asyncio.get_running_loop().run_in_executor(
-            None, join_class, url, class_id, join_code, name, cafile
+            None, join_class, url, class_id, join_code, name, cafile, seat
         )
         return cls(class_id, info["student_id"], info["token"], url=url, **kwargs)
 

@@ -310,11 +310,12 @@ class Hub:
         self.store.flush()
         return class_links(self.secret, class_id, self.store.class_info(class_id)["title"])
 
-    def join(self, class_id: str, code: str, name: str) -> dict[str, Any]:
-        """Check the join code and give the student a server-chosen id and a signed token (no rate limits)."""
+    def join(self, class_id: str, code: str, name: str, student_id: str | None = None) -> dict[str, Any]:
+        """Check the join code and give the student a server-chosen id (or the one a seat token named) and a
+        signed token (no rate limits)."""
         auth.check_join_code(self.secret, class_id, code)
         name = clean_title(name, "name")
-        student_id = auth.new_student_id()
+        student_id = student_id or auth.new_student_id()
         self.store.add_class(class_id, "")
         self.store.add_student(class_id, student_id, name)
         self._newcomers[(class_id, student_id)] = None
@@ -327,22 +328,52 @@ class Hub:
             "token": auth.student_token(self.secret, class_id, student_id, name=name),
         }
 
-    async def join_limited(self, class_id: Any, code: Any, name: Any, address: str) -> dict[str, Any]:
+    async def join_limited(self, class_id: Any, code: Any, name: Any, address: str,
+                           seat: Any = None) -> dict[str, Any]:
         """``join`` behind the limits: attempts per address, joins per class, students per class.
 
-        Raises ``HttpRefusal`` (429/503), ``auth.AuthError`` (wrong code) or ``ValueError`` (bad name).
+        ``seat`` (a seat token, ``auth.seat_token``: what ``smartsession serve`` gives a page's kernel) names the
+        student id the page's seat keeps: a student who joined with it already rejoins (same id, a fresh token,
+        the name typed now; neither a new student nor a join the class's rate counts), else they join with that id.
+        Raises ``HttpRefusal`` (429/503), ``auth.AuthError`` (wrong code or seat) or ``ValueError`` (bad name).
         """
         now = time.monotonic()
         self.joins.attempt(address, now, trusted=address in self.connections.trusted)
         auth.check_join_code(self.secret, class_id, code)
-        clean_title(name, "name")
+        name = clean_title(name, "name")
+        student_id = None
+        if seat is not None:
+            student_id = auth.seat_student(self.secret, seat, class_id)
+            known = await asyncio.get_running_loop().run_in_executor(None, self._joined, class_id, student_id)
+            if known is not None:
+                return self._rejoin(class_id, student_id, name, *known)
         if class_id not in self.class_sizes:
             n = await asyncio.get_running_loop().run_in_executor(None, self.store.count_students, class_id)
             self.class_sizes.setdefault(class_id, n)
         size = self.class_sizes[class_id]
         self.joins.admit(class_id, size, now)
         self.class_sizes[class_id] = size + 1
-        return self.join(class_id, code, name)
+        return self.join(class_id, code, name, student_id)
+
+    def _joined(self, class_id: str, student_id: str) -> tuple[str, bool] | None:
+        """Runs in an executor: the student's name and hidden flag if they joined (after a flush: a join a moment
+        ago must count)."""
+        self.store.flush()
+        return self.store.class_student(class_id, student_id)
+
+    def _rejoin(self, class_id: str, student_id: str, name: str, was: str, hidden: bool) -> dict[str, Any]:
+        """The same student again (a reloaded page): a new name is a rename, as the teacher's would be."""
+        room = self.rooms.get(class_id)
+        if room is not None and student_id in room.students:
+            was, hidden = room.students[student_id].name, room.students[student_id].hidden
+        if name != was:
+            event = {"type": "student", "student_id": student_id, "name": name, "hidden": hidden}
+            self.store.update_student(class_id, student_id, name, hidden)
+            if room is not None:
+                room.apply(event)
+            self._broadcast(class_id, event)
+        return {"class_id": class_id, "student_id": student_id, "name": name,
+                "token": auth.student_token(self.secret, class_id, student_id, name=name)}
 
     def health(self, lag_window: float = 10.0) -> dict[str, Any]:
         out = {

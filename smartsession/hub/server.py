@@ -444,7 +444,7 @@ class JoinHandler(_Api):
         address = self.request.remote_ip or "local"
         try:
             joined = await self.hub.join_limited(body.get("class_id"), body.get("join_code"), body.get("name"),
-                                                 address)
+                                                 address, body.get("seat"))
         except HttpRefusal as exc:
             self.fail(exc.status, exc.reason, exc.retry_after)
         except auth.AuthError as exc:

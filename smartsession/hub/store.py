@@ -536,6 +536,12 @@ class Store:
         rows = self._query("SELECT student_id, name, hidden FROM students WHERE class_id = ?", (class_id,))
         return [(sid, name, bool(hidden)) for sid, name, hidden in rows]
 
+    def class_student(self, class_id: str, student_id: str) -> tuple[str, bool] | None:
+        """The name and hidden flag of a student who joined ``class_id``, or None."""
+        rows = self._query("SELECT name, hidden FROM students WHERE class_id = ? AND student_id = ?",
+                           (class_id, student_id))
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
     def count_students(self, class_id: str) -> int:
         return self._query("SELECT COUNT(*) FROM students WHERE class_id = ?", (class_id,))[0][0]
 

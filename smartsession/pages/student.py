@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from typing import Any
 from urllib.parse import parse_qs
@@ -63,11 +63,14 @@ CALIBRATION_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class JoinRequest:
-    """Class, join code and name from the join link ``?class=ID&join=CODE[&name=NAME]``."""
+    """Class, join code and name from the join link ``?class=ID&join=CODE[&name=NAME]``; ``seat``, the seat token
+    ``smartsession serve`` adds for the kernel alone (the browser never sees it), joins a reload as the same
+    student."""
 
     class_id: str = ""
     join_code: str = ""
     name: str = ""
+    seat: str = ""
 
     @classmethod
     def from_query(cls, query: str | None) -> "JoinRequest":
@@ -76,7 +79,7 @@ class JoinRequest:
         def first(key: str) -> str:
             return (params.get(key) or [""])[0].strip()
 
-        return cls(class_id=first("class"), join_code=first("join"), name=first("name")[:120])
+        return cls(class_id=first("class"), join_code=first("join"), name=first("name")[:120], seat=first("seat"))
 
     def problem(self) -> str:
         """What is missing or malformed, in words for the student; empty when the request can be tried."""
@@ -246,8 +249,10 @@ class StudentPage:
         self.live.layout.display = None if step is self.live else "none"
 
     def _submit_form(self) -> None:
-        self.request = JoinRequest(self.class_input.value.strip(), self.code_input.value.strip(),
-                                   self.name_input.value.strip())
+        # The seat names this page's class: a class typed in by hand joins without it.
+        class_id = self.class_input.value.strip()
+        self.request = JoinRequest(class_id, self.code_input.value.strip(), self.name_input.value.strip(),
+                                   self.request.seat if class_id == self.request.class_id else "")
         problem = self.request.problem()
         self._show(self.form, problem) if problem else self._show(self.consent)
 
@@ -259,7 +264,7 @@ class StudentPage:
         mode = self._consent_mode()
         if not mode:
             return  # the button is disabled until the browser says which analysis it runs
-        self.request = JoinRequest(self.request.class_id, self.request.join_code, name[:120])
+        self.request = replace(self.request, name=name[:120])
         self.agree_button.disabled = True
         # Agreed to browser analysis: pictures are refused even from a page that sends them anyway.
         self.camera.accept_pictures = mode == "server"
@@ -503,7 +508,7 @@ class StudentPage:
         req = self.request
         try:
             publisher = await StudentPublisher.join(
-                self.hub_url, req.class_id, req.join_code, req.name, on_class=self._on_class,
+                self.hub_url, req.class_id, req.join_code, req.name, seat=req.seat, on_class=self._on_class,
                 on_checkin=self.checkin.handle,
             )
             await publisher.start()

@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from smartsession.hub.auth import new_student_id
+
 
 class Refused(Exception):
     """A student page that gets no kernel now; ``status``, ``title`` and ``text`` make the page that says so."""
@@ -71,6 +73,9 @@ class Ticket:
     class_id: str = ""
     #: The secret a reload of this page presents (its HttpOnly seat cookie) to take this place over.
     seat: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    #: The student this page joins the hub as (through a seat token its kernel alone gets): the same for every
+    #: reload that takes the place over, so a reload is the same student to the hub, never a new one.
+    student_id: str = field(default_factory=new_student_id)
     kernel_id: str | None = None
     served_at: float | None = None  # when its page was sent; None while rendering
     connected: bool = False  # its page opened the kernel's websocket at least once
@@ -115,7 +120,7 @@ class StudentKernels:
 
     def reclaim(self, seat: str, address: str, class_id: str) -> tuple[Ticket, str] | None:
         """A reload's place: the page of ``class_id`` that handed out ``seat`` gives its place to this request,
-        which gets a new seat; returns the new ticket and the old page's kernel (to shut down now). None when no
+        which gets a new seat and keeps the student id; returns the new ticket and the old page's kernel (to shut down now). None when no
         page holds that seat (a forged or stale cookie, a culled kernel): the request is admitted as any other.
 
         The seat is a secret only the browser that loaded the page holds (HttpOnly cookie), so nobody frees or
@@ -135,7 +140,7 @@ class StudentKernels:
         if self.max_per_address and address != old.address and self.from_address(address) >= self.max_per_address:
             raise self.too_many(address)
         self._tickets.remove(old)
-        ticket = Ticket(address=address, class_id=class_id)
+        ticket = Ticket(address=address, class_id=class_id, student_id=old.student_id)
         self._tickets.append(ticket)
         return ticket, old.kernel_id
 

@@ -15,6 +15,9 @@ import time
 from urllib.parse import parse_qsl, urlencode
 
 SECRET_PARAMS = ("token", "join")
+#: What the kernel's query string may hold and the address bar never shows: the link's secrets, and the seat token
+#: serve adds for the student page's kernel (lockdown.DashboardHandler).
+HIDDEN_PARAMS = (*SECRET_PARAMS, "seat")
 #: A cookie never outlives the link's own token; a join code has no expiry, so its cookie lasts a school day.
 DEFAULT_AGE = 24 * 3600.0
 
@@ -26,7 +29,7 @@ def cookie_name(page: str, param: str, class_id: str) -> str:
 
 def without_secrets(query: str) -> str:
     """The query string as the address bar should show it."""
-    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in SECRET_PARAMS])
+    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in HIDDEN_PARAMS])
 
 
 def with_secrets(query: str, secrets: dict[str, str]) -> str:

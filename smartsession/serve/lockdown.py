@@ -17,7 +17,7 @@ from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 
-from smartsession.hub.auth import AuthError, check_join_code, peek_claims, verify_token
+from smartsession.hub.auth import AuthError, check_join_code, peek_claims, seat_token, verify_token
 from smartsession.hub.server import reason_of
 from smartsession.schema import is_ident
 from smartsession.serve import linkcookie
@@ -43,7 +43,7 @@ KERNEL_MESSAGES = (
 
 FONT_AWESOME_CSS = "smartsession/static/font-awesome/css/font-awesome.min.css"
 
-_SECRET_PARAMS = re.compile(r"(?i)\b(token|join)=[^&\s\"'<>]+")
+_SECRET_PARAMS = re.compile(r"(?i)\b(token|join|seat)=[^&\s\"'<>]+")
 _CDN_STYLESHEET = re.compile(
     r"""<link\b[^>]*\bhref=["']https?://[^"']*(?:fontawesome|font-awesome)[^"']*["'][^>]*>\s*""", re.I
 )
@@ -52,7 +52,7 @@ _CDN_DIAGRAMS = re.compile(r"<script type=\"module\">(?:(?!</script>).)*?\.jp-Me
 
 
 def redact(text: str) -> str:
-    """Hide the values of ``token=`` and ``join=`` so that logs never carry a working link."""
+    """Hide the values of ``token=``, ``join=`` and ``seat=`` so that logs never carry a working link."""
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=[redacted]", text)
 
 
@@ -234,6 +234,10 @@ class DashboardHandler(MessagePageMixin, TornadoVoilaHandler):
                             secure=self.request.protocol == "https")
         if reclaimed:
             await self._end_replaced(reclaimed[1])
+        if path == STUDENT_PAGE and seat_cookie:
+            # For the kernel alone (the browser's address never holds it): the student this seat keeps.
+            self.request.query = linkcookie.with_secrets(
+                self.request.query, {"seat": seat_token(self.secret, class_id, ticket.student_id)})
         if path == STUDENT_PAGE:
             # After admission: a flood of refused requests must not hold pool refills back.
             self.kernel_manager.note_demand()

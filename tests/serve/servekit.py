@@ -6,10 +6,12 @@ Voila's handshake, then shows widgets) without importing MediaPipe, so a pool ke
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nbformat
 
@@ -74,3 +76,21 @@ def kernel_message(msg_type: str, content: dict, channel: str = "shell") -> dict
         "channel": channel,
         "buffers": [],
     }
+
+
+def load_page(server, url: str, cookies: dict[str, str] | None = None):
+    """GET a page as a browser would, presenting ``cookies``: status, body and the cookies it sets (name: header)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=180)
+    try:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        response = conn.getresponse()
+        set_cookies = {h.split("=", 1)[0]: h for h in response.msg.get_all("Set-Cookie") or []}
+        return response.status, response.read().decode(), set_cookies
+    finally:
+        conn.close()
+
+
+def cookie_value(header: str) -> str:
+    return header.split(";", 1)[0].split("=", 1)[1]

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 from smartsession.serve.admission import Refused, StudentKernels, TeacherKernels
 from testkit.serving import kernel_id, running_server
 
-from servekit import kernel_message
+from servekit import cookie_value, kernel_message, load_page
 
 
 class Clock:
@@ -92,6 +92,8 @@ def test_a_reload_presenting_its_seat_takes_its_place_over_and_nobody_else_can()
     # Ada's reload gets her place back, with a new seat; her old kernel is named to be shut down.
     ticket, replaced = kernels.reclaim(ada.seat, "10.0.0.1", "c1")
     assert replaced == "k-ada" and ticket.seat != ada.seat and len(kernels) == 2
+    # It stays the same student to the hub (the id its kernel's seat token names); every other page is another.
+    assert ticket.student_id == ada.student_id != bob.student_id
     assert kernels.from_address("10.0.0.1") == 1
     # The old seat is spent: presented again (a copy of the cookie) it holds nothing.
     assert kernels.reclaim(ada.seat, "10.0.0.1", "c1") is None
@@ -371,24 +373,6 @@ def test_a_bare_websocket_holds_no_seat_and_one_address_holds_at_most_its_share(
         assert "its page brought no widget up within 10 s" in srv.log_text()
         eventually(lambda: srv.health()["student_kernels"]["running"] == 0, 40, "seats were not freed")
         assert get_from(srv, "127.0.0.1", srv.join_url)[0] == 200
-
-
-def load_page(server, url: str, cookies: dict[str, str] | None = None):
-    """GET a page as a browser would, presenting ``cookies``: status, body and the cookies it sets (name: header)."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=180)
-    try:
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
-        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
-        response = conn.getresponse()
-        set_cookies = {h.split("=", 1)[0]: h for h in response.msg.get_all("Set-Cookie") or []}
-        return response.status, response.read().decode(), set_cookies
-    finally:
-        conn.close()
-
-
-def cookie_value(header: str) -> str:
-    return header.split(";", 1)[0].split("=", 1)[1]
 
 
 @pytest.mark.slow

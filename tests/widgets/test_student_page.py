@@ -24,6 +24,8 @@ def test_join_request_from_the_join_link():
     assert req == JoinRequest("c1a2b3", "abcd1234", "Ada L")
     assert req.problem() == ""
     assert JoinRequest.from_query("?class=c1&join=j1").class_id == "c1"  # Voila may keep the "?"
+    # The seat token serve adds for the kernel (a reload joins as the same student).
+    assert JoinRequest.from_query("class=c1&join=j1&seat=abc.def").seat == "abc.def"
 
 
 @pytest.mark.parametrize(
