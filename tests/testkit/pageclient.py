@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -133,11 +134,13 @@ class FrameLog:
     kernel_ms: list[dict] = field(default_factory=list)
     messages_sent: int = 0  # kernel messages of any kind, both directions, since the last reset
     messages_received: int = 0
+    kinds: Counter = field(default_factory=Counter)  # "up faces", "down status idle", ...: what those messages are
     since: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.sent = self.skipped = self.processed = self.dropped = 0
         self.messages_sent = self.messages_received = 0
+        self.kinds.clear()
         self.since = time.monotonic()
         self.roundtrips.clear()
         self.kernel_ms.clear()
@@ -150,6 +153,25 @@ class FrameLog:
     def lost(self) -> int:
         """Frames that never got analysed: skipped before sending or dropped by the kernel."""
         return self.skipped + self.dropped
+
+
+def kind_of(msg: dict) -> str:
+    """What a kernel message is, for counting: its type, a status's state, a comm message's method and, for a
+    custom message, its content's type, for an update the traits it sets."""
+    msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
+    content = msg.get("content", {})
+    if msg_type == "status":
+        return f"status {content.get('execution_state')}"
+    if msg_type != "comm_msg":
+        return str(msg_type)
+    data = content.get("data", {})
+    method = data.get("method")
+    if method == "custom":
+        inner = data.get("content")
+        return f"custom {inner.get('type') if isinstance(inner, dict) else '?'}"
+    if method == "update":
+        return "update " + ",".join(sorted(data.get("state", {})))
+    return f"comm {method}"
 
 
 def ack_of(msg: dict, camera: str) -> dict | None:
@@ -212,6 +234,7 @@ class PageClient:
     async def send(self, msg: dict) -> None:
         await self._ws.send(encode(msg))
         self.frames.messages_sent += 1
+        self.frames.kinds["up " + kind_of(msg)] += 1
 
     async def handled(self, msg: dict, timeout: float = 30.0) -> None:
         """Send ``msg`` and wait until the kernel has handled it (its ``idle`` status).
@@ -230,7 +253,9 @@ class PageClient:
         try:
             async for data in self._ws:
                 self.frames.messages_received += 1
-                self._on_message(decode(data), time.time())
+                msg = decode(data)
+                self.frames.kinds["down " + kind_of(msg)] += 1
+                self._on_message(msg, time.time())
         finally:
             self.closed.set()
 
