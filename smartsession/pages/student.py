@@ -89,6 +89,13 @@ class JoinRequest:
         return ""
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread's
+        return None
+
+
 class StudentPage:
     """All of the student page: widgets, the frame callback, and the link to the hub.
 
@@ -372,12 +379,17 @@ class StudentPage:
         if self._calibrating and not self.analyzer.calibrating:
             self._calibrating = False
             calibrated = self.analyzer.calibration_error or ""
+        self._on_loop(self._present, observations, batch, calibrated)
+
+    def _on_loop(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the kernel's event loop: now when called there (a batch of faces is analysed in
+        its message handler, and its redraws must go out before the kernel's "idle" that acknowledges it), else
+        soon. Widgets are written from one thread only, the kernel's, which also sends their messages."""
         loop = self._loop
-        if loop is None:  # a page not opened yet has no loop: this thread is the only one writing
-            self._present(observations, batch, calibrated)
+        if loop is None or _running_loop() is loop:
+            fn(*args)  # also a page not opened yet, which has no loop: this thread is the only one writing
         elif not loop.is_closed():
-            # Widgets are written from one thread only, the kernel's, which also sends their messages.
-            loop.call_soon_threadsafe(self._present, observations, batch, calibrated)
+            loop.call_soon_threadsafe(fn, *args)
 
     def _present(self, observations: list, batch: bool, calibrated: str | None) -> None:
         """On the kernel's loop: show what a frame, or a batch of them, gave, say what changed, publish. A batch is
@@ -444,9 +456,8 @@ class StudentPage:
         ))
 
     def _send(self, msg: StateMessage | list[StateMessage]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._publish_now, msg)
+        if self._loop is not None:
+            self._on_loop(self._publish_now, msg)
 
     def _publish_now(self, msg: StateMessage | list[StateMessage]) -> None:
         """On the kernel's event loop: hand the state (or a batch's) to the publisher, show what was sent."""

@@ -206,6 +206,7 @@ class PageClient:
         self._states: dict[str, asyncio.Future] = {}  # comm id -> its state, while the page loads
         self._in_flight: dict[int, list[float]] = {}  # seq -> capture times of the frames it carries
         self._idle: dict[str, asyncio.Future] = {}  # msg_id -> set once the kernel has handled that message
+        self._batches: dict[str, int] = {}  # msg_id -> seq of a faces message: its "idle" status is its ack
 
     @classmethod
     def for_kernel(cls, server_url: str, kernel_id: str, **kwargs) -> "PageClient":
@@ -263,9 +264,13 @@ class PageClient:
         msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
         content = msg.get("content", {})
         if msg_type == "status" and content.get("execution_state") == "idle":
-            done = self._idle.get(msg.get("parent_header", {}).get("msg_id"))
+            parent = msg.get("parent_header", {}).get("msg_id")
+            done = self._idle.get(parent)
             if done is not None and not done.done():
                 done.set_result(None)
+            seq = self._batches.pop(parent, None)
+            if seq is not None:  # a batch is analysed in its handler: done (unless an ack refused it first)
+                self._acked({"type": "ack", "seq": seq, "processed": True}, now)
         elif msg_type == "comm_info_reply" and self._comms is not None and not self._comms.done():
             self._comms.set_result(list(content.get("comms", {})))
         elif msg_type == "comm_msg":
@@ -279,15 +284,18 @@ class PageClient:
             if data.get("method") == "update" and data.get("state", {}).get("active"):
                 self.camera_active.set()
             elif (ack := ack_of(msg, self.widgets.camera)) is not None:
-                captured = self._in_flight.pop(ack.get("seq"), None)
-                if captured is None:
-                    return
-                if ack.get("processed"):
-                    self.frames.processed += len(captured)
-                    self.frames.roundtrips += [now - t for t in captured]
-                    self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
-                else:
-                    self.frames.dropped += len(captured)
+                self._acked(ack, now)
+
+    def _acked(self, ack: dict, now: float) -> None:
+        captured = self._in_flight.pop(ack.get("seq"), None)
+        if captured is None:
+            return
+        if ack.get("processed"):
+            self.frames.processed += len(captured)
+            self.frames.roundtrips += [now - t for t in captured]
+            self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
+        else:
+            self.frames.dropped += len(captured)
 
     async def find_widgets(self, timeout: float = 30.0) -> PageWidgets:
         """Ask the kernel for its widgets and each one's state, as the page's widget manager does when it loads.
@@ -338,8 +346,9 @@ class PageClient:
         """Send frames at ``fps`` as the page's capture timer does, until ``until`` is set or the socket closes.
 
         With the camera's ``batch_seconds`` > 0, the frames' buffers (packed faces) gather and go as one ``faces``
-        message once the oldest has waited that long and a slot is free, the newest ``max_batch`` of them; the
-        page's counters go to the kernel every 5 s then (every second with a message a frame), as camera.js does.
+        message once the oldest has waited that long and a slot is free, the newest ``max_batch`` of them,
+        acknowledged by the kernel's "idle" for it; the page's counters ride on a batch every 5 s then (a widget
+        update every second with a message a frame), as camera.js does.
         """
         widgets = self.widgets
         if widgets is None or not self.camera_active.is_set():
@@ -368,8 +377,17 @@ class PageClient:
                 if free and now - gathered[0][0] >= widgets.batch_seconds:
                     seq += 1
                     self._in_flight[seq] = [t for t, _ in gathered]
-                    await self.send(comm_msg(widgets.camera, {"method": "custom", "content": {"type": "faces",
-                                             "seq": seq, "t": gathered[-1][0]}}, self.session, [b for _, b in gathered]))
+                    content = {"type": "faces", "seq": seq, "t": gathered[-1][0]}
+                    if time.monotonic() >= stats_due:  # the page's counters ride on a batch
+                        stats_due = time.monotonic() + 5.0
+                        content["stats"] = {"sent": self.frames.sent, "skipped": self.frames.skipped,
+                                            "processed": self.frames.processed}
+                    batch = comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
+                                     [b for _, b in gathered])
+                    self._batches[batch["header"]["msg_id"]] = seq
+                    while len(self._batches) > 64:  # idles lost with a restarted kernel: forget the oldest
+                        del self._batches[next(iter(self._batches))]
+                    await self.send(batch)
                     self.frames.sent += len(gathered)
                     gathered = []
             elif not free:
@@ -381,8 +399,8 @@ class PageClient:
                 await self.send(comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
                                          buffers))
                 self.frames.sent += 1
-            if time.monotonic() >= stats_due:
-                stats_due = time.monotonic() + (5.0 if faces and widgets.batch_seconds > 0 else 1.0)
+            if time.monotonic() >= stats_due and not (faces and widgets.batch_seconds > 0):
+                stats_due = time.monotonic() + 1.0
                 stats = {"sent": self.frames.sent, "skipped": self.frames.skipped, "processed": self.frames.processed}
                 await self.send(comm_msg(widgets.camera, {"method": "update", "state": {"stats": stats},
                                                           "buffer_paths": []}, self.session))
