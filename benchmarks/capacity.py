@@ -169,6 +169,7 @@ class Students:
         self.server = server
         self.camera_mode = camera_mode
         self.frame_message = frame_message
+        self.page_class = PageClient  # student_cost.py drives another source tree's server with that tree's client
         self.pages: list[PageClient] = []
         self.failed: list[str] = []
         self.open_s: list[float] = []  # seconds from each page's request to its camera on (consent included)
@@ -224,7 +225,7 @@ class Students:
                 self.failed.append(f"page {i}: HTTP {response.status}")
                 return
             phase[0] = "connecting to its kernel"
-            page = PageClient.for_kernel(self.server.url, kid)
+            page = self.page_class.for_kernel(self.server.url, kid)
             await page.__aenter__()
             self.pages.append(page)
             phase[0] = "consenting"

@@ -4,8 +4,9 @@ and per student-second: CPU of serve (Jupyter's relay, Voila, the embedded hub) 
 idle pool kernel burns on its own, and every kernel message each way by kind (face batches, acks, status
 busy/idle, widget updates...).
 
-``--baseline TREE`` runs a second serve from another source tree (e.g. ``git archive main | tar -x -C TREE``)
-with the same students at the same time, so the two are compared in one run on the same machine, as ratios.
+``--baseline TREE`` runs a second serve from another source tree (e.g. ``git archive main | tar -x -C TREE``),
+its students speaking that tree's ``tests/testkit/pageclient.py`` (which must count messages by kind), at the
+same time as this tree's, so the two are compared in one run on the same machine, as ratios.
 
 Run: ``.venv/bin/python benchmarks/student_cost.py [--students 8] [--seconds 20] [--baseline TREE]`` (about
 3 minutes; no browser). Last line: ``BENCH {...}``.
@@ -51,6 +52,16 @@ def start(stack: ExitStack, tmp: Path, tree: str | None, students: int):
         else:
             os.environ["PYTHONPATH"] = saved
     return server
+
+
+def _tree_module(tree: str, path: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"baseline_{Path(path).stem}", Path(tree) / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def cpu_of(pids) -> dict[int, float]:
@@ -106,6 +117,8 @@ def main() -> None:
             server = start(stack, tmp / name, tree, args.students)
             wait_warm(server, timeout=600)
             students = Students(server, message, camera_mode="browser")
+            if tree:  # that tree's pages speak to its kernels as its camera.js does
+                students.page_class = _tree_module(tree, "tests/testkit/pageclient.py").PageClient
             stack.callback(students.close)
             students.open(args.students)
             if students.failed:
@@ -113,6 +126,35 @@ def main() -> None:
             wait_warm(server, timeout=600)
             runs[name] = (server, students)
             print(f"== {name}: serve pid {server.process.pid}, {args.students} students open", flush=True)
+        # What the server and the kernels cost with every page open, its camera on, and nothing streaming.
+        quiet = {name: (server.process.pid, list(memory.kernels_of(server.process.pid)))
+                 for name, (server, _s) in runs.items()}
+        for _server, students in runs.values():
+            students.reset()
+        first = {name: cpu_of([serve, *kernels]) for name, (serve, kernels) in quiet.items()}
+        if args.py_spy:
+            import subprocess
+
+            for name, (serve, kernels) in quiet.items():
+                for what, pid in (("serve-quiet", serve), ("kernel-quiet", kernels[-1])):
+                    subprocess.Popen([args.py_spy, "record", "-p", str(pid), "-d", str(int(args.seconds / 2)), "-r",
+                                      "200", "--threads", "--format", "raw", "-o",
+                                      f"/tmp/student-cost-{name}-{what}.txt"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(args.seconds / 2)
+        for name, (serve, kernels) in quiet.items():
+            used = {pid: cpu_seconds(pid) - first[name][pid] for pid in first[name]}
+            result.setdefault(name, {})["quiet_serve_ms_per_student_s"] = round(
+                1000 * used[serve] / (args.seconds / 2) / args.students, 2)
+            result[name]["quiet_kernel_ms_per_s"] = round(
+                1000 * sum(v for p, v in used.items() if p != serve) / (args.seconds / 2) / max(1, len(kernels)), 2)
+            server, students = runs[name]
+            kinds = students.run(_all_kinds(students))
+            result[name]["quiet_kinds_per_student_s"] = {k: round(v / (args.seconds / 2) / args.students, 3)
+                                                         for k, v in sorted(kinds.items())}
+            print(f"== {name}, nothing streaming: serve {result[name]['quiet_serve_ms_per_student_s']} ms a page a "
+                  f"second, a kernel {result[name]['quiet_kernel_ms_per_s']} ms a second; messages a page a second: "
+                  f"{result[name]['quiet_kinds_per_student_s']}", flush=True)
         for server, students in runs.values():
             students.stream(args.students, args.batch_seconds)
         time.sleep(5)
@@ -176,7 +218,7 @@ def main() -> None:
                 "lost": figures["lost"], "kinds_per_student_s": per,
             }
             out["cpu_ms_per_student_s"] = round(out["serve_ms_per_student_s"] + out["kernel_ms_per_student_s"], 2)
-            result[name] = out
+            result[name].update(out)
             print(f"== {name}: CPU a student a second: serve {out['serve_ms_per_student_s']} ms + kernel "
                   f"{out['kernel_ms_per_student_s']} ms = {out['cpu_ms_per_student_s']} ms; an idle kernel "
                   f"{out['idle_kernel_ms_per_s']} ms/s; messages a student a second {out['messages_up_per_student_s']}"
@@ -188,7 +230,8 @@ def main() -> None:
             result["ratio_to_baseline"] = {
                 k: round(result["this"][k] / result["baseline"][k], 3) if result["baseline"][k] else None
                 for k in ("serve_ms_per_student_s", "kernel_ms_per_student_s", "cpu_ms_per_student_s",
-                          "idle_kernel_ms_per_s", "messages_up_per_student_s", "messages_down_per_student_s")}
+                          "idle_kernel_ms_per_s", "messages_up_per_student_s", "messages_down_per_student_s",
+                          "quiet_serve_ms_per_student_s", "quiet_kernel_ms_per_s")}
             print("== ratio this/baseline:", result["ratio_to_baseline"])
     print("BENCH " + json.dumps(result))
 
@@ -197,6 +240,14 @@ async def _kinds(students):
     total: dict[str, int] = {}
     for i in students._streams:
         for k, v in students.pages[i].frames.kinds.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+async def _all_kinds(students):
+    total: dict[str, int] = {}
+    for page in students.pages:
+        for k, v in page.frames.kinds.items():
             total[k] = total.get(k, 0) + v
     return total
 
