@@ -45,10 +45,14 @@ PUBLISH_EVERY = 0.2
 #: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
 OVERLAY_EVERY = 0.15
 #: Seconds (of capture time) between redraws of the score and its bars while the state and tip stay the same, with
-#: the per-frame transport; batches redraw once a batch (pictures: every ``Camera.batch_seconds``).
+#: the per-frame transport (pictures: every ``Camera.batch_seconds``; batches of faces: FEEDBACK_BATCHED_EVERY).
 #: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
 #: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
 FEEDBACK_EVERY = 0.25
+#: The same for batches of faces (browser analysis). A batch's redraw was one of the ~2.7 kernel messages a
+#: student cost a second, for a score that moved a little: a new state or tip still shows with the batch that
+#: brought it, the score and bars of an unchanged one every 3 s.
+FEEDBACK_BATCHED_EVERY = 3.0
 #: Seconds between redraws of "What your teacher sees" while the state shown stays the same: every message to
 #: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
 #: box that names the time to the second. A new state, or a pause, shows at once.
@@ -401,9 +405,10 @@ class StudentPage:
         t = obs.wall_time
         self.last_observation = obs
         shown = (obs.state, obs.face)
-        # A new state or tip shows at once; moving numbers once a batch (pictures: every batch_seconds).
-        every = self.camera.batch_seconds or FEEDBACK_EVERY
-        if batch or shown != self._feedback_shown or not 0 <= t - self._feedback_at < every:
+        # A new state or tip shows at once; moving numbers every FEEDBACK_BATCHED_EVERY with batches of faces,
+        # every batch_seconds with pictures, every FEEDBACK_EVERY with the per-frame transport.
+        every = FEEDBACK_BATCHED_EVERY if batch else self.camera.batch_seconds or FEEDBACK_EVERY
+        if shown != self._feedback_shown or not 0 <= t - self._feedback_at < every:
             self._feedback_shown, self._feedback_at = shown, t
             self.feedback.value = feedback_html(obs)
         if calibrated is not None:
