@@ -536,13 +536,19 @@ class StudentPage:
         self._publisher = publisher
         if self.paused or self.camera.status in ERROR_STATUSES:
             self._publish_paused()
-        was_connected = False
+        was_connected, shown = False, None
         while not self._closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(publisher.connected.wait(), 1.0)
-            was_connected = was_connected or publisher.connected.is_set()
-            self.connection.value = self._connection_html(publisher, was_connected)
-            await asyncio.sleep(0.5)
+            if not publisher.connected.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(publisher.connected.wait(), 1.0)
+            connected = publisher.connected.is_set()
+            was_connected = was_connected or connected
+            # Drawn when it changes: this loop runs in every student's kernel for the whole lesson, and building
+            # the markup twice a second was most of what a kernel with its camera paused cost.
+            if (publisher.error, connected, was_connected) != shown:
+                shown = (publisher.error, connected, was_connected)
+                self.connection.value = self._connection_html(publisher, was_connected)
+            await asyncio.sleep(1.0 if connected else 0.5)
 
     @staticmethod
     def _connection_html(publisher: Any, was_connected: bool) -> str:
