@@ -286,3 +286,23 @@ def test_non_finite_numbers_are_refused_with_a_reason_and_the_next_frame_works(c
         camera._on_custom(camera, {"type": "frame", "seq": 2, "t": 4.0}, [data])
         wait_for(lambda: got == [4.0])
     assert camera.counts["bad"] == 1 and camera.counts["processed"] == 1
+
+
+def test_a_page_that_floods_batches_gets_no_more_analysed_than_a_camera_sends(astronaut_face):
+    """Batches are analysed in the handler (no newest-wins slot): past a camera's rate the kernel refuses them."""
+    from smartsession.widgets.camera import MAX_FACES_PER_SECOND, FaceBudget
+
+    analysed = []
+    with Camera(analysis="browser") as camera:
+        camera.send = sent = Recorder()
+        camera.on_faces(lambda faces, ts: analysed.append(len(faces)))
+        faces = batch_of(astronaut_face, [1.0 + i / 30 for i in range(30)])
+        for seq in range(10):  # ten full batches at once, not waiting for any idle
+            camera._on_custom(camera, {"type": "faces", "seq": seq, "t": 2.0}, faces)
+    assert sum(analysed) <= 3 * MAX_FACES_PER_SECOND  # the burst, and what a second or so refilled
+    refused = [a for a in sent.sent if a["processed"] is False]
+    assert len(refused) == 10 - len(analysed) and camera.face_counts["dropped"] == 30 * len(refused)
+    assert "faces a second" in camera.last_error
+    budget = FaceBudget(rate=30, burst=60)  # the rule, on a clock of its own
+    assert budget.take(30, 0.0) and budget.take(30, 0.0) and not budget.take(1, 0.0)
+    assert budget.take(15, 0.5) and not budget.take(1, 0.5) and budget.take(30, 1.5)
