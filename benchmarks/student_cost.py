@@ -184,9 +184,15 @@ def main() -> None:
                 for what, pid in (("serve", serve), ("kernel", busiest)):
                     watched[(name, what)] = (pid, thread_cpu(pid), python_threads(args.py_spy, pid))
         before = {name: cpu_of([serve, *kernels]) for name, (serve, kernels) in pids.items()}
+        own = cpu_seconds(os.getpid())
         t0 = time.monotonic()
         time.sleep(args.seconds)
         elapsed = time.monotonic() - t0
+        # The simulated pages of both trees run in this process: what a student costs the load generator (on the
+        # machine that runs capacity.py, beside the server), shared alike.
+        result["client_ms_per_student_s"] = round(
+            1000 * (cpu_seconds(os.getpid()) - own) / elapsed / (args.students * len(runs)), 2)
+        print(f"== the simulated pages (this process): {result['client_ms_per_student_s']} ms a student a second")
         for spy in spies:
             spy.wait(60)
         for (name, what), (pid, first, names) in watched.items():
