@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -99,8 +100,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     parser.add_argument("--baseline", help="another source tree to run the same students against, side by side")
     parser.add_argument("--batch-seconds", type=float, help="the pages' Camera.batch_seconds (default: the camera's)")
-    parser.add_argument("--py-spy", help="a py-spy executable: record serve and the busiest kernel during the window "
-                                          "(collapsed stacks beside the output, in the run's temporary folder)")
+    parser.add_argument("--py-spy", help="a py-spy executable: record serve and a kernel, quiet and streaming "
+                                          "(collapsed stacks in the run's temporary folder, printed at the end)")
     parser.add_argument("--threads", action="store_true",
                         help="CPU of each thread of serve and of the busiest kernel during the window")
     parser.add_argument("--timeout", type=float, default=15.0, help="minutes; then everything started is stopped")
@@ -139,7 +140,7 @@ def main() -> None:
                 for what, pid in (("serve-quiet", serve), ("kernel-quiet", kernels[-1])):
                     subprocess.Popen([args.py_spy, "record", "-p", str(pid), "-d", str(int(args.seconds / 2)), "-r",
                                       "200", "--threads", "--format", "raw", "-o",
-                                      f"/tmp/student-cost-{name}-{what}.txt"],
+                                      str(tmp / f"py-spy-{name}-{what}.txt")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.seconds / 2)
         for name, (serve, kernels) in quiet.items():
@@ -171,7 +172,7 @@ def main() -> None:
                 time.sleep(2)
                 busiest = max(kernels, key=lambda p: cpu_seconds(p) - first[p])
                 for what, pid in (("serve", serve), ("kernel", busiest)):
-                    out = Path(f"/tmp/student-cost-{name}-{what}.txt")
+                    out = tmp / f"py-spy-{name}-{what}.txt"
                     spies.append(subprocess.Popen([args.py_spy, "record", "-p", str(pid), "-d", str(int(args.seconds)),
                                                    "-r", "200", "--threads", "--format", "raw", "-o", str(out)],
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -239,6 +240,10 @@ def main() -> None:
                           "idle_kernel_ms_per_s", "messages_up_per_student_s", "messages_down_per_student_s",
                           "quiet_serve_ms_per_student_s", "quiet_kernel_ms_per_s")}
             print("== ratio this/baseline:", result["ratio_to_baseline"])
+    if args.py_spy:
+        print(f"== py-spy stacks: {tmp}/py-spy-*.txt")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     print("BENCH " + json.dumps(result))
 
 
