@@ -16,7 +16,7 @@ from smartsession.classify import engagement as engagement_mod
 from smartsession.classify import rules
 from smartsession.classify.calibration import Baseline, Calibration, CalibrationError
 from smartsession.classify.smoothing import EXPRESSION_MIN_SPAN, EXPRESSION_WINDOW, StateSmoother
-from smartsession.features.featurizer import face_vector
+from smartsession.features.featurizer import face_vector, face_vectors
 from smartsession.features.geometry import FEATURE_NAMES
 from smartsession.schema import EMOTION_STATES
 from smartsession.vision.landmarks import FaceLandmarker, FaceLandmarks
@@ -190,14 +190,18 @@ class Analyzer:
     def process_faces(self, faces: list[FaceLandmarks], times: list[float | None], source: str = "camera",
                       frame_index: int | None = None) -> list[Observation]:
         """Analyse a batch of consecutive faces landmarked elsewhere, in capture order: the same observations, frame
-        for frame, as :meth:`process_face` on each in turn, for less work. The state model runs once over the
-        stacked rows (a scikit-learn call costs about as much for one row as for thirty); the per-frame steps
-        (features, rules, the eye-closure timer, engagement, calibration and smoothing) run frame by frame in
+        for frame, as :meth:`process_face` on each in turn, for less work. The features and the state model run
+        once over the stacked rows (numpy's and scikit-learn's per-call overhead, not the arithmetic, is what one
+        face costs); the rules, the eye-closure timer, engagement, calibration and smoothing run frame by frame in
         order, since each frame's reading depends on the frames before it."""
         self._check_open()
         if len(faces) != len(times):
             raise ValueError(f"process_faces needs one time per face, got {len(faces)} faces and {len(times)} times")
-        vectors = [face_vector(face) if face.face else None for face in faces]
+        present = [i for i, face in enumerate(faces) if face.face]
+        vectors: list[np.ndarray | None] = [None] * len(faces)
+        if present:
+            for i, row in zip(present, face_vectors([faces[i] for i in present])):
+                vectors[i] = row
         model = _BatchModel(self, vectors)
         out = []
         for i, (face, t) in enumerate(zip(faces, times)):

@@ -45,10 +45,14 @@ PUBLISH_EVERY = 0.2
 #: Seconds between overlay redraws: the mesh is decoration, not worth a message per frame.
 OVERLAY_EVERY = 0.15
 #: Seconds (of capture time) between redraws of the score and its bars while the state and tip stay the same, with
-#: the per-frame transport; batches redraw once a batch (pictures: every ``Camera.batch_seconds``).
+#: the per-frame transport (pictures: every ``Camera.batch_seconds``; batches of faces: FEEDBACK_BATCHED_EVERY).
 #: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
 #: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
 FEEDBACK_EVERY = 0.25
+#: The same for batches of faces (browser analysis). A batch's redraw was one of the ~2.7 kernel messages a
+#: student cost a second, for a score that moved a little: a new state or tip still shows with the batch that
+#: brought it, the score and bars of an unchanged one every 3 s.
+FEEDBACK_BATCHED_EVERY = 3.0
 #: Seconds between redraws of "What your teacher sees" while the state shown stays the same: every message to
 #: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
 #: box that names the time to the second. A new state, or a pause, shows at once.
@@ -90,6 +94,13 @@ class JoinRequest:
         if not is_ident(self.join_code):
             return "That join code does not look right: copy the link from your teacher again."
         return ""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread's
+        return None
 
 
 class StudentPage:
@@ -377,12 +388,17 @@ class StudentPage:
         if self._calibrating and not self.analyzer.calibrating:
             self._calibrating = False
             calibrated = self.analyzer.calibration_error or ""
+        self._on_loop(self._present, observations, batch, calibrated)
+
+    def _on_loop(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the kernel's event loop: now when called there (a batch of faces is analysed in
+        its message handler, and its redraws must go out before the kernel's "idle" that acknowledges it), else
+        soon. Widgets are written from one thread only, the kernel's, which also sends their messages."""
         loop = self._loop
-        if loop is None:  # a page not opened yet has no loop: this thread is the only one writing
-            self._present(observations, batch, calibrated)
+        if loop is None or _running_loop() is loop:
+            fn(*args)  # also a page not opened yet, which has no loop: this thread is the only one writing
         elif not loop.is_closed():
-            # Widgets are written from one thread only, the kernel's, which also sends their messages.
-            loop.call_soon_threadsafe(self._present, observations, batch, calibrated)
+            loop.call_soon_threadsafe(fn, *args)
 
     def _present(self, observations: list, batch: bool, calibrated: str | None) -> None:
         """On the kernel's loop: show what a frame, or a batch of them, gave, say what changed, publish. A batch is
@@ -394,9 +410,10 @@ class StudentPage:
         t = obs.wall_time
         self.last_observation = obs
         shown = (obs.state, obs.face)
-        # A new state or tip shows at once; moving numbers once a batch (pictures: every batch_seconds).
-        every = self.camera.batch_seconds or FEEDBACK_EVERY
-        if batch or shown != self._feedback_shown or not 0 <= t - self._feedback_at < every:
+        # A new state or tip shows at once; moving numbers every FEEDBACK_BATCHED_EVERY with batches of faces,
+        # every batch_seconds with pictures, every FEEDBACK_EVERY with the per-frame transport.
+        every = FEEDBACK_BATCHED_EVERY if batch else self.camera.batch_seconds or FEEDBACK_EVERY
+        if shown != self._feedback_shown or not 0 <= t - self._feedback_at < every:
             self._feedback_shown, self._feedback_at = shown, t
             self.feedback.value = feedback_html(obs)
         if calibrated is not None:
@@ -449,9 +466,8 @@ class StudentPage:
         ))
 
     def _send(self, msg: StateMessage | list[StateMessage]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._publish_now, msg)
+        if self._loop is not None:
+            self._on_loop(self._publish_now, msg)
 
     def _publish_now(self, msg: StateMessage | list[StateMessage]) -> None:
         """On the kernel's event loop: hand the state (or a batch's) to the publisher, show what was sent."""
@@ -525,13 +541,19 @@ class StudentPage:
         self._publisher = publisher
         if self.paused or self.camera.status in ERROR_STATUSES:
             self._publish_paused()
-        was_connected = False
+        was_connected, shown = False, None
         while not self._closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(publisher.connected.wait(), 1.0)
-            was_connected = was_connected or publisher.connected.is_set()
-            self.connection.value = self._connection_html(publisher, was_connected)
-            await asyncio.sleep(0.5)
+            if not publisher.connected.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(publisher.connected.wait(), 1.0)
+            connected = publisher.connected.is_set()
+            was_connected = was_connected or connected
+            # Drawn when it changes: this loop runs in every student's kernel for the whole lesson, and building
+            # the markup twice a second was most of what a kernel with its camera paused cost.
+            if (publisher.error, connected, was_connected) != shown:
+                shown = (publisher.error, connected, was_connected)
+                self.connection.value = self._connection_html(publisher, was_connected)
+            await asyncio.sleep(1.0 if connected else 0.5)
 
     @staticmethod
     def _connection_html(publisher: Any, was_connected: bool) -> str:

@@ -2,11 +2,13 @@
 // analysis mode getUserMedia -> canvas -> MediaPipe FaceLandmarker (wasm, in this page) -> packed face -> buffer.
 // Back-pressure: at most `max_in_flight` messages await the kernel's ack; ticks beyond that are skipped.
 // Browser analysis batches: packed faces gather in a FaceBatch and go as one message every `batch_seconds` (the
-// newest `max_batch` of them), acknowledged by one ack; a message costs the kernel ~2 ms whatever it carries.
+// newest `max_batch` of them); a message costs the kernel and the server ~2 ms whatever it carries. The kernel
+// analyses a batch as it arrives, so its "idle" status for the message is the batch's ack (an ack message comes
+// only for a refused batch), and the page's counters ride on a batch every BATCH_STATS_MS.
 
 const STALE_MS = 5000; // an ack lost with a restarted kernel must not freeze the window forever
-// How often the page's counters reach the kernel (a widget update each): every second for pictures, less often
-// with batches, whose point is few messages.
+// How often the page's counters reach the kernel: a widget update every second for pictures; with batches, on
+// the next batch every 5 s, whose point is few messages.
 const STATS_MS = 1000;
 const BATCH_STATS_MS = 5000;
 // The landmarker's speed is judged over this many frames (the first ones include warm-up, so a window).
@@ -611,7 +613,17 @@ function render({ model, el }) {
     const faces = batch.take();
     const frameSeq = ++seq;
     stats.awaiting(frameSeq, { times: faces.map((f) => f.t), sent: t });
-    model.send({ type: "faces", seq: frameSeq, t: faces[faces.length - 1].t / 1000 }, {}, faces.map((f) => f.buffer));
+    const content = { type: "faces", seq: frameSeq, t: faces[faces.length - 1].t / 1000 };
+    if (batchStats !== null) {
+      content.stats = batchStats;
+      batchStats = null;
+    }
+    // The kernel's "idle" for this message: the batch is analysed and its feedback drawn. A refused batch's ack
+    // (processed: false) comes before it, and the idle then finds nothing awaiting.
+    const acked = (msg) => {
+      if (msg.content && msg.content.execution_state === "idle") stats.ack({ seq: frameSeq, processed: true }, now());
+    };
+    model.send(content, { iopub: { status: acked } }, faces.map((f) => f.buffer));
     stats.sentBatch(faces);
   }
 
@@ -622,6 +634,7 @@ function render({ model, el }) {
   }
 
   let statsSent = 0; // when the stats last went to the kernel (ms)
+  let batchStats = null; // the counters the next batch carries
 
   function reportStats() {
     const t = now();
@@ -633,8 +646,13 @@ function render({ model, el }) {
     });
     // Also on the element, so benchmarks and browser tests can read them without the kernel.
     el.dataset.stats = JSON.stringify(report);
-    if (t - statsSent < (report.batches_sent > 0 ? BATCH_STATS_MS : STATS_MS)) return;
+    const batching = model.get("mode") === "browser" && finder && model.get("batch_seconds") > 0;
+    if (t - statsSent < (batching ? BATCH_STATS_MS : STATS_MS)) return;
     statsSent = t;
+    if (batching) {
+      batchStats = report;
+      return;
+    }
     model.set("stats", report);
     model.save_changes();
   }

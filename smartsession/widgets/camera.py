@@ -47,7 +47,28 @@ MAX_BATCH_FACES = 30
 #: Seconds between batch messages the page may be set to; 0 is the per-frame transport (a message a face).
 BATCH_SECONDS_RANGE = (0.25, 2.0)
 
+#: Packed faces a second the kernel analyses at most in batches (the camera's highest rate), with a second's more
+#: in hand for a batch that arrives late and the one after it on time.
+MAX_FACES_PER_SECOND = MAX_BATCH_FACES
+
 FaceBatchCallback = Callable[[list, list], object]
+
+
+class FaceBudget:
+    """A token bucket of faces: ``take(n, now)`` says whether ``n`` more may be analysed now (pure, clock given)."""
+
+    def __init__(self, rate: float = MAX_FACES_PER_SECOND, burst: float = 2 * MAX_FACES_PER_SECOND) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, None
+
+    def take(self, n: int, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
 
 
 def decode_batch(data: tuple[bytes, ...]) -> list[packed.PackedFace]:
@@ -84,7 +105,11 @@ class CameraBase:
         a list of :class:`~smartsession.vision.landmarks.FaceLandmarks` in capture order and their capture times
         in unix seconds. A batch is what the page gathered since its last message (``batch_seconds``).
 
-        Same threading and newest-wins rule as :meth:`on_frame`, by batch; no picture is involved.
+        A batch (a ``faces`` message) is analysed in the comm handler, on the kernel's event loop, when it arrives:
+        it costs a few milliseconds, the page keeps at most ``max_in_flight`` of them waiting, and the kernel's
+        "idle" status for the message is then its acknowledgement. Single faces (``batch_seconds = 0``, the
+        per-frame transport) go through the worker thread with :meth:`on_frame`'s newest-wins rule and an ack
+        each. No picture is involved.
         """
         self._on_batches(callback, lambda batch, _t: callback([b.face for b in batch], [b.t for b in batch]),
                          remove)
@@ -176,8 +201,9 @@ def frame_numbers(content: dict) -> tuple[int, float]:
 class Camera(CameraBase, anywidget.AnyWidget):
     """Webcam capture in the browser (getUserMedia), frames to the kernel as binary JPEG buffers, or (with
     ``analysis="browser"``) the face landmarker run in the page and packed faces to the kernel instead, gathered
-    into one message every ``batch_seconds`` (at most :data:`MAX_BATCH_FACES` faces, the newest) and acknowledged
-    by one ack.
+    into one message every ``batch_seconds`` (at most :data:`MAX_BATCH_FACES` faces, the newest), analysed when it
+    arrives and acknowledged by the kernel's "idle" status for that message (an ack is sent only for a batch refused),
+    with the page's ``stats`` riding on a batch every few seconds.
 
     At most ``max_in_flight`` messages (frames, or batches) wait for the kernel at any time; the browser skips
     ticks beyond that (a batch keeps gathering instead) and the kernel keeps only the newest waiting one. A browser that cannot run the landmarker
@@ -228,6 +254,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._init_frames()
+        self._face_budget = FaceBudget()
         self.on_msg(self._on_custom)
 
     @traitlets.validate("fps")
@@ -287,13 +314,28 @@ class Camera(CameraBase, anywidget.AnyWidget):
             if kind == "faces":
                 self._frame_done(PendingFrame(seq, 0.0, (), time.time()), False, None)
             return
+        if kind == "faces" and isinstance(content.get("stats"), dict):
+            # The page's counters ride on a batch (every few seconds) rather than in a message of their own, which
+            # cost the kernel and the server a message and its status each way. Taken as if the page had set the
+            # trait: observers see it, nothing is sent back.
+            self.set_state({"stats": content["stats"]})
         if not (self.active and self.accept_frames) or (kind == "frame" and not self.accept_pictures):
             # The camera is off (before the student consents, or paused): the page sends nothing then, and
             # whatever a client sends anyway is never decoded.
             dispatcher.counts["refused"] += 1
             self._frame_done(frame, False, None)
             return
-        dispatcher.submit(frame)
+        if not frame.inline:
+            dispatcher.submit(frame)
+        elif self._face_budget.take(frame.count, time.monotonic()):
+            dispatcher.run_now(frame)
+        else:
+            # More faces a second than any camera sends: a page that does not wait for its acks. Not analysed,
+            # so a client cannot make its kernel work harder than a real page would (the worker's newest-wins slot
+            # bounded that before batches were analysed in the handler).
+            dispatcher.counts["dropped"] += frame.count
+            dispatcher.last_error = f"faces message refused: more than {MAX_FACES_PER_SECOND} faces a second"
+            self._frame_done(frame, False, None)
 
     def _pending(self, kind: str, seq: int, t: float, buffers: list) -> PendingFrame:
         """The message as a frame or batch to dispatch; bounds checked before any byte is copied or decoded."""
@@ -310,11 +352,13 @@ class Camera(CameraBase, anywidget.AnyWidget):
         if any(len(b) > limit for b in buffers):
             raise ValueError("larger than any packed face")
         data = tuple(bytes(b) for b in buffers)
-        return PendingFrame(seq=seq, t=t, data=data, received=received)
+        # A batch is analysed in this handler (a few ms, see FrameDispatcher.run_now): the kernel's "idle" for
+        # the message then says it is done, and no ack of its own is sent.
+        return PendingFrame(seq=seq, t=t, data=data, received=received, inline=kind == "faces")
 
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
-        if self.comm is None:
-            return
+        if self.comm is None or (processed and frame.inline):
+            return  # a batch analysed in its handler is acknowledged by the kernel's "idle" for its message
         ack = {"type": "ack", "seq": frame.seq, "processed": processed}
         if not isinstance(frame.data, bytes) and frame.data:
             ack["frames"] = frame.count  # a batch's: the page counts its frames from its own record too

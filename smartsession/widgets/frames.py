@@ -40,6 +40,7 @@ class PendingFrame:
     t: float  # capture time, unix seconds (browser clock)
     data: bytes | tuple[bytes, ...]  # encoded JPEG/PNG, or a batch of packed faces; decoded only by the worker
     received: float  # kernel time when it arrived, unix seconds
+    inline: bool = False  # analysed in the comm handler (a batch of faces): the kernel's idle status acks it
 
     @property
     def size(self) -> int:
@@ -185,29 +186,42 @@ class FrameDispatcher:
                 self._thread = threading.Thread(target=self._run, name="smartsession-frames", daemon=True)
                 self._thread.start()
 
+    def run_now(self, frame: PendingFrame) -> None:
+        """Decode ``frame`` and run the callbacks on it in the calling thread, now: for work that costs a few
+        milliseconds (a batch of packed faces), so it is done when the message handler returns and the kernel's
+        "idle" for the message tells the page so. The page bounds what waits (its messages in flight)."""
+        if self._slot.closed:
+            return
+        self.counts["messages"] += 1
+        self.counts["received"] += frame.count
+        self.counts["bytes"] += frame.size
+        self._process(frame, time.time())
+
     def _run(self) -> None:
         while (frame := self._slot.take()) is not None:
-            taken = time.time()
+            self._process(frame, time.time())
+
+    def _process(self, frame: PendingFrame, taken: float) -> None:
+        try:
+            rgb = self._decode(frame.data)
+        except self._refused as err:
+            self.counts["bad"] += 1
+            self.last_error = str(err)
+            self._done(frame, False, None)
+            return
+        decoded = time.time()
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
             try:
-                rgb = self._decode(frame.data)
-            except self._refused as err:
-                self.counts["bad"] += 1
-                self.last_error = str(err)
-                self._done(frame, False, None)
-                continue
-            decoded = time.time()
-            with self._lock:
-                callbacks = list(self._callbacks)
-            for callback in callbacks:
-                try:
-                    callback(rgb, frame.t)
-                except Exception:  # a faulty callback must not stop the camera for the others
-                    self.counts["errors"] += 1
-                    self.last_error = traceback.format_exc(limit=3)
-                    log.exception("frame callback %r failed", callback)
-            self.counts["processed"] += frame.count
-            done = time.time()
-            self._done(frame, True, FrameTiming(taken - frame.received, decoded - taken, done - decoded))
+                callback(rgb, frame.t)
+            except Exception:  # a faulty callback must not stop the camera for the others
+                self.counts["errors"] += 1
+                self.last_error = traceback.format_exc(limit=3)
+                log.exception("frame callback %r failed", callback)
+        self.counts["processed"] += frame.count
+        done = time.time()
+        self._done(frame, True, FrameTiming(taken - frame.received, decoded - taken, done - decoded))
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the worker (waits up to ``timeout`` s for the running callback); closing twice is harmless."""

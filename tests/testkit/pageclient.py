@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -133,11 +134,13 @@ class FrameLog:
     kernel_ms: list[dict] = field(default_factory=list)
     messages_sent: int = 0  # kernel messages of any kind, both directions, since the last reset
     messages_received: int = 0
+    kinds: Counter = field(default_factory=Counter)  # "up faces", "down status idle", ...: what those messages are
     since: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.sent = self.skipped = self.processed = self.dropped = 0
         self.messages_sent = self.messages_received = 0
+        self.kinds.clear()
         self.since = time.monotonic()
         self.roundtrips.clear()
         self.kernel_ms.clear()
@@ -150,6 +153,25 @@ class FrameLog:
     def lost(self) -> int:
         """Frames that never got analysed: skipped before sending or dropped by the kernel."""
         return self.skipped + self.dropped
+
+
+def kind_of(msg: dict) -> str:
+    """What a kernel message is, for counting: its type, a status's state, a comm message's method and, for a
+    custom message, its content's type, for an update the traits it sets."""
+    msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
+    content = msg.get("content", {})
+    if msg_type == "status":
+        return f"status {content.get('execution_state')}"
+    if msg_type != "comm_msg":
+        return str(msg_type)
+    data = content.get("data", {})
+    method = data.get("method")
+    if method == "custom":
+        inner = data.get("content")
+        return f"custom {inner.get('type') if isinstance(inner, dict) else '?'}"
+    if method == "update":
+        return "update " + ",".join(sorted(data.get("state", {})))
+    return f"comm {method}"
 
 
 def ack_of(msg: dict, camera: str) -> dict | None:
@@ -184,6 +206,7 @@ class PageClient:
         self._states: dict[str, asyncio.Future] = {}  # comm id -> its state, while the page loads
         self._in_flight: dict[int, list[float]] = {}  # seq -> capture times of the frames it carries
         self._idle: dict[str, asyncio.Future] = {}  # msg_id -> set once the kernel has handled that message
+        self._batches: dict[str, int] = {}  # msg_id -> seq of a faces message: its "idle" status is its ack
 
     @classmethod
     def for_kernel(cls, server_url: str, kernel_id: str, **kwargs) -> "PageClient":
@@ -212,6 +235,7 @@ class PageClient:
     async def send(self, msg: dict) -> None:
         await self._ws.send(encode(msg))
         self.frames.messages_sent += 1
+        self.frames.kinds["up " + kind_of(msg)] += 1
 
     async def handled(self, msg: dict, timeout: float = 30.0) -> None:
         """Send ``msg`` and wait until the kernel has handled it (its ``idle`` status).
@@ -230,7 +254,9 @@ class PageClient:
         try:
             async for data in self._ws:
                 self.frames.messages_received += 1
-                self._on_message(decode(data), time.time())
+                msg = decode(data)
+                self.frames.kinds["down " + kind_of(msg)] += 1
+                self._on_message(msg, time.time())
         finally:
             self.closed.set()
 
@@ -238,9 +264,13 @@ class PageClient:
         msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
         content = msg.get("content", {})
         if msg_type == "status" and content.get("execution_state") == "idle":
-            done = self._idle.get(msg.get("parent_header", {}).get("msg_id"))
+            parent = msg.get("parent_header", {}).get("msg_id")
+            done = self._idle.get(parent)
             if done is not None and not done.done():
                 done.set_result(None)
+            seq = self._batches.pop(parent, None)
+            if seq is not None:  # a batch is analysed in its handler: done (unless an ack refused it first)
+                self._acked({"type": "ack", "seq": seq, "processed": True}, now)
         elif msg_type == "comm_info_reply" and self._comms is not None and not self._comms.done():
             self._comms.set_result(list(content.get("comms", {})))
         elif msg_type == "comm_msg":
@@ -254,15 +284,18 @@ class PageClient:
             if data.get("method") == "update" and data.get("state", {}).get("active"):
                 self.camera_active.set()
             elif (ack := ack_of(msg, self.widgets.camera)) is not None:
-                captured = self._in_flight.pop(ack.get("seq"), None)
-                if captured is None:
-                    return
-                if ack.get("processed"):
-                    self.frames.processed += len(captured)
-                    self.frames.roundtrips += [now - t for t in captured]
-                    self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
-                else:
-                    self.frames.dropped += len(captured)
+                self._acked(ack, now)
+
+    def _acked(self, ack: dict, now: float) -> None:
+        captured = self._in_flight.pop(ack.get("seq"), None)
+        if captured is None:
+            return
+        if ack.get("processed"):
+            self.frames.processed += len(captured)
+            self.frames.roundtrips += [now - t for t in captured]
+            self.frames.kernel_ms.append(ack.get("kernel_ms", {}))
+        else:
+            self.frames.dropped += len(captured)
 
     async def find_widgets(self, timeout: float = 30.0) -> PageWidgets:
         """Ask the kernel for its widgets and each one's state, as the page's widget manager does when it loads.
@@ -313,8 +346,9 @@ class PageClient:
         """Send frames at ``fps`` as the page's capture timer does, until ``until`` is set or the socket closes.
 
         With the camera's ``batch_seconds`` > 0, the frames' buffers (packed faces) gather and go as one ``faces``
-        message once the oldest has waited that long and a slot is free, the newest ``max_batch`` of them; the
-        page's counters go to the kernel every 5 s then (every second with a message a frame), as camera.js does.
+        message once the oldest has waited that long and a slot is free, the newest ``max_batch`` of them,
+        acknowledged by the kernel's "idle" for it; the page's counters ride on a batch every 5 s then (a widget
+        update every second with a message a frame), as camera.js does.
         """
         widgets = self.widgets
         if widgets is None or not self.camera_active.is_set():
@@ -343,8 +377,17 @@ class PageClient:
                 if free and now - gathered[0][0] >= widgets.batch_seconds:
                     seq += 1
                     self._in_flight[seq] = [t for t, _ in gathered]
-                    await self.send(comm_msg(widgets.camera, {"method": "custom", "content": {"type": "faces",
-                                             "seq": seq, "t": gathered[-1][0]}}, self.session, [b for _, b in gathered]))
+                    content = {"type": "faces", "seq": seq, "t": gathered[-1][0]}
+                    if time.monotonic() >= stats_due:  # the page's counters ride on a batch
+                        stats_due = time.monotonic() + 5.0
+                        content["stats"] = {"sent": self.frames.sent, "skipped": self.frames.skipped,
+                                            "processed": self.frames.processed}
+                    batch = comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
+                                     [b for _, b in gathered])
+                    self._batches[batch["header"]["msg_id"]] = seq
+                    while len(self._batches) > 64:  # idles lost with a restarted kernel: forget the oldest
+                        del self._batches[next(iter(self._batches))]
+                    await self.send(batch)
                     self.frames.sent += len(gathered)
                     gathered = []
             elif not free:
@@ -356,8 +399,8 @@ class PageClient:
                 await self.send(comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
                                          buffers))
                 self.frames.sent += 1
-            if time.monotonic() >= stats_due:
-                stats_due = time.monotonic() + (5.0 if faces and widgets.batch_seconds > 0 else 1.0)
+            if time.monotonic() >= stats_due and not (faces and widgets.batch_seconds > 0):
+                stats_due = time.monotonic() + 1.0
                 stats = {"sent": self.frames.sent, "skipped": self.frames.skipped, "processed": self.frames.processed}
                 await self.send(comm_msg(widgets.camera, {"method": "update", "state": {"stats": stats},
                                                           "buffer_paths": []}, self.session))
