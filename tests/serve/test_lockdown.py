@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -19,7 +18,8 @@ from testkit.serving import kernel_id
 
 from servekit import SECRET_MARKERS, kernel_message, widget_models
 
-FAKE_KERNEL = str(uuid.uuid4())
+# Fixed, so that every test worker collects the same parametrised ids; no kernel ever has it.
+FAKE_KERNEL = "00000000-5eed-4000-8000-000000000000"
 
 #: (method, path): answered with anything but a listing, code execution or class data.
 HTTP_PROBES = [
