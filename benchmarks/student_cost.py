@@ -69,6 +69,13 @@ def cpu_of(pids) -> dict[int, float]:
     return {pid: cpu_seconds(pid) for pid in pids}
 
 
+def busiest(kernels: list[int], seconds: float = 2.0) -> int:
+    """The kernel that used the most CPU over the next ``seconds``: the one worth watching or profiling."""
+    first = cpu_of(kernels)
+    time.sleep(seconds)
+    return max(kernels, key=lambda p: cpu_seconds(p) - first[p])
+
+
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     """CPU seconds of each thread of ``pid``, with its OS name (zmq names its I/O threads; Python's keep the
     process's name)."""
@@ -168,10 +175,7 @@ def main() -> None:
             import subprocess
 
             for name, (serve, kernels) in pids.items():
-                first = cpu_of(kernels)
-                time.sleep(2)
-                busiest = max(kernels, key=lambda p: cpu_seconds(p) - first[p])
-                for what, pid in (("serve", serve), ("kernel", busiest)):
+                for what, pid in (("serve", serve), ("kernel", busiest(kernels))):
                     out = tmp / f"py-spy-{name}-{what}.txt"
                     spies.append(subprocess.Popen([args.py_spy, "record", "-p", str(pid), "-d", str(int(args.seconds)),
                                                    "-r", "200", "--threads", "--format", "raw", "-o", str(out)],
@@ -179,10 +183,7 @@ def main() -> None:
         watched = {}
         if args.threads:
             for name, (serve, kernels) in pids.items():
-                first = cpu_of(kernels)
-                time.sleep(2)
-                busiest = max(kernels, key=lambda p: cpu_seconds(p) - first[p])
-                for what, pid in (("serve", serve), ("kernel", busiest)):
+                for what, pid in (("serve", serve), ("kernel", busiest(kernels))):
                     watched[(name, what)] = (pid, thread_cpu(pid), python_threads(args.py_spy, pid))
         before = {name: cpu_of([serve, *kernels]) for name, (serve, kernels) in pids.items()}
         own = cpu_seconds(os.getpid())
