@@ -545,7 +545,7 @@ def main() -> None:
     parser.add_argument("--no-fork-kernels", dest="fork_kernels", action="store_false",
                         help="spawn every kernel (serve --no-fork-kernels) instead of forking them")
     parser.add_argument("--batch-seconds", type=float,
-                        help="the simulated pages' Camera.batch_seconds (default: the camera's own, 1 s)")
+                        help="the simulated pages' Camera.batch_seconds (default: the camera's own, 0.5 s)")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="minutes the whole run may take; then it stops everything it started")
     args = parser.parse_args()

@@ -231,7 +231,9 @@ class Camera(CameraBase, anywidget.AnyWidget):
     stats = traitlets.Dict(help="Set by the browser every stats_seconds: sent, skipped, fps, rtt_ms_median/p90...").tag(
         sync=True, echo_update=False
     )
-    batch_seconds = traitlets.Float(1.0, help="Seconds of packed faces per message to the kernel (browser analysis); "
+    # 0.5 s, from benchmarks/capacity.py (docs/BENCHMARKS.md): with 1 s the batch's own wait took the student's
+    # feedback p90 past 1.5 s at 100 students on 2 cores with the machine 69 % busy; with 0.5 s it was 0.77 s there.
+    batch_seconds = traitlets.Float(0.5, help="Seconds of packed faces per message to the kernel (browser analysis); "
                                               "0 sends each face on its own (the per-frame transport).").tag(sync=True)
     max_batch = traitlets.Int(MAX_BATCH_FACES, help="Faces a batch message carries at most (the newest).").tag(
         sync=True)

@@ -116,7 +116,8 @@ def test_the_browser_analyses_the_face_and_sends_numbers_never_pictures(browser,
     batches = [faces_in(f) for f in binary if packed.MAGIC in f]
     faces = [face for batch in batches for face in batch]
     assert len(faces) >= 30
-    assert len(faces) >= 5 * len(batches), (len(faces), len(batches))  # ~12 a message at 12 fps and 1 s batches
+    # ~6 a message at 12 fps and 0.5 s batches (fewer when the browser's landmarker runs slower than the camera)
+    assert len(faces) >= 2.5 * len(batches), (len(faces), len(batches))
     assert all(len(f) <= packed.message_size(len(packed.FEATURE_LANDMARKS) + 4) for f in faces)
     assert not any(JPEG_START in f or b"\x89PNG" in f for f in binary)
     decoded = [packed.decode(f).face for f in faces]
