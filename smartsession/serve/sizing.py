@@ -68,9 +68,9 @@ def default_pool_size(machine: Machine, class_size: int) -> int:
     return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit))
 
 
-#: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (README, Sizing): 51 in browser
-#: mode and 21 in server mode on 2 cores.
-STUDENTS_PER_CORE = {"browser": 25, "server": 10}
+#: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (docs/BENCHMARKS.md, 2026-12-07):
+#: 100 in browser mode (0.5 s batches, the machine 82 % busy) and 14 in server mode on 2 cores.
+STUDENTS_PER_CORE = {"browser": 50, "server": 7}
 
 
 def cpu_students(cores: int, analysis: str) -> int:
