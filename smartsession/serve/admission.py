@@ -111,7 +111,7 @@ class StudentKernels:
     def admit(self, address: str, class_id: str = "") -> Ticket:
         """Reserve a place for a page from ``address``, or raise :class:`Refused`."""
         if self.max_total and len(self._tickets) >= self.max_total:
-            raise class_full()
+            raise self.full()
         if self.max_per_address and self.from_address(address) >= self.max_per_address:
             raise self.too_many(address)
         ticket = Ticket(address=address, class_id=class_id)
@@ -120,8 +120,8 @@ class StudentKernels:
 
     def reclaim(self, seat: str, address: str, class_id: str) -> tuple[Ticket, str] | None:
         """A reload's place: the page of ``class_id`` that handed out ``seat`` gives its place to this request,
-        which gets a new seat and keeps the student id; returns the new ticket and the old page's kernel (to shut down now). None when no
-        page holds that seat (a forged or stale cookie, a culled kernel): the request is admitted as any other.
+        which gets a new seat and keeps the student id; returns the new ticket and the old page's kernel (to shut
+        down now). None when no page holds that seat (a forged or stale cookie, a culled kernel): the request is admitted as any other.
 
         The seat is a secret only the browser that loaded the page holds (HttpOnly cookie), so nobody frees or
         takes over another's place; the count never grows (the old ticket goes as the new one comes), and the
@@ -143,6 +143,9 @@ class StudentKernels:
         ticket = Ticket(address=address, class_id=class_id, student_id=old.student_id)
         self._tickets.append(ticket)
         return ticket, old.kernel_id
+
+    def full(self) -> Refused:
+        return class_full()
 
     def too_many(self, address: str) -> Refused:
         return too_many_from_address(self.max_per_address)
@@ -206,16 +209,10 @@ class TeacherKernels(StudentKernels):
     of GETs with one teacher token, no browser needed, would otherwise start a kernel each. The key is the link's
     token; a page that never connects is shut down like a student's."""
 
-    def admit(self, token: str, class_id: str = "") -> Ticket:
-        if self.max_total and len(self._tickets) >= self.max_total:
-            raise Refused(503, "Too many teacher pages are open, try again in a minute",
-                          f"This server keeps {self.max_total} teacher pages open at once. Close teacher tabs "
-                          "you no longer use; pages opened but never used close within a minute.")
-        if self.max_per_address and self.from_address(token) >= self.max_per_address:
-            raise self.too_many(token)
-        ticket = Ticket(address=token, class_id=class_id)
-        self._tickets.append(ticket)
-        return ticket
+    def full(self) -> Refused:
+        return Refused(503, "Too many teacher pages are open, try again in a minute",
+                       f"This server keeps {self.max_total} teacher pages open at once. Close teacher tabs "
+                       "you no longer use; pages opened but never used close within a minute.")
 
     def too_many(self, token: str) -> Refused:
         return Refused(429, "This teacher link has too many pages open, try again in a minute",
