@@ -8,7 +8,6 @@ on overlapping tiles of the frame and the landmarker on an enlarged crop around 
 from __future__ import annotations
 
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ import numpy as np
 
 from smartsession.vision.native_stderr import quiet_stderr
 
-# MediaPipe's C++ logging goes straight to file descriptor 2; these keep the routine INFO/WARNING lines out.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# MediaPipe's C++ runtime logs with absl before anyone initialised absl's logging, so every INFO and WARNING
+# line it writes goes straight to file descriptor 2, and no environment variable or Python API turns them off
+# (GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL are not read; measured with mediapipe 1.2). The runtime's calls
+# below therefore run inside quiet_stderr(); its errors still reach us, as exceptions from its C API.
 
 N_LANDMARKS = 478
 #: The 52 blendshapes in the order FaceLandmarker returns them (ARKit names; "Left" is the person's left).
@@ -276,6 +276,14 @@ class FaceLandmarker:
         """
         if self._closed:
             raise RuntimeError("this FaceLandmarker is closed; create a new one (use it in a `with` block)")
+        # The runtime's notes come on any frame, not only the first: LiteRT says once per process, on the first
+        # inference whose input tensor MediaPipe happened to allocate off its 64-byte alignment, that it copies
+        # it ("Input tensor memory is not aligned ... Reallocating memory and copying data"), and the crop
+        # landmarker, made on the first small face, logs its set-up on its first frames.
+        with quiet_stderr():
+            return self._detect(rgb, t)
+
+    def _detect(self, rgb: np.ndarray, t: float | None) -> FaceLandmarks:
         h, w = rgb.shape[:2]
         t = time.monotonic() if t is None else t
         image = self._image(rgb)

@@ -191,3 +191,28 @@ def test_closing_twice_is_harmless_and_a_closed_landmarker_refuses_work(photo):
     lm.close()
     with pytest.raises(RuntimeError, match="closed"):
         lm.detect(photo("astronaut"))
+
+
+def test_the_face_models_runtime_writes_no_line_to_fd2_while_it_reads_faces():
+    """MediaPipe logs its runtime's notes (set-up of the crop landmarker on the first small face, LiteRT's
+    one-time "Input tensor memory is not aligned") straight to fd 2, where serve's terminal shows them: a fresh
+    process reading a big and a small real face leaves fd 2 silent."""
+    import subprocess
+    import sys
+
+    script = """
+import cv2, numpy as np
+from smartsession.dataset.media import astronaut
+from smartsession.vision.landmarks import FaceLandmarker
+face = astronaut()
+canvas = np.full((720, 960, 3), 200, np.uint8)
+canvas[300:480, 600:780] = cv2.resize(face, (180, 180), interpolation=cv2.INTER_AREA)
+with FaceLandmarker(static_image_mode=False) as lm:
+    assert all(lm.detect(face, t=i / 10).face for i in range(5))
+with FaceLandmarker(static_image_mode=True) as lm:  # the small face: the crop landmarker's first frames
+    assert [lm.detect(img).via for img in (canvas, canvas, face)] == ["search", "search", "landmarker"]
+print("read")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "read", proc.stderr
+    assert proc.stderr == "", proc.stderr

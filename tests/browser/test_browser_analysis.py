@@ -207,8 +207,4 @@ def test_server_analysis_sends_pictures_and_says_so(browser, server_mode_server,
     # The kernel analysed the pictures without a line of the face model's runtime on serve's terminal
     # (MediaPipe logs "W1207 ... Input tensor memory is not aligned ..." the glog way, on the kernel's fd 2).
     log = server_mode_server.log_text()
-    if "not aligned" in log:
-        # A known, open bug (issue 24): LiteRT sometimes reallocates a server-mode kernel's input tensor and says
-        # so on serve's terminal. Everything above held; this line is recorded as an expected failure until fixed.
-        pytest.xfail("MediaPipe's 'Input tensor memory is not aligned' line reached serve's terminal (open bug)")
     assert not re.search(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", log, re.M), log

@@ -57,8 +57,10 @@ def test_plan_check_in_report_and_history_across_a_restart(browser, tmp_path, sc
         teacher.get_by_text("it starts when you press Start lesson or when the first student joins").wait_for(
             timeout=30_000)
         # The empty chart's time axis shows today's clock, never plotly's placeholder year 2000.
-        ticks = teacher.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]"
-                                 ".map(t => t.textContent)")
+        # The chart draws after the page's text does: wait for its ticks, then read them.
+        ticks = teacher.wait_for_function(
+            "() => { const t = [...document.querySelectorAll('.js-plotly-plot .xtick text')]"
+            ".map(t => t.textContent); return t.length ? t : null; }", timeout=30_000).json_value()
         assert ticks and not any("2000" in t for t in ticks), ticks
         teacher.get_by_role("button", name="Start lesson").click()
         teacher.get_by_role("button", name="End lesson").wait_for(timeout=30_000)
