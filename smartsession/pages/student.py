@@ -62,6 +62,10 @@ TEACHER_VIEW_EVERY = 1.0
 TEACHER_VIEW_BATCHED_EVERY = 5.0
 #: Frames per second the page captures.
 CAMERA_FPS = 12.0
+#: Pictures per second a student sends when the class server analyses them (the fallback for browsers that
+#: cannot run the face model): each costs the server ~15-20 ms of CPU against 0.4 ms for a packed face, and
+#: states are smoothed over seconds, so 5 a second read a face as well as 12 (benchmarks/capacity.py feeds 5).
+PICTURE_FPS = 5.0
 #: Length of the neutral-face calibration.
 CALIBRATION_SECONDS = 3.0
 
@@ -195,8 +199,9 @@ class StudentPage:
         self.consent = w.VBox([self.consent_text, self.research_text, self.research_box, self.name_input,
                                self.agree_button])
         # Live view.
-        # A little above the 10 fps the analysis is tuned for, so timer jitter never takes delivery below it.
-        self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS, analysis=self.analysis,
+        # The browser's landmarker runs at CAMERA_FPS; pictures for the server go at PICTURE_FPS.
+        self.camera = Camera(active=False, accept_frames=False, fps=CAMERA_FPS, picture_fps=PICTURE_FPS,
+                             analysis=self.analysis,
                              assets=self.assets)
         self.agree_button.disabled = self._consent_mode() == ""
         self.overlay = LandmarkOverlay(layout=w.Layout(display="none"))

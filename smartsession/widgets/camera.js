@@ -551,12 +551,14 @@ function render({ model, el }) {
       stats.counts.skipped += 1; // the kernel is busy: this frame is dropped here, before it costs anything
       return;
     }
+    const analysedHere = mode === "browser" && finder;
+    if (!analysedHere && !pictureDue(t)) return; // paced, not dropped: pictures go at picture_fps
     const width = model.get("width");
     const height = model.get("height");
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
     ctx.drawImage(video, 0, 0, width, height);
-    if (mode === "browser" && finder) return analyseHere(t, width, height);
+    if (analysedHere) return analyseHere(t, width, height);
     const frameSeq = ++seq;
     const frame = { times: [t], sent: null };
     stats.awaiting(frameSeq, frame);
@@ -571,6 +573,18 @@ function render({ model, el }) {
       "image/jpeg",
       model.get("quality"),
     );
+  }
+
+  // Pictures go at most picture_fps a second (0: every tick), each a whole face analysis for the kernel; the
+  // ticks come at fps, so the next picture is due an interval after the last was due, never in a burst.
+  let nextPicture = 0;
+  function pictureDue(t) {
+    const rate = model.get("picture_fps");
+    if (!(rate > 0)) return true;
+    if (t < nextPicture) return false;
+    const interval = 1000 / rate;
+    nextPicture = Math.max(nextPicture + interval, t + interval / 2);
+    return true;
   }
 
   // Browser analysis: the same canvas the JPEG would be made from goes through the landmarker; only numbers leave.

@@ -202,7 +202,10 @@ def test_server_analysis_sends_pictures_and_says_so(browser, server_mode_server,
     assert stats["mode"] == "server" and stats["sent"] >= 10 and stats["faces_sent"] == 0
     note = page.locator(".smartsession-camera-note").inner_text()
     assert "Pictures go to the class server" in note and "cannot analyse" not in note
-    wait_stats(page, lambda s: s.get("processed", 0) >= 60)
+    stats = wait_stats(page, lambda s: s.get("processed", 0) >= 40)
+    # The page captures at 12 frames a second and sends pictures at 5 (PICTURE_FPS): each is a face analysis
+    # on the server. "fps" is the rate of processed pictures over the last seconds.
+    assert 2.0 <= stats["fps"] <= 5.5, stats
     context.close()
     # The kernel analysed the pictures without a line of the face model's runtime on serve's terminal
     # (MediaPipe logs "W1207 ... Input tensor memory is not aligned ..." the glog way, on the kernel's fd 2).

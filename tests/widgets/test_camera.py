@@ -139,6 +139,8 @@ def test_bad_settings_are_refused_with_the_allowed_range():
         Camera(fps=120)
     with pytest.raises(traitlets.TraitError, match="between 1 and 8"):
         Camera(max_in_flight=0)
+    with pytest.raises(traitlets.TraitError, match="picture_fps must be 0 .* or between 0.5 and 30"):
+        Camera(picture_fps=60)
 
 
 def test_closing_twice_is_harmless():
@@ -306,3 +308,28 @@ def test_a_page_that_floods_batches_gets_no_more_analysed_than_a_camera_sends(as
     budget = FaceBudget(rate=30, burst=60)  # the rule, on a clock of its own
     assert budget.take(30, 0.0) and budget.take(30, 0.0) and not budget.take(1, 0.0)
     assert budget.take(15, 0.5) and not budget.take(1, 0.5) and budget.take(30, 1.5)
+
+
+def test_a_page_that_floods_pictures_gets_no_more_decoded_than_its_picture_rate():
+    """A picture is a whole face analysis: past picture_fps (a second's burst) the kernel refuses them undecoded,
+    the page hears why in the ack, and a picture at the page's own pace is taken again."""
+    face = astronaut()
+    data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))[1].tobytes()
+    decoded = []
+    with Camera(fps=12, picture_fps=5) as camera:
+        camera.send = sent = Recorder()
+        camera.on_frame(lambda frame, t: decoded.append(t))
+        for seq in range(20):  # twenty pictures at once, none waiting for its ack
+            camera._on_custom(camera, {"type": "frame", "seq": seq, "t": 2.0 + seq / 100}, [data])
+        wait_for(lambda: len(sent.sent) == 20)  # every one acknowledged, taken or not
+        assert 1 <= len(decoded) <= 6 and camera.counts["dropped"] >= 14  # the burst (5), what refilled meanwhile
+        assert "more than 5 pictures a second" in camera.last_error
+        time.sleep(0.25)  # one interval later: the next picture is taken
+        camera._on_custom(camera, {"type": "frame", "seq": 99, "t": 3.0}, [data])
+        wait_for(lambda: any(a["seq"] == 99 for a in sent.sent))
+    assert [a["processed"] for a in sent.sent if a["seq"] == 99] == [True]
+    # A page at its own pace, with a tick's jitter, is never refused: the rule on a clock of its own.
+    from smartsession.widgets.camera import FaceBudget
+
+    budget = FaceBudget(rate=5, burst=5)
+    assert all(budget.take(1, i / 5 + (0.08 if i % 2 else -0.08)) for i in range(1, 200))
