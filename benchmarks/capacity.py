@@ -1,5 +1,5 @@
 """How many students one ``smartsession serve`` on this machine carries: N real student pages' kernels, each fed
-frames at the page's own rate (12 packed faces a second in browser mode, the page's capture rate; 5 pictures a
+frames at the page's own rate (6 packed faces a second in browser mode, the page's capture rate; 5 pictures a
 second in server mode, ``Camera.picture_fps``) by a client that speaks to the kernel as the page does, plus one
 real Chromium student.
 

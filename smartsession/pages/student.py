@@ -60,8 +60,11 @@ TEACHER_VIEW_EVERY = 1.0
 #: The same with batches, where it is one of the ~4 kernel messages a student costs a second: the state and a pause
 #: still show at once, the time and numbers of an unchanged state every 5 s.
 TEACHER_VIEW_BATCHED_EVERY = 5.0
-#: Frames per second the page captures.
-CAMERA_FPS = 12.0
+#: Frames per second the page captures, and its own landmarker reads (browser analysis). Each of them is a state
+#: the kernel analyses, the hub validates and the store keeps, and the smoothing is time-based: 6 a second read a
+#: student's state as well as 12 did (the eye-closure timer counts seconds, the windows are 0.5 and 1 s), at half
+#: the kernel, hub and store work a student costs, and half the student's own CPU for the face model.
+CAMERA_FPS = 6.0
 #: Pictures per second a student sends when the class server analyses them (the fallback for browsers that
 #: cannot run the face model): each costs the server ~15-20 ms of CPU against 0.4 ms for a packed face, and
 #: states are smoothed over seconds, so 5 a second read a face as well as 12 (benchmarks/capacity.py feeds 5).
