@@ -347,7 +347,14 @@ class Students:
 
 
 @dataclass
+class Unopened:
+    """A step whose pages could not all be opened: it did not hold, and has no figures."""
+    students: int
+
+
+@dataclass
 class Step:
+
     students: int  # streaming simulated pages plus the Chromium student
     transport: str  # "batched" or "per-frame"
     figures: dict
@@ -453,6 +460,10 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
         try:
             def step_at(n: int) -> Step:
                 if len(students.pages) < n - 1:
+                    # The step's new pages open with nobody streaming: opening a hundred pages (kernels forked,
+                    # notebooks rendered, consent) behind a hundred streaming students overloaded the machine for
+                    # longer than the run's time limit, and says nothing about the step's steady state.
+                    students.stream(0)
                     wait_warm(server, timeout=900)
                     settle(max_wait=60)
                     students.open(n - 1)
@@ -469,7 +480,13 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
             held = failed = None
             n = start
             while True:
-                result = step_at(n)
+                try:
+                    result = step_at(n)
+                except TimeoutError as err:
+                    # Its pages could not all be opened (the pool did not refill in time): the step did not hold.
+                    print(f"  {n:4d} students: STOP: {err}", flush=True)
+                    failed = Unopened(n)
+                    break
                 if not result.held:
                     failed = result
                     break
@@ -479,7 +496,12 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
                 n = min(max_students, 2 * n)
             while held is not None and failed is not None and \
                     failed.students - held.students > max(1, resolution * held.students):
-                result = step_at((held.students + failed.students) // 2)
+                try:
+                    result = step_at((held.students + failed.students) // 2)
+                except TimeoutError as err:
+                    print(f"  {(held.students + failed.students) // 2:4d} students: STOP: {err}", flush=True)
+                    failed = Unopened((held.students + failed.students) // 2)
+                    continue
                 held, failed = (result, failed) if result.held else (held, result)
             if held is not None:
                 students.stream(held.students - 1, batch_seconds=0)

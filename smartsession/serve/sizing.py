@@ -68,8 +68,9 @@ def default_pool_size(machine: Machine, class_size: int) -> int:
     return max(1, min(math.ceil(class_size * RELOAD_MARGIN), warmable, machine.kernels_fit))
 
 
-#: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (docs/BENCHMARKS.md, 2026-12-07):
-#: 100 in browser mode (0.5 s batches, the machine 82 % busy) and 14 in server mode on 2 cores.
+#: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (docs/BENCHMARKS.md, 2026-12-07,
+#: at the page's rates): 128 in browser mode (0.5 s batches, the machine 87 % busy, so ~50 a core leaves room for
+#: teachers and reloads) and 15 in server mode on 2 cores.
 STUDENTS_PER_CORE = {"browser": 50, "server": 7}
 
 
