@@ -348,13 +348,15 @@ class Students:
 
 @dataclass
 class Unopened:
-    """A step whose pages could not all be opened: it did not hold, and has no figures."""
+    """A step whose pages could not all be opened (the pool did not refill in time): it did not hold, and has no
+    figures. Counted among the steps, so the run says what stopped it."""
     students: int
+    reasons: list[str]
+    held = False
 
 
 @dataclass
 class Step:
-
     students: int  # streaming simulated pages plus the Chromium student
     transport: str  # "batched" or "per-frame"
     figures: dict
@@ -438,11 +440,11 @@ def measure(server, students: Students, chromium_page, seconds: float, transport
 
 def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, seconds: float,
            fork_kernels: bool, analysis: str, resolution: float,
-           batch_seconds: float | None = None) -> tuple[list[Step], Step | None, float]:
+           batch_seconds: float | None = None) -> tuple[list[Step | Unopened], Step | None, float]:
     """Double N from ``start`` until a step fails or ``max_students`` held, then bisect down to ``resolution``
     (a share of N); then the largest N that held again with the per-frame transport. The steps, that last
     measurement, and the seconds the first pool took to warm."""
-    steps: list[Step] = []
+    steps: list[Step | Unopened] = []
     (tmp / "serve").mkdir(parents=True, exist_ok=True)
     pool = min(20, max(2, start))
     begun = time.monotonic()
@@ -458,18 +460,23 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
         students = Students(server, frame_message, camera_mode=analysis)
         per_frame = None
         try:
-            def step_at(n: int) -> Step:
+            def step_at(n: int) -> Step | Unopened:
                 if len(students.pages) < n - 1:
                     # The step's new pages open with nobody streaming: opening a hundred pages (kernels forked,
                     # notebooks rendered, consent) behind a hundred streaming students overloaded the machine for
                     # longer than the run's time limit, and says nothing about the step's steady state.
                     students.stream(0)
-                    wait_warm(server, timeout=900)
-                    settle(max_wait=60)
-                    students.open(n - 1)
-                    # The pool refills right after the pages took its kernels: measure once it has, so no kernel
-                    # preheats inside the window; the calibration of the newest pages is over too.
-                    wait_warm(server, timeout=900)
+                    try:
+                        wait_warm(server, timeout=900)
+                        settle(max_wait=60)
+                        students.open(n - 1)
+                        # The pool refills right after the pages took its kernels: measure once it has, so no
+                        # kernel preheats inside the window; the calibration of the newest pages is over too.
+                        wait_warm(server, timeout=900)
+                    except TimeoutError as err:
+                        print(f"  {n:4d} students: STOP: {err}", flush=True)
+                        steps.append(Unopened(n, [f"pages not opened: {err}"]))
+                        return steps[-1]
                 students.stream(n - 1, batch_seconds)
                 time.sleep(4)
                 result = measure(server, students, page, seconds, "batched")
@@ -480,13 +487,7 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
             held = failed = None
             n = start
             while True:
-                try:
-                    result = step_at(n)
-                except TimeoutError as err:
-                    # Its pages could not all be opened (the pool did not refill in time): the step did not hold.
-                    print(f"  {n:4d} students: STOP: {err}", flush=True)
-                    failed = Unopened(n)
-                    break
+                result = step_at(n)
                 if not result.held:
                     failed = result
                     break
@@ -496,12 +497,7 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
                 n = min(max_students, 2 * n)
             while held is not None and failed is not None and \
                     failed.students - held.students > max(1, resolution * held.students):
-                try:
-                    result = step_at((held.students + failed.students) // 2)
-                except TimeoutError as err:
-                    print(f"  {(held.students + failed.students) // 2:4d} students: STOP: {err}", flush=True)
-                    failed = Unopened((held.students + failed.students) // 2)
-                    continue
+                result = step_at((held.students + failed.students) // 2)
                 held, failed = (result, failed) if result.held else (held, result)
             if held is not None:
                 students.stream(held.students - 1, batch_seconds=0)
@@ -514,12 +510,13 @@ def search(browser, tmp: Path, frame_message, *, start: int, max_students: int, 
     return steps, per_frame, warm_s
 
 
-def largest_held(steps: list[Step]) -> Step | None:
+def largest_held(steps: list[Step | Unopened]) -> Step | None:
     held = [s for s in steps if s.held]
     return max(held, key=lambda s: s.students) if held else None
 
 
-def mode_figures(steps: list[Step], per_frame: Step | None, warm_s: float, pool: int, fork_kernels: bool) -> dict:
+def mode_figures(steps: list[Step | Unopened], per_frame: Step | None, warm_s: float, pool: int,
+                 fork_kernels: bool) -> dict:
     best = largest_held(steps)
     cores = len(os.sched_getaffinity(0))
     gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
@@ -612,9 +609,9 @@ def main() -> None:
                     top = args.max_students or (4 if args.quick else 64 if mode == "server" else 400)
                     message = jpeg_frames(jpegs_of(frames)) if mode == "server" else face_frames(faces)
                     what = "JPEGs" if mode == "server" else "packed faces"
-                    print(f"== {mode} mode{' (forked kernels)' if args.fork_kernels else ''}: {what} at {FPS[mode]:.0f} "
-                          f"fps a student, from {start} students doubling then bisecting, {seconds:.0f} s windows",
-                          flush=True)
+                    print(f"== {mode} mode{' (forked kernels)' if args.fork_kernels else ''}: {what} at "
+                          f"{FPS[mode]:.0f} fps a student, from {start} students doubling then bisecting, "
+                          f"{seconds:.0f} s windows", flush=True)
                     steps, per_frame, warm_s = search(
                         browser, tmp / mode, message, start=start, max_students=top, seconds=seconds,
                         fork_kernels=args.fork_kernels, analysis=mode, resolution=args.resolution,

@@ -66,8 +66,8 @@ TEACHER_VIEW_BATCHED_EVERY = 5.0
 #: the kernel, hub and store work a student costs, and half the student's own CPU for the face model.
 CAMERA_FPS = 6.0
 #: Pictures per second a student sends when the class server analyses them (the fallback for browsers that
-#: cannot run the face model): each costs the server ~15-20 ms of CPU against 0.4 ms for a packed face, and
-#: states are smoothed over seconds, so 5 a second read a face as well as 12 (benchmarks/capacity.py feeds 5).
+#: cannot run the face model): each costs the server 20-25 ms of CPU against 0.4 ms for a packed face, and
+#: states are smoothed over seconds (benchmarks/capacity.py feeds server-mode students this rate).
 PICTURE_FPS = 5.0
 #: Length of the neutral-face calibration.
 CALIBRATION_SECONDS = 3.0

@@ -121,7 +121,8 @@ class StudentKernels:
     def reclaim(self, seat: str, address: str, class_id: str) -> tuple[Ticket, str] | None:
         """A reload's place: the page of ``class_id`` that handed out ``seat`` gives its place to this request,
         which gets a new seat and keeps the student id; returns the new ticket and the old page's kernel (to shut
-        down now). None when no page holds that seat (a forged or stale cookie, a culled kernel): the request is admitted as any other.
+        down now). None when no page holds that seat (a forged or stale cookie, a culled kernel): the request is
+        admitted as any other.
 
         The seat is a secret only the browser that loaded the page holds (HttpOnly cookie), so nobody frees or
         takes over another's place; the count never grows (the old ticket goes as the new one comes), and the

@@ -249,9 +249,8 @@ class FaceLandmarker:
         crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         if s < CROP_MIN_SIDE:
             crop = cv2.resize(crop, (CROP_MIN_SIDE, CROP_MIN_SIDE), interpolation=cv2.INTER_CUBIC)
-        if self._crop is None:
-            with quiet_stderr():
-                self._crop = self._new_crop_landmarker()
+        if self._crop is None:  # made on the first small face, inside detect's quiet_stderr like every call here
+            self._crop = self._new_crop_landmarker()
         result = self._crop.detect(self._image(crop))
         if not result.face_landmarks:
             return None

@@ -55,7 +55,8 @@ FaceBatchCallback = Callable[[list, list], object]
 
 
 class FaceBudget:
-    """A token bucket of faces: ``take(n, now)`` says whether ``n`` more may be analysed now (pure, clock given)."""
+    """A token bucket of frames (packed faces, or pictures): ``take(n, now)`` says whether ``n`` more may be analysed
+    now (pure, clock given)."""
 
     def __init__(self, rate: float = MAX_FACES_PER_SECOND, burst: float = 2 * MAX_FACES_PER_SECOND) -> None:
         self.rate, self.burst = rate, burst
@@ -348,24 +349,23 @@ class Camera(CameraBase, anywidget.AnyWidget):
             dispatcher.counts["refused"] += 1
             self._frame_done(frame, False, None)
             return
-        if kind == "frame" and not self._picture_budget.take(1, time.monotonic()):
-            # More pictures a second than the page sends (picture_fps, or fps): a client that does not pace them
-            # would make its kernel analyse faces flat out. Refused before decoding; the page hears it in the ack.
-            dispatcher.counts["dropped"] += 1
-            dispatcher.last_error = (f"frame message refused: more than {self.picture_fps or self.fps:g} "
-                                     f"pictures a second")
+        # A page sends no more pictures a second than picture_fps (or fps), and no more faces in batches than any
+        # camera captures; past that it is a client that does not wait for its acks, and what it sends is refused
+        # undecoded, so it cannot make its kernel work harder than a real page would. (Batches are analysed in the
+        # handler, so no newest-wins slot bounds them; single faces go through the worker's slot.)
+        budget = None
+        if kind == "frame":
+            budget, most, what = self._picture_budget, self.picture_fps or self.fps, "pictures"
+        elif frame.inline:
+            budget, most, what = self._face_budget, MAX_FACES_PER_SECOND, "faces"
+        if budget is not None and not budget.take(frame.count, time.monotonic()):
+            dispatcher.counts["dropped"] += frame.count
+            dispatcher.last_error = f"{kind} message refused: more than {most:g} {what} a second"
             self._frame_done(frame, False, None)
-        elif not frame.inline:
-            dispatcher.submit(frame)
-        elif self._face_budget.take(frame.count, time.monotonic()):
+        elif frame.inline:
             dispatcher.run_now(frame)
         else:
-            # More faces a second than any camera sends: a page that does not wait for its acks. Not analysed,
-            # so a client cannot make its kernel work harder than a real page would (the worker's newest-wins slot
-            # bounded that before batches were analysed in the handler).
-            dispatcher.counts["dropped"] += frame.count
-            dispatcher.last_error = f"faces message refused: more than {MAX_FACES_PER_SECOND} faces a second"
-            self._frame_done(frame, False, None)
+            dispatcher.submit(frame)
 
     def _pending(self, kind: str, seq: int, t: float, buffers: list) -> PendingFrame:
         """The message as a frame or batch to dispatch; bounds checked before any byte is copied or decoded."""
