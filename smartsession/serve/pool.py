@@ -49,6 +49,21 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         help="Seconds without page requests before the kernel pool refills (0: refill at once).",
     )
 
+    @default("context")
+    def _context_default(self):
+        # libzmq holds at most 1023 sockets in a context unless told otherwise, and the server keeps about eight
+        # for each kernel (its manager's channels and those of its page's connection): near 125 students every
+        # further kernel or page failed with "Too many open files" (a ZMQError), whatever the open-file limit.
+        # A socket takes a descriptor or two, so the bound follows the open-file limit.
+        import zmq.asyncio
+
+        from smartsession.hub.httpserver import raise_fd_limit
+
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        context.set(zmq.MAX_SOCKETS, max(1023, min(context.get(zmq.SOCKET_LIMIT), raise_fd_limit() // 2)))
+        return context
+
     kernel_env = Dict(
         value_trait=Unicode(),
         config=True,

@@ -92,3 +92,21 @@ def test_the_banner_figure_is_the_one_readme_and_benchmarks_give():
     readme = " ".join((root / "README.md").read_text().split())
     bench = " ".join((root / "docs" / "BENCHMARKS.md").read_text().split()).replace("~", "")
     assert f"about {words}" in readme and words in bench
+
+
+def test_the_kernel_manager_holds_the_sockets_of_every_student_memory_admits():
+    """libzmq allows 1023 sockets a context by default; serve keeps about eight a student kernel (its manager's
+    channels and its page's), so ~125 students filled it and every further page failed ("Too many open files")."""
+    import zmq
+
+    from smartsession.serve.pool import QuietRefillKernelManager
+
+    manager = QuietRefillKernelManager()
+    sockets = []
+    try:
+        for _ in range(8 * 250):  # 250 students' worth
+            sockets.append(manager.context.socket(zmq.DEALER))
+    finally:
+        for sock in sockets:
+            sock.close(linger=0)
+    assert len(sockets) == 2000
