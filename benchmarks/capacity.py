@@ -205,6 +205,17 @@ class Students:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._joins: list[str] = []
+        # How late this loop runs what is due (the simulated pages' own lag is in every latency they measure).
+        self.loop_lag: list[float] = []
+        asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
+
+    async def _watch_lag(self, every: float = 0.05) -> None:
+        while True:
+            due = time.monotonic() + every
+            await asyncio.sleep(every)
+            self.loop_lag.append(time.monotonic() - due)
+            if len(self.loop_lag) > 20_000:
+                del self.loop_lag[:10_000]
 
     def run(self, coro, timeout: float = 900.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -299,6 +310,7 @@ class Students:
     def reset(self) -> None:
         def clear():
             self.teacher_latency.clear()
+            self.loop_lag.clear()
             for page in self.pages:
                 page.frames.reset()
 
@@ -314,12 +326,24 @@ class Students:
             span = sum(time.monotonic() - p.frames.since for p in pages)
             up = sum(p.frames.messages_sent for p in pages)
             down = sum(p.frames.messages_received for p in pages)
-            return roundtrips, ticks, lost, closed, span, up, down, [x * 1000 for x in self.teacher_latency]
+            piped = sum(p.frames.pipe_sent + p.frames.pipe_received for p in pages)
+            acks = [x * 1000 for p in pages for x in p.frames.ack_delivery]
+            redraws = [x * 1000 for p in pages for x in p.frames.redraw_delivery]
+            return (roundtrips, ticks, lost, closed, span, up, down, [x * 1000 for x in self.teacher_latency],
+                    piped, acks, redraws)
 
-        roundtrips, ticks, lost, closed, span, up, down, teacher = self.run(read())
+        roundtrips, ticks, lost, closed, span, up, down, teacher, piped, acks, redraws = self.run(read())
+        # Through the face pipe a batch's ack and its redraw travel apart (the pipe, Jupyter's socket): where the
+        # redraws take longer from the kernel to the page than the acks (p90 against p90), the feedback is
+        # counted as late by the difference, so the figure is when the student sees it, not when the ack came.
+        redraw_lag = max(0.0, pct(redraws, 90) - pct(acks, 90)) if acks and redraws else 0.0
         return {
-            "feedback_p50_ms": round(pct(roundtrips, 50), 1),
-            "feedback_p90_ms": round(pct(roundtrips, 90), 1),
+            "feedback_p50_ms": round(pct(roundtrips, 50) + redraw_lag, 1),
+            "feedback_p90_ms": round(pct(roundtrips, 90) + redraw_lag, 1),
+            "ack_delivery_p90_ms": round(pct(acks, 90), 1) if acks else None,
+            "redraw_delivery_p90_ms": round(pct(redraws, 90), 1) if redraws else None,
+            "pipe_messages_per_student_s": round(piped / max(span, 1e-9), 2),
+            "client_loop_lag_p90_ms": round(1000 * pct(list(self.loop_lag), 90), 1) if self.loop_lag else None,
             "teacher_p50_ms": round(pct(teacher, 50), 1),
             "teacher_p95_ms": round(pct(teacher, 95), 1),
             "frames": len(roundtrips),
@@ -380,7 +404,10 @@ class Step:
         return (f"  {self.students:4d} students ({self.transport}): feedback p50 {f['feedback_p50_ms']} ms p90 "
                 f"{f['feedback_p90_ms']} ms, teacher p95 {f['teacher_p95_ms']} ms, lost {100 * f['lost']:.1f}%, "
                 f"Chromium p90 {self.chromium['rtt_p90_ms']} ms; kernel messages a student a second: "
-                f"{f['messages_up_per_student_s']} up, {f['messages_down_per_student_s']} down; CPU "
+                f"{f['messages_up_per_student_s']} up, {f['messages_down_per_student_s']} down "
+                f"({f['pipe_messages_per_student_s']} of them through the face pipe; kernel to page p90: acks "
+                f"{f['ack_delivery_p90_ms']} ms, redraws {f['redraw_delivery_p90_ms']} ms; the simulated pages' "
+                f"loop late by {f['client_loop_lag_p90_ms']} ms p90); CPU "
                 f"{self.cpu_ms_per_student_s} ms a student a second (server {self.server_cpu_pct}%, kernels "
                 f"{self.kernels_cpu_pct}%, machine {100 * self.machine_busy:.0f}% busy); kernel USS "
                 f"{self.kernel_uss_mb} MB (PSS {self.kernel_pss_mb}); {self.available_gb} GB free"
@@ -532,6 +559,8 @@ def mode_figures(steps: list[Step | Unopened], per_frame: Step | None, warm_s: f
             "kernel_messages_per_student_s": round(f["messages_up_per_student_s"] + f["messages_down_per_student_s"], 2),
             "messages_up_per_student_s": f["messages_up_per_student_s"],
             "messages_down_per_student_s": f["messages_down_per_student_s"],
+            "pipe_messages_per_student_s": f["pipe_messages_per_student_s"],
+            "ack_delivery_p90_ms": f["ack_delivery_p90_ms"], "redraw_delivery_p90_ms": f["redraw_delivery_p90_ms"],
             "cpu_ms_per_student_s": step.cpu_ms_per_student_s,
             "server_cpu_pct": step.server_cpu_pct, "kernels_cpu_pct": step.kernels_cpu_pct,
             "machine_busy": step.machine_busy,

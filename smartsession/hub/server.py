@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from tornado import httputil, iostream, web
@@ -238,8 +238,11 @@ class TeacherSocket(_Socket):
             self.hub.detach_teacher(self)
 
 
-class _Route(WebSocketRoute):
-    def initialize(self, hub: Hub, socket: type[_Socket]) -> None:
+class HubRoute(WebSocketRoute):
+    """A websocket route of this server: origins as the hub allows them, each connection counted against the
+    hub's connection caps. ``socket(hub, address, *path_args)`` makes the connection."""
+
+    def initialize(self, hub: Hub, socket: Callable[..., WebSocket]) -> None:
         self.hub = hub
         self.socket = socket
 
@@ -247,7 +250,7 @@ class _Route(WebSocketRoute):
         allowed = self.hub.config.allowed_origins
         return "*" in allowed or origin in allowed or urlparse(origin).netloc == self.request.host
 
-    def connection(self, *path_args: str) -> _Socket | None:
+    def connection(self, *path_args: str) -> WebSocket | None:
         address = self.request.remote_ip or "local"
         ws = self.socket(self.hub, address, *path_args)
         # The HTTP connection's slot (when our HTTP server counted it) becomes the websocket's.
@@ -571,6 +574,6 @@ def hub_handlers(hub: Hub, base_url: str = "/") -> list[tuple[str, type, dict]]:
         (f"{root}/api/classes/({IDENT})/lessons", LessonsHandler, kw),
         (f"{root}/api/sessions/({IDENT})/export\\.(csv|json)", ExportHandler, kw),
         (f"{root}/api/sessions/({IDENT})/history", HistoryHandler, kw),
-        (f"{root}/ws/student/({IDENT})/({IDENT})", _Route, {**kw, "socket": StudentSocket}),
-        (f"{root}/ws/teacher/({IDENT})", _Route, {**kw, "socket": TeacherSocket}),
+        (f"{root}/ws/student/({IDENT})/({IDENT})", HubRoute, {**kw, "socket": StudentSocket}),
+        (f"{root}/ws/teacher/({IDENT})", HubRoute, {**kw, "socket": TeacherSocket}),
     ]

@@ -52,13 +52,21 @@ def text_frame(text: str) -> bytes:
     The hub writes thousands a second; websockets' general serializer (masks, extensions, checks) cost more
     than the write itself. Only data frames take this path; control frames go through the protocol.
     """
-    payload = text.encode()
+    return _data_frame(0x81, text.encode())
+
+
+def binary_frame(data: bytes) -> bytes:
+    """The same for binary data (serve's face pipe relays a page's batches to its kernel as they came)."""
+    return _data_frame(0x82, data)
+
+
+def _data_frame(first: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
-        return bytes((0x81, n)) + payload
+        return bytes((first, n)) + payload
     if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+        return bytes((first, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + n.to_bytes(8, "big") + payload
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -115,9 +123,15 @@ class WebSocket(asyncio.BufferedProtocol):
         return self.ws.state is OPEN and not self._ended
 
     def send(self, text: str) -> None:
+        self._write(text_frame(text))
+
+    def send_binary(self, data: bytes) -> None:
+        self._write(binary_frame(data))
+
+    def _write(self, frame: bytes) -> None:
         if self.open and not self.transport.is_closing():
             transport = self.transport
-            transport.write(text_frame(text))
+            transport.write(frame)
             if self.write_limit:
                 pending = transport.get_write_buffer_size()
                 if pending > self.write_limit:

@@ -293,6 +293,9 @@ class StudentPage:
             self.connection.value = muted_html("Connecting to your class...", inline=True)
             self._hub_task = self._loop.create_task(self._run_hub())
         self.consented = True
+        if mode == "browser":
+            # Batches past Jupyter's messaging, when under `smartsession serve` (else, and meanwhile, the comm).
+            self.camera.open_pipe(self._loop)
         self._camera_on(True)
         self.calibrate()
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -27,7 +28,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 from voila.app import Voila
 
-from smartsession import __version__
+from smartsession import __version__, facepipe
 from smartsession.hub.config import HubConfig
 from smartsession.hub.core import Hub, class_links
 from smartsession.hub.httpserver import hub_http_server
@@ -40,6 +41,7 @@ from smartsession.serve import assets, forwarded, headers, lockdown
 from smartsession.serve.admission import StudentKernels, TeacherKernels
 from smartsession.serve.channels import LiveKernelConnection
 from smartsession.serve.options import OPTIONS
+from smartsession.serve.pipe import Pipes, pipe_handlers
 from smartsession.serve.pool import QuietRefillKernelManager, pool_status
 from smartsession.serve.terminal import Terminal
 from smartsession.serve.sizing import (
@@ -259,6 +261,7 @@ class SmartSessionApp(Voila):
                 self.log.warning("analysing in the students' kernels (--analysis server): %s", err)
                 self.analysis = "server"
         self.hub_config = HubConfig(parent=self)
+        self.pipes = Pipes(secrets.token_urlsafe(32))  # a new secret each start: kernels get it in their environment
         # Private from the start (0700): the hub checks it and warns when it is not.
         self.state_dir = private_dir(Path(self.hub_config.data_dir).expanduser().resolve())
         if self.self_signed and self.certfile:
@@ -322,6 +325,12 @@ class SmartSessionApp(Voila):
             "SMARTSESSION_ANALYSIS": self.analysis,
             browser_assets.ENV_BASE_URL: self.base_url,
             "SMARTSESSION_HUB_CAFILE": self.certfile if self.self_signed else "",
+            # The face pipe (serve/pipe.py): where a kernel's end connects, the secret that shows it is one of
+            # ours (kernels alone get it, here), and the path its page connects to.
+            facepipe.ENV_URL: f"{'wss' if self.certfile else 'ws'}://{_url_host(self.kernel_host)}:{self.port}"
+                              f"{self.base_url}{facepipe.KERNEL_ROUTE}",
+            facepipe.ENV_SECRET: self.pipes.secret,
+            facepipe.ENV_PAGE_PATH: f"{self.base_url}{facepipe.PAGE_ROUTE}",
         }
         if self.self_signed:
             # Voila's preheat handshake (voila.utils.wait_for_request) opens wss with default verification,
@@ -407,7 +416,7 @@ class SmartSessionApp(Voila):
             (url_path_join(base, r"/smartsession/static/(.*)"), tornado.web.StaticFileHandler, {"path": str(STATIC)}),
             (url_path_join(base, assets.ROUTE), assets.AssetHandler),
         ]
-        return ours + hub_handlers(self.hub, base) + voila
+        return ours + hub_handlers(self.hub, base) + pipe_handlers(self.hub, self.pipes, base) + voila
 
     # --- run ---
 

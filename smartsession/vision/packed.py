@@ -29,6 +29,7 @@ The other rows of the decoded landmark array are NaN.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -61,6 +62,15 @@ FEATURE_LANDMARKS = tuple(sorted({
 MAX_LANDMARKS = N_LANDMARKS
 
 
+#: Packed faces one batch message may carry at most: a second of capture at the camera's highest rate.
+MAX_BATCH = 30
+#: A batch as one binary message (serve's face pipe, ``serve/pipe.py``): u32 batch number, u32 header length, the
+#: header (UTF-8 JSON: ``{"t": newest capture time, "sizes": [bytes of each face], "stats": the page's counters,
+#: now and then}``), then the packed faces in capture order. ``camera.js`` writes the same.
+BATCH_PREFIX = struct.Struct("<II")
+MAX_BATCH_HEADER = 16384
+
+
 class PackedFaceError(ValueError):
     """Bytes that are not a packed face message; the message is dropped, analysis goes on."""
 
@@ -82,6 +92,43 @@ def message_size(n: int) -> int:
     if n == 0:
         return HEADER_SIZE
     return HEADER_SIZE + 2 * n + _padding(n) + 4 * (3 * n + N_BLENDSHAPES + 16)
+
+
+#: The largest batch message: a full header and MAX_BATCH faces of the whole mesh.
+MAX_BATCH_MESSAGE = BATCH_PREFIX.size + MAX_BATCH_HEADER + MAX_BATCH * message_size(MAX_LANDMARKS)
+
+
+def batch_number(data: bytes | bytearray | memoryview) -> int | None:
+    """A batch message's number (what its ack names), or None when it is too short to hold one."""
+    return BATCH_PREFIX.unpack_from(data)[0] if len(data) >= BATCH_PREFIX.size else None
+
+
+def split_batch(data: bytes | bytearray | memoryview) -> tuple[int, dict, list[bytes]]:
+    """A batch message's number, header and each face's bytes (not decoded yet), or :class:`PackedFaceError`."""
+    buf = memoryview(data).cast("B")
+    if len(buf) > MAX_BATCH_MESSAGE:
+        raise PackedFaceError(f"a batch message of {len(buf)} bytes (at most {MAX_BATCH_MESSAGE})")
+    if len(buf) < BATCH_PREFIX.size:
+        raise PackedFaceError("a batch message starts with its number and its header's length")
+    seq, length = BATCH_PREFIX.unpack_from(buf)
+    end = BATCH_PREFIX.size + length
+    if length > MAX_BATCH_HEADER or end > len(buf):
+        raise PackedFaceError(f"a batch header of {length} bytes does not fit the message")
+    try:
+        header = json.loads(bytes(buf[BATCH_PREFIX.size:end]))
+    except ValueError as err:
+        raise PackedFaceError(f"a batch header is not JSON: {err}") from None
+    sizes = header.get("sizes") if isinstance(header, dict) else None
+    if (not isinstance(sizes, list) or not 1 <= len(sizes) <= MAX_BATCH
+            or not all(s.__class__ is int and HEADER_SIZE <= s <= message_size(MAX_LANDMARKS) for s in sizes)):
+        raise PackedFaceError(f"a batch header names 1-{MAX_BATCH} faces by their sizes in bytes")
+    if end + sum(sizes) != len(buf):
+        raise PackedFaceError(f"a batch's faces take {len(buf) - end} bytes, its header says {sum(sizes)}")
+    faces = []
+    for size in sizes:
+        faces.append(bytes(buf[end:end + size]))
+        end += size
+    return seq, header, faces
 
 
 def extreme_landmarks(landmarks: np.ndarray) -> tuple[int, ...]:

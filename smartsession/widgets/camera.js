@@ -4,7 +4,8 @@
 // Browser analysis batches: packed faces gather in a FaceBatch and go as one message every `batch_seconds` (the
 // newest `max_batch` of them); a message costs the kernel and the server ~2 ms whatever it carries. The kernel
 // analyses a batch as it arrives, so its "idle" status for the message is the batch's ack (an ack message comes
-// only for a refused batch), and the page's counters ride on a batch every BATCH_STATS_MS.
+// only for a refused batch), and the page's counters ride on a batch every BATCH_STATS_MS. While the kernel
+// offers serve's face pipe, batches go through it instead (FacePipe), each acked on it.
 
 const STALE_MS = 5000; // an ack lost with a restarted kernel must not freeze the window forever
 // How often the page's counters reach the kernel: a widget update every second for pictures; with batches, on
@@ -274,6 +275,76 @@ class FaceBatch {
   }
 }
 
+// Serve's face pipe (serve/pipe.py): while the kernel offers one (the `pipe` trait: {path, token}), batches go
+// there as one binary message each, past Jupyter's messaging, and the kernel's acks come back on it. Whenever it is
+// not open (not offered, refused, closed), batches go over the comm as before.
+class FacePipe {
+  constructor(onAck) {
+    this.onAck = onAck;
+    this.ws = null;
+    this.token = "";
+    this.ready = false;
+  }
+
+  // Open the pipe the kernel offers, once per token; close it when the kernel offers none.
+  follow(offer) {
+    const token = (offer && offer.token) || "";
+    if (token === this.token) return;
+    this.close();
+    this.token = token;
+    if (!token || !offer.path) return;
+    const url = new URL(offer.path, window.location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(url.href);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => ws.send(JSON.stringify({ type: "hello", token }));
+    ws.onmessage = (event) => {
+      let msg = null;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (msg && msg.type === "welcome") this.ready = true;
+      else if (msg && msg.type === "ack") this.onAck(msg);
+    };
+    ws.onclose = () => {
+      if (this.ws === ws) (this.ws = null), (this.ready = false);
+    };
+    this.ws = ws;
+  }
+
+  // The batch as one message (vision/packed.py's batch layout): u32 number, u32 header length, the header (JSON),
+  // the packed faces. False when the pipe is not open: the caller sends over the comm.
+  send(seq, header, faces) {
+    if (!this.ready || !this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    const head = new TextEncoder().encode(JSON.stringify(header));
+    let size = 8 + head.length;
+    for (const f of faces) size += f.buffer.byteLength;
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, seq, true);
+    view.setUint32(4, head.length, true);
+    out.set(head, 8);
+    let at = 8 + head.length;
+    for (const f of faces) {
+      out.set(new Uint8Array(f.buffer), at);
+      at += f.buffer.byteLength;
+    }
+    this.ws.send(out.buffer);
+    return true;
+  }
+
+  close() {
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close();
+    }
+    this.ws = null;
+    this.ready = false;
+  }
+}
+
 function statusFor(error) {
   switch (error && error.name) {
     case "NotAllowedError":
@@ -426,6 +497,8 @@ function render({ model, el }) {
   const stats = new FrameStats();
   const batch = new FaceBatch();
   const now = () => performance.timeOrigin + performance.now();
+  const pipe = new FacePipe((msg) => stats.ack(msg, now()));
+  const followPipe = () => pipe.follow(model.get("pipe"));
 
   // --- the analysis mode: the browser's FaceFinder once loaded, else frames to the kernel ---
 
@@ -632,6 +705,10 @@ function render({ model, el }) {
       content.stats = batchStats;
       batchStats = null;
     }
+    // Through the pipe when it is open (its ack comes back on it), else over the comm.
+    const header = { t: content.t, sizes: faces.map((f) => f.buffer.byteLength) };
+    if (content.stats) header.stats = content.stats;
+    if (pipe.send(frameSeq, header, faces)) return stats.sentBatch(faces);
     // The kernel's "idle" for this message: the batch is analysed and its feedback drawn. A refused batch's ack
     // (processed: false) comes before it, and the idle then finds nothing awaiting.
     const acked = (msg) => {
@@ -705,11 +782,13 @@ function render({ model, el }) {
       "change:mirror": showMessage,
       "change:fps": onFps,
       "change:analysis": prepareAnalysis,
+      "change:pipe": followPipe,
     },
     documentEvents: { visibilitychange: onVisibility },
     every: [[STATS_MS, reportStats]],
   });
   showMessage();
+  followPipe();
   // Loaded before the student agrees, so the analysis is ready when the camera starts; loading sends nothing.
   prepareAnalysis();
   if (model.get("active")) start();
@@ -718,6 +797,7 @@ function render({ model, el }) {
   return () => {
     unlisten();
     stopStream();
+    pipe.close();
     if (finder) finder.close();
   };
 }

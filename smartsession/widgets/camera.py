@@ -43,7 +43,7 @@ ANALYSIS_MODES = tuple(LIVE_MESSAGES)
 ERROR_STATUSES = ("denied", "no-camera", "in-use", "insecure", "unsupported", "ended", "error")
 #: Packed faces one batch message may carry at most: a second of capture at the widget's highest rate. The page
 #: keeps the newest this many; the kernel refuses a larger batch whole.
-MAX_BATCH_FACES = 30
+MAX_BATCH_FACES = packed.MAX_BATCH
 #: Seconds between batch messages the page may be set to; 0 is the per-frame transport (a message a face).
 BATCH_SECONDS_RANGE = (0.25, 2.0)
 
@@ -258,13 +258,32 @@ class Camera(CameraBase, anywidget.AnyWidget):
         sync=True
     )
     mode_detail = traitlets.Unicode("", help="Set by the browser: why it fell back to server mode.").tag(sync=True)
+    # Set by the kernel while serve's face pipe is open (open_pipe): the page sends its batches there instead of
+    # over the comm, and falls back to the comm whenever the pipe closes or refuses it.
+    pipe = traitlets.Dict(help="Where the page sends batches of faces past Jupyter's messaging: {'path', 'token'}; "
+                               "empty: over the comm.").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._init_frames()
         self._face_budget = FaceBudget()
         self._picture_budget = self._new_picture_budget()
+        self._pipe_reply: Callable[[dict], None] | None = None  # set by the open face pipe
+        self._pipe = None
         self.on_msg(self._on_custom)
+
+    def open_pipe(self, loop=None) -> bool:
+        """Take batches of faces through serve's face pipe (``serve/pipe.py``) when this kernel is one of
+        ``smartsession serve``'s (its environment says where), on the kernel's event loop ``loop`` (default: the
+        running one). False when there is no pipe to open: batches then go over the comm, as they also do while
+        the pipe is down."""
+        from smartsession.widgets.pipe import FacePipe
+
+        if self._pipe is None:
+            self._pipe = FacePipe.from_environment(self)
+            if self._pipe is not None:
+                self._pipe.start(loop)
+        return self._pipe is not None
 
     def _new_picture_budget(self) -> FaceBudget:
         rate = self.picture_fps or self.fps
@@ -316,8 +335,32 @@ class Camera(CameraBase, anywidget.AnyWidget):
 
     def _on_custom(self, _widget, content: Any, buffers: list) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind not in ("frame", "face", "faces"):
+        if kind in ("frame", "face", "faces"):
+            self._receive(kind, content, buffers, piped=False)
+
+    def receive_batch(self, data: bytes) -> None:
+        """A batch of packed faces from serve's face pipe (``widgets/pipe.py``): checked, analysed and refused
+        exactly as one sent over the comm, and always acknowledged, through the pipe (there is no "idle" status)."""
+        try:
+            seq, header, faces = packed.split_batch(data)
+        except packed.PackedFaceError as refused:
+            self._faces.counts["bad"] += 1
+            self._faces.last_error = f"faces message refused: {refused}"
+            self._reply_piped({"type": "ack", "seq": packed.batch_number(data), "processed": False,
+                               "error": str(refused)})
             return
+        content = {"type": "faces", "seq": seq, "t": header.get("t")}
+        if "stats" in header:
+            content["stats"] = header["stats"]
+        self._receive("faces", content, faces, piped=True)
+
+    def _reply_piped(self, ack: dict) -> None:
+        reply = self._pipe_reply
+        if reply is not None:
+            ack["at"] = time.time()  # when the kernel answered, on its clock (benchmarks time the way back)
+            reply(ack)
+
+    def _receive(self, kind: str, content: dict, buffers: list, piped: bool) -> None:
         dispatcher = self._frames if kind == "frame" else self._faces
         try:
             seq, t = frame_numbers(content)
@@ -327,16 +370,19 @@ class Camera(CameraBase, anywidget.AnyWidget):
             dispatcher.counts["bad"] += 1
             dispatcher.last_error = f"{kind} message refused: {refused}"
             seq = content.get("seq")
-            if seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
-                self.send({"type": "ack", "seq": seq, "processed": False, "error": str(refused)})
+            ack = {"type": "ack", "seq": seq, "processed": False, "error": str(refused)}
+            if piped:
+                self._reply_piped(ack)
+            elif seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
+                self.send(ack)
             return
         try:
-            frame = self._pending(kind, seq, t, buffers)
+            frame = self._pending(kind, seq, t, buffers, piped)
         except (IndexError, TypeError, ValueError) as err:
             dispatcher.counts["bad"] += 1
             dispatcher.last_error = f"{kind} message refused: {err}"
             if kind == "faces":
-                self._frame_done(PendingFrame(seq, 0.0, (), time.time()), False, None)
+                self._frame_done(PendingFrame(seq, 0.0, (), time.time(), piped=piped), False, None)
             return
         if kind == "faces" and isinstance(content.get("stats"), dict):
             # The page's counters ride on a batch (every few seconds) rather than in a message of their own, which
@@ -367,7 +413,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
         else:
             dispatcher.submit(frame)
 
-    def _pending(self, kind: str, seq: int, t: float, buffers: list) -> PendingFrame:
+    def _pending(self, kind: str, seq: int, t: float, buffers: list, piped: bool = False) -> PendingFrame:
         """The message as a frame or batch to dispatch; bounds checked before any byte is copied or decoded."""
         received = time.time()
         if kind == "frame":
@@ -384,21 +430,27 @@ class Camera(CameraBase, anywidget.AnyWidget):
         data = tuple(bytes(b) for b in buffers)
         # A batch is analysed in this handler (a few ms, see FrameDispatcher.run_now): the kernel's "idle" for
         # the message then says it is done, and no ack of its own is sent.
-        return PendingFrame(seq=seq, t=t, data=data, received=received, inline=kind == "faces")
+        return PendingFrame(seq=seq, t=t, data=data, received=received, inline=kind == "faces", piped=piped)
 
     def _frame_done(self, frame: PendingFrame, processed: bool, timing: FrameTiming | None) -> None:
-        if self.comm is None or (processed and frame.inline):
-            return  # a batch analysed in its handler is acknowledged by the kernel's "idle" for its message
+        if not frame.piped and (self.comm is None or (processed and frame.inline)):
+            return  # a batch analysed in its comm handler is acknowledged by the kernel's "idle" for its message
         ack = {"type": "ack", "seq": frame.seq, "processed": processed}
         if not isinstance(frame.data, bytes) and frame.data:
             ack["frames"] = frame.count  # a batch's: the page counts its frames from its own record too
         if timing is not None:
             # Durations on the kernel's clock, so the browser can split its round trip without clock skew.
             ack["kernel_ms"] = {k: round(v * 1000, 2) for k, v in vars(timing).items()}
-        self.send(ack)
+        if frame.piped:
+            self._reply_piped(ack)
+        else:
+            self.send(ack)
 
     def close(self) -> None:
         """Stop the frame workers and close the widget; closing twice is harmless."""
         self._frames.close()
         self._faces.close()
+        if self._pipe is not None:
+            self._pipe.stop()
+            self._pipe = None
         super().close()

@@ -41,6 +41,7 @@ class PendingFrame:
     data: bytes | tuple[bytes, ...]  # encoded JPEG/PNG, or a batch of packed faces; decoded only by the worker
     received: float  # kernel time when it arrived, unix seconds
     inline: bool = False  # analysed in the comm handler (a batch of faces): the kernel's idle status acks it
+    piped: bool = False  # came through serve's face pipe (widgets/pipe.py): acknowledged through it
 
     @property
     def size(self) -> int:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
 
+from smartsession.vision.packed import BATCH_PREFIX
+
 #: The kernel websocket protocol JupyterLab's services (and so Voila's page) speak. With the legacy protocol the
 #: server dropped kernel messages that carry buffers, and every message after them on that socket.
 SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -134,12 +136,20 @@ class FrameLog:
     kernel_ms: list[dict] = field(default_factory=list)
     messages_sent: int = 0  # kernel messages of any kind, both directions, since the last reset
     messages_received: int = 0
+    pipe_sent: int = 0  # of those, through serve's face pipe (batches up, acks down)
+    pipe_received: int = 0
+    # Seconds from the kernel's send to the arrival here: of the pipe's acks (their "at"), and of the widget updates
+    # (redraws) on the Jupyter socket (their header's date): with the pipe a batch's ack and its redraw travel apart.
+    ack_delivery: list[float] = field(default_factory=list)
+    redraw_delivery: list[float] = field(default_factory=list)
     kinds: Counter = field(default_factory=Counter)  # "up faces", "down status idle", ...: what those messages are
     since: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.sent = self.skipped = self.processed = self.dropped = 0
-        self.messages_sent = self.messages_received = 0
+        self.messages_sent = self.messages_received = self.pipe_sent = self.pipe_received = 0
+        self.ack_delivery.clear()
+        self.redraw_delivery.clear()
         self.kinds.clear()
         self.since = time.monotonic()
         self.roundtrips.clear()
@@ -186,6 +196,13 @@ def ack_of(msg: dict, camera: str) -> dict | None:
     return ack if isinstance(ack, dict) and ack.get("type") == "ack" else None
 
 
+def _timestamp(iso: str) -> float:
+    """Unix seconds of a Jupyter message header's date (ISO 8601, UTC)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 # --- the shell (asyncio) ---
 
 
@@ -207,6 +224,10 @@ class PageClient:
         self._in_flight: dict[int, list[float]] = {}  # seq -> capture times of the frames it carries
         self._idle: dict[str, asyncio.Future] = {}  # msg_id -> set once the kernel has handled that message
         self._batches: dict[str, int] = {}  # msg_id -> seq of a faces message: its "idle" status is its ack
+        self.pipe_offer: dict = {}  # the camera's `pipe` trait: where the page sends batches past Jupyter
+        self._pipe: Any = None  # the open pipe (after its welcome)
+        self._pipe_token = ""
+        self._pipe_task: asyncio.Task | None = None
 
     @classmethod
     def for_kernel(cls, server_url: str, kernel_id: str, **kwargs) -> "PageClient":
@@ -225,6 +246,9 @@ class PageClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._pipe_task is not None:
+            self._pipe_task.cancel()
+            await asyncio.gather(self._pipe_task, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -253,10 +277,16 @@ class PageClient:
     async def _read(self) -> None:
         try:
             async for data in self._ws:
+                now = time.time()
                 self.frames.messages_received += 1
                 msg = decode(data)
-                self.frames.kinds["down " + kind_of(msg)] += 1
-                self._on_message(msg, time.time())
+                kind = kind_of(msg)
+                self.frames.kinds["down " + kind] += 1
+                if kind.startswith("update value") and self._pipe is not None:
+                    sent = msg.get("header", {}).get("date")
+                    if isinstance(sent, str):
+                        self.frames.redraw_delivery.append(now - _timestamp(sent))
+                self._on_message(msg, now)
         finally:
             self.closed.set()
 
@@ -281,10 +311,68 @@ class PageClient:
                 return
             if self.widgets is None or content.get("comm_id") != self.widgets.camera:
                 return
+            if data.get("method") == "update" and "pipe" in data.get("state", {}):
+                self._follow_pipe(data["state"]["pipe"])
             if data.get("method") == "update" and data.get("state", {}).get("active"):
                 self.camera_active.set()
             elif (ack := ack_of(msg, self.widgets.camera)) is not None:
                 self._acked(ack, now)
+
+    # --- serve's face pipe, as camera.js's FacePipe ---
+
+    def _follow_pipe(self, offer: Any) -> None:
+        self.pipe_offer = offer if isinstance(offer, dict) else {}
+        token = self.pipe_offer.get("token", "")
+        if token == self._pipe_token:
+            return
+        self._pipe_token = token
+        if self._pipe_task is not None:
+            self._pipe_task.cancel()
+        self._pipe = self._pipe_task = None
+        if token and self.pipe_offer.get("path"):
+            self._pipe_task = asyncio.ensure_future(self._run_pipe(self.pipe_offer["path"], token))
+
+    async def _run_pipe(self, path: str, token: str) -> None:
+        from urllib.parse import urlsplit
+
+        from websockets.asyncio.client import connect
+
+        parts = urlsplit(self.url)
+        url = f"{parts.scheme}://{parts.netloc}{path}"
+        try:
+            async with connect(url, open_timeout=self.open_timeout, max_size=2**20, compression=None) as ws:
+                await ws.send(json.dumps({"type": "hello", "token": token}))
+                async for data in ws:
+                    now = time.time()
+                    msg = json.loads(data)
+                    if msg.get("type") == "welcome":
+                        self._pipe = ws
+                    elif msg.get("type") == "ack":
+                        self.frames.messages_received += 1
+                        self.frames.pipe_received += 1
+                        self.frames.kinds["down pipe ack"] += 1
+                        if isinstance(msg.get("at"), (int, float)):
+                            self.frames.ack_delivery.append(now - msg["at"])
+                        self._acked(msg, now)
+        except Exception:
+            pass  # closed or refused: batches go over the comm, as the page's do
+        finally:
+            if self._pipe_token == token:
+                self._pipe = None
+
+    async def _send_piped(self, seq: int, header: dict, faces: list[bytes]) -> bool:
+        ws = self._pipe
+        if ws is None:
+            return False
+        head = json.dumps(header).encode()
+        try:
+            await ws.send(b"".join([BATCH_PREFIX.pack(seq, len(head)), head, *faces]))
+        except Exception:
+            return False
+        self.frames.messages_sent += 1
+        self.frames.pipe_sent += 1
+        self.frames.kinds["up pipe faces"] += 1
+        return True
 
     def _acked(self, ack: dict, now: float) -> None:
         captured = self._in_flight.pop(ack.get("seq"), None)
@@ -382,12 +470,17 @@ class PageClient:
                         stats_due = time.monotonic() + 5.0
                         content["stats"] = {"sent": self.frames.sent, "skipped": self.frames.skipped,
                                             "processed": self.frames.processed}
-                    batch = comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
-                                     [b for _, b in gathered])
-                    self._batches[batch["header"]["msg_id"]] = seq
-                    while len(self._batches) > 64:  # idles lost with a restarted kernel: forget the oldest
-                        del self._batches[next(iter(self._batches))]
-                    await self.send(batch)
+                    faces_bytes = [b for _, b in gathered]
+                    header = {"t": content["t"], "sizes": [len(b) for b in faces_bytes]}
+                    if "stats" in content:
+                        header["stats"] = content["stats"]
+                    if not await self._send_piped(seq, header, faces_bytes):
+                        batch = comm_msg(widgets.camera, {"method": "custom", "content": content}, self.session,
+                                         faces_bytes)
+                        self._batches[batch["header"]["msg_id"]] = seq
+                        while len(self._batches) > 64:  # idles lost with a restarted kernel: forget the oldest
+                            del self._batches[next(iter(self._batches))]
+                        await self.send(batch)
                     self.frames.sent += len(gathered)
                     gathered = []
             elif not free:

@@ -333,3 +333,57 @@ def test_a_page_that_floods_pictures_gets_no_more_decoded_than_its_picture_rate(
 
     budget = FaceBudget(rate=5, burst=5)
     assert all(budget.take(1, i / 5 + (0.08 if i % 2 else -0.08)) for i in range(1, 200))
+
+
+# --- batches through serve's face pipe (widgets/pipe.py gives them to receive_batch) ---
+
+
+def piped(seq, faces, t=None, **header) -> bytes:
+    import json
+
+    from smartsession.vision import packed
+
+    head = json.dumps({"t": t, "sizes": [len(f) for f in faces], **header}).encode()
+    return packed.BATCH_PREFIX.pack(seq, len(head)) + head + b"".join(faces)
+
+
+def test_a_piped_batch_is_analysed_as_a_comm_batch_and_acked_through_the_pipe(astronaut_face):
+    times = [1700000000.0 + i / 6 for i in range(4)]
+    batches, acks = [], []
+    stats = {"sent": 4, "skipped": 0, "processed": 0}
+    with Camera(analysis="browser") as camera:
+        camera.send = sent = Recorder()
+        camera._pipe_reply = acks.append
+        camera.on_faces(lambda faces, ts: batches.append(ts))
+        camera.receive_batch(piped(9, batch_of(astronaut_face, times), t=times[-1], stats=stats))
+        assert batches == [pytest.approx(times)] and camera.stats == stats
+        assert camera.face_counts["messages"] == 1 and camera.face_counts["processed"] == 4
+    assert sent.sent == []  # nothing over the comm: the ack went through the pipe, with the kernel's timings
+    assert [(a["seq"], a["processed"], a["frames"]) for a in acks] == [(9, True, 4)]
+    assert set(acks[0]["kernel_ms"]) == {"wait", "decode", "callbacks"} and acks[0]["at"] > times[0]
+
+
+@pytest.mark.parametrize("problem", ["picture", "sizes lie", "header", "too many", "bad time", "camera off"])
+def test_a_bad_piped_batch_is_refused_by_its_number_and_the_next_one_analysed(astronaut_face, problem):
+    import numpy as np
+
+    good = batch_of(astronaut_face, [5.0, 5.1])
+    jpeg = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
+    bad = {
+        "picture": piped(1, [jpeg], t=5.0),  # a page trying to make a browser-mode kernel decode an image
+        "sizes lie": piped(1, good, t=5.0)[:-3],
+        "header": b"\x01\x00\x00\x00\x05\x00\x00\x00{oops" + good[0],
+        "too many": piped(1, batch_of(astronaut_face, [1.0 + i / 100 for i in range(31)]), t=1.3),
+        "bad time": piped(1, good, t=float("nan")),
+        "camera off": piped(1, good, t=5.0),
+    }[problem]
+    got, acks = [], []
+    with Camera(analysis="browser") as camera:
+        camera._pipe_reply = acks.append
+        camera.on_faces(lambda faces, ts: got.append(ts))
+        camera.accept_frames = problem != "camera off"
+        camera.receive_batch(bad)
+        camera.accept_frames = True
+        camera.receive_batch(piped(2, good, t=5.1))
+    assert [(a["seq"], a["processed"]) for a in acks] == [(1, False), (2, True)]
+    assert got == [pytest.approx([5.0, 5.1])]  # nothing of the bad batch reached the analysis
