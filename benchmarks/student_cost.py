@@ -1,5 +1,5 @@
 """Where a browser-mode student's CPU goes: a few real student kernels behind ``smartsession serve``, each fed
-6 packed real faces a second (the page's capture rate, CAMERA_FPS) by a client that speaks to its kernel as the
+5 packed real faces a second (the page's capture rate, CAMERA_FPS) by a client that speaks to its kernel as the
 page does (capacity.py's students), and per student-second: CPU of serve (Jupyter's relay, Voila, the embedded
 hub) and of the kernels, the CPU an idle pool kernel burns on its own, and every kernel message each way by
 kind (face batches, acks, status busy/idle, widget updates...).

@@ -6,6 +6,7 @@ relative to this baseline instead of a population average.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -51,8 +52,15 @@ class Baseline:
         return cls(dict(zip(FEATURE_NAMES, med.tolist())), len(rows))
 
     def offsets(self) -> np.ndarray:
-        """Vector to subtract from a feature vector: the neutral value for re-centred features, else 0."""
-        return np.array([self.values[n] if n in RECENTRED else 0.0 for n in FEATURE_NAMES])
+        """Vector to subtract from a feature vector: the neutral value for re-centred features, else 0 (read-only;
+        built once, since every live frame subtracts it)."""
+        return self._offsets
+
+    @functools.cached_property
+    def _offsets(self) -> np.ndarray:
+        out = np.array([self.values[n] if n in RECENTRED else 0.0 for n in FEATURE_NAMES])
+        out.flags.writeable = False
+        return out
 
     @property
     def ear(self) -> float:

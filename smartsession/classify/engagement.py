@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import numpy as np
-
 from smartsession.classify.rules import EAR_CLOSED, EAR_CLOSED_RATIO
 from smartsession.features.geometry import FEATURE_NAMES
 
@@ -37,9 +35,14 @@ class EngagementScore:
     components: Mapping[str, float] = field(default_factory=dict)  # each 0-1, plus "presence"
 
 
+def _clip(x: float, lo: float, hi: float) -> float:
+    """``np.clip`` for one number (NaN stays NaN), without numpy's per-call cost: this runs on every live frame."""
+    return float(min(max(x, lo), hi)) if x == x else math.nan
+
+
 def _ramp(x: float, full: float, zero: float) -> float:
     """1 up to ``full``, falling linearly to 0 at ``zero``."""
-    return float(np.clip((zero - x) / (zero - full), 0.0, 1.0))
+    return _clip((zero - x) / (zero - full), 0.0, 1.0)
 
 
 def absent() -> EngagementScore:
@@ -55,13 +58,13 @@ def score(relative, probabilities: Mapping[str, float] | None, baseline_ear: flo
     """
     yaw, pitch = abs(relative[_I["yaw"]]), abs(relative[_I["pitch"]])
     head = _ramp(max(yaw, pitch), HEAD_FULL, HEAD_ZERO)
-    gaze = _ramp(float(np.hypot(relative[_I["gaze_x"]], relative[_I["gaze_y"]])), GAZE_FULL, GAZE_ZERO)
+    gaze = _ramp(math.hypot(relative[_I["gaze_x"]], relative[_I["gaze_y"]]), GAZE_FULL, GAZE_ZERO)
     ear = relative[_I["ear"]]
     if baseline_ear is None:
         closed, opened = EAR_CLOSED, EAR_OPEN
     else:
         closed, opened = EAR_CLOSED_RATIO * baseline_ear, EAR_OPEN_RATIO * baseline_ear
-    eyes = float(np.clip((ear - closed) / max(opened - closed, 1e-6), 0.0, 1.0))
+    eyes = _clip((ear - closed) / max(opened - closed, 1e-6), 0.0, 1.0)
     if probabilities:
         expression = float(sum(EXPRESSION_CREDIT.get(s, 0.5) * p for s, p in probabilities.items()))
     else:
@@ -70,4 +73,4 @@ def score(relative, probabilities: Mapping[str, float] | None, baseline_ear: flo
     parts = {k: (v if math.isfinite(v) else 0.0) for k, v in
              {"head_pose": head, "gaze": gaze, "eyes": eyes, "expression": expression}.items()}
     value = 100.0 * sum(WEIGHTS[k] * v for k, v in parts.items())
-    return EngagementScore(float(np.clip(value, 0, 100)), {"presence": 1.0, **parts})
+    return EngagementScore(_clip(value, 0.0, 100.0), {"presence": 1.0, **parts})

@@ -49,22 +49,23 @@ OVERLAY_EVERY = 0.15
 #: The numbers move every frame, nobody reads them 12 times a second, and every redraw is a widget message the
 #: frame's ack queues behind, on the kernel's iopub and in the browser. A new state or tip shows at once.
 FEEDBACK_EVERY = 0.25
-#: The same for batches of faces (browser analysis). A batch's redraw was one of the ~2.7 kernel messages a
-#: student cost a second, for a score that moved a little: a new state or tip still shows with the batch that
-#: brought it, the score and bars of an unchanged one every 3 s.
-FEEDBACK_BATCHED_EVERY = 3.0
+#: The same for batches of faces (browser analysis). With batches through serve's face pipe, these redraws are
+#: most of the Jupyter messages a student costs (~0.6 a second at 3 s): a new state or tip still shows with the
+#: batch that brought it, the score and bars of an unchanged one every 5 s.
+FEEDBACK_BATCHED_EVERY = 5.0
 #: Seconds between redraws of "What your teacher sees" while the state shown stays the same: every message to
 #: the hub redrew it (5 a second), each redraw a widget message the kernel sends and the server relays, for a
 #: box that names the time to the second. A new state, or a pause, shows at once.
 TEACHER_VIEW_EVERY = 1.0
-#: The same with batches, where it is one of the ~4 kernel messages a student costs a second: the state and a pause
-#: still show at once, the time and numbers of an unchanged state every 5 s.
-TEACHER_VIEW_BATCHED_EVERY = 5.0
+#: The same with batches, where it is one of the few Jupyter messages a student costs a second: the state and a
+#: pause still show at once, the time and numbers of an unchanged state every 10 s.
+TEACHER_VIEW_BATCHED_EVERY = 10.0
 #: Frames per second the page captures, and its own landmarker reads (browser analysis). Each of them is a state
-#: the kernel analyses, the hub validates and the store keeps, and the smoothing is time-based: 6 a second read a
-#: student's state as well as 12 did (the eye-closure timer counts seconds, the windows are 0.5 and 1 s), at half
-#: the kernel, hub and store work a student costs, and half the student's own CPU for the face model.
-CAMERA_FPS = 6.0
+#: the kernel analyses, the hub validates and the store keeps, and the smoothing is time-based: 5 a second read a
+#: student's state as well as 12 did (the eye-closure timer counts seconds, the windows are 0.5 and 1 s), at
+#: less than half the kernel, hub and store work a student costs, and of the student's own CPU for the face model.
+#: With batches through the face pipe the analysis is most of what a student costs the server.
+CAMERA_FPS = 5.0
 #: Pictures per second a student sends when the class server analyses them (the fallback for browsers that
 #: cannot run the face model): each costs the server 20-25 ms of CPU against 0.4 ms for a packed face, and
 #: states are smoothed over seconds (benchmarks/capacity.py feeds server-mode students this rate).
