@@ -69,9 +69,10 @@ def default_pool_size(machine: Machine, class_size: int) -> int:
 
 
 #: Students one core carries at full rate, measured by ``benchmarks/capacity.py`` (docs/BENCHMARKS.md, 2026-12-07,
-#: at the page's rates): 128 in browser mode (0.5 s batches, the machine 87 % busy, so ~50 a core leaves room for
-#: teachers and reloads) and 15 in server mode on 2 cores.
-STUDENTS_PER_CORE = {"browser": 50, "server": 7}
+#: at the page's rates): 200 in browser mode (0.5 s batches through the face pipe, the machine 77 % busy with the
+#: benchmark's own simulated pages and browser on it, so ~80 a core leaves room for teachers and reloads) and
+#: 13-15 in server mode on 2 cores.
+STUDENTS_PER_CORE = {"browser": 80, "server": 7}
 
 
 def cpu_students(cores: int, analysis: str) -> int:
