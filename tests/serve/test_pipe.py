@@ -188,3 +188,59 @@ def test_batch_messages_are_split_only_when_every_part_is_in_bounds():
         with pytest.raises(packed.PackedFaceError):
             packed.split_batch(data)
         assert packed.batch_number(data) == (None if name == "short" else 1), name
+
+
+# --- end to end: the real student page under a real serve, its kernel's end and a page client's ---
+
+
+def test_a_student_kernel_offers_its_pipe_and_analyses_batches_through_it_or_over_the_comm(tmp_path):
+    """The student page's kernel opens its pipe at consent and offers it through the camera; batches sent there
+    are analysed and acked there, without a Jupyter message; a page whose pipe is refused (a stale token) sends
+    over the comm, and its batches are analysed all the same."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from capacity import face_frames, landmarked, recorded_frames
+
+    from testkit.pageclient import PageClient
+    from testkit.serving import kernel_id, running_server
+
+    faces = face_frames(landmarked(recorded_frames(20), fps=5))
+
+    async def stream(page, seconds: float):
+        stop = asyncio.Event()
+        task = asyncio.create_task(page.stream(faces, 5, stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+
+    async def student(server, kid):
+        async with PageClient.for_kernel(server.url, kid) as page:
+            await page.consent("Piped student", analysis="browser")
+            for _ in range(300):  # the kernel offers its pipe when the student agrees; the page then connects
+                if page.piped:
+                    break
+                await asyncio.sleep(0.1)
+            offer = dict(page.pipe_offer)
+            assert offer["path"] == f"/{PAGE_ROUTE}" and len(offer["token"]) >= 32
+            page.frames.reset()  # what the page's loading and consent cost is not the stream's
+            await stream(page, 4)
+            piped = dict(page.frames.kinds)
+            processed = page.frames.processed
+            # A pipe that refuses the page: batches go over the comm, and are analysed as well.
+            page.follow_pipe({"path": offer["path"], "token": secrets.token_urlsafe(32)})
+            await asyncio.sleep(1)
+            assert not page.piped
+            page.frames.reset()
+            await stream(page, 4)
+            return piped, processed, dict(page.frames.kinds), page.frames.processed
+
+    with running_server(tmp_path, pool_size=1, timeout=300, analysis="browser", refill_quiet=3600) as server:
+        server.wait_warm(600)
+        kid = kernel_id(server.request(server.join_url, timeout=120).text)
+        piped, piped_processed, comm, comm_processed = asyncio.run(asyncio.wait_for(student(server, kid), 240))
+    assert piped_processed >= 10 and piped.get("up pipe faces", 0) >= 4 and piped.get("down pipe ack", 0) >= 4
+    assert "up custom faces" not in piped and "down status idle" not in piped, piped  # no Jupyter message a batch
+    assert comm_processed >= 10 and comm.get("up custom faces", 0) >= 4 and "up pipe faces" not in comm, comm

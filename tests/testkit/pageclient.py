@@ -312,7 +312,7 @@ class PageClient:
             if self.widgets is None or content.get("comm_id") != self.widgets.camera:
                 return
             if data.get("method") == "update" and "pipe" in data.get("state", {}):
-                self._follow_pipe(data["state"]["pipe"])
+                self.follow_pipe(data["state"]["pipe"])
             if data.get("method") == "update" and data.get("state", {}).get("active"):
                 self.camera_active.set()
             elif (ack := ack_of(msg, self.widgets.camera)) is not None:
@@ -320,7 +320,13 @@ class PageClient:
 
     # --- serve's face pipe, as camera.js's FacePipe ---
 
-    def _follow_pipe(self, offer: Any) -> None:
+    @property
+    def piped(self) -> bool:
+        """Whether batches go through serve's face pipe now (it is open and welcomed us)."""
+        return self._pipe is not None
+
+    def follow_pipe(self, offer: Any) -> None:
+        """Open the pipe the kernel offers (the camera's `pipe` trait), once per token, as camera.js does."""
         self.pipe_offer = offer if isinstance(offer, dict) else {}
         token = self.pipe_offer.get("token", "")
         if token == self._pipe_token:
