@@ -77,6 +77,7 @@ def test_six_devices_through_the_shipped_nginx_and_systemd_flags(tmp_path):
         assert get_from(node.url, devices[0], node.join_url, {"X-Forwarded-For": "10.9.9.9"})[0] == 429
         # Routes the pages do not use end at nginx, the kernels' own request channel included.
         kid = kernel_id(next(body for status, body in pages if status == 200))
-        for path in (f"/voila/query/{kid}", "/voila/tree", "/voila/api/contents", "/lab", "/api/sessions"):
+        for path in (f"/voila/query/{kid}", "/voila/tree", "/voila/api/contents", "/lab", "/api/sessions",
+                     "/smartsession/pipe/kernel"):
             assert get_from(proxy.url, devices[2], proxy.url + path)[0] == 404, path
         assert get_from(proxy.url, devices[2], proxy.url + "/smartsession/health")[0] == 200
