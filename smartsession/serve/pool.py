@@ -16,9 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+import zmq
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Dict, Float, Unicode, default
 
+from smartsession.hub.httpserver import raise_fd_limit
 from smartsession.serve.admission import StudentKernels, page_ticket
 from smartsession.serve.channels import message_types
 from smartsession.seams.jupyter import keep_activity_stream, pool_entries, starts_a_pool_kernel, waiting_for_its_page
@@ -49,21 +51,6 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
         help="Seconds without page requests before the kernel pool refills (0: refill at once).",
     )
 
-    @default("context")
-    def _context_default(self):
-        # libzmq holds at most 1023 sockets in a context unless told otherwise, and the server keeps about eight
-        # for each kernel (its manager's channels and those of its page's connection): near 125 students every
-        # further kernel or page failed with "Too many open files" (a ZMQError), whatever the open-file limit.
-        # A socket takes a descriptor or two, so the bound follows the open-file limit.
-        import zmq.asyncio
-
-        from smartsession.hub.httpserver import raise_fd_limit
-
-        self._created_context = True
-        context = zmq.asyncio.Context()
-        context.set(zmq.MAX_SOCKETS, max(1023, min(context.get(zmq.SOCKET_LIMIT), raise_fd_limit() // 2)))
-        return context
-
     kernel_env = Dict(
         value_trait=Unicode(),
         config=True,
@@ -83,6 +70,12 @@ class QuietRefillKernelManager(AsyncMappingKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # libzmq holds at most 1023 sockets in a context unless told otherwise, and the server keeps about eight
+        # for each kernel (its manager's channels and those of its page's connection): near 125 students every
+        # further kernel or page failed with "Too many open files" (a ZMQError), whatever the open-file limit.
+        # A socket takes a descriptor or two, so the bound follows the open-file limit. Set on the shared
+        # context before any kernel made a socket in it, which is when libzmq reads it.
+        self.context.set(zmq.MAX_SOCKETS, max(1023, min(self.context.get(zmq.SOCKET_LIMIT), raise_fd_limit() // 2)))
         self._last_demand = float("-inf")
         self._warming: set[object] = set()  # the warm slots taken, each until its kernel is warm
         self._watches: set[asyncio.Task] = set()
