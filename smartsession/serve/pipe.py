@@ -27,6 +27,7 @@ import time
 
 from smartsession.facepipe import KERNEL_ROUTE, MAX_KERNEL_TEXT, PAGE_ROUTE, TOKEN, CloseCode
 from smartsession.hub.core import Hub
+from smartsession.hub.protocol import TokenBucket
 from smartsession.hub.server import HubRoute
 from smartsession.hub.wire import WebSocket
 from smartsession.vision import packed
@@ -108,7 +109,7 @@ class KernelEnd(_End):
         super().__init__(hub, pipes, address, max_size=MAX_KERNEL_TEXT)
         self.page: PageEnd | None = None
         self.awaiting = 0
-        self.tokens, self.at = BURST, time.monotonic()
+        self.rate = TokenBucket(RATE, BURST, time.monotonic())  # the kernel's: a reconnecting page refills nothing
 
     def on_message(self, message: str | bytes) -> None:
         if self.token is None:
@@ -132,14 +133,10 @@ class KernelEnd(_End):
 
     def forward(self, data: bytes, seq: int) -> None:
         """A page's batch to the kernel, or refused (to the page, by its number) past the kernel's limits."""
-        now = time.monotonic()
-        self.tokens = min(BURST, self.tokens + (now - self.at) * RATE)
-        self.at = now
-        if self.tokens < 1:
-            return self._refused(seq, f"more than {RATE:g} messages a second")
         if self.awaiting >= MAX_AWAITING:
             return self._refused(seq, f"{MAX_AWAITING} batches already await their ack")
-        self.tokens -= 1
+        if not self.rate.take(time.monotonic()):
+            return self._refused(seq, f"more than {RATE:g} messages a second")
         self.awaiting += 1
         self.send_binary(data)
 
