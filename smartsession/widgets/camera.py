@@ -344,10 +344,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
         try:
             seq, header, faces = packed.split_batch(data)
         except packed.PackedFaceError as refused:
-            self._faces.counts["bad"] += 1
-            self._faces.last_error = f"faces message refused: {refused}"
-            self._reply_piped({"type": "ack", "seq": packed.batch_number(data), "processed": False,
-                               "error": str(refused)})
+            self._refuse_malformed("faces", packed.batch_number(data), refused, piped=True)
             return
         content = {"type": "faces", "seq": seq, "t": header.get("t")}
         if "stats" in header:
@@ -360,6 +357,17 @@ class Camera(CameraBase, anywidget.AnyWidget):
             ack["at"] = time.time()  # when the kernel answered, on its clock (benchmarks time the way back)
             reply(ack)
 
+    def _refuse_malformed(self, kind: str, seq: Any, refused: Exception, piped: bool) -> None:
+        """Count a message that could not be read, and tell the page why (its number when it has a usable one)."""
+        dispatcher = self._frames if kind == "frame" else self._faces
+        dispatcher.counts["bad"] += 1
+        dispatcher.last_error = f"{kind} message refused: {refused}"
+        ack = {"type": "ack", "seq": seq, "processed": False, "error": str(refused)}
+        if piped:
+            self._reply_piped(ack)
+        elif seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
+            self.send(ack)
+
     def _receive(self, kind: str, content: dict, buffers: list, piped: bool) -> None:
         dispatcher = self._frames if kind == "frame" else self._faces
         try:
@@ -367,14 +375,7 @@ class Camera(CameraBase, anywidget.AnyWidget):
         except ValueError as refused:
             # Refused here, before anything downstream keeps the number: a NaN capture time once poisoned the
             # smoothing, and every state after it was refused by the hub. The page learns why; the next works.
-            dispatcher.counts["bad"] += 1
-            dispatcher.last_error = f"{kind} message refused: {refused}"
-            seq = content.get("seq")
-            ack = {"type": "ack", "seq": seq, "processed": False, "error": str(refused)}
-            if piped:
-                self._reply_piped(ack)
-            elif seq.__class__ is int and 0 <= seq < 2**53 and self.comm is not None:
-                self.send(ack)
+            self._refuse_malformed(kind, content.get("seq"), refused, piped)
             return
         try:
             frame = self._pending(kind, seq, t, buffers, piped)
