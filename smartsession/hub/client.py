@@ -138,6 +138,22 @@ def fetch_history(url: str | None, session_id: str, token: str, cafile: str | No
                  cafile, timeout=60)
 
 
+def send_soon(ws, text: str, pending: set[asyncio.Task]) -> None:
+    """Send ``text`` on the websocket ``ws`` from the running loop without waiting for it. ``pending`` keeps the
+    task until it is done (the loop holds tasks weakly: it could vanish mid-send). A failed send is dropped: the
+    connection's own loop sees the loss."""
+    task = asyncio.ensure_future(_send_quietly(ws, text))
+    pending.add(task)
+    task.add_done_callback(pending.discard)
+
+
+async def _send_quietly(ws, text: str) -> None:
+    try:
+        await ws.send(text)
+    except Exception:
+        pass
+
+
 class _Client:
     """Connection loop shared by both clients: hello, then messages, reconnect on loss."""
 
@@ -322,17 +338,7 @@ class StudentPublisher(_Client):
     def _send_text(self, text: str) -> None:
         ws = self._ws
         if ws is not None and self.connected.is_set():
-            # The loop holds tasks weakly: keep each until it is done, or it may vanish mid-send.
-            task = asyncio.ensure_future(self._send_safely(ws, text))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    @staticmethod
-    async def _send_safely(ws, text: str) -> None:
-        try:
-            await ws.send(text)
-        except Exception:
-            pass  # the run loop sees the loss and resends what is unacknowledged
+            send_soon(ws, text, self._sending)  # the run loop sees a loss and resends what is unacknowledged
 
     async def wait_acked(self, seq: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -388,9 +394,7 @@ class StudentPublisher(_Client):
         ws = self._ws
         if ws is None or not self.connected.is_set():
             return False
-        task = asyncio.ensure_future(self._send_safely(ws, json.dumps(msg.to_dict(), separators=(",", ":"))))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        send_soon(ws, json.dumps(msg.to_dict(), separators=(",", ":")), self._sending)
         return True
 
     def _on_poison(self) -> None:

@@ -18,6 +18,7 @@ import secrets
 from typing import Any
 
 from smartsession.facepipe import ENV_PAGE_PATH, ENV_SECRET, ENV_URL, CloseCode
+from smartsession.hub.client import send_soon, ssl_context
 from smartsession.vision import packed
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ class FacePipe:
 
     async def _run(self) -> None:
         import websockets
-
-        from smartsession.hub.client import ssl_context
 
         delay = self.backoff[0]
         while True:
@@ -101,16 +100,5 @@ class FacePipe:
             self.camera.pipe = {}
 
     def _reply(self, ack: dict) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        task = asyncio.ensure_future(self._send(ws, json.dumps(ack, separators=(",", ":"))))
-        self._sending.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._sending.discard)
-
-    @staticmethod
-    async def _send(ws: Any, text: str) -> None:
-        try:
-            await ws.send(text)
-        except Exception:
-            pass  # the connection is going: the run loop sees it
+        if self._ws is not None:
+            send_soon(self._ws, json.dumps(ack, separators=(",", ":")), self._sending)
