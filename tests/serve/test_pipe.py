@@ -68,6 +68,16 @@ async def closed_with(ws) -> tuple[int, str]:
     return ws.close_code, ws.close_reason
 
 
+async def paired(url: str):
+    """A kernel's end and its page's, both welcomed: (token, kernel, page)."""
+    token = secrets.token_urlsafe(32)
+    kernel = await kernel_end(url, token)
+    await welcomed(kernel)
+    page = await page_end(url, token)
+    await welcomed(page)
+    return token, kernel, page
+
+
 def batch(seq: int, faces: int = 2) -> bytes:
     face = packed.encode(1.0, 640, 480, 0)
     head = json.dumps({"t": 1.0, "sizes": [len(face)] * faces}).encode()
@@ -77,11 +87,7 @@ def batch(seq: int, faces: int = 2) -> bytes:
 def test_a_pages_batches_reach_its_kernel_byte_for_byte_and_the_acks_come_back(tmp_path):
     async def go():
         async with running_pipes(tmp_path) as (pipes, url):
-            token = secrets.token_urlsafe(32)
-            kernel = await kernel_end(url, token)
-            await welcomed(kernel)
-            page = await page_end(url, token)
-            await welcomed(page)
+            token, kernel, page = await paired(url)
             sent = batch(7)
             await page.send(sent)
             assert await asyncio.wait_for(kernel.recv(), 30) == sent
@@ -127,11 +133,7 @@ def test_a_connection_that_never_says_hello_is_closed(tmp_path, monkeypatch):
 def test_hostile_pages_are_refused_by_name_and_the_limits_hold_across_reconnects(tmp_path):
     async def go():
         async with running_pipes(tmp_path) as (pipes, url):
-            token = secrets.token_urlsafe(32)
-            kernel = await kernel_end(url, token)
-            await welcomed(kernel)
-            page = await page_end(url, token)
-            await welcomed(page)
+            token, kernel, page = await paired(url)
             # A flood without waiting for acks: the first go to the kernel (burst, then batches awaiting their
             # ack), every other one is refused by its number and never reaches the kernel.
             for seq in range(1, 21):
